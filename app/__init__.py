@@ -1,0 +1,28 @@
+"""The web side: `create_app()` builds the Flask app and wires each part in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from store.settings import Settings
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. Settings come from the environment unless `config["SETTINGS"]` is given."""
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config.update(config or {})
+    settings: Settings = app.config.get("SETTINGS") or Settings.from_env()
+
+    from app import cli, customers, errors, health, ingest, metrics, resources
+
+    resources.init_app(app, settings)
+    errors.init_app(app)
+    metrics.init_app(app)
+    health.init_app(app)
+    ingest.init_app(app)
+    customers.init_app(app)
+    cli.init_app(app)
+    return app

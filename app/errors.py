@@ -1,0 +1,94 @@
+"""The one JSON error envelope, `{"message", "code", "errors"}`, and where it is rendered.
+
+A storage outage is a 503 with Retry-After (Segment retries it), never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 10
+
+
+class ApiError(Exception):
+    """An answer other than success: status, machine code, and a message that says what to fix."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        errors: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def error_response(error: ApiError) -> Response:
+    body: dict[str, Any] = {"message": error.message, "code": error.code}
+    if error.errors:
+        body["errors"] = error.errors
+    response = jsonify(body)
+    response.status_code = error.status
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def storage_unavailable(what: str = "Storage") -> ApiError:
+    return ApiError(
+        503,
+        "storage_unavailable",
+        f"{what} is unavailable; nothing was stored. Retry after {RETRY_AFTER_SECONDS} seconds.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _is_connection_problem(error: DBAPIError) -> bool:
+    return bool(error.connection_invalidated) or isinstance(error, OperationalError)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ApiError, error_response)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return error_response(ApiError(error.code or 500, code, error.description or code))
+
+    @app.errorhandler(PoolTimeoutError)
+    def pool_timeout(error: PoolTimeoutError) -> Response:
+        log.warning("database pool exhausted")
+        return error_response(storage_unavailable("The database"))
+
+    @app.errorhandler(DBAPIError)
+    def database_error(error: DBAPIError) -> Response:
+        if _is_connection_problem(error):
+            log.warning("database unavailable: %s", type(error.orig).__name__)
+            return error_response(storage_unavailable("The database"))
+        log.exception("database error")
+        return error_response(ApiError(500, "internal_error", "Internal error; it has been logged."))
+
+    @app.errorhandler(RedisError)
+    def redis_error(error: RedisError) -> Response:
+        log.warning("redis unavailable: %s", type(error).__name__)
+        return error_response(storage_unavailable("Redis"))
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("unexpected error")
+        return error_response(ApiError(500, "internal_error", "Internal error; it has been logged."))

@@ -1,0 +1,32 @@
+"""gunicorn settings (`gunicorn -c python:app.gunicorn_config "app:create_app()"`).
+
+Sync workers, one per core by default: each request commits its events before it
+answers, and the process holds its own connection pool (made after the fork).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
+os.environ["WEB_CONCURRENCY"] = str(workers)  # the rate limiter divides by it
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = None  # no request lines: a query string could carry a key
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+preload_app = False  # each worker builds its own engine: no pool shared across a fork
+
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+
+
+def child_exit(server: object, worker: object) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

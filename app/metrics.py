@@ -1,0 +1,69 @@
+"""Prometheus metrics: events accepted and rejected, request latency, fold backlog.
+
+Under gunicorn with several workers, set PROMETHEUS_MULTIPROC_DIR (the gunicorn config
+does) so /metrics adds up every process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter as TallyCounter
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from schemas.segment import SUPPORTED_TYPES, PreparedEvent
+
+EVENTS_ACCEPTED = Counter("events_accepted_total", "Events stored, by type", ["type"])
+EVENTS_REJECTED = Counter("events_rejected_total", "Events refused, by type and reason", ["type", "reason"])
+REQUEST_LATENCY = Histogram(
+    "http_request_duration_seconds", "Request latency", ["route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+def events_accepted(events: Iterable[PreparedEvent]) -> None:
+    for kind, count in TallyCounter(event.type for event in events).items():
+        EVENTS_ACCEPTED.labels(kind).inc(count)
+
+
+def events_rejected(item: Any, reason: str) -> None:
+    kind = item.get("type") if isinstance(item, dict) else None
+    label = kind if kind in SUPPORTED_TYPES else "other"
+    EVENTS_REJECTED.labels(label, reason).inc()
+
+
+def render(extra: str = "") -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        text = generate_latest(registry)
+    else:
+        text = generate_latest()
+    return Response(text + extra.encode(), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        started = g.get("started")
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule else "unmatched"
+            REQUEST_LATENCY.labels(route, str(response.status_code)).observe(
+                time.perf_counter() - started
+            )
+        return response

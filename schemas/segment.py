@@ -1,0 +1,355 @@
+"""The Segment Spec: what an event must look like to be stored.
+
+One marshmallow schema per event type, declared once at the boundary. Unknown
+top-level keys are INCLUDEd on purpose: Segment adds keys over time (`_metadata`,
+`projectId`, `channel`, ...) and we store the event as received.
+
+`prepare_event` is the one entry point: it takes one decoded JSON value and returns a
+`PreparedEvent` (the columns we store plus the raw event) or an `EventRejected` error
+that says what to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
+
+from schemas.timestamps import TimestampError, parse_timestamp
+
+SUPPORTED_TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")
+
+MAX_MESSAGE_ID = 100
+MAX_ID = 255
+MAX_EVENT_BYTES = 32 * 1024
+MAX_DEPTH = 64
+
+# Segment warns that top-level keys arrive in any casing (`messageid`, `MessageId`).
+CANONICAL_KEYS = {
+    key.lower(): key
+    for key in (
+        "type", "userId", "anonymousId", "messageId", "timestamp", "originalTimestamp",
+        "sentAt", "receivedAt", "context", "integrations", "properties", "traits", "event",
+        "name", "category", "groupId", "previousId", "channel", "version", "writeKey",
+        "options",
+    )
+}
+# Keys that differ between two sends of the same message, left out of a derived messageId.
+_VOLATILE_KEYS = ("sentAt", "receivedAt", "writeKey")
+
+
+class EventRejected(Exception):
+    """An event we will not store, with the status and message to answer."""
+
+    def __init__(self, status: int, code: str, message: str, errors: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors or {}
+
+
+@dataclass(frozen=True)
+class PreparedEvent:
+    """A valid event: the columns we index plus the raw event as received."""
+
+    message_id: str
+    type: str
+    event_name: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    group_id: str | None
+    previous_id: str | None
+    event_time: datetime
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def tiebreak(self) -> int:
+        """A stable 63-bit order for events with the same event time."""
+        digest = hashlib.blake2b(f"{self.type}\x1f{self.message_id}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+class Identifier(fields.Field):
+    """A Segment id: a string, or a number that we store as its string."""
+
+    default_error_messages = {
+        "invalid": "Must be a string or a number.",
+        "too_long": "Must be at most {max} characters.",
+    }
+
+    def __init__(self, max_length: int = MAX_ID, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        if isinstance(value, int):
+            text = str(value)
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise self.make_error("invalid")
+            text = str(int(value)) if value.is_integer() else repr(value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise self.make_error("invalid")
+        if len(text) > self.max_length:
+            raise self.make_error("too_long", max=self.max_length)
+        return text
+
+
+class Timestamp(fields.Field):
+    """A lenient Segment timestamp (see schemas.timestamps)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        try:
+            return parse_timestamp(value)
+        except TimestampError as error:
+            raise ValidationError(f"Not a timestamp: {error}.") from None
+
+
+class ObjectOrNull(fields.Field):
+    """A JSON object or null; the value is kept as sent."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value is not None and not isinstance(value, dict):
+            raise ValidationError(f"Must be an object or null, not {json_type(value)}.")
+        return value
+
+
+class OptionalString(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(f"Must be a string or null, not {json_type(value)}.")
+        return value
+
+
+class EventSchema(Schema):
+    """Fields common to every type."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    type = fields.String(required=True)
+    messageId = Identifier(max_length=MAX_MESSAGE_ID, allow_none=True)
+    userId = Identifier(allow_none=True)
+    anonymousId = Identifier(allow_none=True)
+    timestamp = Timestamp(allow_none=True)
+    context = ObjectOrNull(allow_none=True)
+    integrations = ObjectOrNull(allow_none=True)
+    properties = ObjectOrNull(allow_none=True)
+    traits = ObjectOrNull(allow_none=True)
+
+    @validates_schema
+    def check_identity(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not _present(data.get("userId")) and not _present(data.get("anonymousId")):
+            raise ValidationError(
+                "userId or anonymousId is required: send at least one, non-empty.", "userId"
+            )
+
+
+class TrackSchema(EventSchema):
+    event = fields.String(required=True, error_messages={"invalid": "Must be a string."})
+
+    @validates_schema
+    def check_event(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not str(data.get("event") or "").strip():
+            raise ValidationError("Must be a non-empty string naming the action.", "event")
+
+
+class PageSchema(EventSchema):
+    name = OptionalString(allow_none=True)
+    category = OptionalString(allow_none=True)
+
+
+class IdentifySchema(EventSchema):
+    pass
+
+
+class GroupSchema(EventSchema):
+    groupId = Identifier(required=True, allow_none=False)
+
+    @validates_schema
+    def check_group(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not _present(data.get("groupId")):
+            raise ValidationError("Must be a non-empty id of the group.", "groupId")
+
+
+class AliasSchema(EventSchema):
+    previousId = Identifier(required=True, allow_none=False)
+
+    @validates_schema
+    def check_identity(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not _present(data.get("userId")):
+            raise ValidationError("alias needs the new userId.", "userId")
+        if not _present(data.get("previousId")):
+            raise ValidationError("alias needs the previousId it links.", "previousId")
+
+
+class DeleteSchema(EventSchema):
+    @validates_schema
+    def check_identity(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not _present(data.get("userId")):
+            raise ValidationError("delete needs the userId of the person to erase.", "userId")
+
+
+SCHEMAS: dict[str, Schema] = {
+    "identify": IdentifySchema(),
+    "track": TrackSchema(),
+    "page": PageSchema(),
+    "screen": PageSchema(),
+    "group": GroupSchema(),
+    "alias": AliasSchema(),
+    "delete": DeleteSchema(),
+}
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def canonical_keys(event: dict[str, Any]) -> dict[str, Any]:
+    """Re-case the Spec's top-level keys; unknown keys stay as sent.
+
+    Where two casings of one key are sent, the canonical spelling wins.
+    """
+    if all(key in CANONICAL_KEYS.values() or key.lower() not in CANONICAL_KEYS for key in event):
+        return event
+    result: dict[str, Any] = {}
+    for key, value in event.items():
+        canonical = CANONICAL_KEYS.get(key.lower(), key)
+        if canonical in result and key != canonical:
+            continue
+        result[canonical] = value
+    return result
+
+
+def derive_message_id(event: dict[str, Any]) -> str:
+    """A stable messageId from an event's content, so identical re-sends dedupe."""
+    content = {k: v for k, v in event.items() if k not in _VOLATILE_KEYS}
+    encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "derived-" + hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def event_time(event: dict[str, Any], loaded: dict[str, Any], received_at: datetime) -> datetime:
+    """timestamp, else originalTimestamp, else receivedAt, else our receive time.
+
+    `timestamp` is validated by the schema; the fallbacks are best effort: an unreadable
+    originalTimestamp or receivedAt is skipped, never a reason to drop the event.
+    """
+    if loaded.get("timestamp") is not None:
+        return loaded["timestamp"]  # type: ignore[no-any-return]
+    for key in ("originalTimestamp", "receivedAt"):
+        value = event.get(key)
+        if value is not None:
+            try:
+                return parse_timestamp(value)
+            except TimestampError:
+                continue
+    return received_at
+
+
+def _flatten(errors: dict[str, Any]) -> dict[str, list[str]]:
+    flat: dict[str, list[str]] = {}
+    for key, value in errors.items():
+        if isinstance(value, dict):
+            for sub, messages in _flatten(value).items():
+                flat[f"{key}.{sub}"] = messages
+        elif isinstance(value, list):
+            flat[key] = [str(m) for m in value]
+        else:
+            flat[key] = [str(value)]
+    return flat
+
+
+def summarize(kind: str, errors: dict[str, list[str]]) -> str:
+    """One sentence for Segment's debugger: which fields are wrong and why."""
+    parts = [f"{name}: {' '.join(messages)}" for name, messages in errors.items()]
+    return f"Invalid {kind} event. " + "; ".join(parts)
+
+
+def prepare_event(
+    event: Any, received_at: datetime, *, forced_type: str | None = None
+) -> PreparedEvent:
+    """Validate one decoded event against the Spec, or raise EventRejected."""
+    if not isinstance(event, dict):
+        raise EventRejected(400, "invalid_event", f"An event must be a JSON object, not {json_type(event)}.")
+    event = canonical_keys(event)
+    if forced_type is not None:
+        event["type"] = forced_type
+    kind = event.get("type")
+    if kind is None:
+        raise EventRejected(
+            400, "invalid_event", "type is required: one of " + ", ".join(SUPPORTED_TYPES) + ".",
+            {"type": ["Missing data for required field."]},
+        )
+    if not isinstance(kind, str):
+        raise EventRejected(
+            400, "invalid_event", f"type must be a string, not {json_type(kind)}.",
+            {"type": ["Must be a string."]},
+        )
+    schema = SCHEMAS.get(kind)
+    if schema is None:
+        raise EventRejected(
+            501, "unsupported_type",
+            f"type {kind[:50]!r} is not supported; send one of " + ", ".join(SUPPORTED_TYPES) + ".",
+            {"type": [f"Unsupported type {kind[:50]!r}."]},
+        )
+    try:
+        loaded: dict[str, Any] = schema.load(event)
+    except ValidationError as error:
+        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        flat = _flatten(messages)
+        raise EventRejected(400, "invalid_event", summarize(kind, flat), flat) from None
+    message_id = loaded.get("messageId")
+    if not message_id:
+        message_id = derive_message_id(event)
+        event["messageId"] = message_id
+    return PreparedEvent(
+        message_id=message_id,
+        type=kind,
+        event_name=_event_name(kind, loaded),
+        user_id=_id_or_none(loaded.get("userId")),
+        anonymous_id=_id_or_none(loaded.get("anonymousId")),
+        group_id=_id_or_none(loaded.get("groupId")),
+        previous_id=_id_or_none(loaded.get("previousId")),
+        event_time=event_time(event, loaded, received_at),
+        raw=event,
+    )
+
+
+def _event_name(kind: str, loaded: dict[str, Any]) -> str | None:
+    if kind == "track":
+        return str(loaded["event"])
+    if kind in ("page", "screen"):
+        name = loaded.get("name")
+        if name is None and isinstance(loaded.get("properties"), dict):
+            candidate = loaded["properties"].get("name")
+            name = candidate if isinstance(candidate, str) else None
+        return name
+    return None
+
+
+def _id_or_none(value: Any) -> str | None:
+    return value if value not in (None, "") else None

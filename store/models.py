@@ -1,0 +1,287 @@
+"""The Postgres schema as typed SQLAlchemy 2 models.
+
+Every table carries `team_id` and every unique key and hot index leads with it, so no
+query crosses teams and the tables can be distributed by team (docs/scaling.md).
+`teams` and `api_keys` are the exception by nature: a key is looked up by its digest
+before its team is known; on Citus they would be reference tables.
+
+Timestamps are set in Python (`datetime.now(UTC)`), never by `server_default=now()`,
+so tests control them with freezegun.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TZ = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Team(Base):
+    """A customer of ours: one Segment workspace's destination."""
+
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class ApiKey(Base):
+    """A team's API key, stored only as a digest of the secret."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    prefix: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(Text, unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    last_used_at: Mapped[datetime | None] = mapped_column(TZ)
+    expires_at: Mapped[datetime | None] = mapped_column(TZ)
+    revoked_at: Mapped[datetime | None] = mapped_column(TZ)
+    rotated_from_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_api_keys_team_id_created_at", "team_id", "created_at"),)
+
+
+class KeyAuditEntry(Base):
+    """One create, rotate or revoke of a key, kept for the team's admins."""
+
+    __tablename__ = "key_audit"
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(BigInteger, Identity())
+    key_id: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(Text)
+    actor_key_id: Mapped[int | None] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(TZ)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+    __table_args__ = (PrimaryKeyConstraint("team_id", "id"),)
+
+
+class Event(Base):
+    """A Segment event as received, and (once folded) the customer it belongs to.
+
+    The stored events are also the timeline: the feed reads this table by
+    (team_id, customer_id, event_time, tiebreak, id).
+    """
+
+    __tablename__ = "events"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    id: Mapped[int] = mapped_column(BigInteger, Identity())
+    message_id: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    event_name: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    anonymous_id: Mapped[str | None] = mapped_column(Text)
+    group_id: Mapped[str | None] = mapped_column(Text)
+    previous_id: Mapped[str | None] = mapped_column(Text)
+    event_time: Mapped[datetime] = mapped_column(TZ)
+    received_at: Mapped[datetime] = mapped_column(TZ)
+    # Order of events with the same event time: a hash of (type, messageId), so the
+    # timeline order does not depend on arrival order.
+    tiebreak: Mapped[int] = mapped_column(BigInteger)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    folded_at: Mapped[datetime | None] = mapped_column(TZ)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "id"),
+        # Idempotency. A messageId that comes back with another type is another message:
+        # Segment's own docs reuse one messageId across identify, screen and group samples.
+        UniqueConstraint("team_id", "message_id", "type"),
+        Index("ix_events_feed", "team_id", "customer_id", "event_time", "tiebreak", "id"),
+        Index(
+            "ix_events_unfolded",
+            "team_id",
+            "id",
+            postgresql_where=text("folded_at IS NULL"),
+        ),
+    )
+
+
+class Customer(Base):
+    """One person (or one anonymous visitor) of a team, with derived profile fields."""
+
+    __tablename__ = "customers"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    id: Mapped[int] = mapped_column(BigInteger, Identity())
+    merged_into: Mapped[int | None] = mapped_column(BigInteger)
+    is_known: Mapped[bool] = mapped_column(Boolean, default=False)
+    email: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    first_seen: Mapped[datetime | None] = mapped_column(TZ)
+    last_seen: Mapped[datetime | None] = mapped_column(TZ)
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(TZ)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "id"),
+        Index(
+            "ix_customers_recent",
+            "team_id",
+            text("last_seen DESC NULLS LAST"),
+            text("id DESC"),
+            postgresql_where=text("merged_into IS NULL"),
+        ),
+        Index(
+            "ix_customers_email_prefix",
+            "team_id",
+            text("lower(email) text_pattern_ops"),
+            postgresql_where=text("merged_into IS NULL"),
+        ),
+        Index(
+            "ix_customers_name_prefix",
+            "team_id",
+            text("lower(name) text_pattern_ops"),
+            postgresql_where=text("merged_into IS NULL"),
+        ),
+    )
+
+
+class CustomerIdentity(Base):
+    """A userId or anonymousId and the customer it resolves to."""
+
+    __tablename__ = "identities"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(Text)  # "user" | "anonymous"
+    value: Mapped[str] = mapped_column(Text)
+    customer_id: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "kind", "value"),
+        Index("ix_identities_customer", "team_id", "customer_id"),
+        Index("ix_identities_value_prefix", "team_id", text("lower(value) text_pattern_ops")),
+    )
+
+
+class AnonymousClaim(Base):
+    """An anonymousId seen together with a userId; the earliest claim owns the visitor."""
+
+    __tablename__ = "anonymous_claims"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    anonymous_id: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(Text)
+    first_at: Mapped[datetime] = mapped_column(TZ)
+    first_tiebreak: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "anonymous_id", "user_id"),
+        Index("ix_anonymous_claims_user", "team_id", "user_id"),
+    )
+
+
+class Alias(Base):
+    """An alias call: previousId and userId are the same person."""
+
+    __tablename__ = "aliases"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    previous_id: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(Text)
+    first_at: Mapped[datetime] = mapped_column(TZ)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "previous_id", "user_id"),
+        Index("ix_aliases_user", "team_id", "user_id"),
+    )
+
+
+class CustomerTrait(Base):
+    """One trait of a customer; the value from the latest event time wins."""
+
+    __tablename__ = "customer_traits"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[int] = mapped_column(BigInteger)
+    key_norm: Mapped[str] = mapped_column(Text)  # firstName, first_name -> firstname
+    key: Mapped[str] = mapped_column(Text)  # as the winning event spelled it
+    value: Mapped[Any] = mapped_column(JSONB)
+    event_time: Mapped[datetime] = mapped_column(TZ)
+    tiebreak: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (PrimaryKeyConstraint("team_id", "customer_id", "key_norm"),)
+
+
+class Group(Base):
+    """A company (Segment group) of a team."""
+
+    __tablename__ = "groups"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    group_id: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(TZ)
+    last_seen: Mapped[datetime] = mapped_column(TZ)
+
+    __table_args__ = (PrimaryKeyConstraint("team_id", "group_id"),)
+
+
+class GroupTrait(Base):
+    """One trait of a group; the value from the latest event time wins."""
+
+    __tablename__ = "group_traits"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    group_id: Mapped[str] = mapped_column(Text)
+    key_norm: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(Text)
+    value: Mapped[Any] = mapped_column(JSONB)
+    event_time: Mapped[datetime] = mapped_column(TZ)
+    tiebreak: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (PrimaryKeyConstraint("team_id", "group_id", "key_norm"),)
+
+
+class Membership(Base):
+    """A customer's membership of a group."""
+
+    __tablename__ = "memberships"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[int] = mapped_column(BigInteger)
+    group_id: Mapped[str] = mapped_column(Text)
+    joined_at: Mapped[datetime] = mapped_column(TZ)
+    last_seen: Mapped[datetime] = mapped_column(TZ)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "customer_id", "group_id"),
+        Index("ix_memberships_group", "team_id", "group_id"),
+    )
+
+
+class Tombstone(Base):
+    """What is left of a deleted person: the ids, so older re-sends stay deleted."""
+
+    __tablename__ = "tombstones"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[datetime] = mapped_column(TZ)  # the delete event's time
+    message_id: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (PrimaryKeyConstraint("team_id", "kind", "value"),)

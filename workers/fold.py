@@ -1,0 +1,695 @@
+"""The fold: stored events into customers, identities, traits, groups and timelines.
+
+`fold_pending` takes one batch of a team's unfolded events in one transaction, under a
+per-team advisory lock, so several workers can run at once without racing on the same
+team's customers; a worker killed mid-batch rolls its transaction back and the events
+stay unfolded for the next one.
+
+The result is a function of the *set* of events, not of their arrival order:
+- a userId is one customer; userIds are joined only by `alias`;
+- an anonymousId belongs to the userId of its earliest claim (the earliest event, by
+  event time then tiebreak, that carried both ids, or an alias from it); with no claim
+  it is an anonymous customer of its own; a later-arriving earlier claim moves it;
+- traits, group traits: per key, the value of the latest (event time, tiebreak) wins;
+- memberships: joined at the earliest group call;
+- a delete erases the person and leaves a tombstone that drops re-sent events dated at or
+  before the deletion.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, text
+
+from workers.identity import SQL_IS_JUNK, usable_id
+
+log = logging.getLogger(__name__)
+
+FOLD_LOCK_NAMESPACE = 7_301
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    id: int
+    type: str
+    message_id: str
+    user_id: str | None
+    anonymous_id: str | None
+    previous_id: str | None
+    event_time: datetime
+    tiebreak: int
+
+
+def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
+    """Fold one batch of the team's unfolded events; returns how many were taken."""
+    with engine.begin() as connection:
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :team)"),
+            {"ns": FOLD_LOCK_NAMESPACE, "team": team_id % 2_147_483_647},
+        )
+        rows = connection.execute(
+            text(
+                """
+                SELECT id, type, message_id, user_id, anonymous_id, previous_id,
+                       event_time, tiebreak
+                FROM events
+                WHERE team_id = :team AND folded_at IS NULL
+                ORDER BY id
+                LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+                """
+            ),
+            {"team": team_id, "limit": batch_size},
+        ).all()
+        events = [PendingEvent(*row) for row in rows]
+        if events:
+            fold_events(connection, team_id, events, datetime.now(UTC))
+        return len(events)
+
+
+def fold_until_empty(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
+    """Fold batches until the team has no unfolded events; returns the total."""
+    total = 0
+    while True:
+        taken = fold_pending(engine, team_id, batch_size)
+        total += taken
+        if taken < batch_size:
+            return total
+
+
+def fold_events(
+    connection: Connection, team_id: int, events: Sequence[PendingEvent], now: datetime
+) -> None:
+    """Fold events (locked, unfolded rows of one team) inside the caller's transaction."""
+    ordered = sorted(events, key=lambda e: (e.event_time, e.tiebreak))
+    deletes = [e for e in ordered if e.type == "delete"]
+    for delete in deletes:
+        erase_person(connection, team_id, delete)
+    rest = [e for e in ordered if e.type != "delete"]
+    fold = _Fold(connection, team_id, now)
+    fold.run(rest)
+
+
+def erase_person(connection: Connection, team_id: int, delete: PendingEvent) -> None:
+    """Erase everything stored for the delete's userId and leave tombstones."""
+    user_id = usable_id(delete.user_id)
+    params = {"team": team_id}
+    # The delete event itself holds the userId: it goes too (the tombstone keeps the id).
+    connection.execute(
+        text("DELETE FROM events WHERE team_id = :team AND id = :id"), {**params, "id": delete.id}
+    )
+    if user_id is None:
+        return
+    customer_id = connection.execute(
+        text("SELECT customer_id FROM identities WHERE team_id = :team AND kind = 'user' AND value = :v"),
+        {**params, "v": user_id},
+    ).scalar()
+    identities: list[tuple[str, str]] = [("user", user_id)]
+    if customer_id is not None:
+        identities = [
+            (row.kind, row.value)
+            for row in connection.execute(
+                text("SELECT kind, value FROM identities WHERE team_id = :team AND customer_id = :c"),
+                {**params, "c": customer_id},
+            )
+        ]
+        params["c"] = customer_id
+        for statement in (
+            "DELETE FROM events WHERE team_id = :team AND customer_id = :c",
+            "DELETE FROM identities WHERE team_id = :team AND customer_id = :c",
+            "DELETE FROM customer_traits WHERE team_id = :team AND customer_id = :c",
+            "DELETE FROM memberships WHERE team_id = :team AND customer_id = :c",
+            "DELETE FROM customers WHERE team_id = :team AND (id = :c OR merged_into = :c)",
+        ):
+            connection.execute(text(statement), params)
+    users = [value for kind, value in identities if kind == "user"]
+    anons = [value for kind, value in identities if kind == "anonymous"]
+    every = users + anons
+    connection.execute(
+        text(
+            "DELETE FROM anonymous_claims WHERE team_id = :team "
+            "AND (user_id = ANY(:users) OR anonymous_id = ANY(:anons))"
+        ),
+        {**params, "users": users, "anons": anons},
+    )
+    connection.execute(
+        text(
+            "DELETE FROM aliases WHERE team_id = :team "
+            "AND (previous_id = ANY(:every) OR user_id = ANY(:users))"
+        ),
+        {**params, "every": every, "users": users},
+    )
+    connection.execute(
+        text(
+            """
+            INSERT INTO tombstones (team_id, kind, value, deleted_at, message_id)
+            SELECT :team, kind, value, :at, :mid
+            FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS t(kind, value)
+            ON CONFLICT (team_id, kind, value) DO UPDATE
+            SET deleted_at = GREATEST(tombstones.deleted_at, excluded.deleted_at),
+                message_id = CASE WHEN excluded.deleted_at > tombstones.deleted_at
+                             THEN excluded.message_id ELSE tombstones.message_id END
+            """
+        ),
+        {
+            "team": team_id,
+            "at": delete.event_time,
+            "mid": delete.message_id,
+            "kinds": [kind for kind, _ in identities],
+            "values": [value for _, value in identities],
+        },
+    )
+
+
+class _Fold:
+    """One batch's identity resolution, then set-based updates of everything derived."""
+
+    def __init__(self, connection: Connection, team_id: int, now: datetime):
+        self.c = connection
+        self.team = team_id
+        self.now = now
+        self.user_customer: dict[str, int] = {}
+        self.anon_customer: dict[str, int] = {}
+        self.known: dict[int, bool] = {}
+        self.recompute: set[int] = set()
+
+    def sql(self, statement: str, **params: object) -> list[tuple[object, ...]]:
+        result = self.c.execute(text(statement), {"team": self.team, **params})
+        return [tuple(row) for row in result] if result.returns_rows else []
+
+    # -- the steps -------------------------------------------------------------------
+
+    def run(self, events: list[PendingEvent]) -> None:
+        if not events:
+            return
+        events, dropped = self.drop_tombstoned(events)
+        if dropped:
+            self.sql("DELETE FROM events WHERE team_id = :team AND id = ANY(:ids)", ids=dropped)
+        self.record_links(events)
+        users = {u for e in events if (u := usable_id(e.user_id))}
+        anons = {a for e in events if (a := usable_id(e.anonymous_id))}
+        previous = {p for e in events if e.type == "alias" and (p := usable_id(e.previous_id))}
+        self.load_identities(users | previous, anons | previous)
+        self.resolve_users(users)
+        self.apply_aliases(users)
+        self.resolve_anonymous(anons | {p for p in previous if p in self.anon_customer})
+        assigned = self.assign(events)
+        incremental = [eid for eid, cid in assigned if cid is not None and cid not in self.recompute]
+        self.update_traits(incremental)
+        self.update_groups([e.id for e in events if e.type == "group"])
+        self.update_memberships(incremental)
+        self.update_stats(incremental)
+        for customer_id in sorted(self.recompute):
+            self.recompute_customer(customer_id)
+        touched = {cid for _, cid in assigned if cid is not None} | self.recompute
+        self.update_profile_fields(sorted(touched))
+
+    def drop_tombstoned(self, events: list[PendingEvent]) -> tuple[list[PendingEvent], list[int]]:
+        """Forget ids deleted at or after the event's time; drop events left with none."""
+        ids = {("user", u) for e in events if (u := usable_id(e.user_id))}
+        ids |= {("anonymous", a) for e in events if (a := usable_id(e.anonymous_id))}
+        if not ids:
+            return events, []
+        rows = self.sql(
+            """
+            SELECT kind, value, deleted_at FROM tombstones
+            WHERE team_id = :team AND (kind, value) IN (
+                SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])))
+            """,
+            kinds=[k for k, _ in ids],
+            values=[v for _, v in ids],
+        )
+        if not rows:
+            return events, []
+        deleted = {(str(k), str(v)): at for k, v, at in rows}
+        kept: list[PendingEvent] = []
+        dropped: list[int] = []
+        for event in events:
+            user = usable_id(event.user_id)
+            anon = usable_id(event.anonymous_id)
+            if user and event.event_time <= deleted.get(("user", user), datetime.min.replace(tzinfo=UTC)):
+                user = None
+            if anon and event.event_time <= deleted.get(("anonymous", anon), datetime.min.replace(tzinfo=UTC)):
+                anon = None
+            if user is None and anon is None:
+                dropped.append(event.id)
+            elif user != usable_id(event.user_id) or anon != usable_id(event.anonymous_id):
+                kept.append(_with_ids(event, user, anon))
+            else:
+                kept.append(event)
+        return kept, dropped
+
+    def record_links(self, events: list[PendingEvent]) -> None:
+        """Store anonymous claims and aliases; the earliest (time, tiebreak) is kept."""
+        claims: dict[tuple[str, str], tuple[datetime, int]] = {}
+        aliases: dict[tuple[str, str], datetime] = {}
+        for event in events:
+            user = usable_id(event.user_id)
+            if user is None:
+                continue
+            anon = usable_id(event.anonymous_id)
+            linked = [anon] if anon else []
+            if event.type == "alias":
+                previous = usable_id(event.previous_id)
+                if previous and previous != user:
+                    linked.append(previous)
+                    key = (previous, user)
+                    aliases[key] = min(aliases.get(key, event.event_time), event.event_time)
+            for anon_id in linked:
+                key = (anon_id, user)
+                stamp = (event.event_time, event.tiebreak)
+                claims[key] = min(claims.get(key, stamp), stamp)
+        if claims:
+            self.sql(
+                """
+                INSERT INTO anonymous_claims AS c (team_id, anonymous_id, user_id, first_at, first_tiebreak)
+                SELECT :team, a, u, t, b
+                FROM unnest(CAST(:anons AS text[]), CAST(:users AS text[]),
+                            CAST(:times AS timestamptz[]), CAST(:ties AS bigint[])) AS x(a, u, t, b)
+                ON CONFLICT (team_id, anonymous_id, user_id) DO UPDATE
+                SET first_at = excluded.first_at, first_tiebreak = excluded.first_tiebreak
+                WHERE (excluded.first_at, excluded.first_tiebreak) < (c.first_at, c.first_tiebreak)
+                """,
+                anons=[a for a, _ in claims],
+                users=[u for _, u in claims],
+                times=[t for t, _ in claims.values()],
+                ties=[b for _, b in claims.values()],
+            )
+        if aliases:
+            self.sql(
+                """
+                INSERT INTO aliases AS a (team_id, previous_id, user_id, first_at)
+                SELECT :team, p, u, t
+                FROM unnest(CAST(:prev AS text[]), CAST(:users AS text[]),
+                            CAST(:times AS timestamptz[])) AS x(p, u, t)
+                ON CONFLICT (team_id, previous_id, user_id) DO UPDATE
+                SET first_at = LEAST(a.first_at, excluded.first_at)
+                """,
+                prev=[p for p, _ in aliases],
+                users=[u for _, u in aliases],
+                times=list(aliases.values()),
+            )
+
+    def load_identities(self, users: Iterable[str], anons: Iterable[str]) -> None:
+        rows = self.sql(
+            """
+            SELECT i.kind, i.value, i.customer_id, c.is_known
+            FROM identities i JOIN customers c ON c.team_id = i.team_id AND c.id = i.customer_id
+            WHERE i.team_id = :team AND (
+                (i.kind = 'user' AND i.value = ANY(:users))
+                OR (i.kind = 'anonymous' AND i.value = ANY(:anons)))
+            """,
+            users=sorted(users),
+            anons=sorted(anons),
+        )
+        for kind, value, customer_id, is_known in rows:
+            target = self.user_customer if kind == "user" else self.anon_customer
+            target[str(value)] = int(customer_id)  # type: ignore[call-overload]
+            self.known[int(customer_id)] = bool(is_known)  # type: ignore[call-overload]
+
+    def create_customers(self, count: int, known: bool) -> list[int]:
+        rows = self.sql(
+            """
+            INSERT INTO customers (team_id, is_known, event_count, created_at)
+            SELECT :team, :known, 0, :now FROM generate_series(1, :count)
+            RETURNING id
+            """,
+            known=known,
+            now=self.now,
+            count=count,
+        )
+        ids = [int(row[0]) for row in rows]  # type: ignore[call-overload]
+        for customer_id in ids:
+            self.known[customer_id] = known
+        return ids
+
+    def add_identities(self, kind: str, values: list[str], customers: list[int]) -> None:
+        self.sql(
+            """
+            INSERT INTO identities (team_id, kind, value, customer_id)
+            SELECT :team, :kind, v, c FROM unnest(CAST(:values AS text[]), CAST(:customers AS bigint[])) AS x(v, c)
+            """,
+            kind=kind,
+            values=values,
+            customers=customers,
+        )
+
+    def resolve_users(self, users: set[str]) -> None:
+        """Every userId gets a customer; a new one starts as its own."""
+        new = sorted(u for u in users if u not in self.user_customer)
+        if not new:
+            return
+        customers = self.create_customers(len(new), known=True)
+        self.add_identities("user", new, customers)
+        self.user_customer.update(zip(new, customers, strict=True))
+
+    def apply_aliases(self, users: set[str]) -> None:
+        """Merge customers whose userIds an alias links, whichever arrived first."""
+        rows = self.sql(
+            """
+            SELECT previous_id, user_id FROM aliases
+            WHERE team_id = :team AND (previous_id = ANY(:users) OR user_id = ANY(:users))
+            """,
+            users=sorted(users),
+        )
+        links = [(str(p), str(u)) for p, u in rows]
+        missing = {x for link in links for x in link if x not in self.user_customer}
+        if missing:
+            self.load_identities(missing, [])
+        for previous, user in links:
+            a, b = self.user_customer.get(previous), self.user_customer.get(user)
+            if a is not None and b is not None and a != b:
+                self.merge(a, b)
+
+    def resolve_anonymous(self, anons: set[str]) -> None:
+        """Each anonymousId joins the customer of its owner (earliest claim), if any."""
+        if not anons:
+            return
+        rows = self.sql(
+            """
+            SELECT DISTINCT ON (anonymous_id) anonymous_id, user_id
+            FROM anonymous_claims
+            WHERE team_id = :team AND anonymous_id = ANY(:anons)
+            ORDER BY anonymous_id, first_at, first_tiebreak, user_id
+            """,
+            anons=sorted(anons),
+        )
+        owners = {str(a): str(u) for a, u in rows}
+        owner_users = {u for u in owners.values() if u not in self.user_customer}
+        if owner_users:
+            self.load_identities(owner_users, [])
+        new_anon: list[str] = []
+        new_anon_targets: list[int] = []
+        orphans: list[str] = []
+        for anon in sorted(anons):
+            owner = owners.get(anon)
+            target = self.user_customer.get(owner) if owner else None
+            current = self.anon_customer.get(anon)
+            if current is None:
+                if target is None:
+                    orphans.append(anon)
+                else:
+                    new_anon.append(anon)
+                    new_anon_targets.append(target)
+                    self.anon_customer[anon] = target
+            elif target is not None and current != target:
+                if not self.known.get(current, False):
+                    self.merge(current, target)
+                else:
+                    self.move_anonymous(anon, current, target)
+        if orphans:
+            customers = self.create_customers(len(orphans), known=False)
+            new_anon += orphans
+            new_anon_targets += customers
+            self.anon_customer.update(zip(orphans, customers, strict=True))
+        if new_anon:
+            self.add_identities("anonymous", new_anon, new_anon_targets)
+
+    def assign(self, events: list[PendingEvent]) -> list[tuple[int, int | None]]:
+        """Point each event at its customer and mark it folded."""
+        assigned: list[tuple[int, int | None]] = []
+        for event in events:
+            user = usable_id(event.user_id)
+            anon = usable_id(event.anonymous_id)
+            customer = self.user_customer.get(user) if user else None
+            if customer is None and anon:
+                customer = self.anon_customer.get(anon)
+            assigned.append((event.id, customer))
+        self.sql(
+            """
+            UPDATE events e SET customer_id = x.c, folded_at = :now
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:customers AS bigint[])) AS x(id, c)
+            WHERE e.team_id = :team AND e.id = x.id
+            """,
+            now=self.now,
+            ids=[eid for eid, _ in assigned],
+            customers=[cid for _, cid in assigned],
+        )
+        return assigned
+
+    # -- merging and moving ----------------------------------------------------------
+
+    def merge(self, a: int, b: int) -> int:
+        """Join two customers; the known one, else the older id, survives."""
+        survivor, loser = (a, b) if (not self.known.get(a), a) <= (not self.known.get(b), b) else (b, a)
+        params = {"s": survivor, "l": loser}
+        self.sql("UPDATE identities SET customer_id = :s WHERE team_id = :team AND customer_id = :l", **params)
+        self.sql("UPDATE events SET customer_id = :s WHERE team_id = :team AND customer_id = :l", **params)
+        self.sql(
+            """
+            INSERT INTO customer_traits AS ct (team_id, customer_id, key_norm, key, value, event_time, tiebreak)
+            SELECT team_id, :s, key_norm, key, value, event_time, tiebreak
+            FROM customer_traits WHERE team_id = :team AND customer_id = :l
+            ON CONFLICT (team_id, customer_id, key_norm) DO UPDATE
+            SET key = excluded.key, value = excluded.value,
+                event_time = excluded.event_time, tiebreak = excluded.tiebreak
+            WHERE (excluded.event_time, excluded.tiebreak) > (ct.event_time, ct.tiebreak)
+            """,
+            **params,
+        )
+        self.sql("DELETE FROM customer_traits WHERE team_id = :team AND customer_id = :l", **params)
+        self.sql(
+            """
+            INSERT INTO memberships AS m (team_id, customer_id, group_id, joined_at, last_seen)
+            SELECT team_id, :s, group_id, joined_at, last_seen
+            FROM memberships WHERE team_id = :team AND customer_id = :l
+            ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
+            SET joined_at = LEAST(m.joined_at, excluded.joined_at),
+                last_seen = GREATEST(m.last_seen, excluded.last_seen)
+            """,
+            **params,
+        )
+        self.sql("DELETE FROM memberships WHERE team_id = :team AND customer_id = :l", **params)
+        self.sql(
+            """
+            UPDATE customers s SET
+                is_known = s.is_known OR l.is_known,
+                first_seen = LEAST(s.first_seen, l.first_seen),
+                last_seen = GREATEST(s.last_seen, l.last_seen),
+                event_count = s.event_count + l.event_count
+            FROM customers l
+            WHERE s.team_id = :team AND s.id = :s AND l.team_id = :team AND l.id = :l
+            """,
+            **params,
+        )
+        self.sql(
+            """
+            UPDATE customers SET merged_into = :s, event_count = 0, email = NULL, name = NULL
+            WHERE team_id = :team AND (id = :l OR merged_into = :l)
+            """,
+            **params,
+        )
+        self.known[survivor] = self.known.get(survivor, False) or self.known.get(loser, False)
+        for mapping in (self.user_customer, self.anon_customer):
+            for key, value in mapping.items():
+                if value == loser:
+                    mapping[key] = survivor
+        if loser in self.recompute:
+            self.recompute.discard(loser)
+            self.recompute.add(survivor)
+        return survivor
+
+    def move_anonymous(self, anon: str, current: int, target: int) -> None:
+        """An earlier claim arrived late: the visitor's own events change customer."""
+        self.sql(
+            "UPDATE identities SET customer_id = :t WHERE team_id = :team AND kind = 'anonymous' AND value = :a",
+            t=target,
+            a=anon,
+        )
+        self.sql(
+            f"""
+            UPDATE events SET customer_id = :t
+            WHERE team_id = :team AND customer_id = :c AND anonymous_id = :a
+              AND (user_id IS NULL OR {SQL_IS_JUNK.format(column="user_id")})
+            """,
+            t=target,
+            c=current,
+            a=anon,
+        )
+        self.anon_customer[anon] = target
+        self.recompute.update((current, target))
+
+    # -- derived state -----------------------------------------------------------------
+
+    _TRAITS_FROM_EVENTS = """
+        SELECT DISTINCT ON (e.customer_id, t.norm)
+               e.team_id, e.customer_id, t.norm, t.key, t.value, e.event_time, e.tiebreak
+        FROM events e
+        CROSS JOIN LATERAL (
+            SELECT kv.key, kv.value, src.priority,
+                   COALESCE(NULLIF(regexp_replace(lower(kv.key), '[[:space:]_.-]+', '', 'g'), ''),
+                            kv.key) AS norm
+            FROM (VALUES (1, CASE WHEN e.type = 'identify' THEN e.raw -> 'traits' END),
+                         (2, e.raw -> 'context' -> 'traits')) AS src(priority, obj)
+            CROSS JOIN LATERAL jsonb_each(
+                CASE WHEN jsonb_typeof(src.obj) = 'object' THEN src.obj ELSE '{{}}'::jsonb END) kv
+        ) t
+        WHERE e.team_id = :team AND {where} AND e.customer_id IS NOT NULL
+        ORDER BY e.customer_id, t.norm, e.event_time DESC, e.tiebreak DESC, t.priority
+    """
+
+    _UPSERT_TRAITS = """
+        INSERT INTO customer_traits AS ct (team_id, customer_id, key_norm, key, value, event_time, tiebreak)
+        {select}
+        ON CONFLICT (team_id, customer_id, key_norm) DO UPDATE
+        SET key = excluded.key, value = excluded.value,
+            event_time = excluded.event_time, tiebreak = excluded.tiebreak
+        WHERE (excluded.event_time, excluded.tiebreak) > (ct.event_time, ct.tiebreak)
+    """
+
+    def update_traits(self, event_ids: list[int]) -> None:
+        if event_ids:
+            select = self._TRAITS_FROM_EVENTS.format(where="e.id = ANY(:ids)")
+            self.sql(self._UPSERT_TRAITS.format(select=select), ids=event_ids)
+
+    def update_groups(self, group_event_ids: list[int]) -> None:
+        """Group traits (latest per key) and the group rows, from group calls."""
+        if not group_event_ids:
+            return
+        self.sql(
+            """
+            INSERT INTO groups AS g (team_id, group_id, first_seen, last_seen)
+            SELECT team_id, group_id, min(event_time), max(event_time)
+            FROM events WHERE team_id = :team AND id = ANY(:ids) AND group_id IS NOT NULL
+            GROUP BY team_id, group_id
+            ON CONFLICT (team_id, group_id) DO UPDATE
+            SET first_seen = LEAST(g.first_seen, excluded.first_seen),
+                last_seen = GREATEST(g.last_seen, excluded.last_seen)
+            """,
+            ids=group_event_ids,
+        )
+        self.sql(
+            """
+            INSERT INTO group_traits AS gt (team_id, group_id, key_norm, key, value, event_time, tiebreak)
+            SELECT DISTINCT ON (e.group_id, t.norm)
+                   e.team_id, e.group_id, t.norm, t.key, t.value, e.event_time, e.tiebreak
+            FROM events e
+            CROSS JOIN LATERAL (
+                SELECT kv.key, kv.value,
+                       COALESCE(NULLIF(regexp_replace(lower(kv.key), '[[:space:]_.-]+', '', 'g'), ''),
+                                kv.key) AS norm
+                FROM jsonb_each(CASE WHEN jsonb_typeof(e.raw -> 'traits') = 'object'
+                                THEN e.raw -> 'traits' ELSE '{}'::jsonb END) kv
+            ) t
+            WHERE e.team_id = :team AND e.id = ANY(:ids) AND e.group_id IS NOT NULL
+            ORDER BY e.group_id, t.norm, e.event_time DESC, e.tiebreak DESC
+            ON CONFLICT (team_id, group_id, key_norm) DO UPDATE
+            SET key = excluded.key, value = excluded.value,
+                event_time = excluded.event_time, tiebreak = excluded.tiebreak
+            WHERE (excluded.event_time, excluded.tiebreak) > (gt.event_time, gt.tiebreak)
+            """,
+            ids=group_event_ids,
+        )
+        self.sql(
+            """
+            UPDATE groups g SET name = (
+                SELECT CASE WHEN jsonb_typeof(value) = 'string' THEN value #>> '{}' END
+                FROM group_traits t
+                WHERE t.team_id = g.team_id AND t.group_id = g.group_id AND t.key_norm = 'name')
+            WHERE g.team_id = :team AND g.group_id IN (
+                SELECT group_id FROM events WHERE team_id = :team AND id = ANY(:ids))
+            """,
+            ids=group_event_ids,
+        )
+
+    _MEMBERSHIPS_FROM_EVENTS = """
+        INSERT INTO memberships AS m (team_id, customer_id, group_id, joined_at, last_seen)
+        SELECT team_id, customer_id, group_id, min(event_time), max(event_time)
+        FROM events
+        WHERE team_id = :team AND {where} AND type = 'group'
+          AND customer_id IS NOT NULL AND group_id IS NOT NULL
+        GROUP BY team_id, customer_id, group_id
+        ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
+        SET joined_at = LEAST(m.joined_at, excluded.joined_at),
+            last_seen = GREATEST(m.last_seen, excluded.last_seen)
+    """
+
+    def update_memberships(self, event_ids: list[int]) -> None:
+        if event_ids:
+            self.sql(self._MEMBERSHIPS_FROM_EVENTS.format(where="id = ANY(:ids)"), ids=event_ids)
+
+    def update_stats(self, event_ids: list[int]) -> None:
+        if not event_ids:
+            return
+        self.sql(
+            """
+            UPDATE customers c SET
+                first_seen = LEAST(c.first_seen, s.first_seen),
+                last_seen = GREATEST(c.last_seen, s.last_seen),
+                event_count = c.event_count + s.n
+            FROM (
+                SELECT customer_id, min(event_time) AS first_seen, max(event_time) AS last_seen,
+                       count(*) AS n
+                FROM events WHERE team_id = :team AND id = ANY(:ids) AND customer_id IS NOT NULL
+                GROUP BY customer_id
+            ) s
+            WHERE c.team_id = :team AND c.id = s.customer_id
+            """,
+            ids=event_ids,
+        )
+
+    def recompute_customer(self, customer_id: int) -> None:
+        """Derive a customer's traits, memberships and counts again from its events."""
+        params = {"c": customer_id}
+        self.sql("DELETE FROM customer_traits WHERE team_id = :team AND customer_id = :c", **params)
+        select = self._TRAITS_FROM_EVENTS.format(where="e.customer_id = :c")
+        self.sql(self._UPSERT_TRAITS.format(select=select), **params)
+        self.sql("DELETE FROM memberships WHERE team_id = :team AND customer_id = :c", **params)
+        self.sql(self._MEMBERSHIPS_FROM_EVENTS.format(where="customer_id = :c"), **params)
+        self.sql(
+            """
+            UPDATE customers c SET first_seen = s.first_seen, last_seen = s.last_seen, event_count = s.n
+            FROM (SELECT min(event_time) AS first_seen, max(event_time) AS last_seen, count(*) AS n
+                  FROM events WHERE team_id = :team AND customer_id = :c) s
+            WHERE c.team_id = :team AND c.id = :c
+            """,
+            **params,
+        )
+
+    def update_profile_fields(self, customer_ids: list[int]) -> None:
+        """Name and email on the customer row, from its traits (for search and lists)."""
+        if not customer_ids:
+            return
+        self.sql(
+            """
+            UPDATE customers c SET email = t.email, name = t.name
+            FROM (
+                SELECT c2.id AS customer_id,
+                       max(v.text) FILTER (WHERE v.key_norm = 'email') AS email,
+                       COALESCE(
+                           max(v.text) FILTER (WHERE v.key_norm = 'name'),
+                           NULLIF(btrim(concat_ws(' ',
+                               max(v.text) FILTER (WHERE v.key_norm = 'firstname'),
+                               max(v.text) FILTER (WHERE v.key_norm = 'lastname'))), '')
+                       ) AS name
+                FROM customers c2
+                LEFT JOIN LATERAL (
+                    SELECT key_norm, value #>> '{}' AS text FROM customer_traits ct
+                    WHERE ct.team_id = c2.team_id AND ct.customer_id = c2.id
+                      AND ct.key_norm IN ('email', 'name', 'firstname', 'lastname')
+                      AND jsonb_typeof(ct.value) = 'string'
+                ) v ON true
+                WHERE c2.team_id = :team AND c2.id = ANY(:ids) AND c2.merged_into IS NULL
+                GROUP BY c2.id
+            ) t
+            WHERE c.team_id = :team AND c.id = t.customer_id
+            """,
+            ids=customer_ids,
+        )
+
+
+def _with_ids(event: PendingEvent, user: str | None, anon: str | None) -> PendingEvent:
+    return PendingEvent(
+        id=event.id,
+        type=event.type,
+        message_id=event.message_id,
+        user_id=user,
+        anonymous_id=anon,
+        previous_id=event.previous_id,
+        event_time=event.event_time,
+        tiebreak=event.tiebreak,
+    )
