@@ -16,7 +16,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     settings: Settings = app.config.get("SETTINGS") or Settings.from_env()
 
-    from app import cli, customers, errors, health, ingest, metrics, resources
+    from app import (
+        cli,
+        customers,
+        errors,
+        groups,
+        health,
+        ingest,
+        keys,
+        metrics,
+        openapi,
+        resources,
+    )
 
     resources.init_app(app, settings)
     errors.init_app(app)
@@ -24,5 +35,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     health.init_app(app)
     ingest.init_app(app)
     customers.init_app(app)
+    groups.init_app(app)
+    keys.init_app(app)
+    openapi.init_app(app)
     cli.init_app(app)
     return app

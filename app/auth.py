@@ -27,7 +27,9 @@ def key_from_header() -> str | None:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             raise ApiError(
-                401, "invalid_key", "The Basic credentials are not valid base64 of KEY:.",
+                401,
+                "invalid_key",
+                "The Basic credentials are not valid base64 of KEY:.",
                 headers=_CHALLENGE,
             ) from None
         user, _, password = decoded.partition(":")
@@ -40,20 +42,23 @@ def authenticate(scope: str, body_key: str | None = None) -> AuthenticatedKey:
     secret = key_from_header() or body_key
     if not secret:
         raise ApiError(
-            401, "missing_key",
+            401,
+            "missing_key",
             "No API key: send Authorization: Basic base64(KEY:), Bearer KEY, or writeKey.",
             headers=_CHALLENGE,
         )
     key = resources().keys.lookup(secret)
     if key is None or not key.usable_at(datetime.now(UTC)):
         raise ApiError(
-            401, "invalid_key",
+            401,
+            "invalid_key",
             "The API key is unknown, expired or revoked; copy a current key from your settings.",
             headers=_CHALLENGE,
         )
     if scope not in key.scopes:
         raise ApiError(
-            403, "missing_scope",
+            403,
+            "missing_scope",
             f"This API key lacks the {scope!r} scope; use a key that has it.",
         )
     return key

@@ -26,7 +26,8 @@ _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 def _too_large(what: str) -> ApiError:
     return ApiError(
-        413, "request_too_large",
+        413,
+        "request_too_large",
         f"{what} is larger than {MAX_REQUEST_BYTES // 1024} KiB; send fewer events per request.",
     )
 
@@ -49,7 +50,8 @@ def read_body_bytes() -> bytes:
             raise _too_large("The inflated request body")
     elif encoding not in ("", "identity"):
         raise ApiError(
-            400, "unsupported_encoding",
+            400,
+            "unsupported_encoding",
             f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding.",
         )
     return data
@@ -73,7 +75,9 @@ def parse_json(data: bytes) -> Any:
     try:
         return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        raise ApiError(400, "too_deep", f"The JSON is nested too deeply (at most {MAX_DEPTH} levels).") from None
+        raise ApiError(
+            400, "too_deep", f"The JSON is nested too deeply (at most {MAX_DEPTH} levels)."
+        ) from None
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_encoding", "The body is not valid UTF-8.") from None
     except ValueError as error:

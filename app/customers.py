@@ -28,20 +28,26 @@ def _customer_id(raw: str) -> int:
 def _limit() -> int:
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.",
-                       {"limit": [f"Must be between 1 and {MAX_LIMIT}."]})
+        raise ApiError(
+            400,
+            "invalid_limit",
+            f"limit must be a whole number from 1 to {MAX_LIMIT}.",
+            {"limit": [f"Must be between 1 and {MAX_LIMIT}."]},
+        )
     return int(raw)
 
 
 @bp.get("/customers/lookup")
 def lookup() -> Response:
     key = authenticate("read")
-    for param, kind in (("user_id", "user"), ("anonymous_id", "anonymous"), ("email", "email")):
-        value = request.args.get(param)
-        if value:
-            break
-    else:
+    given = [
+        (kind, value)
+        for param, kind in (("user_id", "user"), ("anonymous_id", "anonymous"), ("email", "email"))
+        if (value := request.args.get(param))
+    ]
+    if not given:
         raise ApiError(400, "missing_query", "Give one of user_id, anonymous_id or email.")
+    kind, value = given[0]
     with resources().engine.connect() as connection:
         customer_id = lookup_customer(connection, key.team_id, kind, value)
         profile = load_profile(connection, key.team_id, customer_id) if customer_id else None
@@ -72,13 +78,19 @@ def feed(raw_id: str) -> Response:
     limit = _limit()
     order = request.args.get("order", "desc")
     if order not in ("asc", "desc"):
-        raise ApiError(400, "invalid_order", "order must be asc or desc.", {"order": ["Must be asc or desc."]})
+        raise ApiError(
+            400, "invalid_order", "order must be asc or desc.", {"order": ["Must be asc or desc."]}
+        )
     cursor = request.args.get("cursor")
     try:
         after = FeedPosition.decode(cursor) if cursor else None
     except ValueError:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned; start without it.",
-                       {"cursor": ["Not a cursor from this API."]}) from None
+        raise ApiError(
+            400,
+            "invalid_cursor",
+            "cursor is not one this API returned; start without it.",
+            {"cursor": ["Not a cursor from this API."]},
+        ) from None
     with resources().engine.connect() as connection:
         found = resolve_customer(connection, key.team_id, _customer_id(raw_id))
         if found is None:

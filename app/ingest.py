@@ -17,7 +17,14 @@ from redis.exceptions import RedisError
 
 from app import metrics
 from app.auth import authenticate
-from app.body import MAX_DEPTH, depth, needs_deep_check, parse_json, read_body_bytes, unstorable_path
+from app.body import (
+    MAX_DEPTH,
+    depth,
+    needs_deep_check,
+    parse_json,
+    read_body_bytes,
+    unstorable_path,
+)
 from app.errors import ApiError
 from app.ratelimit import check_rate_limit
 from app.resources import resources
@@ -74,11 +81,16 @@ def _ingest(forced_type: str | None, batch_only: bool) -> Response:
     if is_batch:
         items = envelope.get("batch")
         if not isinstance(items, list):
-            raise ApiError(400, "invalid_batch", 'A batch body must be {"batch": [events...]}.',
-                           {"batch": ["Must be an array of events."]})
+            raise ApiError(
+                400,
+                "invalid_batch",
+                'A batch body must be {"batch": [events...]}.',
+                {"batch": ["Must be an array of events."]},
+            )
         if len(items) > MAX_BATCH_EVENTS:
-            raise ApiError(413, "batch_too_large",
-                           f"The batch has {len(items)} events; send at most {MAX_BATCH_EVENTS}.")
+            raise ApiError(
+                413, "batch_too_large", f"The batch has {len(items)} events; send at most {MAX_BATCH_EVENTS}."
+            )
         if not items:
             raise ApiError(400, "invalid_batch", "The batch is empty; send at least one event.")
         defaults = {k: envelope[k] for k in _BATCH_DEFAULTS if isinstance(envelope.get(k), dict)}
@@ -99,20 +111,24 @@ def _ingest(forced_type: str | None, batch_only: bool) -> Response:
         except EventRejected as error:
             first_error = first_error or error
             metrics.events_rejected(item, error.code)
-            rejected.append({
-                "index": index,
-                "messageId": _message_id_of(item),
-                "errors": error.errors or {"_event": [error.message]},
-                "message": error.message,
-            })
+            rejected.append(
+                {
+                    "index": index,
+                    "messageId": _message_id_of(item),
+                    "errors": error.errors or {"_event": [error.message]},
+                    "message": error.message,
+                }
+            )
 
     if not prepared:
         assert first_error is not None
         if not is_batch:
-            raise ApiError(first_error.status, first_error.code, first_error.message,
-                           first_error.errors or None)
+            raise ApiError(
+                first_error.status, first_error.code, first_error.message, first_error.errors or None
+            )
         raise ApiError(
-            400, "invalid_batch",
+            400,
+            "invalid_batch",
             f"Every event of the batch is invalid; the first: {first_error.message}",
             {str(r["index"]): r["errors"] for r in rejected[:100]},
         )
@@ -150,7 +166,8 @@ def _check_storable(item: Any, body_bytes: int, check_nul: bool, check_depth: bo
         path = unstorable_path(item)
         if path is not None:
             raise EventRejected(
-                400, "unstorable_text",
+                400,
+                "unstorable_text",
                 f"{path} holds a NUL character or a lone UTF-16 surrogate, which cannot be "
                 "stored; remove it.",
                 {path: ["Contains \\u0000 or an unpaired surrogate."]},
@@ -160,7 +177,8 @@ def _check_storable(item: Any, body_bytes: int, check_nul: bool, check_depth: bo
         size = len(encoded.encode("utf-8", "surrogatepass"))
         if size > MAX_EVENT_BYTES:
             raise EventRejected(
-                413, "event_too_large",
+                413,
+                "event_too_large",
                 f"The event is {size // 1024} KiB; an event may be at most "
                 f"{MAX_EVENT_BYTES // 1024} KiB. Trim its properties or traits.",
             )

@@ -27,7 +27,9 @@ from schemas.segment import SUPPORTED_TYPES, PreparedEvent
 EVENTS_ACCEPTED = Counter("events_accepted_total", "Events stored, by type", ["type"])
 EVENTS_REJECTED = Counter("events_rejected_total", "Events refused, by type and reason", ["type", "reason"])
 REQUEST_LATENCY = Histogram(
-    "http_request_duration_seconds", "Request latency", ["route", "status"],
+    "http_request_duration_seconds",
+    "Request latency",
+    ["route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
@@ -63,7 +65,5 @@ def init_app(app: Flask) -> None:
         started = g.get("started")
         if started is not None:
             route = request.url_rule.rule if request.url_rule else "unmatched"
-            REQUEST_LATENCY.labels(route, str(response.status_code)).observe(
-                time.perf_counter() - started
-            )
+            REQUEST_LATENCY.labels(route, str(response.status_code)).observe(time.perf_counter() - started)
         return response

@@ -58,7 +58,8 @@ def check_rate_limit(team_id: int, events: int) -> None:
     if wait > 0:
         retry = max(1, math.ceil(wait))
         raise ApiError(
-            429, "rate_limited",
+            429,
+            "rate_limited",
             f"Too many events for this team; retry after {retry} seconds.",
             headers={"Retry-After": str(retry)},
         )

@@ -56,9 +56,19 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
-                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
-                "--logfile", str(self.data_dir / "redis.log"),
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.data_dir),
+                "--logfile",
+                str(self.data_dir / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -72,7 +82,9 @@ class EmbeddedRedis:
                 return self
             except Exception:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"embedded redis did not start; see {self.data_dir}/redis.log") from None
+                    raise RuntimeError(
+                        f"embedded redis did not start; see {self.data_dir}/redis.log"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

@@ -94,7 +94,8 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     web = subprocess.Popen(
         [str(bin_dir / "gunicorn"), "-c", "python:app.gunicorn_config", "app:create_app()"],
-        cwd=ROOT, env=env,
+        cwd=ROOT,
+        env=env,
     )
     worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env)
     processes = [web, worker]
@@ -117,10 +118,15 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     wait_ready(base, processes)
     basic = base64.b64encode(f"{secret}:".encode()).decode()
-    event = json.dumps({
-        "type": "track", "userId": "user-1", "event": "Signed Up",
-        "properties": {"plan": "pro"}, "messageId": f"readme-{int(time.time())}",
-    })
+    event = json.dumps(
+        {
+            "type": "track",
+            "userId": "user-1",
+            "event": "Signed Up",
+            "properties": {"plan": "pro"},
+            "messageId": f"readme-{int(time.time())}",
+        }
+    )
     print(
         f"""
 Ready: web on {base}, fold worker running. Ctrl-C stops both.

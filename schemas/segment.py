@@ -32,9 +32,26 @@ MAX_DEPTH = 64
 CANONICAL_KEYS = {
     key.lower(): key
     for key in (
-        "type", "userId", "anonymousId", "messageId", "timestamp", "originalTimestamp",
-        "sentAt", "receivedAt", "context", "integrations", "properties", "traits", "event",
-        "name", "category", "groupId", "previousId", "channel", "version", "writeKey",
+        "type",
+        "userId",
+        "anonymousId",
+        "messageId",
+        "timestamp",
+        "originalTimestamp",
+        "sentAt",
+        "receivedAt",
+        "context",
+        "integrations",
+        "properties",
+        "traits",
+        "event",
+        "name",
+        "category",
+        "groupId",
+        "previousId",
+        "channel",
+        "version",
+        "writeKey",
         "options",
     )
 }
@@ -289,9 +306,7 @@ def summarize(kind: str, errors: dict[str, list[str]]) -> str:
     return f"Invalid {kind} event. " + "; ".join(parts)
 
 
-def prepare_event(
-    event: Any, received_at: datetime, *, forced_type: str | None = None
-) -> PreparedEvent:
+def prepare_event(event: Any, received_at: datetime, *, forced_type: str | None = None) -> PreparedEvent:
     """Validate one decoded event against the Spec, or raise EventRejected."""
     if not isinstance(event, dict):
         raise EventRejected(400, "invalid_event", f"An event must be a JSON object, not {json_type(event)}.")
@@ -301,18 +316,23 @@ def prepare_event(
     kind = event.get("type")
     if kind is None:
         raise EventRejected(
-            400, "invalid_event", "type is required: one of " + ", ".join(SUPPORTED_TYPES) + ".",
+            400,
+            "invalid_event",
+            "type is required: one of " + ", ".join(SUPPORTED_TYPES) + ".",
             {"type": ["Missing data for required field."]},
         )
     if not isinstance(kind, str):
         raise EventRejected(
-            400, "invalid_event", f"type must be a string, not {json_type(kind)}.",
+            400,
+            "invalid_event",
+            f"type must be a string, not {json_type(kind)}.",
             {"type": ["Must be a string."]},
         )
     schema = SCHEMAS.get(kind)
     if schema is None:
         raise EventRejected(
-            501, "unsupported_type",
+            501,
+            "unsupported_type",
             f"type {kind[:50]!r} is not supported; send one of " + ", ".join(SUPPORTED_TYPES) + ".",
             {"type": [f"Unsupported type {kind[:50]!r}."]},
         )

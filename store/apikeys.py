@@ -70,8 +70,15 @@ def create_key(
         .returning(ApiKey)
     ).one()
     key = ApiKey(**row._asdict())
-    record_audit(connection, team_id, key.id, audit_action, now, actor_key_id=actor_key_id,
-                 detail={"name": name, "scopes": key.scopes})
+    record_audit(
+        connection,
+        team_id,
+        key.id,
+        audit_action,
+        now,
+        actor_key_id=actor_key_id,
+        detail={"name": name, "scopes": key.scopes},
+    )
     return NewKey(key=key, secret=secret)
 
 
@@ -87,17 +94,19 @@ def record_audit(
 ) -> None:
     connection.execute(
         insert(KeyAuditEntry).values(
-            team_id=team_id, key_id=key_id, action=action, actor_key_id=actor_key_id,
-            at=now, detail=detail or {},
+            team_id=team_id,
+            key_id=key_id,
+            action=action,
+            actor_key_id=actor_key_id,
+            at=now,
+            detail=detail or {},
         )
     )
 
 
 def create_team(connection: Connection, name: str, now: datetime) -> tuple[Team, NewKey]:
     """A new team and its first key, with every scope."""
-    row = connection.execute(
-        insert(Team).values(name=name, created_at=now).returning(Team)
-    ).one()
+    row = connection.execute(insert(Team).values(name=name, created_at=now).returning(Team)).one()
     team = Team(**row._asdict())
     return team, create_key(connection, team.id, "admin", SCOPES, now)
 
@@ -151,9 +160,9 @@ class KeyCache:
     def _load(self, digest: str) -> AuthenticatedKey | None:
         with self.engine.connect() as connection:
             row = connection.execute(
-                select(
-                    ApiKey.team_id, ApiKey.id, ApiKey.scopes, ApiKey.expires_at, ApiKey.revoked_at
-                ).where(ApiKey.digest == digest)
+                select(ApiKey.team_id, ApiKey.id, ApiKey.scopes, ApiKey.expires_at, ApiKey.revoked_at).where(
+                    ApiKey.digest == digest
+                )
             ).first()
         if row is None:
             return None

@@ -85,8 +85,7 @@ def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict
     ).all()
     traits = connection.execute(
         text(
-            "SELECT key, value FROM customer_traits WHERE team_id = :team AND customer_id = :id "
-            "ORDER BY key"
+            "SELECT key, value FROM customer_traits WHERE team_id = :team AND customer_id = :id ORDER BY key"
         ),
         params,
     ).all()

@@ -174,4 +174,3 @@ def load_fixture(name: str) -> dict[str, Any]:
 
 def fixture_names() -> list[str]:
     return sorted(path.name for path in FIXTURES.glob("*.json"))
-

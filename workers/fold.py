@@ -81,9 +81,7 @@ def fold_until_empty(engine: Engine, team_id: int, batch_size: int = 1000) -> in
             return total
 
 
-def fold_events(
-    connection: Connection, team_id: int, events: Sequence[PendingEvent], now: datetime
-) -> None:
+def fold_events(connection: Connection, team_id: int, events: Sequence[PendingEvent], now: datetime) -> None:
     """Fold events (locked, unfolded rows of one team) inside the caller's transaction."""
     ordered = sorted(events, key=lambda e: (e.event_time, e.tiebreak))
     deletes = [e for e in ordered if e.type == "delete"]
@@ -233,7 +231,9 @@ class _Fold:
             anon = usable_id(event.anonymous_id)
             if user and event.event_time <= deleted.get(("user", user), datetime.min.replace(tzinfo=UTC)):
                 user = None
-            if anon and event.event_time <= deleted.get(("anonymous", anon), datetime.min.replace(tzinfo=UTC)):
+            if anon and event.event_time <= deleted.get(
+                ("anonymous", anon), datetime.min.replace(tzinfo=UTC)
+            ):
                 anon = None
             if user is None and anon is None:
                 dropped.append(event.id)
@@ -331,7 +331,8 @@ class _Fold:
         self.sql(
             """
             INSERT INTO identities (team_id, kind, value, customer_id)
-            SELECT :team, :kind, v, c FROM unnest(CAST(:values AS text[]), CAST(:customers AS bigint[])) AS x(v, c)
+            SELECT :team, :kind, v, c
+            FROM unnest(CAST(:values AS text[]), CAST(:customers AS bigint[])) AS x(v, c)
             """,
             kind=kind,
             values=values,
@@ -437,11 +438,14 @@ class _Fold:
         """Join two customers; the known one, else the older id, survives."""
         survivor, loser = (a, b) if (not self.known.get(a), a) <= (not self.known.get(b), b) else (b, a)
         params = {"s": survivor, "l": loser}
-        self.sql("UPDATE identities SET customer_id = :s WHERE team_id = :team AND customer_id = :l", **params)
+        self.sql(
+            "UPDATE identities SET customer_id = :s WHERE team_id = :team AND customer_id = :l", **params
+        )
         self.sql("UPDATE events SET customer_id = :s WHERE team_id = :team AND customer_id = :l", **params)
         self.sql(
             """
-            INSERT INTO customer_traits AS ct (team_id, customer_id, key_norm, key, value, event_time, tiebreak)
+            INSERT INTO customer_traits AS ct
+                (team_id, customer_id, key_norm, key, value, event_time, tiebreak)
             SELECT team_id, :s, key_norm, key, value, event_time, tiebreak
             FROM customer_traits WHERE team_id = :team AND customer_id = :l
             ON CONFLICT (team_id, customer_id, key_norm) DO UPDATE
@@ -496,7 +500,8 @@ class _Fold:
     def move_anonymous(self, anon: str, current: int, target: int) -> None:
         """An earlier claim arrived late: the visitor's own events change customer."""
         self.sql(
-            "UPDATE identities SET customer_id = :t WHERE team_id = :team AND kind = 'anonymous' AND value = :a",
+            "UPDATE identities SET customer_id = :t "
+            "WHERE team_id = :team AND kind = 'anonymous' AND value = :a",
             t=target,
             a=anon,
         )

@@ -11,7 +11,9 @@ from __future__ import annotations
 JUNK_IDS = frozenset({"", "null", "undefined", "0", "anonymous", "none", "nil", "[object object]"})
 
 # The same rule in SQL, for statements that re-home a visitor's events.
-SQL_IS_JUNK = "lower(btrim({column})) IN ('', 'null', 'undefined', '0', 'anonymous', 'none', 'nil', '[object object]')"
+SQL_IS_JUNK = (
+    "lower(btrim({column})) IN ('', 'null', 'undefined', '0', 'anonymous', 'none', 'nil', '[object object]')"
+)
 
 
 def usable_id(value: str | None) -> str | None:

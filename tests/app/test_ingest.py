@@ -25,7 +25,9 @@ def post(client: FlaskClient, body: Any, headers: dict[str, str], path: str = "/
 
 
 @pytest.mark.parametrize("name", fixture_names())
-def test_every_segment_fixture_is_accepted(client: FlaskClient, team: TeamKeys, engine: Engine, name: str) -> None:
+def test_every_segment_fixture_is_accepted(
+    client: FlaskClient, team: TeamKeys, engine: Engine, name: str
+) -> None:
     payload = load_fixture(name)
     response = post(client, payload, team.basic(team.ingest))
     assert response.status_code == 200, response.get_json()

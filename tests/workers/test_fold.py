@@ -16,8 +16,13 @@ def post(client: FlaskClient, team: TeamKeys, body: dict[str, Any]) -> None:
 
 
 def test_fixtures_fold_into_the_customers_timeline(client: FlaskClient, team: TeamKeys, fold: Any) -> None:
-    for name in ("identify-partner-doc.json", "track-spec-doc.json", "page-partner-doc.json",
-                 "screen-spec-doc.json", "group-spec-doc.json"):
+    for name in (
+        "identify-partner-doc.json",
+        "track-spec-doc.json",
+        "page-partner-doc.json",
+        "screen-spec-doc.json",
+        "group-spec-doc.json",
+    ):
         post(client, team, load_fixture(name))
     fold()
     read = team.bearer(team.read)
@@ -49,8 +54,17 @@ def test_identify_traits_reach_the_profile(client: FlaskClient, team: TeamKeys, 
 
 def test_feed_pages_with_a_cursor(client: FlaskClient, team: TeamKeys, fold: Any) -> None:
     for n in range(5):
-        post(client, team, {"type": "track", "userId": "pager", "event": f"Step {n}",
-                            "messageId": f"m{n}", "timestamp": f"2024-03-01T12:00:0{n}Z"})
+        post(
+            client,
+            team,
+            {
+                "type": "track",
+                "userId": "pager",
+                "event": f"Step {n}",
+                "messageId": f"m{n}",
+                "timestamp": f"2024-03-01T12:00:0{n}Z",
+            },
+        )
     fold()
     read = team.bearer(team.read)
     customer = client.get("/api/v1/customers/lookup?user_id=pager", headers=read).get_json()["id"]
@@ -59,7 +73,11 @@ def test_feed_pages_with_a_cursor(client: FlaskClient, team: TeamKeys, fold: Any
     while url:
         page = client.get(url, headers=read).get_json()
         seen += [item["event"] for item in page["data"]]
-        url = f"/api/v1/customers/{customer}/feed?limit=2&cursor={page['next_cursor']}" if page["next_cursor"] else ""
+        url = (
+            f"/api/v1/customers/{customer}/feed?limit=2&cursor={page['next_cursor']}"
+            if page["next_cursor"]
+            else ""
+        )
     assert seen == [f"Step {n}" for n in reversed(range(5))]
 
 
