@@ -34,7 +34,15 @@ from store.settings import Settings, sqlalchemy_url
 from workers import runtime
 
 # ../shared beside the clone (SPEC: "payloads exactly as Segment documents them").
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "segment"
+FIXTURES = Path(
+    os.environ.get("SEGMENT_FIXTURES")
+    or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "segment"
+)
+if not FIXTURES.is_dir():
+    raise pytest.UsageError(
+        f"Segment fixtures not found at {FIXTURES}: the tests expect ../shared beside the "
+        "clone (or SEGMENT_FIXTURES pointing at the folder)."
+    )
 
 
 def _fresh_database(server_url: str) -> str:
