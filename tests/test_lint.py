@@ -7,24 +7,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("app", "workers", "schemas", "store", "devstack", "tests", "bench")
 
 
 def test_ruff_finds_nothing() -> None:
+    present = [folder for folder in FOLDERS if (ROOT / folder).is_dir()]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ruff",
-            "check",
-            "--no-cache",
-            "app",
-            "workers",
-            "schemas",
-            "store",
-            "devstack",
-            "tests",
-            "bench",
-        ],
+        [sys.executable, "-m", "ruff", "check", "--no-cache", *present],
         cwd=ROOT,
         capture_output=True,
         text=True,
