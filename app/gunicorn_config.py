@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+from store.logs import logging_config
+
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
 os.environ["WEB_CONCURRENCY"] = str(workers)  # the rate limiter divides by it
@@ -20,6 +22,7 @@ keepalive = 5
 accesslog = None  # no request lines: a query string could carry a key
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+logconfig_dict = logging_config()  # JSON lines, for gunicorn and the app alike
 preload_app = False  # each worker builds its own engine: no pool shared across a fork
 
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
