@@ -1,23 +1,59 @@
-"""Bootstrapping commands, printing JSON (SPEC §5): `flask teams create NAME`."""
+"""Bootstrapping and operator commands, printing JSON (SPEC §5).
+
+`flask teams create NAME`, and `flask keys create|rotate|revoke|list`. A secret is
+printed only by the command that creates it (teams create, keys create, keys rotate).
+Changes made here are audited with the actor "cli". A refused change prints a JSON
+error, `{"message", "code"}`, on stderr and exits with status 1.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from app.keys import created_key_json, key_json, rotated_key_json
 from app.resources import resources
-from store.apikeys import create_team
+from schemas.keys import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, MAX_NAME_LENGTH, SCOPES
+from store.apikeys import (
+    KeyManagementError,
+    create_key,
+    create_team,
+    list_keys,
+    revoke_key,
+    rotate_key,
+    team_of_key,
+)
 
 teams = AppGroup("teams", help="Create teams.")
+keys = AppGroup("keys", help="Create, rotate, revoke and list a team's API keys.")
 
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
+
+
+def fail(code: str, message: str) -> NoReturn:
+    click.echo(json.dumps({"message": message, "code": code}), err=True)
+    raise click.exceptions.Exit(1)
+
+
+def _team_of(key_id: int) -> int:
+    with resources().engine.connect() as connection:
+        team_id = team_of_key(connection, key_id)
+    if team_id is None:
+        fail("not_found", f"No key with id {key_id}.")
+    return team_id
+
+
+def _name(value: str) -> str:
+    if not value.strip() or len(value) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in value):
+        raise click.BadParameter(f"give 1 to {MAX_NAME_LENGTH} printable characters")
+    return value
 
 
 @teams.command("create")
@@ -26,20 +62,78 @@ def teams_create(name: str) -> None:
     """Create a team and an admin key with every scope; the key is shown only here."""
     now = datetime.now(UTC)
     with resources().engine.begin() as connection:
-        team, new_key = create_team(connection, name, now)
+        team, new_key = create_team(connection, _name(name), now)
     echo_json(
         {
             "team": {"id": str(team.id), "name": team.name, "created_at": team.created_at.isoformat()},
-            "key": {
-                "id": str(new_key.key.id),
-                "name": new_key.key.name,
-                "prefix": new_key.key.prefix,
-                "scopes": new_key.key.scopes,
-                "key": new_key.secret,
-            },
+            "key": created_key_json(new_key, now),
         }
     )
 
 
+@keys.command("create")
+@click.option("--team", "team_id", type=click.IntRange(min=1), required=True, help="The team's id.")
+@click.option("--name", required=True, help="What the key is for, e.g. 'Segment production'.")
+@click.option(
+    "--scope", "scopes", type=click.Choice(SCOPES), multiple=True, required=True, help="Repeat for several."
+)
+def keys_create(team_id: int, name: str, scopes: tuple[str, ...]) -> None:
+    """Create a key for a team; its secret is printed only here."""
+    now = datetime.now(UTC)
+    try:
+        with resources().engine.begin() as connection:
+            made = create_key(connection, team_id, _name(name), scopes, now)
+    except KeyManagementError as error:
+        fail(error.code, error.message)
+    echo_json(created_key_json(made, now))
+
+
+@keys.command("rotate")
+@click.argument("key_id", type=click.IntRange(min=1))
+@click.option(
+    "--grace",
+    "grace_seconds",
+    type=click.IntRange(0, MAX_GRACE_SECONDS),
+    default=DEFAULT_GRACE_SECONDS,
+    show_default=True,
+    help="Seconds the old key keeps working; 0 cuts it at once.",
+)
+def keys_rotate(key_id: int, grace_seconds: int) -> None:
+    """Replace a key with a new one of the same name and scopes (printed only here)."""
+    now = datetime.now(UTC)
+    try:
+        with resources().engine.begin() as connection:
+            rotation = rotate_key(
+                connection, _team_of(key_id), key_id, now, grace=timedelta(seconds=grace_seconds)
+            )
+    except KeyManagementError as error:
+        fail(error.code, error.message)
+    echo_json(rotated_key_json(rotation, now))
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=click.IntRange(min=1))
+def keys_revoke(key_id: int) -> None:
+    """Revoke a key at once (every web process refuses it within a second)."""
+    now = datetime.now(UTC)
+    try:
+        with resources().engine.begin() as connection:
+            revoked = revoke_key(connection, _team_of(key_id), key_id, now)
+    except KeyManagementError as error:
+        fail(error.code, error.message)
+    echo_json(key_json(revoked, now))
+
+
+@keys.command("list")
+@click.option("--team", "team_id", type=click.IntRange(min=1), required=True, help="The team's id.")
+def keys_list(team_id: int) -> None:
+    """Every key of a team, newest first; never a secret."""
+    now = datetime.now(UTC)
+    with resources().engine.connect() as connection:
+        found = list_keys(connection, team_id)
+    echo_json({"data": [key_json(key, now) for key in found]})
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(teams)
+    app.cli.add_command(keys)

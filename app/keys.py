@@ -1,10 +1,465 @@
-"""Placeholder blueprint: filled in by its issue's work."""
+"""Key management for team admins: create, list, rotate, revoke, audit (SPEC §5).
+
+Every route needs a key with the `admin` scope and sees only its own team's keys:
+another team's key id answers 404, like one that does not exist. No answer carries a
+secret except the 201 of create and rotate, which shows the new key once.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+import base64
+import binascii
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from marshmallow import Schema, ValidationError
+
+from app.auth import authenticate
+from app.errors import ApiError
+from app.resources import resources
+from schemas.keys import (
+    ApiKeyCreatedSchema,
+    ApiKeyCreateRequestSchema,
+    ApiKeyListSchema,
+    ApiKeyRotatedSchema,
+    ApiKeyRotateRequestSchema,
+    ApiKeySchema,
+    KeyAuditListSchema,
+)
+from store.apikeys import (
+    KeyManagementError,
+    KeyNotFound,
+    NewKey,
+    Rotation,
+    create_key,
+    key_status,
+    list_audit,
+    list_keys,
+    revoke_key,
+    rotate_key,
+)
+from store.models import ApiKey, KeyAuditEntry
 
 bp = Blueprint("keys", __name__, url_prefix="/api/v1")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+MAX_BODY_BYTES = 16 * 1024
+
+
+# --- shapes shared with the CLI ------------------------------------------------------
+
+
+def key_fields(key: ApiKey, now: datetime) -> dict[str, Any]:
+    """A key as the API and the CLI show it: never its secret."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": list(key.scopes),
+        "status": key_status(key, now),
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+        "rotated_from_id": key.rotated_from_id,
+    }
+
+
+def created_key_json(made: NewKey, now: datetime) -> dict[str, Any]:
+    """A new key with its secret: the one answer that shows it."""
+    data: dict[str, Any] = ApiKeyCreatedSchema().dump({**key_fields(made.key, now), "key": made.secret})
+    return data
+
+
+def rotated_key_json(rotation: Rotation, now: datetime) -> dict[str, Any]:
+    data: dict[str, Any] = ApiKeyRotatedSchema().dump(
+        {
+            **key_fields(rotation.new.key, now),
+            "key": rotation.new.secret,
+            "rotated_from": key_fields(rotation.old, now),
+        }
+    )
+    return data
+
+
+def key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
+    data: dict[str, Any] = ApiKeySchema().dump(key_fields(key, now))
+    return data
+
+
+def audit_fields(entry: KeyAuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": entry.at,
+        "action": entry.action,
+        "key_id": entry.key_id,
+        "actor": "cli" if entry.actor_key_id is None else "key",
+        "actor_key_id": entry.actor_key_id,
+        "detail": entry.detail,
+    }
+
+
+# --- request helpers -------------------------------------------------------------------
+
+
+def _key_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 18:
+        # Never echo the path: someone may paste a secret where the id goes.
+        raise ApiError(404, "not_found", "No such key in this team; use an id from GET /api/v1/keys.")
+    return int(raw)
+
+
+def _body(schema: Schema, *, empty_means: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON body loaded through `schema`, or a 400 that says what to fix."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB.")
+    raw = request.get_data(cache=False)[: MAX_BODY_BYTES + 1]
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB.")
+    if not raw.strip() and empty_means is not None:
+        body: Any = empty_means
+    else:
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ApiError(
+                400,
+                "invalid_json",
+                "The body is not valid JSON; send a JSON object.",
+                {"_body": ["Not valid JSON."]},
+            ) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "The body must be a JSON object.", {"_body": ["Not an object."]})
+    try:
+        loaded: dict[str, Any] = schema.load(body)
+    except ValidationError as error:
+        errors = _string_keys(error.messages)
+        raise ApiError(400, "invalid_body", _describe(errors), errors) from None
+    return loaded
+
+
+def _string_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    return value
+
+
+def _describe(errors: dict[str, Any]) -> str:
+    """'name: Missing data for required field.; scopes.0: Must be one of: ...'"""
+    parts: list[str] = []
+    stack: list[tuple[str, Any]] = list(errors.items())
+    while stack and len(parts) < 5:
+        path, problem = stack.pop(0)
+        if isinstance(problem, dict):
+            stack[:0] = [(f"{path}.{key}", item) for key, item in problem.items()]
+        else:
+            messages = problem if isinstance(problem, list) else [problem]
+            parts.append(f"{path}: {' '.join(str(m) for m in messages)}")
+    return "Fix the body: " + "; ".join(parts)
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(
+            400,
+            "invalid_limit",
+            f"limit must be a whole number from 1 to {MAX_LIMIT}.",
+            {"limit": [f"Must be between 1 and {MAX_LIMIT}."]},
+        )
+    return int(raw)
+
+
+def _encode_cursor(kind: str, before_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{before_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(kind: str) -> int | None:
+    cursor = request.args.get("cursor")
+    if not cursor:
+        return None
+    try:
+        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        found_kind, _, raw_id = decoded.partition(":")
+        if found_kind != kind or not raw_id.isdigit() or len(raw_id) > 18:
+            raise ValueError(cursor)
+        return int(raw_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(
+            400,
+            "invalid_cursor",
+            "cursor is not one this list returned; start without it.",
+            {"cursor": ["Not a cursor from this list."]},
+        ) from None
+
+
+def _as_api_error(error: KeyManagementError) -> ApiError:
+    status = 404 if isinstance(error, KeyNotFound) else 409
+    return ApiError(status, error.code, error.message)
+
+
+# --- routes ----------------------------------------------------------------------------
+
+
+@bp.post("/keys")
+def create_api_key() -> tuple[Response, int]:
+    """Create a key. The answer shows its secret, once.
+    ---
+    post:
+      tags: [keys]
+      summary: Create an API key
+      description: Needs an admin key. The secret (`key`) is in this answer only; store it now.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: ApiKeyCreateRequestSchema
+      responses:
+        201:
+          description: The new key, with its secret.
+          content:
+            application/json:
+              schema: ApiKeyCreatedSchema
+        400:
+          description: Missing name, unknown scope, unknown field or wrong type.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        401:
+          description: No key, or an unknown, expired or revoked one.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        403:
+          description: The key lacks the admin scope.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+    """
+    actor = authenticate("admin")
+    body = _body(ApiKeyCreateRequestSchema())
+    now = datetime.now(UTC)
+    with resources().engine.begin() as connection:
+        made = create_key(
+            connection, actor.team_id, body["name"], body["scopes"], now, actor_key_id=actor.key_id
+        )
+    return jsonify(created_key_json(made, now)), 201
+
+
+@bp.get("/keys")
+def list_api_keys() -> Response:
+    """The team's keys, newest first; never a secret.
+    ---
+    get:
+      tags: [keys]
+      summary: List the team's API keys
+      description: Needs an admin key. Revoked and expired keys are listed too, with their status.
+      parameters:
+        - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 200, default: 50}}
+        - {name: cursor, in: query, schema: {type: string}, description: next_cursor of the previous page}
+      responses:
+        200:
+          description: A page of keys.
+          content:
+            application/json:
+              schema: ApiKeyListSchema
+        400:
+          description: Bad limit or cursor.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        401:
+          description: No key, or an unknown, expired or revoked one.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        403:
+          description: The key lacks the admin scope.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+    """
+    actor = authenticate("admin")
+    limit = _limit()
+    before_id = _decode_cursor("k")
+    now = datetime.now(UTC)
+    with resources().engine.connect() as connection:
+        keys = list_keys(connection, actor.team_id, limit=limit + 1, before_id=before_id)
+    page = keys[:limit]
+    next_cursor = _encode_cursor("k", page[-1].id) if len(keys) > limit else None
+    body = ApiKeyListSchema().dump(
+        {"data": [key_fields(key, now) for key in page], "next_cursor": next_cursor}
+    )
+    return jsonify(body)
+
+
+@bp.post("/keys/<raw_id>/rotate")
+def rotate_api_key(raw_id: str) -> tuple[Response, int]:
+    """A new key with the same name and scopes; the old one works through its grace period.
+    ---
+    post:
+      tags: [keys]
+      summary: Rotate an API key
+      description: >
+        Needs an admin key. Segment keeps sending the old key until the new one is pasted
+        into it, and does not retry a 401, so the old key keeps working for
+        `grace_seconds` (default 86400; 0 cuts it at once; at most 30 days).
+        Only an active key can be rotated.
+      parameters:
+        - {name: raw_id, in: path, required: true, schema: {type: string}, description: The key's id}
+      requestBody:
+        required: false
+        content:
+          application/json:
+            schema: ApiKeyRotateRequestSchema
+      responses:
+        201:
+          description: The new key with its secret, and the old key with its expires_at.
+          content:
+            application/json:
+              schema: ApiKeyRotatedSchema
+        400:
+          description: grace_seconds out of range or not an integer, or an unknown field.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        401:
+          description: No key, or an unknown, expired or revoked one.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        403:
+          description: The key lacks the admin scope.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        404:
+          description: No such key in this team.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        409:
+          description: The key is already expiring, expired or revoked.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+    """
+    actor = authenticate("admin")
+    key_id = _key_id(raw_id)
+    body = _body(ApiKeyRotateRequestSchema(), empty_means={})
+    now = datetime.now(UTC)
+    try:
+        with resources().engine.begin() as connection:
+            rotation = rotate_key(
+                connection,
+                actor.team_id,
+                key_id,
+                now,
+                grace=timedelta(seconds=body["grace_seconds"]),
+                actor_key_id=actor.key_id,
+            )
+    except KeyManagementError as error:
+        raise _as_api_error(error) from None
+    resources().keys.forget_key(key_id)  # this process sees the new expiry at once
+    return jsonify(rotated_key_json(rotation, now)), 201
+
+
+@bp.delete("/keys/<raw_id>")
+def revoke_api_key(raw_id: str) -> Response:
+    """Revoke a key at once.
+    ---
+    delete:
+      tags: [keys]
+      summary: Revoke an API key
+      description: >
+        Needs an admin key. Every web process refuses the key within a second.
+        Revoking a revoked key changes nothing. The team's last active admin key
+        cannot be revoked (409): rotate it instead.
+      parameters:
+        - {name: raw_id, in: path, required: true, schema: {type: string}, description: The key's id}
+      responses:
+        204:
+          description: Revoked.
+        401:
+          description: No key, or an unknown, expired or revoked one.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        403:
+          description: The key lacks the admin scope.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        404:
+          description: No such key in this team.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        409:
+          description: It is the team's last active admin key.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+    """
+    actor = authenticate("admin")
+    key_id = _key_id(raw_id)
+    now = datetime.now(UTC)
+    try:
+        with resources().engine.begin() as connection:
+            revoke_key(connection, actor.team_id, key_id, now, actor_key_id=actor.key_id)
+    except KeyManagementError as error:
+        raise _as_api_error(error) from None
+    resources().keys.forget_key(key_id)  # this process refuses it at once
+    return Response(status=204)
+
+
+@bp.get("/keys/audit")
+def key_audit() -> Response:
+    """Every create, rotate and revoke of the team's keys, newest first.
+    ---
+    get:
+      tags: [keys]
+      summary: The key audit list
+      description: Needs an admin key. Who (an admin key's id, or the CLI), when, and what.
+      parameters:
+        - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 200, default: 50}}
+        - {name: cursor, in: query, schema: {type: string}, description: next_cursor of the previous page}
+      responses:
+        200:
+          description: A page of audit entries.
+          content:
+            application/json:
+              schema: KeyAuditListSchema
+        400:
+          description: Bad limit or cursor.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        401:
+          description: No key, or an unknown, expired or revoked one.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+        403:
+          description: The key lacks the admin scope.
+          content:
+            application/json:
+              schema: KeyErrorSchema
+    """
+    actor = authenticate("admin")
+    limit = _limit()
+    before_id = _decode_cursor("a")
+    with resources().engine.connect() as connection:
+        entries = list_audit(connection, actor.team_id, limit=limit + 1, before_id=before_id)
+    page = entries[:limit]
+    next_cursor = _encode_cursor("a", page[-1].id) if len(entries) > limit else None
+    body = KeyAuditListSchema().dump(
+        {"data": [audit_fields(entry) for entry in page], "next_cursor": next_cursor}
+    )
+    return jsonify(body)
 
 
 def init_app(app: Flask) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Identity,
@@ -46,7 +47,11 @@ class Base(DeclarativeBase):
 
 
 class Team(Base):
-    """A customer of ours: one Segment workspace's destination."""
+    """A customer of ours: one Segment workspace's destination.
+
+    Key management locks the team's row (`SELECT ... FOR UPDATE`), so two admins
+    revoking keys at once cannot leave the team without an active admin key.
+    """
 
     __tablename__ = "teams"
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -55,7 +60,11 @@ class Team(Base):
 
 
 class ApiKey(Base):
-    """A team's API key, stored only as a digest of the secret."""
+    """A team's API key, stored only as a digest of the secret.
+
+    `expires_at` is set by a rotation (the end of the grace period), `revoked_at` by a
+    revoke; `last_used_at` is written by the web processes about once a minute at most.
+    """
 
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -70,11 +79,20 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(TZ)
     rotated_from_id: Mapped[int | None] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_api_keys_team_id_created_at", "team_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_api_keys_team_id_created_at", "team_id", "created_at"),
+        CheckConstraint(
+            "cardinality(scopes) > 0 AND scopes <@ ARRAY['ingest', 'read', 'admin']::text[]",
+            name="ck_api_keys_scopes",
+        ),
+    )
 
 
 class KeyAuditEntry(Base):
-    """One create, rotate or revoke of a key, kept for the team's admins."""
+    """One create, rotate or revoke of a key, kept for the team's admins.
+
+    `actor_key_id` is the admin key that made the change; NULL means the CLI.
+    """
 
     __tablename__ = "key_audit"
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
@@ -85,7 +103,10 @@ class KeyAuditEntry(Base):
     at: Mapped[datetime] = mapped_column(TZ)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
 
-    __table_args__ = (PrimaryKeyConstraint("team_id", "id"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "id"),
+        CheckConstraint("action IN ('create', 'rotate', 'revoke')", name="ck_key_audit_action"),
+    )
 
 
 class Event(Base):
