@@ -2,33 +2,29 @@
 
 A 200 means every accepted event is committed in Postgres. Waking the fold happens
 after the commit and may fail (Redis down) without failing the request: the sweep
-finds stored-but-unfolded events later.
+finds stored-but-unfolded events later. See docs/ingest.md for every rule and why.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify
 from redis.exceptions import RedisError
 
 from app import metrics
-from app.auth import authenticate
-from app.body import (
-    MAX_DEPTH,
-    depth,
-    needs_deep_check,
-    parse_json,
-    read_body_bytes,
-    unstorable_path,
-)
+from app.auth import authenticate, key_from_header
+from app.body import MAX_DEPTH, depth, make_storable, needs_deep_check, parse_json, read_body_bytes
 from app.errors import ApiError
 from app.ratelimit import check_rate_limit
 from app.resources import resources
 from schemas.segment import MAX_EVENT_BYTES, EventRejected, PreparedEvent, prepare_event
+from store.apikeys import AuthenticatedKey
 from store.events import store_events
 from workers.signal import request_fold
 
@@ -38,6 +34,10 @@ bp = Blueprint("ingest", __name__)
 MAX_BATCH_EVENTS = 2500
 SINGLE_ROUTES = ("track", "identify", "page", "screen", "group", "alias")
 _BATCH_DEFAULTS = ("context", "integrations")
+# After Redis fails, skip it for this long: a Redis that hangs (rather than refuses)
+# would otherwise cost every request its connect timeout. The sweep covers the gap.
+REDIS_BACKOFF_SECONDS = 1.0
+_REJECTED_ECHO_CHARS = 255
 
 
 @bp.post("/v1/segment")
@@ -49,14 +49,16 @@ def segment() -> Response:
 @bp.post("/v1/batch")
 @bp.post("/v1/import")
 def batch() -> Response:
+    """Tracking API batch: {"batch": [...], "context": ..., "integrations": ...}."""
     return _ingest(forced_type=None, batch_only=True)
 
 
-def _single_route(kind: str) -> Any:
+def _single_route(kind: str) -> Callable[[], Response]:
     def view() -> Response:
         return _ingest(forced_type=kind, batch_only=False)
 
     view.__name__ = f"single_{kind}"
+    view.__doc__ = f"Tracking API {kind}: one event, its type given by the route."
     return view
 
 
@@ -64,39 +66,29 @@ for _kind in SINGLE_ROUTES:
     bp.add_url_rule(f"/v1/{_kind}", view_func=_single_route(_kind), methods=["POST"])
 
 
-def _envelope_keys(body: dict[str, Any]) -> dict[str, Any]:
-    """The batch envelope's keys by their lower-case name (Segment: any casing)."""
-    return {key.lower(): value for key, value in body.items()}
-
-
 def _ingest(forced_type: str | None, batch_only: bool) -> Response:
+    try:
+        return _ingest_request(forced_type, batch_only)
+    except ApiError as error:
+        metrics.request_rejected(error.code)
+        raise
+
+
+def _ingest_request(forced_type: str | None, batch_only: bool) -> Response:
     received_at = datetime.now(UTC)
+    # A key in the header is checked before the body is read: a caller without a valid
+    # key gets its 401 without us inflating and parsing up to 500 KiB.
+    key = authenticate("ingest") if key_from_header() else None
     data = read_body_bytes()
     body = parse_json(data)
-    envelope = _envelope_keys(body) if isinstance(body, dict) else {}
-    write_key = envelope.get("writekey")
-    key = authenticate("ingest", body_key=write_key if isinstance(write_key, str) else None)
+    # The envelope's keys by their lower-case name (Segment: top-level keys in any casing).
+    envelope = {name.lower(): value for name, value in body.items()} if isinstance(body, dict) else {}
+    if key is None:
+        write_key = envelope.get("writekey")
+        key = authenticate("ingest", body_key=write_key if isinstance(write_key, str) else None)
 
     is_batch = batch_only or (forced_type is None and "batch" in envelope)
-    if is_batch:
-        items = envelope.get("batch")
-        if not isinstance(items, list):
-            raise ApiError(
-                400,
-                "invalid_batch",
-                'A batch body must be {"batch": [events...]}.',
-                {"batch": ["Must be an array of events."]},
-            )
-        if len(items) > MAX_BATCH_EVENTS:
-            raise ApiError(
-                413, "batch_too_large", f"The batch has {len(items)} events; send at most {MAX_BATCH_EVENTS}."
-            )
-        if not items:
-            raise ApiError(400, "invalid_batch", "The batch is empty; send at least one event.")
-        defaults = {k: envelope[k] for k in _BATCH_DEFAULTS if isinstance(envelope.get(k), dict)}
-    else:
-        items = [body]
-        defaults = {}
+    items, defaults = _batch_items(envelope) if is_batch else ([body], {})
 
     check_nul, check_depth = needs_deep_check(data)
     prepared: list[PreparedEvent] = []
@@ -104,10 +96,8 @@ def _ingest(forced_type: str | None, batch_only: bool) -> Response:
     first_error: EventRejected | None = None
     for index, item in enumerate(items):
         try:
-            if defaults and isinstance(item, dict):
-                item = _merge_defaults(item, defaults)
-            _check_storable(item, len(data), check_nul, check_depth)
-            prepared.append(prepare_event(item, received_at, forced_type=forced_type))
+            event = _storable_event(item, defaults, len(data), check_nul, check_depth)
+            prepared.append(prepare_event(event, received_at, forced_type=forced_type))
         except EventRejected as error:
             first_error = first_error or error
             metrics.events_rejected(item, error.code)
@@ -123,9 +113,7 @@ def _ingest(forced_type: str | None, batch_only: bool) -> Response:
     if not prepared:
         assert first_error is not None
         if not is_batch:
-            raise ApiError(
-                first_error.status, first_error.code, first_error.message, first_error.errors or None
-            )
+            raise ApiError(first_error.status, first_error.code, first_error.message, first_error.errors)
         raise ApiError(
             400,
             "invalid_batch",
@@ -133,10 +121,14 @@ def _ingest(forced_type: str | None, batch_only: bool) -> Response:
             {str(r["index"]): r["errors"] for r in rejected[:100]},
         )
 
-    check_rate_limit(key.team_id, len(prepared))
+    try:
+        check_rate_limit(key.team_id, len(prepared))
+    except ApiError:
+        metrics.events_rate_limited(prepared)
+        raise
     result = store_events(resources().engine, key.team_id, prepared, received_at)
     metrics.events_accepted(prepared)
-    _wake_fold(key.team_id)
+    _wake_fold(key)
 
     answer: dict[str, Any] = {"success": True}
     if is_batch:
@@ -144,61 +136,101 @@ def _ingest(forced_type: str | None, batch_only: bool) -> Response:
     return jsonify(answer)
 
 
+def _batch_items(envelope: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The batch's events and the batch-level defaults to merge into each."""
+    items = envelope.get("batch")
+    if not isinstance(items, list):
+        raise ApiError(
+            400,
+            "invalid_batch",
+            'A batch body must be {"batch": [events...]}.',
+            {"batch": ["Must be an array of events."]},
+        )
+    if len(items) > MAX_BATCH_EVENTS:
+        raise ApiError(
+            413,
+            "batch_too_large",
+            f"The batch has {len(items)} events; send at most {MAX_BATCH_EVENTS} per request.",
+        )
+    if not items:
+        raise ApiError(
+            400,
+            "invalid_batch",
+            "The batch is empty; send at least one event.",
+            {"batch": ["Must hold at least one event."]},
+        )
+    defaults = {k: envelope[k] for k in _BATCH_DEFAULTS if isinstance(envelope.get(k), dict)}
+    return items, defaults
+
+
+def _storable_event(
+    item: Any, defaults: dict[str, Any], body_bytes: int, check_nul: bool, check_depth: bool
+) -> Any:
+    """The item merged with the batch defaults, bounded, and holding only storable text."""
+    if not isinstance(item, dict):
+        return item  # prepare_event says what is wrong with it
+    if defaults:
+        item = _merge_defaults(item, defaults)
+    if check_depth and depth(item) > MAX_DEPTH:
+        raise EventRejected(
+            400,
+            "too_deep",
+            f"The event nests objects and arrays deeper than {MAX_DEPTH} levels; flatten it.",
+        )
+    if check_nul:
+        item = make_storable(item)
+    # A body no larger than the limit cannot hold a larger event: only big bodies pay this.
+    if body_bytes > MAX_EVENT_BYTES:
+        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > MAX_EVENT_BYTES:
+            raise EventRejected(
+                413,
+                "event_too_large",
+                f"The event is {size / 1024:.1f} KiB; an event may be at most "
+                f"{MAX_EVENT_BYTES // 1024} KiB. Trim its properties, traits or context.",
+            )
+    return item
+
+
 def _merge_defaults(item: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """Batch-level context/integrations under each event's own (the event's keys win)."""
     merged = dict(item)
     lower = {key.lower(): key for key in item}
     for name, default in defaults.items():
-        own_key = lower.get(name)
-        own = item.get(own_key) if own_key else None
+        own_key = lower.get(name, name)
+        own = item.get(own_key)
         if own is None:
-            merged[own_key or name] = dict(default)
+            merged[own_key] = dict(default)
         elif isinstance(own, dict):
-            merged[own_key or name] = {**default, **own}
+            merged[own_key] = {**default, **own}
     return merged
 
 
-def _check_storable(item: Any, body_bytes: int, check_nul: bool, check_depth: bool) -> None:
-    """Reject what Postgres cannot store or what is over the per-event size."""
-    if check_depth and depth(item) > MAX_DEPTH:
-        raise EventRejected(400, "too_deep", f"The event nests deeper than {MAX_DEPTH} levels.")
-    if check_nul:
-        path = unstorable_path(item)
-        if path is not None:
-            raise EventRejected(
-                400,
-                "unstorable_text",
-                f"{path} holds a NUL character or a lone UTF-16 surrogate, which cannot be "
-                "stored; remove it.",
-                {path: ["Contains \\u0000 or an unpaired surrogate."]},
-            )
-    if body_bytes > MAX_EVENT_BYTES:  # a smaller body cannot hold a larger event
-        encoded = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
-        size = len(encoded.encode("utf-8", "surrogatepass"))
-        if size > MAX_EVENT_BYTES:
-            raise EventRejected(
-                413,
-                "event_too_large",
-                f"The event is {size // 1024} KiB; an event may be at most "
-                f"{MAX_EVENT_BYTES // 1024} KiB. Trim its properties or traits.",
-            )
-
-
-def _message_id_of(item: Any) -> Any:
+def _message_id_of(item: Any) -> str | int | None:
+    """The item's messageId as sent, to name it in a rejection (bounded in size)."""
     if isinstance(item, dict):
         for key, value in item.items():
-            if key.lower() == "messageid" and isinstance(value, str | int):
-                return value
+            if key.lower() == "messageid":
+                if isinstance(value, str):
+                    return make_storable(value[:_REJECTED_ECHO_CHARS])  # type: ignore[no-any-return]
+                if isinstance(value, int) and not isinstance(value, bool):
+                    return value
     return None
 
 
-def _wake_fold(team_id: int) -> None:
+def _wake_fold(key: AuthenticatedKey) -> None:
+    """Make sure a fold is queued for the team; a Redis failure only delays the fold."""
     res = resources()
+    state: dict[str, float] = current_app.extensions.setdefault("ingest_redis_state", {})
+    if time.monotonic() < state.get("skip_until", 0.0):
+        return
     try:
-        request_fold(res.redis, res.settings.fold_queue, res.settings.redis_prefix, team_id)
-    except RedisError as error:
-        # The events are committed; the sweep will queue them when Redis is back.
-        log.warning("could not queue fold for team %s: %s", team_id, type(error).__name__)
+        request_fold(res.redis, res.settings.fold_queue, res.settings.redis_prefix, key.team_id)
+    except (RedisError, OSError) as error:
+        # The events are committed; the sweep queues them when Redis is back.
+        state["skip_until"] = time.monotonic() + REDIS_BACKOFF_SECONDS
+        metrics.FOLD_WAKE_FAILURES.inc()
+        log.warning("could not queue fold for team %s: %s", key.team_id, type(error).__name__)
 
 
 def init_app(app: Flask) -> None:

@@ -26,6 +26,12 @@ from schemas.segment import SUPPORTED_TYPES, PreparedEvent
 
 EVENTS_ACCEPTED = Counter("events_accepted_total", "Events stored, by type", ["type"])
 EVENTS_REJECTED = Counter("events_rejected_total", "Events refused, by type and reason", ["type", "reason"])
+INGEST_REQUESTS_REJECTED = Counter(
+    "ingest_requests_rejected_total", "Ingest requests answered with an error, by reason", ["reason"]
+)
+FOLD_WAKE_FAILURES = Counter(
+    "ingest_fold_wake_failures_total", "Stored events whose fold could not be queued (Redis down)"
+)
 REQUEST_LATENCY = Histogram(
     "http_request_duration_seconds",
     "Request latency",
@@ -39,10 +45,24 @@ def events_accepted(events: Iterable[PreparedEvent]) -> None:
         EVENTS_ACCEPTED.labels(kind).inc(count)
 
 
-def events_rejected(item: Any, reason: str) -> None:
+def _type_label(item: Any) -> str:
     kind = item.get("type") if isinstance(item, dict) else None
-    label = kind if kind in SUPPORTED_TYPES else "other"
-    EVENTS_REJECTED.labels(label, reason).inc()
+    return kind if isinstance(kind, str) and kind in SUPPORTED_TYPES else "other"
+
+
+def events_rejected(item: Any, reason: str) -> None:
+    """One event refused; the label is its type when it is one we know (bounded cardinality)."""
+    EVENTS_REJECTED.labels(_type_label(item), reason).inc()
+
+
+def events_rate_limited(events: Iterable[PreparedEvent]) -> None:
+    for kind, count in TallyCounter(event.type for event in events).items():
+        EVENTS_REJECTED.labels(kind, "rate_limited").inc(count)
+
+
+def request_rejected(reason: str) -> None:
+    """An ingest request answered with an error (whatever happened to its events)."""
+    INGEST_REQUESTS_REJECTED.labels(reason).inc()
 
 
 def render(extra: str = "") -> Response:

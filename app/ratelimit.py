@@ -1,8 +1,10 @@
 """Per-team ingest rate limit: a token bucket per team in each web process.
 
-Each process enforces `limit / processes` so the whole deployment enforces about
-`limit`. It is kept in memory on purpose: a Redis round trip per request would cost more
-than the check is worth, and ingest must keep working when Redis is down.
+Each process enforces `limit / processes` (WEB_CONCURRENCY, which the gunicorn config
+sets) so the whole deployment enforces about `limit` events per second, with bursts up
+to `burst`. It is kept in memory on purpose: a Redis round trip per request would cost
+more than the check is worth, and ingest must keep working when Redis is down.
+Settings: INGEST_RATE_LIMIT (events/s per team, 0 turns it off) and INGEST_RATE_BURST.
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import math
 import os
 import threading
 import time
+from dataclasses import dataclass, field
+
+from flask import current_app
 
 from app.errors import ApiError
 from app.resources import resources
 
 
 class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up."""
+
     def __init__(self, rate: float, burst: float):
         self.rate = rate
         self.burst = burst
@@ -34,32 +41,48 @@ class TokenBucket:
         return (count - self.tokens) / self.rate
 
 
-_buckets: dict[int, TokenBucket] = {}
-_lock = threading.Lock()
+@dataclass
+class TeamLimiter:
+    """The buckets of one app, by team."""
+
+    buckets: dict[int, TokenBucket] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _share() -> int:
-    return max(1, int(os.environ.get("WEB_CONCURRENCY", "1")))
+    try:
+        return max(1, int(os.environ.get("WEB_CONCURRENCY", "1")))
+    except ValueError:
+        return 1
+
+
+def _limiter() -> TeamLimiter:
+    limiter: TeamLimiter = current_app.extensions.setdefault("ingest_rate_limiter", TeamLimiter())
+    return limiter
 
 
 def check_rate_limit(team_id: int, events: int) -> None:
-    """Raise 429 with Retry-After when the team is over its limit."""
+    """Take `events` from the team's bucket, or raise 429 with Retry-After (nothing taken)."""
     settings = resources().settings
     if settings.ingest_rate_limit <= 0:
         return
     share = _share()
-    with _lock:
-        bucket = _buckets.get(team_id)
+    limiter = _limiter()
+    with limiter.lock:
+        bucket = limiter.buckets.get(team_id)
         if bucket is None:
-            bucket = _buckets[team_id] = TokenBucket(
-                settings.ingest_rate_limit / share, max(settings.ingest_rate_burst / share, events)
+            rate = settings.ingest_rate_limit / share
+            bucket = limiter.buckets[team_id] = TokenBucket(
+                rate, max(settings.ingest_rate_burst / share, rate)
             )
+        # A request larger than the whole burst could never pass: it waits for a full bucket.
         wait = bucket.take(min(events, bucket.burst))
     if wait > 0:
         retry = max(1, math.ceil(wait))
         raise ApiError(
             429,
             "rate_limited",
-            f"Too many events for this team; retry after {retry} seconds.",
+            f"This team is over its limit of {settings.ingest_rate_limit:g} events per second; "
+            f"nothing was stored. Retry after {retry} seconds.",
             headers={"Retry-After": str(retry)},
         )

@@ -6,7 +6,10 @@ top-level keys are INCLUDEd on purpose: Segment adds keys over time (`_metadata`
 
 `prepare_event` is the one entry point: it takes one decoded JSON value and returns a
 `PreparedEvent` (the columns we store plus the raw event) or an `EventRejected` error
-that says what to fix.
+that says what to fix. The raw event is what was received, with three changes: the
+Spec's top-level keys in their canonical casing, ids that came as numbers written as
+strings, and no `writeKey` (a credential is not event data). A derived messageId is
+added when none was sent.
 """
 
 from __future__ import annotations
@@ -55,8 +58,11 @@ CANONICAL_KEYS = {
         "options",
     )
 }
+_CANONICAL_SPELLINGS = frozenset(CANONICAL_KEYS.values())
 # Keys that differ between two sends of the same message, left out of a derived messageId.
-_VOLATILE_KEYS = ("sentAt", "receivedAt", "writeKey")
+_VOLATILE_KEYS = frozenset(("sentAt", "receivedAt", "writeKey", "messageId"))
+# Ids that may come as numbers; stored as strings, in the columns and in the raw event.
+_ID_KEYS = ("messageId", "userId", "anonymousId", "groupId", "previousId")
 
 
 class EventRejected(Exception):
@@ -122,9 +128,11 @@ class Identifier(fields.Field):
 
 
 class Timestamp(fields.Field):
-    """A lenient Segment timestamp (see schemas.timestamps)."""
+    """A lenient Segment timestamp (see schemas.timestamps); an empty string is no timestamp."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime | None:
+        if isinstance(value, str) and not value.strip():
+            return None
         try:
             return parse_timestamp(value)
         except TimestampError as error:
@@ -251,7 +259,7 @@ def canonical_keys(event: dict[str, Any]) -> dict[str, Any]:
 
     Where two casings of one key are sent, the canonical spelling wins.
     """
-    if all(key in CANONICAL_KEYS.values() or key.lower() not in CANONICAL_KEYS for key in event):
+    if all(key in _CANONICAL_SPELLINGS or key.lower() not in CANONICAL_KEYS for key in event):
         return event
     result: dict[str, Any] = {}
     for key, value in event.items():
@@ -263,7 +271,11 @@ def canonical_keys(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def derive_message_id(event: dict[str, Any]) -> str:
-    """A stable messageId from an event's content, so identical re-sends dedupe."""
+    """A stable messageId from an event's content, so identical re-sends dedupe.
+
+    Left out: what a re-send changes (sentAt, receivedAt) and what is not content
+    (writeKey, an empty or null messageId).
+    """
     content = {k: v for k, v in event.items() if k not in _VOLATILE_KEYS}
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "derived-" + hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()[:40]
@@ -342,6 +354,10 @@ def prepare_event(event: Any, received_at: datetime, *, forced_type: str | None 
         messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
         flat = _flatten(messages)
         raise EventRejected(400, "invalid_event", summarize(kind, flat), flat) from None
+    event.pop("writeKey", None)
+    for key in _ID_KEYS:
+        if key in loaded and isinstance(event.get(key), int | float):
+            event[key] = loaded[key]  # validated by the schema: numbers stored as strings
     message_id = loaded.get("messageId")
     if not message_id:
         message_id = derive_message_id(event)
@@ -352,8 +368,9 @@ def prepare_event(event: Any, received_at: datetime, *, forced_type: str | None 
         event_name=_event_name(kind, loaded),
         user_id=_id_or_none(loaded.get("userId")),
         anonymous_id=_id_or_none(loaded.get("anonymousId")),
-        group_id=_id_or_none(loaded.get("groupId")),
-        previous_id=_id_or_none(loaded.get("previousId")),
+        # Only the types whose schema validated them: a groupId on a track is unknown data.
+        group_id=_id_or_none(loaded.get("groupId")) if kind == "group" else None,
+        previous_id=_id_or_none(loaded.get("previousId")) if kind == "alias" else None,
         event_time=event_time(event, loaded, received_at),
         raw=event,
     )

@@ -11,19 +11,23 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
+# Each optional part starts with one fixed separator, so no two parts compete for the
+# same characters: matching stays linear (a `\s*` between each part backtracked
+# cubically on a long run of spaces). Matched with fullmatch on the stripped value.
 _ISO = re.compile(
-    r"""^\s*
+    r"""
     (?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})
-    (?:[T\s](?P<hour>\d{1,2}):(?P<minute>\d{1,2})
+    (?:[Tt\ ](?P<hour>\d{1,2}):(?P<minute>\d{1,2})
         (?::(?P<second>\d{1,2})(?:[.,](?P<fraction>\d+))?)?
     )?
-    \s*
-    (?P<zone>Z|z|[+-]\d{1,2}(?::?\d{2})?)?
-    \s*(?:UTC|GMT)?
-    (?:\s+m=[+-]?[\d.]+)?   # Go's monotonic clock reading
-    \s*$""",
-    re.VERBOSE,
+    (?:\ ?(?P<zone>[Zz]|[+-]\d{1,2}(?::?\d{2})?))?
+    (?:\ (?:UTC|GMT))?
+    (?:\ m=[+-]?[\d.]+)?   # Go's monotonic clock reading
+    """,
+    re.VERBOSE | re.ASCII,  # \d must not match other scripts' digits
 )
+# Go's form is the longest we read (about 60 characters); longer text is not a timestamp.
+_MAX_LENGTH = 100
 
 # Epoch numbers above this are milliseconds (1e11 seconds is the year 5138).
 _MILLIS_THRESHOLD = 100_000_000_000
@@ -38,14 +42,16 @@ def parse_timestamp(value: object) -> datetime:
     if isinstance(value, bool):
         raise TimestampError("expected an ISO-8601 string, got a boolean")
     if isinstance(value, int | float):
-        seconds = value / 1000 if abs(value) >= _MILLIS_THRESHOLD else value
         try:
+            seconds = value / 1000 if abs(value) >= _MILLIS_THRESHOLD else value
             return datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise TimestampError("epoch number is out of range") from None
     if not isinstance(value, str):
-        raise TimestampError(f"expected an ISO-8601 string, got {type(value).__name__}")
-    match = _ISO.match(value)
+        raise TimestampError(f"expected an ISO-8601 string, got {_json_type(value)}")
+    if len(value) > _MAX_LENGTH:
+        raise TimestampError(f"{value[:40]!r}... is too long to be a timestamp")
+    match = _ISO.fullmatch(value.strip())
     if match is None:
         raise TimestampError(f"{value[:40]!r} is not an ISO-8601 timestamp")
     parts = match.groupdict()
@@ -73,3 +79,13 @@ def parse_timestamp(value: object) -> datetime:
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         raise TimestampError(f"{value[:40]!r} is not a real date and time") from None
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
