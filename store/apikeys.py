@@ -480,10 +480,12 @@ class KeyCache:
             ).first()
         if row is None:
             return None
-        return AuthenticatedKey(
+        found = AuthenticatedKey(
             team_id=row.team_id,
             key_id=row.id,
             scopes=frozenset(row.scopes),
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
         )
+        log.debug("key cache loaded key=%s usable=%s", found.key_id, found.usable_at(datetime.now(UTC)))
+        return found

@@ -1,0 +1,217 @@
+"""Keys under gunicorn with two worker processes, as production runs them (SPEC §5, §6).
+
+A revocation made through one worker is refused by both within a second, though both
+had the key in their cache; and no secret ever reaches gunicorn's output (its log and
+the app's, at debug level) or any answer after the one that created it.
+
+Which worker answered is read from the JSON log lines: each carries the process id, and
+the key cache logs (at debug) every load of a key from Postgres.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import Engine
+
+from store.settings import Settings
+from tests.conftest import TeamKeys, make_team
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENT = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-processes-1"}
+
+
+@dataclass
+class Server:
+    url: str
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        records = []
+        for line in self.log_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = {"message": line}
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def workers_that_loaded(self, key_id: str, usable: bool) -> set[Any]:
+        """The worker pids whose key cache loaded this key from Postgres, seeing it usable or not."""
+        wanted = f"key cache loaded key={key_id} usable={usable}"
+        return {r.get("process") for r in self.log_records() if r.get("message") == wanted}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _gunicorn() -> str:
+    local = ROOT / ".venv" / "bin" / "gunicorn"
+    return str(local if local.exists() else Path(sys.executable).parent / "gunicorn")
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """gunicorn with two sync workers on a free loopback port, logging at debug to a file."""
+    folder = tmp_path_factory.mktemp("gunicorn")
+    port = _free_port()
+    env = {
+        **os.environ,  # DATABASE_URL, REDIS_URL, FOLD_QUEUE, REDIS_PREFIX: set by the session fixtures
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "LOG_LEVEL": "debug",
+        "PROMETHEUS_MULTIPROC_DIR": str(folder),
+    }
+    log_path = folder / "gunicorn.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [_gunicorn(), "-c", "python:app.gunicorn_config", "app:create_app()"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"gunicorn exited at start-up:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not answer /healthz:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield Server(url=url, log_path=log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def send(server: Server, secret: str) -> int:
+    """Segment posting one event with this key, on a fresh connection."""
+    response = requests.post(
+        f"{server.url}/v1/segment",
+        data=json.dumps(EVENT),
+        headers={**TeamKeys.basic(secret), "Connection": "close", "Content-Type": "application/json"},
+        timeout=5,
+    )
+    return response.status_code
+
+
+def burst(server: Server, secret: str, count: int) -> list[int]:
+    """`count` sends, four at a time, so that both workers answer some."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda _: send(server, secret), range(count)))
+
+
+def test_revocation_reaches_both_workers_within_a_second(server: Server, engine: Engine) -> None:
+    team = make_team(engine)
+    made = requests.post(
+        f"{server.url}/api/v1/keys",
+        json={"name": "Segment", "scopes": ["ingest"]},
+        headers=TeamKeys.bearer(team.admin),
+        timeout=5,
+    )
+    assert made.status_code == 201
+    victim, victim_id = made.json()["key"], made.json()["id"]
+
+    # Warm both workers' caches with the key.
+    deadline = time.monotonic() + 10
+    while len(server.workers_that_loaded(victim_id, usable=True)) < 2:
+        assert time.monotonic() < deadline, "both workers did not answer within 10 s"
+        assert set(burst(server, victim, 8)) == {200}
+    assert set(burst(server, victim, 8)) == {200}  # cached in both, right now
+
+    revoked = requests.delete(
+        f"{server.url}/api/v1/keys/{victim_id}", headers=TeamKeys.bearer(team.admin), timeout=5
+    )
+    assert revoked.status_code == 204
+    revoked_at = time.monotonic()
+
+    # Poll for up to a second until both workers have seen the revocation...
+    while time.monotonic() < revoked_at + 1.0:
+        burst(server, victim, 4)
+        if len(server.workers_that_loaded(victim_id, usable=False)) == 2:
+            break
+        time.sleep(0.05)
+    # ...then every request, whichever worker takes it, is refused.
+    assert set(burst(server, victim, 20)) == {401}
+    assert len(server.workers_that_loaded(victim_id, usable=False)) == 2
+    assert time.monotonic() - revoked_at < 5  # sanity: the check itself did not stall
+
+
+def test_no_secret_reaches_the_logs_or_any_later_answer(server: Server, engine: Engine) -> None:
+    team = make_team(engine)
+    url = server.url
+    admin = TeamKeys.bearer(team.admin)
+    made = requests.post(
+        f"{url}/api/v1/keys", json={"name": "Segment", "scopes": ["ingest"]}, headers=admin, timeout=5
+    ).json()
+    rotated = requests.post(
+        f"{url}/api/v1/keys/{made['id']}/rotate", json={"grace_seconds": 0}, headers=admin, timeout=5
+    ).json()
+    unknown = "tlk_" + "Q" * 32
+    secrets = [made["key"], rotated["key"], team.admin, team.ingest, team.read, unknown]
+
+    answers: list[requests.Response] = []
+    for secret in secrets:
+        answers += [
+            requests.post(f"{url}/v1/segment", json=EVENT, headers=TeamKeys.basic(secret), timeout=5),
+            requests.post(f"{url}/v1/track", json={**EVENT, "writeKey": secret}, timeout=5),
+            requests.get(f"{url}/api/v1/keys", headers=TeamKeys.bearer(secret), timeout=5),
+            requests.get(f"{url}/api/v1/keys/audit", headers=TeamKeys.basic(secret), timeout=5),
+            requests.post(
+                f"{url}/api/v1/keys", json={"name": "x", "scopes": [secret]}, headers=admin, timeout=5
+            ),
+        ]
+    answers.append(requests.delete(f"{url}/api/v1/keys/999999999", headers=admin, timeout=5))
+    answers.append(requests.delete(f"{url}/api/v1/keys/{rotated['id']}", headers=admin, timeout=5))
+    deadline = time.monotonic() + 1.0
+    while True:  # the other worker may hold the key for up to its cache TTL
+        answers.append(requests.get(f"{url}/api/v1/keys", headers=TeamKeys.bearer(rotated["key"]), timeout=5))
+        if answers[-1].status_code == 401 or time.monotonic() > deadline:
+            break
+    assert answers[-1].status_code == 401  # the revoked key, and no echo of it
+    answers.append(requests.get(f"{url}/api/v1/keys?limit=200", headers=admin, timeout=5))
+    answers.append(requests.get(f"{url}/api/v1/keys/audit?limit=200", headers=admin, timeout=5))
+    assert {a.status_code for a in answers} >= {200, 204, 400, 401, 403, 404}
+
+    time.sleep(0.2)  # let the workers' log lines reach the file
+    log = server.log_text()
+    assert f"key revoked: team={team.id} key={rotated['id']}" in log  # the log is captured
+    seen = log + "".join(a.text + str(a.headers) for a in answers)
+    for secret in secrets:
+        for form in (secret, secret[12:], base64.b64encode(f"{secret}:".encode()).decode()):
+            assert form not in seen
