@@ -26,6 +26,7 @@ from store.apikeys import (
     list_keys,
     revoke_key,
     rotate_key,
+    team_exists,
     team_of_key,
 )
 
@@ -50,19 +51,20 @@ def _team_of(key_id: int) -> int:
     return team_id
 
 
-def _name(value: str) -> str:
+def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A key or team name: printable, 1 to MAX_NAME_LENGTH characters (as the API wants)."""
     if not value.strip() or len(value) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in value):
         raise click.BadParameter(f"give 1 to {MAX_NAME_LENGTH} printable characters")
     return value
 
 
 @teams.command("create")
-@click.argument("name")
+@click.argument("name", callback=_name)
 def teams_create(name: str) -> None:
     """Create a team and an admin key with every scope; the key is shown only here."""
     now = datetime.now(UTC)
     with resources().engine.begin() as connection:
-        team, new_key = create_team(connection, _name(name), now)
+        team, new_key = create_team(connection, name, now)
     echo_json(
         {
             "team": {"id": str(team.id), "name": team.name, "created_at": team.created_at.isoformat()},
@@ -73,7 +75,7 @@ def teams_create(name: str) -> None:
 
 @keys.command("create")
 @click.option("--team", "team_id", type=click.IntRange(min=1), required=True, help="The team's id.")
-@click.option("--name", required=True, help="What the key is for, e.g. 'Segment production'.")
+@click.option("--name", required=True, callback=_name, help="What the key is for, e.g. 'Segment production'.")
 @click.option(
     "--scope", "scopes", type=click.Choice(SCOPES), multiple=True, required=True, help="Repeat for several."
 )
@@ -82,7 +84,7 @@ def keys_create(team_id: int, name: str, scopes: tuple[str, ...]) -> None:
     now = datetime.now(UTC)
     try:
         with resources().engine.begin() as connection:
-            made = create_key(connection, team_id, _name(name), scopes, now)
+            made = create_key(connection, team_id, name, scopes, now)
     except KeyManagementError as error:
         fail(error.code, error.message)
     echo_json(created_key_json(made, now))
@@ -130,6 +132,8 @@ def keys_list(team_id: int) -> None:
     """Every key of a team, newest first; never a secret."""
     now = datetime.now(UTC)
     with resources().engine.connect() as connection:
+        if not team_exists(connection, team_id):
+            fail("team_not_found", f"No team with id {team_id}.")
         found = list_keys(connection, team_id)
     echo_json({"data": [key_json(key, now) for key in found]})
 

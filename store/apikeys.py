@@ -207,6 +207,10 @@ def find_key(connection: Connection, team_id: int, key_id: int, *, for_update: b
     return ApiKey(**row._asdict()) if row is not None else None
 
 
+def team_exists(connection: Connection, team_id: int) -> bool:
+    return connection.execute(select(Team.id).where(Team.id == team_id)).first() is not None
+
+
 def team_of_key(connection: Connection, key_id: int) -> int | None:
     """The team a key belongs to (for the CLI, which names keys by id alone)."""
     found: int | None = connection.execute(select(ApiKey.team_id).where(ApiKey.id == key_id)).scalar()
