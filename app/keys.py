@@ -106,6 +106,7 @@ def audit_fields(entry: KeyAuditEntry) -> dict[str, Any]:
 
 
 def _key_id(raw: str) -> int:
+    """The key id in the path; anything else is a key we do not have."""
     if not raw.isdigit() or len(raw) > 18:
         # Never echo the path: someone may paste a secret where the id goes.
         raise ApiError(404, "not_found", "No such key in this team; use an id from GET /api/v1/keys.")
@@ -296,8 +297,8 @@ def list_api_keys() -> Response:
     return jsonify(body)
 
 
-@bp.post("/keys/<raw_id>/rotate")
-def rotate_api_key(raw_id: str) -> tuple[Response, int]:
+@bp.post("/keys/<key_id>/rotate")
+def rotate_api_key(key_id: str) -> tuple[Response, int]:
     """A new key with the same name and scopes; the old one works through its grace period.
     ---
     post:
@@ -309,7 +310,7 @@ def rotate_api_key(raw_id: str) -> tuple[Response, int]:
         `grace_seconds` (default 86400; 0 cuts it at once; at most 30 days).
         Only an active key can be rotated.
       parameters:
-        - {name: raw_id, in: path, required: true, schema: {type: string}, description: The key's id}
+        - {name: key_id, in: path, required: true, schema: {type: string}, description: The key's id}
       requestBody:
         required: false
         content:
@@ -348,7 +349,7 @@ def rotate_api_key(raw_id: str) -> tuple[Response, int]:
               schema: KeyErrorSchema
     """
     actor = authenticate("admin")
-    key_id = _key_id(raw_id)
+    wanted = _key_id(key_id)
     body = _body(ApiKeyRotateRequestSchema(), empty_means={})
     now = datetime.now(UTC)
     try:
@@ -356,19 +357,19 @@ def rotate_api_key(raw_id: str) -> tuple[Response, int]:
             rotation = rotate_key(
                 connection,
                 actor.team_id,
-                key_id,
+                wanted,
                 now,
                 grace=timedelta(seconds=body["grace_seconds"]),
                 actor_key_id=actor.key_id,
             )
     except KeyManagementError as error:
         raise _as_api_error(error) from None
-    resources().keys.forget_key(key_id)  # this process sees the new expiry at once
+    resources().keys.forget_key(wanted)  # this process sees the new expiry at once
     return jsonify(rotated_key_json(rotation, now)), 201
 
 
-@bp.delete("/keys/<raw_id>")
-def revoke_api_key(raw_id: str) -> Response:
+@bp.delete("/keys/<key_id>")
+def revoke_api_key(key_id: str) -> Response:
     """Revoke a key at once.
     ---
     delete:
@@ -379,7 +380,7 @@ def revoke_api_key(raw_id: str) -> Response:
         Revoking a revoked key changes nothing. The team's last active admin key
         cannot be revoked (409): rotate it instead.
       parameters:
-        - {name: raw_id, in: path, required: true, schema: {type: string}, description: The key's id}
+        - {name: key_id, in: path, required: true, schema: {type: string}, description: The key's id}
       responses:
         204:
           description: Revoked.
@@ -405,14 +406,14 @@ def revoke_api_key(raw_id: str) -> Response:
               schema: KeyErrorSchema
     """
     actor = authenticate("admin")
-    key_id = _key_id(raw_id)
+    wanted = _key_id(key_id)
     now = datetime.now(UTC)
     try:
         with resources().engine.begin() as connection:
-            revoke_key(connection, actor.team_id, key_id, now, actor_key_id=actor.key_id)
+            revoke_key(connection, actor.team_id, wanted, now, actor_key_id=actor.key_id)
     except KeyManagementError as error:
         raise _as_api_error(error) from None
-    resources().keys.forget_key(key_id)  # this process refuses it at once
+    resources().keys.forget_key(wanted)  # this process refuses it at once
     return Response(status=204)
 
 
