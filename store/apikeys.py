@@ -245,7 +245,7 @@ def list_audit(
 
 def _update_key(connection: Connection, key_id: int, **values: object) -> ApiKey:
     row = connection.execute(
-        update(ApiKey.__table__).where(ApiKey.id == key_id).values(**values).returning(*ApiKey.__table__.c)
+        update(ApiKey).where(ApiKey.id == key_id).values(**values).returning(*ApiKey.__table__.c)
     ).one()
     return ApiKey(**row._asdict())
 
@@ -354,11 +354,10 @@ def record_key_uses(connection: Connection, uses: dict[int, datetime]) -> None:
     """Move each key's last_used_at forward to its latest use (never backward)."""
     if not uses:
         return
-    table = ApiKey.__table__
     connection.execute(
-        update(table)
-        .where(table.c.id == bindparam("used_key_id"))
-        .values(last_used_at=func.greatest(table.c.last_used_at, bindparam("used_at"))),
+        update(ApiKey)
+        .where(ApiKey.id == bindparam("used_key_id"))
+        .values(last_used_at=func.greatest(ApiKey.last_used_at, bindparam("used_at"))),
         [{"used_key_id": key_id, "used_at": at} for key_id, at in uses.items()],
     )
 
