@@ -1,107 +1,285 @@
-"""The agents' read API: look a customer up, read the profile and the feed (SPEC §4)."""
+"""The agents' read API: find a customer, read the profile and the feed (SPEC §4).
+
+Each view authenticates with the `read` scope, loads its query through a schema of
+`schemas/api.py`, calls `store/customers.py`, and dumps the answer through a response
+schema. The YAML after `---` in each docstring is the view's OpenAPI operation
+(`app/openapi.py` collects it); schema names refer to `schemas.api.COMPONENTS`.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, jsonify, redirect, request, url_for
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify, request, url_for
+from marshmallow import Schema, ValidationError
 
 from app.auth import authenticate
 from app.errors import ApiError
 from app.resources import resources
-from store.customers import FeedPosition, load_feed, load_profile, lookup_customer, resolve_customer
+from schemas.api import (
+    CustomerListSchema,
+    CustomerLookupArgs,
+    CustomerSearchArgs,
+    FeedArgs,
+    FeedPageSchema,
+    MergedSchema,
+    ProfileSchema,
+    encode_cursor,
+    query_arguments,
+)
+from store.customers import (
+    FeedFilter,
+    load_feed,
+    load_profile,
+    lookup_customer,
+    resolve_customer,
+    search_customers,
+)
 
 bp = Blueprint("customers", __name__, url_prefix="/api/v1")
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
+_CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
+_LOOKUP_KINDS = {"user_id": "user", "anonymous_id": "anonymous", "email": "email"}
+
+_search_args = CustomerSearchArgs()
+_lookup_args = CustomerLookupArgs()
+_feed_args = FeedArgs()
+_customer_list = CustomerListSchema()
+_profile = ProfileSchema()
+_feed_page = FeedPageSchema()
+_merged_body = MergedSchema()
 
 
-def _not_found(what: str = "customer") -> ApiError:
+def load_query(schema: Schema) -> dict[str, Any]:
+    """The request's query string through `schema`, or a 400 that names each bad argument."""
+    try:
+        loaded: dict[str, Any] = schema.load(query_arguments(schema, request.args))
+    except ValidationError as error:
+        messages = error.normalized_messages()
+        details = "; ".join(f"{name}: {_flatten(problem)}" for name, problem in messages.items())
+        code = "invalid_cursor" if "cursor" in messages else "invalid_query"
+        raise ApiError(400, code, f"Fix the query string: {details}", messages) from None
+    return loaded
+
+
+def _flatten(problem: Any) -> str:
+    if isinstance(problem, dict):
+        return " ".join(_flatten(value) for value in problem.values())
+    if isinstance(problem, list):
+        return " ".join(_flatten(value) for value in problem)
+    return str(problem)
+
+
+def not_found(what: str = "customer") -> ApiError:
     return ApiError(404, "not_found", f"No such {what} in this team.")
 
 
 def _customer_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
-        raise _not_found()
+    if not _CUSTOMER_ID.fullmatch(raw):
+        raise not_found()
     return int(raw)
 
 
-def _limit() -> int:
-    raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(
-            400,
-            "invalid_limit",
-            f"limit must be a whole number from 1 to {MAX_LIMIT}.",
-            {"limit": [f"Must be between 1 and {MAX_LIMIT}."]},
+def _merged(live_id: int, location: str) -> Response:
+    """308 to the survivor of a merge; clients that follow redirects never notice."""
+    response = jsonify(
+        _merged_body.dump(
+            {"id": str(live_id), "message": f"This customer was merged into {live_id}; follow Location."}
         )
-    return int(raw)
+    )
+    response.status_code = 308
+    response.headers["Location"] = location
+    return response
+
+
+@bp.get("/customers")
+def search() -> Response:
+    """Search customers by email, name, userId or anonymousId.
+    ---
+    get:
+      operationId: searchCustomers
+      summary: Search customers, most recently seen first
+      description: >
+        Case-insensitive prefix search over email, name, userIds and anonymousIds. Without
+        `q`, every customer of the team, most recently seen first. Customers with no events
+        are not listed.
+      tags: [customers]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - in: query
+          schema: CustomerSearchArgs
+      responses:
+        200:
+          description: One page of customers.
+          content:
+            application/json:
+              schema: CustomerListSchema
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        503: Unavailable
+    """
+    key = authenticate("read")
+    args = load_query(_search_args)
+    cursor = args.get("cursor")
+    with resources().engine.connect() as connection:
+        customers, next_position = search_customers(
+            connection,
+            key.team_id,
+            args["q"].strip(),
+            limit=args["limit"],
+            after=cursor.position if cursor else None,
+        )
+    next_cursor = encode_cursor("customers", "desc", next_position) if next_position else None
+    return jsonify(_customer_list.dump({"data": customers, "next_cursor": next_cursor}))
 
 
 @bp.get("/customers/lookup")
 def lookup() -> Response:
+    """One customer by userId, email or anonymousId.
+    ---
+    get:
+      operationId: lookupCustomer
+      summary: Find one customer by an exact id or email
+      description: >
+        Give exactly one of `user_id`, `email` (case-insensitive) or `anonymous_id`. An id
+        that was merged resolves to the surviving customer. When several customers share an
+        email, the most recently seen answers.
+      tags: [customers]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - in: query
+          schema: CustomerLookupArgs
+      responses:
+        200:
+          description: The customer's profile.
+          content:
+            application/json:
+              schema: ProfileSchema
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: Unavailable
+    """
     key = authenticate("read")
-    given = [
-        (kind, value)
-        for param, kind in (("user_id", "user"), ("anonymous_id", "anonymous"), ("email", "email"))
-        if (value := request.args.get(param))
-    ]
-    if not given:
-        raise ApiError(400, "missing_query", "Give one of user_id, anonymous_id or email.")
-    kind, value = given[0]
+    args = load_query(_lookup_args)
+    (param, value), *_ = args.items()
     with resources().engine.connect() as connection:
-        customer_id = lookup_customer(connection, key.team_id, kind, value)
+        customer_id = lookup_customer(connection, key.team_id, _LOOKUP_KINDS[param], value)
         profile = load_profile(connection, key.team_id, customer_id) if customer_id else None
     if profile is None:
-        raise _not_found()
-    return jsonify(profile)
+        raise not_found()
+    return jsonify(_profile.dump(profile))
 
 
-@bp.get("/customers/<raw_id>")
-def profile(raw_id: str) -> Response:
+@bp.get("/customers/<customer_id>")
+def profile(customer_id: str) -> Response:
+    """A customer's profile.
+    ---
+    get:
+      operationId: getCustomer
+      summary: A customer's profile
+      description: >
+        Ids, name, email, traits, groups, first and last event time, event count. An id
+        merged into another customer answers 308 to the survivor.
+      tags: [customers]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - CustomerId
+      responses:
+        200:
+          description: The profile.
+          content:
+            application/json:
+              schema: ProfileSchema
+        308: Merged
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: Unavailable
+    """
     key = authenticate("read")
     with resources().engine.connect() as connection:
-        found = resolve_customer(connection, key.team_id, _customer_id(raw_id))
+        found = resolve_customer(connection, key.team_id, _customer_id(customer_id))
         if found is None:
-            raise _not_found()
+            raise not_found()
         live_id, merged = found
         if merged:
-            return redirect(url_for(".profile", raw_id=str(live_id)), code=308)
+            return _merged(live_id, url_for(".profile", customer_id=str(live_id)))
         data = load_profile(connection, key.team_id, live_id)
     if data is None:
-        raise _not_found()
-    return jsonify(data)
+        raise not_found()
+    return jsonify(_profile.dump(data))
 
 
-@bp.get("/customers/<raw_id>/feed")
-def feed(raw_id: str) -> Response:
+@bp.get("/customers/<customer_id>/feed")
+def feed(customer_id: str) -> Response:
+    """A customer's timeline, newest first.
+    ---
+    get:
+      operationId: getCustomerFeed
+      summary: A customer's timeline
+      description: >
+        Every event of the customer, identify, group and alias included, by event time
+        (newest first unless `order=asc`). Follow `next_cursor` until it is null: paging
+        never repeats or skips an item, whatever arrives meanwhile. A filtered page reads
+        a bounded stretch of the timeline, so it can be short, even empty, and still have
+        a `next_cursor`. An id merged into another customer answers 308 to the survivor's
+        feed with the same query.
+      tags: [customers]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - CustomerId
+        - in: query
+          schema: FeedArgs
+      responses:
+        200:
+          description: One page of the timeline.
+          content:
+            application/json:
+              schema: FeedPageSchema
+        308: Merged
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: Unavailable
+    """
     key = authenticate("read")
-    limit = _limit()
-    order = request.args.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise ApiError(
-            400, "invalid_order", "order must be asc or desc.", {"order": ["Must be asc or desc."]}
-        )
-    cursor = request.args.get("cursor")
-    try:
-        after = FeedPosition.decode(cursor) if cursor else None
-    except ValueError:
-        raise ApiError(
-            400,
-            "invalid_cursor",
-            "cursor is not one this API returned; start without it.",
-            {"cursor": ["Not a cursor from this API."]},
-        ) from None
-    with resources().engine.connect() as connection:
-        found = resolve_customer(connection, key.team_id, _customer_id(raw_id))
+    args = load_query(_feed_args)
+    cursor = args.get("cursor")
+    filters = FeedFilter(
+        types=tuple(args.get("type", ())),
+        events=tuple(args.get("event", ())),
+        exclude_events=tuple(args.get("exclude_event", ())),
+        since=args.get("since"),
+        until=args.get("until"),
+    )
+    # One snapshot for the page and, when a filtered page is short, the probe after it.
+    engine = resources().engine
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
+        found = resolve_customer(connection, key.team_id, _customer_id(customer_id))
         if found is None:
-            raise _not_found()
+            raise not_found()
         live_id, merged = found
         if merged:
-            return redirect(url_for(".feed", raw_id=str(live_id), **request.args), code=308)
+            location = url_for(".feed", customer_id=str(live_id))
+            if request.query_string:
+                location += "?" + request.query_string.decode("latin-1")
+            return _merged(live_id, location)
         items, next_position = load_feed(
-            connection, key.team_id, live_id, limit=limit, after=after, newest_first=order == "desc"
+            connection,
+            key.team_id,
+            live_id,
+            limit=args["limit"],
+            after=cursor.position if cursor else None,
+            newest_first=args["order"] == "desc",
+            filters=filters,
         )
-    return jsonify({"data": items, "next_cursor": next_position.encode() if next_position else None})
+    next_cursor = encode_cursor("feed", args["order"], next_position) if next_position else None
+    return jsonify(_feed_page.dump({"data": items, "next_cursor": next_cursor}))
 
 
 def init_app(app: Flask) -> None:

@@ -1,10 +1,73 @@
-"""Placeholder blueprint: filled in by its issue's work."""
+"""Groups (Segment `group` calls): a company's traits and its member customers (SPEC §4)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, Response, jsonify
+
+from app.auth import authenticate
+from app.customers import load_query, not_found
+from app.resources import resources
+from schemas.api import MAX_QUERY_TEXT, GroupArgs, GroupSchema, encode_cursor
+from store.customers import load_group
 
 bp = Blueprint("groups", __name__, url_prefix="/api/v1")
+
+_group_args = GroupArgs()
+_group = GroupSchema()
+
+
+# `path:` so that a groupId with a slash in it (Segment allows any string) is reachable.
+@bp.get("/groups/<path:group_id>")
+def group(group_id: str) -> Response:
+    """A group, its traits and its members.
+    ---
+    get:
+      operationId: getGroup
+      summary: A group with its traits and members
+      description: >
+        The group's traits (latest value per key wins) and one page of its member
+        customers, in the order they joined (earliest group call first). Page the members
+        with `limit` and `cursor`.
+      tags: [groups]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - in: path
+          name: group_id
+          required: true
+          description: The Segment groupId, URL-encoded.
+          schema: {type: string, minLength: 1, maxLength: 255}
+        - in: query
+          schema: GroupArgs
+      responses:
+        200:
+          description: The group and one page of members.
+          content:
+            application/json:
+              schema: GroupSchema
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: Unavailable
+    """
+    key = authenticate("read")
+    args = load_query(_group_args)
+    if "\x00" in group_id or len(group_id) > MAX_QUERY_TEXT:
+        raise not_found("group")  # no stored groupId looks like this
+    cursor = args.get("cursor")
+    with resources().engine.connect() as connection:
+        found = load_group(
+            connection,
+            key.team_id,
+            group_id,
+            limit=args["limit"],
+            after=cursor.position if cursor else None,
+        )
+    if found is None:
+        raise not_found("group")
+    data, next_position = found
+    next_cursor = encode_cursor("members", "asc", next_position) if next_position else None
+    return jsonify(_group.dump({**data, "next_cursor": next_cursor}))
 
 
 def init_app(app: Flask) -> None:

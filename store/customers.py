@@ -1,44 +1,42 @@
-"""Reading customers and their feeds, always inside one team."""
+"""Reading customers, their feeds and groups, always inside one team (SPEC §4).
+
+Every list is keyset-paged: a page ends at the sort values of its last item and the next
+page starts strictly after them, so items that existed when paging began are neither
+repeated nor skipped whatever arrives in between (a late, old-dated event lands behind
+or ahead of the reader, never under a page boundary).
+
+The feed reads `events` through `ix_events_feed (team_id, customer_id, event_time,
+tiebreak, id)`, in index order, never sorting the customer's events. A filtered feed reads
+that index through a bounded window (`FEED_SCAN_BUDGET` events per request), so a rare
+filter over a long timeline costs a bounded amount per page instead of a scan of all of
+it: such a page can be short, or empty, and still carry a `next_cursor`.
+"""
 
 from __future__ import annotations
 
-import base64
-import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
 
+from schemas.api import CustomerPosition, FeedPosition, MemberPosition
 
-@dataclass(frozen=True)
-class FeedPosition:
-    """Where a feed page ends: the keyset (event_time, tiebreak, id) of its last item."""
+# Events a filtered feed request reads at most, through the index, before it answers.
+FEED_SCAN_BUDGET = 10_000
 
-    event_time: datetime
-    tiebreak: int
-    id: int
+_SUMMARY_COLUMNS = "c.id, c.email, c.name, c.first_seen, c.last_seen, c.event_count"
 
-    def encode(self) -> str:
-        raw = json.dumps([self.event_time.isoformat(), self.tiebreak, self.id]).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    @classmethod
-    def decode(cls, cursor: str) -> FeedPosition:
-        """Raises ValueError for a cursor we did not make."""
-        try:
-            padded = cursor + "=" * (-len(cursor) % 4)
-            when, tiebreak, event_id = json.loads(base64.urlsafe_b64decode(padded))
-            position = cls(datetime.fromisoformat(when), int(tiebreak), int(event_id))
-        except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError("not a cursor from this API") from error
-        if position.event_time.tzinfo is None:
-            raise ValueError("not a cursor from this API")
-        return position
+# -- customers -----------------------------------------------------------------------
 
 
 def resolve_customer(connection: Connection, team_id: int, customer_id: int) -> tuple[int, bool] | None:
-    """(the live customer id, whether it was merged away) or None when unknown."""
+    """(the live customer id, whether it was merged away) or None when unknown in this team.
+
+    The fold flattens merge chains (`merged_into` always names a live customer).
+    """
     row = connection.execute(
         text("SELECT id, merged_into FROM customers WHERE team_id = :team AND id = :id"),
         {"team": team_id, "id": customer_id},
@@ -51,17 +49,24 @@ def resolve_customer(connection: Connection, team_id: int, customer_id: int) -> 
 
 
 def lookup_customer(connection: Connection, team_id: int, kind: str, value: str) -> int | None:
-    """The customer of a userId, anonymousId ('user'/'anonymous') or email."""
+    """The live customer of a userId or anonymousId ('user'/'anonymous'), or of an email.
+
+    Emails compare case-insensitively; when several customers share one, the most recently
+    seen answers.
+    """
     if kind == "email":
-        statement = (
-            "SELECT id FROM customers WHERE team_id = :team AND lower(email) = lower(:v) "
-            "AND merged_into IS NULL ORDER BY last_seen DESC NULLS LAST, id DESC LIMIT 1"
-        )
-        return connection.execute(text(statement), {"team": team_id, "v": value}).scalar()
-    return connection.execute(
+        statement = """
+            SELECT id FROM customers
+            WHERE team_id = :team AND lower(email) = lower(:v) AND merged_into IS NULL
+            ORDER BY last_seen DESC NULLS LAST, id DESC LIMIT 1
+        """
+        found: int | None = connection.execute(text(statement), {"team": team_id, "v": value}).scalar()
+        return found
+    found = connection.execute(
         text("SELECT customer_id FROM identities WHERE team_id = :team AND kind = :k AND value = :v"),
         {"team": team_id, "k": kind, "v": value},
     ).scalar()
+    return found
 
 
 def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict[str, Any] | None:
@@ -69,20 +74,13 @@ def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict
     params = {"team": team_id, "id": customer_id}
     customer = connection.execute(
         text(
-            "SELECT id, email, name, first_seen, last_seen, event_count FROM customers "
-            "WHERE team_id = :team AND id = :id AND merged_into IS NULL"
+            f"SELECT {_SUMMARY_COLUMNS} FROM customers c "
+            "WHERE c.team_id = :team AND c.id = :id AND c.merged_into IS NULL"
         ),
         params,
     ).first()
     if customer is None:
         return None
-    identities = connection.execute(
-        text(
-            "SELECT kind, value FROM identities WHERE team_id = :team AND customer_id = :id "
-            "ORDER BY kind, value"
-        ),
-        params,
-    ).all()
     traits = connection.execute(
         text(
             "SELECT key, value FROM customer_traits WHERE team_id = :team AND customer_id = :id ORDER BY key"
@@ -103,21 +101,254 @@ def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict
         ),
         params,
     ).all()
-    return {
-        "id": str(customer.id),
-        "user_ids": [v for k, v in identities if k == "user"],
-        "anonymous_ids": [v for k, v in identities if k == "anonymous"],
-        "email": customer.email,
-        "name": customer.name,
-        "traits": {key: value for key, value in traits},
-        "groups": [
-            {"id": g.group_id, "name": g.name, "traits": g.traits, "joined_at": _iso(g.joined_at)}
-            for g in groups
-        ],
-        "first_seen": _iso(customer.first_seen),
-        "last_seen": _iso(customer.last_seen),
-        "event_count": customer.event_count,
+    profile = _summaries(connection, team_id, [customer])[0]
+    profile["traits"] = {key: value for key, value in traits}
+    profile["groups"] = [
+        {"id": g.group_id, "name": g.name, "traits": g.traits, "joined_at": g.joined_at} for g in groups
+    ]
+    return profile
+
+
+def search_customers(
+    connection: Connection,
+    team_id: int,
+    query: str,
+    *,
+    limit: int,
+    after: CustomerPosition | None = None,
+) -> tuple[list[dict[str, Any]], CustomerPosition | None]:
+    """Customers whose email, name, userId or anonymousId starts with `query` (any case),
+    most recently seen first; every live customer when `query` is empty.
+
+    A narrow prefix ("jane.doe@") is answered from the prefix indexes: the few matches are
+    fetched and sorted. A broad one ("j") would match too many to sort per page, and is
+    answered by walking `ix_customers_recent` and keeping the matches, which are dense.
+    Customers with no events left (an anonymous visitor whose history moved to the person
+    who claimed it) have nothing to show and are not listed.
+    """
+    params: dict[str, Any] = {"team": team_id, "limit": limit + 1}
+    conditions = ["c.team_id = :team", "c.merged_into IS NULL", "c.last_seen IS NOT NULL"]
+    if after is not None:
+        conditions.append("(c.last_seen, c.id) < (:after_seen, :after_id)")
+        params.update(after_seen=after.last_seen, after_id=after.id)
+    if query:
+        low, high = prefix_range(_lower(connection, query))
+        params.update(low=low, high=high)
+        candidates = _search_candidates(connection, team_id, low, high)
+        if candidates is not None:
+            conditions.append("c.id = ANY(:candidates)")
+            params["candidates"] = candidates
+        else:
+            # The customer's own few identities, through ix_identities_customer: a scalar
+            # subquery (an EXISTS may become one hashed scan of every matching identity,
+            # most of the team's for a broad prefix) with a prefix test no index serves.
+            params["low_length"] = len(low)
+            conditions.append(
+                "({email} OR {name} OR COALESCE((SELECT true FROM identities i WHERE i.team_id = c.team_id "
+                "AND i.customer_id = c.id AND substr(lower(i.value), 1, :low_length) = :low LIMIT 1), "
+                "false))".format(
+                    email=_in_range("lower(c.email)", high), name=_in_range("lower(c.name)", high)
+                )
+            )
+    rows = connection.execute(
+        text(
+            f"""
+            SELECT {_SUMMARY_COLUMNS} FROM customers c
+            WHERE {" AND ".join(conditions)}
+            ORDER BY c.last_seen DESC NULLS LAST, c.id DESC
+            LIMIT :limit
+            """
+        ),
+        params,
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if rows and more else None
+    return _summaries(connection, team_id, rows), (
+        CustomerPosition(last.last_seen, last.id) if last else None
+    )
+
+
+# Up to this many prefix matches are fetched and sorted; beyond, the recency walk answers.
+SEARCH_CANDIDATES = 2_000
+
+
+def _search_candidates(connection: Connection, team_id: int, low: str, high: str | None) -> list[int] | None:
+    """Every customer id matching the prefix range, or None when there are too many."""
+    rows = connection.execute(
+        text(
+            f"""
+            SELECT id FROM customers
+            WHERE team_id = :team AND merged_into IS NULL AND {_in_range("lower(email)", high)}
+            UNION ALL
+            SELECT id FROM customers
+            WHERE team_id = :team AND merged_into IS NULL AND {_in_range("lower(name)", high)}
+            UNION ALL
+            SELECT customer_id FROM identities WHERE team_id = :team AND {_in_range("lower(value)", high)}
+            LIMIT :cap
+            """
+        ),
+        {"team": team_id, "low": low, "high": high, "cap": SEARCH_CANDIDATES + 1},
+    ).scalars()
+    found = list(rows)
+    # The three branches can name one customer thrice: a full LIMIT may still be few
+    # customers, but it is the cheap, safe side to walk then.
+    return None if len(found) > SEARCH_CANDIDATES else sorted(set(found))
+
+
+def _in_range(expression: str, high: str | None) -> str:
+    return f"{expression} ~>=~ :low" + (f" AND {expression} ~<~ :high" if high is not None else "")
+
+
+def prefix_range(prefix: str) -> tuple[str, str | None]:
+    """[low, high): exactly the strings that start with `prefix`, in code-point order.
+
+    `text_pattern_ops` indexes compare byte-wise, and UTF-8 byte order is code-point order,
+    so the range is an index range scan whatever the plan (a `LIKE 'p%'` is only one when
+    the planner sees the literal, which a cached generic plan does not).
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        following = last + 1 if last + 1 != 0xD800 else 0xE000  # surrogates are not text
+        if following <= 0x10FFFF:
+            return prefix, "".join(chars) + chr(following)
+    return prefix, None
+
+
+def _lower(connection: Connection, value: str) -> str:
+    # Lower-cased by Postgres, so the bounds agree with the lower(...) the indexes hold
+    # whatever the database's locale (Python's str.lower differs on some letters).
+    lowered: str = connection.execute(text("SELECT lower(:v)"), {"v": value}).scalar_one()
+    return lowered
+
+
+def _summaries(connection: Connection, team_id: int, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Customer rows (id, email, name, first_seen, last_seen, event_count) with their ids."""
+    ids = [row.id for row in rows]
+    user_ids: dict[int, list[str]] = {customer: [] for customer in ids}
+    anonymous_ids: dict[int, list[str]] = {customer: [] for customer in ids}
+    if ids:
+        for customer, kind, value in connection.execute(
+            text(
+                "SELECT customer_id, kind, value FROM identities "
+                "WHERE team_id = :team AND customer_id = ANY(:ids) ORDER BY kind, value"
+            ),
+            {"team": team_id, "ids": ids},
+        ):
+            (user_ids if kind == "user" else anonymous_ids)[customer].append(value)
+    return [
+        {
+            "id": str(row.id),
+            "user_ids": user_ids[row.id],
+            "anonymous_ids": anonymous_ids[row.id],
+            "email": row.email,
+            "name": row.name,
+            "first_seen": row.first_seen,
+            "last_seen": row.last_seen,
+            "event_count": row.event_count,
+        }
+        for row in rows
+    ]
+
+
+# -- the feed ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    """Which of a customer's events a feed shows (SPEC §4)."""
+
+    types: Sequence[str] = field(default_factory=tuple)
+    events: Sequence[str] = field(default_factory=tuple)
+    exclude_events: Sequence[str] = field(default_factory=tuple)
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def narrows(self) -> bool:
+        """True when the filter drops events inside the time window (not index conditions)."""
+        return bool(self.types or self.events or self.exclude_events)
+
+
+_FEED_COLUMNS = (
+    "id, type, event_name, event_time, received_at, message_id, user_id, anonymous_id, "
+    "group_id, previous_id, tiebreak, raw"
+)
+
+
+def feed_statements(filters: FeedFilter, *, newest_first: bool, after: bool) -> tuple[str, str | None]:
+    """The SQL of one feed page, and of the probe that finds where a short page's scan ended.
+
+    Exposed so tests and bench/ can EXPLAIN exactly what the API runs.
+    """
+    direction, compare = ("DESC", "<") if newest_first else ("ASC", ">")
+    order = f"ORDER BY event_time {direction}, tiebreak {direction}, id {direction}"
+    window = ["team_id = :team", "customer_id = :customer"]
+    if filters.since is not None:
+        window.append("event_time >= :since")
+    if filters.until is not None:
+        window.append("event_time < :until")
+    if after:
+        window.append(f"(event_time, tiebreak, id) {compare} (:after_time, :after_tiebreak, :after_id)")
+    in_window = " AND ".join(window)
+    if not filters.narrows:
+        return f"SELECT {_FEED_COLUMNS} FROM events WHERE {in_window} {order} LIMIT :limit", None
+    # The inner LIMIT keeps the index order and bounds the scan; the outer LIMIT stops it
+    # as soon as a page is full, so a common filter reads barely more than a page.
+    page = f"""
+        SELECT {_FEED_COLUMNS} FROM (
+            SELECT {_FEED_COLUMNS} FROM events WHERE {in_window} {order} LIMIT :budget
+        ) window_events
+        WHERE {_narrowing(filters)}
+        {order}
+        LIMIT :limit
+    """
+    probe = f"""
+        SELECT event_time, tiebreak, id FROM events WHERE {in_window}
+        {order} OFFSET :budget - 1 LIMIT 1
+    """
+    return page, probe
+
+
+def _narrowing(filters: FeedFilter) -> str:
+    conditions = []
+    if filters.events:
+        shown = "(type = 'track' AND event_name = ANY(:events))"
+        others = [kind for kind in filters.types if kind != "track"]
+        conditions.append(f"({shown} OR type = ANY(:other_types))" if others else shown)
+    elif filters.types:
+        conditions.append("type = ANY(:types)")
+    if filters.exclude_events:
+        conditions.append("NOT (type = 'track' AND COALESCE(event_name = ANY(:exclude_events), false))")
+    return " AND ".join(conditions)
+
+
+def feed_parameters(
+    team_id: int,
+    customer_id: int,
+    filters: FeedFilter,
+    *,
+    limit: int,
+    after: FeedPosition | None,
+    budget: int = FEED_SCAN_BUDGET,
+) -> dict[str, Any]:
+    """The bound values of `feed_statements` (a page of `limit` plus one to see if more follow)."""
+    params: dict[str, Any] = {
+        "team": team_id,
+        "customer": customer_id,
+        "limit": limit + 1,
+        "budget": max(budget, limit + 1),
+        "since": filters.since,
+        "until": filters.until,
+        "types": list(filters.types),
+        "other_types": [kind for kind in filters.types if kind != "track"],
+        "events": list(filters.events),
+        "exclude_events": list(filters.exclude_events),
     }
+    if after is not None:
+        params.update(after_time=after.event_time, after_tiebreak=after.tiebreak, after_id=after.id)
+    return params
 
 
 def load_feed(
@@ -128,67 +359,61 @@ def load_feed(
     limit: int,
     after: FeedPosition | None = None,
     newest_first: bool = True,
+    filters: FeedFilter | None = None,
+    budget: int = FEED_SCAN_BUDGET,
 ) -> tuple[list[dict[str, Any]], FeedPosition | None]:
-    """One page of a customer's timeline by event time, and where the next page starts."""
-    direction, compare = ("DESC", "<") if newest_first else ("ASC", ">")
-    keyset = ""
-    params: dict[str, Any] = {"team": team_id, "customer": customer_id, "limit": limit + 1}
-    if after is not None:
-        keyset = f"AND (event_time, tiebreak, id) {compare} (:t, :b, :i)"
-        params.update(t=after.event_time, b=after.tiebreak, i=after.id)
-    rows = connection.execute(
-        text(
-            f"""
-            SELECT id, type, event_name, event_time, received_at, message_id, group_id,
-                   tiebreak, raw
-            FROM events
-            WHERE team_id = :team AND customer_id = :customer {keyset}
-            ORDER BY event_time {direction}, tiebreak {direction}, id {direction}
-            LIMIT :limit
-            """
-        ),
-        params,
-    ).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    """One page of a customer's timeline by event time, and where the next page starts.
+
+    For a filtered feed the page and the probe must see one snapshot (REPEATABLE READ on
+    the caller's connection): otherwise an event moved out of the window between the two
+    would shift the probe's end past events the page never read.
+    """
+    filters = filters or FeedFilter()
+    page_sql, probe_sql = feed_statements(filters, newest_first=newest_first, after=after is not None)
+    params = feed_parameters(team_id, customer_id, filters, limit=limit, after=after, budget=budget)
+    used = {name: value for name, value in params.items() if f":{name}" in page_sql}
+    rows = connection.execute(text(page_sql), used).all()
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        return [feed_item(row) for row in rows[:limit]], FeedPosition(last.event_time, last.tiebreak, last.id)
     items = [feed_item(row) for row in rows]
-    last = rows[-1] if rows and more else None
-    return items, (FeedPosition(last.event_time, last.tiebreak, last.id) if last else None)
+    if probe_sql is None:
+        return items, None
+    # A short page of a filtered feed: did it read to the end, or stop at the budget?
+    used = {name: value for name, value in params.items() if f":{name}" in probe_sql}
+    end = connection.execute(text(probe_sql), used).first()
+    return items, (FeedPosition(end.event_time, end.tiebreak, end.id) if end is not None else None)
 
 
 def feed_item(row: Any) -> dict[str, Any]:
-    """A timeline entry as agents read it (SPEC §4)."""
-    raw: dict[str, Any] = row.raw
-    context = raw.get("context") if isinstance(raw.get("context"), dict) else {}
-    page = context.get("page") if isinstance(context.get("page"), dict) else {}
-    item: dict[str, Any] = {
+    """A timeline entry as agents read it (SPEC §4); every key always present."""
+    raw: dict[str, Any] = row.raw if isinstance(row.raw, dict) else {}
+    context = _object(raw.get("context")) or {}
+    page = _object(context.get("page")) or {}
+    has_traits = row.type in ("identify", "group")
+    return {
         "id": str(row.id),
         "type": row.type,
         "summary": summary(row.type, row.event_name, raw),
-        "timestamp": _iso(row.event_time),
-        "received_at": _iso(row.received_at),
+        "event": _string(row.event_name) if row.type == "track" else None,
+        "name": _string(row.event_name) if row.type in ("page", "screen") else None,
+        "timestamp": row.event_time,
+        "received_at": row.received_at,
         "message_id": row.message_id,
+        "user_id": row.user_id,
+        "anonymous_id": row.anonymous_id,
+        "properties": None if has_traits or row.type == "alias" else (_object(raw.get("properties")) or {}),
+        "traits": (_object(raw.get("traits")) or {}) if has_traits else None,
+        "group_id": row.group_id if row.type == "group" else None,
+        "previous_id": row.previous_id if row.type == "alias" else None,
         "context": {
-            "page_url": page.get("url"),
-            "page_title": page.get("title"),
-            "user_agent": context.get("userAgent"),
-            "ip": context.get("ip"),
-            "library": context.get("library"),
+            "page_url": _string(page.get("url")),
+            "page_title": _string(page.get("title")),
+            "user_agent": _string(context.get("userAgent")),
+            "ip": _string(context.get("ip")),
+            "library": _object(context.get("library")),
         },
     }
-    if row.type == "track":
-        item["event"] = row.event_name
-    elif row.type in ("page", "screen"):
-        item["name"] = row.event_name
-    if row.type in ("identify", "group"):
-        item["traits"] = raw.get("traits") if isinstance(raw.get("traits"), dict) else {}
-    else:
-        item["properties"] = raw.get("properties") if isinstance(raw.get("properties"), dict) else {}
-    if row.type == "group":
-        item["group_id"] = row.group_id
-    if row.type == "alias":
-        item["previous_id"] = raw.get("previousId")
-    return item
 
 
 def summary(kind: str, name: str | None, raw: dict[str, Any]) -> str:
@@ -202,7 +427,7 @@ def summary(kind: str, name: str | None, raw: dict[str, Any]) -> str:
     if kind == "identify":
         return "Traits updated"
     if kind == "group":
-        traits = raw.get("traits") if isinstance(raw.get("traits"), dict) else {}
+        traits = _object(raw.get("traits")) or {}
         label = traits.get("name") if isinstance(traits.get("name"), str) else raw.get("groupId")
         return f"Joined group {label}"
     if kind == "alias":
@@ -210,5 +435,75 @@ def summary(kind: str, name: str | None, raw: dict[str, Any]) -> str:
     return kind
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+def _object(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _string(value: Any) -> str | None:
+    # Raw events are stored as received: a number where a string belongs is not an error
+    # at ingest, but the API promises strings.
+    return value if isinstance(value, str) else None
+
+
+# -- groups --------------------------------------------------------------------------
+
+
+def load_group(
+    connection: Connection,
+    team_id: int,
+    group_id: str,
+    *,
+    limit: int,
+    after: MemberPosition | None = None,
+) -> tuple[dict[str, Any], MemberPosition | None] | None:
+    """A group with its traits and one page of members (by joined_at, then id), or None."""
+    params: dict[str, Any] = {"team": team_id, "group": group_id, "limit": limit + 1}
+    group = connection.execute(
+        text(
+            "SELECT group_id, name, first_seen, last_seen FROM groups "
+            "WHERE team_id = :team AND group_id = :group"
+        ),
+        params,
+    ).first()
+    if group is None:
+        return None
+    traits = connection.execute(
+        text("SELECT key, value FROM group_traits WHERE team_id = :team AND group_id = :group ORDER BY key"),
+        params,
+    ).all()
+    member_count = connection.execute(
+        text("SELECT count(*) FROM memberships WHERE team_id = :team AND group_id = :group"), params
+    ).scalar_one()
+    keyset = ""
+    if after is not None:
+        keyset = "AND (m.joined_at, m.customer_id) > (:after_joined, :after_id)"
+        params.update(after_joined=after.joined_at, after_id=after.customer_id)
+    rows = connection.execute(
+        text(
+            f"""
+            SELECT {_SUMMARY_COLUMNS}, m.joined_at
+            FROM memberships m
+            JOIN customers c ON c.team_id = m.team_id AND c.id = m.customer_id
+            WHERE m.team_id = :team AND m.group_id = :group AND c.merged_into IS NULL {keyset}
+            ORDER BY m.joined_at, m.customer_id
+            LIMIT :limit
+            """
+        ),
+        params,
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    members = _summaries(connection, team_id, rows)
+    for member, row in zip(members, rows, strict=True):
+        member["joined_at"] = row.joined_at
+    last = rows[-1] if rows and more else None
+    found = {
+        "id": group.group_id,
+        "name": group.name,
+        "traits": {key: value for key, value in traits},
+        "first_seen": group.first_seen,
+        "last_seen": group.last_seen,
+        "member_count": member_count,
+        "members": members,
+    }
+    return found, (MemberPosition(last.joined_at, last.id) if last else None)

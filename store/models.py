@@ -306,3 +306,19 @@ class Tombstone(Base):
     message_id: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (PrimaryKeyConstraint("team_id", "kind", "value"),)
+
+
+# Read-path indexes
+#
+# Indexes for the agents' read API (SPEC §4, docs/read-api.md), beside the ones the
+# tables declare (ix_events_feed, ix_customers_recent, the lower(...) text_pattern_ops
+# prefix indexes). Created by migration 0003.
+
+# A group's members, paged by (joined_at, customer_id) without sorting the group.
+Index(
+    "ix_memberships_group_joined",
+    Membership.team_id,
+    Membership.group_id,
+    Membership.joined_at,
+    Membership.customer_id,
+)

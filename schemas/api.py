@@ -1,0 +1,456 @@
+"""The read API's shapes: query arguments in, profiles, feeds and groups out (SPEC §4).
+
+The request schemas validate query strings at the boundary; the response schemas are
+what the views dump. Both feed the OpenAPI document (`app/openapi.py`), so the document
+describes what the code does, not what someone remembered to write down.
+
+Unknown query arguments are RAISEd (a 400 naming them): a misspelt filter such as
+`?types=track` would otherwise return the whole unfiltered feed and look like an answer.
+
+Cursors are opaque to callers: URL-safe base64 of a small JSON array holding the keyset
+(the sort values of the last item a page returned) and what the cursor is for. Anything
+we did not make, or made for another list or order, is a 400, never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from schemas.segment import SUPPORTED_TYPES
+from schemas.timestamps import TimestampError, parse_timestamp
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+MAX_QUERY_TEXT = 255  # userIds and anonymousIds are at most 255 characters (SPEC §2)
+MAX_EMAIL = 320
+MAX_EVENT_NAME = 1000
+
+# A delete erases the person, including the delete event itself: it is never in a feed.
+FEED_TYPES = tuple(kind for kind in SUPPORTED_TYPES if kind != "delete")
+ORDERS = ("desc", "asc")
+
+_BIGINT = (-(2**63), 2**63 - 1)
+_CURSOR_ERROR = "Not a cursor from this list; start again without it."
+
+
+# -- keyset positions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedPosition:
+    """A place in a timeline: the (event time, tiebreak, id) of the last item read."""
+
+    event_time: datetime
+    tiebreak: int
+    id: int
+
+
+@dataclass(frozen=True)
+class CustomerPosition:
+    """A place in a customer list sorted by (last_seen desc, id desc)."""
+
+    last_seen: datetime
+    id: int
+
+
+@dataclass(frozen=True)
+class MemberPosition:
+    """A place in a group's members sorted by (joined_at, customer id)."""
+
+    joined_at: datetime
+    customer_id: int
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A decoded cursor: which list it pages, in which order, and where it stopped."""
+
+    kind: str
+    order: str
+    position: Any
+
+
+def encode_cursor(kind: str, order: str, position: Any) -> str:
+    """The opaque text of a cursor (see the module docstring)."""
+    if isinstance(position, FeedPosition):
+        values: list[Any] = [position.event_time.isoformat(), position.tiebreak, position.id]
+    elif isinstance(position, CustomerPosition):
+        values = [position.last_seen.isoformat(), position.id]
+    else:
+        values = [position.joined_at.isoformat(), position.customer_id]
+    raw = json.dumps([kind, order, *values], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    """The cursor `encode_cursor` made, or ValueError for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        kind, order, *values = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValueError(_CURSOR_ERROR) from None
+    if order not in ORDERS:
+        raise ValueError(_CURSOR_ERROR)
+    shapes: dict[str, Any] = {"feed": FeedPosition, "customers": CustomerPosition, "members": MemberPosition}
+    position_type = shapes.get(kind) if isinstance(kind, str) else None
+    if position_type is None or len(values) != (3 if position_type is FeedPosition else 2):
+        raise ValueError(_CURSOR_ERROR)
+    when, *numbers = values
+    if not isinstance(when, str) or not all(_is_bigint(n) for n in numbers):
+        raise ValueError(_CURSOR_ERROR)
+    try:
+        moment = datetime.fromisoformat(when)
+    except ValueError:
+        raise ValueError(_CURSOR_ERROR) from None
+    if moment.tzinfo is None:
+        raise ValueError(_CURSOR_ERROR)
+    return Cursor(kind, order, position_type(moment, *numbers))
+
+
+def _is_bigint(value: object) -> bool:
+    # bool is an int in Python; a cursor never holds one.
+    return isinstance(value, int) and not isinstance(value, bool) and _BIGINT[0] <= value <= _BIGINT[1]
+
+
+# -- fields --------------------------------------------------------------------------
+
+
+class QueryText(fields.String):
+    """A string argument; NUL is refused here because Postgres text cannot hold it."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text: str = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise ValidationError("Must not contain NUL characters.")
+        return text
+
+
+class CursorArgument(fields.String):
+    """`cursor`: a `next_cursor` this API returned for the same list."""
+
+    def __init__(self, kind: str, **kwargs: Any):
+        super().__init__(
+            metadata={"description": "The `next_cursor` of the previous page; omit it for the first."},
+            **kwargs,
+        )
+        self.kind = kind
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Cursor:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            cursor = decode_cursor(text)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+        if cursor.kind != self.kind:
+            raise ValidationError(_CURSOR_ERROR)
+        return cursor
+
+
+# `+` in a query string means a space; a caller who forgot to escape the `+` of an offset
+# (`since=2024-03-01T12:00:00+02:00`) sends `... 02:00`, which we read as they meant.
+_UNESCAPED_OFFSET = re.compile(r"(\d) (\d{2}(?::?\d{2})?)$")
+_LOWER_T = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2})t")
+
+
+class Instant(fields.DateTime):
+    """An instant: read leniently as Segment timestamps are, written as ISO-8601 in UTC with Z."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        text: str = value.isoformat().replace("+00:00", "Z")
+        return text
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str):
+            raise ValidationError("Must be an ISO-8601 timestamp.")
+        text = _LOWER_T.sub(r"\1T", _UNESCAPED_OFFSET.sub(r"\1+\2", value.strip()))
+        try:
+            return parse_timestamp(text)
+        except TimestampError as error:
+            raise ValidationError(f"Must be an ISO-8601 timestamp ({error}).") from None
+
+
+def _limit() -> fields.Integer:
+    return fields.Integer(
+        load_default=DEFAULT_LIMIT,
+        validate=validate.Range(1, MAX_LIMIT),
+        metadata={"description": f"Items per page, 1 to {MAX_LIMIT}."},
+    )
+
+
+# -- request arguments ---------------------------------------------------------------
+
+
+class CustomerSearchArgs(Schema):
+    """`GET /customers`: search, most recently seen first."""
+
+    class Meta:
+        unknown = RAISE
+
+    q = QueryText(
+        load_default="",
+        validate=validate.Length(max=MAX_QUERY_TEXT),
+        metadata={
+            "description": "Case-insensitive prefix of an email, name, userId or anonymousId. "
+            "Empty or absent lists every customer."
+        },
+    )
+    limit = _limit()
+    cursor = CursorArgument("customers")
+
+
+class CustomerLookupArgs(Schema):
+    """`GET /customers/lookup`: exactly one of the three ids."""
+
+    class Meta:
+        unknown = RAISE
+
+    user_id = QueryText(
+        validate=validate.Length(1, MAX_QUERY_TEXT), metadata={"description": "Exact userId."}
+    )
+    email = QueryText(
+        validate=validate.Length(1, MAX_EMAIL),
+        metadata={"description": "Email, compared case-insensitively."},
+    )
+    anonymous_id = QueryText(
+        validate=validate.Length(1, MAX_QUERY_TEXT), metadata={"description": "Exact anonymousId."}
+    )
+
+    @validates_schema
+    def exactly_one(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if len(data) != 1:
+            raise ValidationError("Give exactly one of user_id, email or anonymous_id.", "query")
+
+
+class FeedArgs(Schema):
+    """`GET /customers/{id}/feed`: filters, order and paging."""
+
+    class Meta:
+        unknown = RAISE
+
+    type = fields.List(
+        fields.String(validate=validate.OneOf(FEED_TYPES)),
+        metadata={"description": "Only these event types (repeat the argument for several)."},
+    )
+    event = fields.List(
+        QueryText(validate=validate.Length(1, MAX_EVENT_NAME)),
+        metadata={
+            "description": "Only track events with these names (repeatable). Other types stay "
+            "only if also named in `type`."
+        },
+    )
+    exclude_event = fields.List(
+        QueryText(validate=validate.Length(1, MAX_EVENT_NAME)),
+        metadata={"description": "Leave out track events with these names (repeatable)."},
+    )
+    since = Instant(metadata={"description": "Events at or after this event time."})
+    until = Instant(metadata={"description": "Events before this event time."})
+    order = fields.String(
+        load_default="desc",
+        validate=validate.OneOf(ORDERS),
+        metadata={"description": "`desc` (newest first, the default) or `asc`."},
+    )
+    limit = _limit()
+    cursor = CursorArgument("feed")
+
+    @validates_schema
+    def consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None and since > until:
+            raise ValidationError("Must not be after until.", "since")
+        cursor = data.get("cursor")
+        if cursor is not None and cursor.order != data["order"]:
+            raise ValidationError(
+                f"This cursor pages order={cursor.order}; ask with that order or start again.", "cursor"
+            )
+
+
+class GroupArgs(Schema):
+    """`GET /groups/{group_id}`: paging of its members."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = _limit()
+    cursor = CursorArgument("members")
+
+
+# Which arguments may repeat in a query string (`?type=track&type=page`).
+REPEATABLE = {"type", "event", "exclude_event"}
+
+
+def query_arguments(schema: Schema, args: Any) -> dict[str, Any]:
+    """A query string (a werkzeug MultiDict or any mapping with getlist) as the schema reads it."""
+    return {
+        name: args.getlist(name) if name in REPEATABLE and name in schema.fields else args.get(name)
+        for name in args.keys()
+    }
+
+
+# -- responses -----------------------------------------------------------------------
+
+
+class ErrorSchema(Schema):
+    """The one error envelope of the whole API."""
+
+    message = fields.String(required=True, metadata={"description": "What went wrong and what to do."})
+    code = fields.String(required=True, metadata={"description": "A stable machine-readable code."})
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(),
+        metadata={"description": "Per argument or field, the list of problems."},
+    )
+
+
+class MergedSchema(Schema):
+    """The body of a 308: the customer was merged into another; `Location` names it."""
+
+    id = fields.String(required=True, metadata={"description": "The surviving customer's id."})
+    message = fields.String(required=True)
+
+
+class GroupMembershipSchema(Schema):
+    """A group on a customer's profile."""
+
+    id = fields.String(required=True, metadata={"description": "The Segment groupId."})
+    name = fields.String(required=True, allow_none=True)
+    traits = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)
+    joined_at = Instant(required=True, metadata={"description": "Event time of the first group call."})
+
+
+class CustomerSummarySchema(Schema):
+    """A customer in a list."""
+
+    id = fields.String(required=True)
+    user_ids = fields.List(fields.String(), required=True)
+    anonymous_ids = fields.List(fields.String(), required=True)
+    email = fields.String(required=True, allow_none=True)
+    name = fields.String(required=True, allow_none=True)
+    first_seen = Instant(required=True, allow_none=True)
+    last_seen = Instant(required=True, allow_none=True)
+    event_count = fields.Integer(required=True)
+
+
+class ProfileSchema(CustomerSummarySchema):
+    """A customer's profile: ids, traits and groups."""
+
+    traits = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)
+    groups = fields.List(fields.Nested(GroupMembershipSchema), required=True)
+
+    class Meta:
+        fields = (
+            "id",
+            "user_ids",
+            "anonymous_ids",
+            "email",
+            "name",
+            "traits",
+            "groups",
+            "first_seen",
+            "last_seen",
+            "event_count",
+        )
+
+
+class CustomerListSchema(Schema):
+    data = fields.List(fields.Nested(CustomerSummarySchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class FeedContextSchema(Schema):
+    """What the event's `context` says about where it happened; null where it does not say."""
+
+    page_url = fields.String(required=True, allow_none=True)
+    page_title = fields.String(required=True, allow_none=True)
+    user_agent = fields.String(required=True, allow_none=True)
+    ip = fields.String(required=True, allow_none=True)
+    library = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(),
+        required=True,
+        allow_none=True,
+        metadata={"description": "The sending library, e.g. {name, version}."},
+    )
+
+
+class FeedItemSchema(Schema):
+    """One entry of a timeline. Every key is always present; null where it does not apply."""
+
+    id = fields.String(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(FEED_TYPES))
+    summary = fields.String(required=True, metadata={"description": "A one-line label for agents."})
+    event = fields.String(required=True, allow_none=True, metadata={"description": "Track event name."})
+    name = fields.String(required=True, allow_none=True, metadata={"description": "Page or screen name."})
+    timestamp = Instant(required=True, metadata={"description": "Event time: the feed's order."})
+    received_at = Instant(required=True)
+    message_id = fields.String(required=True)
+    user_id = fields.String(required=True, allow_none=True)
+    anonymous_id = fields.String(required=True, allow_none=True)
+    properties = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(),
+        required=True,
+        allow_none=True,
+        metadata={"description": "track, page and screen: the event's properties."},
+    )
+    traits = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(),
+        required=True,
+        allow_none=True,
+        metadata={"description": "identify and group: the traits the call carried."},
+    )
+    group_id = fields.String(required=True, allow_none=True)
+    previous_id = fields.String(required=True, allow_none=True, metadata={"description": "alias only."})
+    context = fields.Nested(FeedContextSchema, required=True)
+
+
+class FeedPageSchema(Schema):
+    data = fields.List(fields.Nested(FeedItemSchema), required=True)
+    next_cursor = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "null at the end. A page may be short, even empty, yet have one."},
+    )
+
+
+class GroupMemberSchema(CustomerSummarySchema):
+    joined_at = Instant(required=True)
+
+
+class GroupSchema(Schema):
+    """A group, its traits, and one page of its members (by joined_at, oldest first)."""
+
+    id = fields.String(required=True)
+    name = fields.String(required=True, allow_none=True)
+    traits = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)
+    first_seen = Instant(required=True)
+    last_seen = Instant(required=True)
+    member_count = fields.Integer(required=True)
+    members = fields.List(fields.Nested(GroupMemberSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+# Registered as named components of the OpenAPI document (nested ones before their users).
+COMPONENTS: dict[str, type[Schema]] = {
+    "Error": ErrorSchema,
+    "Merged": MergedSchema,
+    "CustomerSummary": CustomerSummarySchema,
+    "GroupMembership": GroupMembershipSchema,
+    "Profile": ProfileSchema,
+    "CustomerList": CustomerListSchema,
+    "FeedContext": FeedContextSchema,
+    "FeedItem": FeedItemSchema,
+    "FeedPage": FeedPageSchema,
+    "GroupMember": GroupMemberSchema,
+    "Group": GroupSchema,
+}

@@ -1,0 +1,526 @@
+"""The agents' read API over HTTP: search, lookup, profile and feed (SPEC §4)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from schemas.segment import prepare_event
+from store.customers import FeedFilter, load_feed
+from store.events import store_events
+from tests.conftest import TeamKeys
+from workers.fold import fold_until_empty
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def send(engine: Engine, team: TeamKeys, *events: dict[str, Any]) -> None:
+    """Store events as ingest would, then fold them."""
+    now = datetime.now(UTC)
+    store_events(engine, team.id, [prepare_event(event, now) for event in events], now)
+    fold_until_empty(engine, team.id)
+
+
+def track(user: str, name: str, minute: float, message_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "userId": user,
+        "event": name,
+        "timestamp": at(minute),
+        "messageId": message_id or f"{user}-{name}-{minute}",
+        **extra,
+    }
+
+
+def get(client: FlaskClient, team: TeamKeys, url: str, status: int = 200) -> Any:
+    response = client.get(url, headers=team.bearer(team.read))
+    assert response.status_code == status, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def customer_of(client: FlaskClient, team: TeamKeys, user_id: str) -> str:
+    found: str = get(client, team, f"/api/v1/customers/lookup?user_id={user_id}")["id"]
+    return found
+
+
+def every_page(client: FlaskClient, team: TeamKeys, url: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    separator = "&" if "?" in url else "?"
+    while True:
+        page = get(client, team, url + (f"{separator}cursor={cursor}" if cursor else ""))
+        items += page["data"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+# -- search --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def people(engine: Engine, team: TeamKeys) -> TeamKeys:
+    """Three known customers and one anonymous visitor, seen at different times."""
+    send(
+        engine,
+        team,
+        {"type": "identify", "userId": "u-ada", "timestamp": at(1), "messageId": "i1",
+         "traits": {"email": "Ada.Lovelace@Example.com", "name": "Ada Lovelace"}},
+        {"type": "identify", "userId": "u-alan", "timestamp": at(3), "messageId": "i2",
+         "traits": {"email": "alan@example.com", "firstName": "Alan", "lastName": "Turing"}},
+        {"type": "identify", "userId": "u-grace", "timestamp": at(2), "messageId": "i3",
+         "traits": {"email": "grace@navy.mil", "name": "Grace Hopper"}},
+        {"type": "page", "anonymousId": "anon-a1b2", "name": "Pricing", "timestamp": at(4),
+         "messageId": "p1"},
+    )  # fmt: skip
+    return team
+
+
+def names(page: dict[str, Any]) -> list[str | None]:
+    return [customer["name"] for customer in page["data"]]
+
+
+def test_search_matches_a_prefix_of_email_name_user_id_or_anonymous_id_in_any_case(
+    client: FlaskClient, people: TeamKeys
+) -> None:
+    assert names(get(client, people, "/api/v1/customers?q=ada.LOVE")) == ["Ada Lovelace"]
+    assert names(get(client, people, "/api/v1/customers?q=alan%20t")) == ["Alan Turing"]
+    assert names(get(client, people, "/api/v1/customers?q=U-GRA")) == ["Grace Hopper"]
+    found = get(client, people, "/api/v1/customers?q=ANON-A1")["data"]
+    assert [customer["anonymous_ids"] for customer in found] == [["anon-a1b2"]]
+    assert get(client, people, "/api/v1/customers?q=lovelace")["data"] == []  # a prefix, not a substring
+
+
+def test_search_lists_the_most_recently_seen_first(client: FlaskClient, people: TeamKeys) -> None:
+    page = get(client, people, "/api/v1/customers?q=a")
+    assert names(page) == [None, "Alan Turing", "Ada Lovelace"]  # anon-a1b2 at 4, alan 3, ada 1
+    everyone = get(client, people, "/api/v1/customers")
+    assert names(everyone) == [None, "Alan Turing", "Grace Hopper", "Ada Lovelace"]
+    assert everyone["next_cursor"] is None
+
+
+def test_search_result_is_a_customer_summary(client: FlaskClient, people: TeamKeys) -> None:
+    (ada,) = get(client, people, "/api/v1/customers?q=ada")["data"]
+    assert ada == {
+        "id": ada["id"],
+        "user_ids": ["u-ada"],
+        "anonymous_ids": [],
+        "email": "Ada.Lovelace@Example.com",
+        "name": "Ada Lovelace",
+        "first_seen": at(1),
+        "last_seen": at(1),
+        "event_count": 1,
+    }
+
+
+def test_search_pages_with_a_cursor(client: FlaskClient, people: TeamKeys) -> None:
+    pages = []
+    url = "/api/v1/customers?limit=1"
+    cursor = None
+    while True:
+        page = get(client, people, url + (f"&cursor={cursor}" if cursor else ""))
+        pages.append(names(page))
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [[None], ["Alan Turing"], ["Grace Hopper"], ["Ada Lovelace"]]
+
+
+def test_search_treats_like_wildcards_as_text(client: FlaskClient, people: TeamKeys) -> None:
+    assert get(client, people, "/api/v1/customers?q=%25")["data"] == []
+    assert get(client, people, "/api/v1/customers?q=_")["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=not-a-cursor", "cursor"),
+        ("q=" + "x" * 256, "q"),
+        ("q=a%00b", "q"),
+        ("sort=name", "sort"),
+    ],
+)
+def test_bad_search_arguments_are_a_400_naming_the_argument(
+    client: FlaskClient, team: TeamKeys, query: str, field: str
+) -> None:
+    body = get(client, team, f"/api/v1/customers?{query}", status=400)
+    assert set(body) == {"message", "code", "errors"}
+    assert field in body["errors"]
+    assert field in body["message"]
+
+
+# -- lookup and profile --------------------------------------------------------------
+
+
+def test_lookup_by_user_id_email_or_anonymous_id(client: FlaskClient, people: TeamKeys) -> None:
+    ada = customer_of(client, people, "u-ada")
+    assert get(client, people, "/api/v1/customers/lookup?email=ADA.lovelace@example.COM")["id"] == ada
+    anonymous = get(client, people, "/api/v1/customers/lookup?anonymous_id=anon-a1b2")
+    assert anonymous["anonymous_ids"] == ["anon-a1b2"]
+    assert anonymous["user_ids"] == []
+
+
+@pytest.mark.parametrize("query", ["", "user_id=u-ada&email=alan@example.com", "user_id=", "userId=u-ada"])
+def test_lookup_needs_exactly_one_id(client: FlaskClient, people: TeamKeys, query: str) -> None:
+    body = get(client, people, f"/api/v1/customers/lookup?{query}", status=400)
+    assert body["code"] == "invalid_query"
+
+
+@pytest.mark.parametrize(
+    "query", ["user_id=nobody", "email=nobody@example.com", "anonymous_id=nobody", "user_id=U-ADA"]
+)
+def test_lookup_of_an_unknown_id_is_404(client: FlaskClient, people: TeamKeys, query: str) -> None:
+    assert get(client, people, f"/api/v1/customers/lookup?{query}", status=404)["code"] == "not_found"
+
+
+def test_profile_has_the_fields_spec_lists(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
+    send(
+        engine,
+        team,
+        {"type": "page", "anonymousId": "v1", "name": "Home", "timestamp": at(0), "messageId": "p0"},
+        {"type": "identify", "userId": "u1", "anonymousId": "v1", "timestamp": at(1), "messageId": "i1",
+         "traits": {"email": "jo@example.com", "first_name": "Jo", "plan": "pro"}},
+        {"type": "group", "userId": "u1", "groupId": "g-acme", "timestamp": at(2), "messageId": "g1",
+         "traits": {"name": "Acme", "employees": 40}},
+        track("u1", "Signed Up", 3),
+    )  # fmt: skip
+    profile = get(client, team, f"/api/v1/customers/{customer_of(client, team, 'u1')}")
+    assert list(profile) == [
+        "id",
+        "user_ids",
+        "anonymous_ids",
+        "email",
+        "name",
+        "traits",
+        "groups",
+        "first_seen",
+        "last_seen",
+        "event_count",
+    ]
+    assert profile["user_ids"] == ["u1"]
+    assert profile["anonymous_ids"] == ["v1"]
+    assert (profile["email"], profile["name"]) == ("jo@example.com", "Jo")
+    assert profile["traits"] == {"email": "jo@example.com", "first_name": "Jo", "plan": "pro"}
+    assert profile["groups"] == [
+        {"id": "g-acme", "name": "Acme", "traits": {"name": "Acme", "employees": 40}, "joined_at": at(2)}
+    ]
+    assert (profile["first_seen"], profile["last_seen"], profile["event_count"]) == (at(0), at(3), 4)
+
+
+def merged_pair(engine: Engine, team: TeamKeys) -> tuple[int, int]:
+    """Two customers joined by an alias: (merged-away id, survivor id)."""
+    send(engine, team, track("old-id", "Opened App", 0), track("new-id", "Paid", 1))
+    with engine.connect() as connection:
+        before = dict(
+            connection.exec_driver_sql(
+                "SELECT value, customer_id FROM identities WHERE team_id = %s", (team.id,)
+            ).all()
+        )
+    send(
+        engine,
+        team,
+        {"type": "alias", "previousId": "old-id", "userId": "new-id", "timestamp": at(2), "messageId": "a1"},
+    )
+    with engine.connect() as connection:
+        row = connection.exec_driver_sql(
+            "SELECT id, merged_into FROM customers WHERE team_id = %s AND merged_into IS NOT NULL",
+            (team.id,),
+        ).one()
+    assert {row.id, row.merged_into} == set(before.values())
+    return row.id, row.merged_into
+
+
+def test_a_merged_away_id_answers_308_to_the_survivor(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    gone, survivor = merged_pair(engine, team)
+    response = client.get(f"/api/v1/customers/{gone}", headers=team.bearer(team.read))
+    assert response.status_code == 308
+    assert response.headers["Location"] == f"/api/v1/customers/{survivor}"
+    assert response.get_json()["id"] == str(survivor)
+    followed = client.get(f"/api/v1/customers/{gone}", headers=team.bearer(team.read), follow_redirects=True)
+    assert followed.status_code == 200
+    assert sorted(followed.get_json()["user_ids"]) == ["new-id", "old-id"]
+
+
+def test_a_merged_away_feed_redirects_with_its_query(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    gone, survivor = merged_pair(engine, team)
+    url = f"/api/v1/customers/{gone}/feed?type=track&type=alias&limit=2"
+    response = client.get(url, headers=team.bearer(team.read))
+    assert response.status_code == 308
+    assert response.headers["Location"] == f"/api/v1/customers/{survivor}/feed?type=track&type=alias&limit=2"
+    followed = client.get(url, headers=team.bearer(team.read), follow_redirects=True).get_json()
+    assert [item["type"] for item in followed["data"]] == ["alias", "track"]
+
+
+@pytest.mark.parametrize("raw_id", ["abc", "12a", "1" * 19, "-1", "²", "999999999999"])
+def test_an_unknown_customer_id_is_404(client: FlaskClient, team: TeamKeys, raw_id: str) -> None:
+    assert get(client, team, f"/api/v1/customers/{raw_id}", status=404)["code"] == "not_found"
+    assert get(client, team, f"/api/v1/customers/{raw_id}/feed", status=404)["code"] == "not_found"
+
+
+def test_reading_needs_the_read_scope(client: FlaskClient, team: TeamKeys) -> None:
+    response = client.get("/api/v1/customers", headers=team.bearer(team.ingest))
+    assert response.status_code == 403
+    assert client.get("/api/v1/customers").status_code == 401
+
+
+# -- the feed ------------------------------------------------------------------------
+
+
+def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
+    context = {
+        "ip": "203.0.113.9",
+        "userAgent": "Mozilla/5.0",
+        "library": {"name": "analytics.js", "version": "2.11.1"},
+        "page": {"url": "https://example.com/pricing", "title": "Pricing"},
+    }
+    send(
+        engine,
+        team,
+        {"type": "page", "userId": "u1", "name": "Pricing", "timestamp": at(0), "messageId": "p1",
+         "properties": {"path": "/pricing"}, "context": context},
+        track("u1", "Order Completed", 1, properties={"total": 30}, context={"ip": 7}),
+        {"type": "identify", "userId": "u1", "timestamp": at(2), "messageId": "i1",
+         "traits": {"plan": "pro"}},
+        {"type": "group", "userId": "u1", "groupId": "g1", "timestamp": at(3), "messageId": "g1",
+         "traits": {"name": "Acme"}},
+        {"type": "screen", "userId": "u1", "name": "Home", "timestamp": at(4), "messageId": "s1"},
+        {"type": "alias", "previousId": "p-1", "userId": "u1", "timestamp": at(5), "messageId": "a1"},
+    )  # fmt: skip
+    feed = get(client, team, f"/api/v1/customers/{customer_of(client, team, 'u1')}/feed?order=asc")
+    page, order, identify, group, screen, alias = feed["data"]
+    assert page == {
+        "id": page["id"],
+        "type": "page",
+        "summary": "Viewed page Pricing",
+        "event": None,
+        "name": "Pricing",
+        "timestamp": at(0),
+        "received_at": page["received_at"],
+        "message_id": "p1",
+        "user_id": "u1",
+        "anonymous_id": None,
+        "properties": {"path": "/pricing"},
+        "traits": None,
+        "group_id": None,
+        "previous_id": None,
+        "context": {
+            "page_url": "https://example.com/pricing",
+            "page_title": "Pricing",
+            "user_agent": "Mozilla/5.0",
+            "ip": "203.0.113.9",
+            "library": {"name": "analytics.js", "version": "2.11.1"},
+        },
+    }
+    assert (order["event"], order["properties"], order["summary"]) == (
+        "Order Completed",
+        {"total": 30},
+        "Order Completed",
+    )
+    assert order["context"]["ip"] is None  # not a string: the API promises strings or null
+    assert (identify["traits"], identify["properties"], identify["summary"]) == (
+        {"plan": "pro"},
+        None,
+        "Traits updated",
+    )
+    assert (group["group_id"], group["traits"], group["summary"]) == (
+        "g1",
+        {"name": "Acme"},
+        "Joined group Acme",
+    )
+    assert (screen["name"], screen["summary"]) == ("Home", "Viewed screen Home")
+    assert (alias["previous_id"], alias["summary"]) == ("p-1", "Identified as u1")
+    assert feed["next_cursor"] is None
+
+
+@pytest.fixture
+def journey(engine: Engine, team: TeamKeys, client: FlaskClient) -> tuple[TeamKeys, str]:
+    """u1's timeline: page 0, track A 1, track B 2, identify 3, track A 4, page 5."""
+    send(
+        engine,
+        team,
+        {"type": "page", "userId": "u1", "name": "Home", "timestamp": at(0), "messageId": "p0"},
+        track("u1", "A", 1),
+        track("u1", "B", 2),
+        {"type": "identify", "userId": "u1", "timestamp": at(3), "messageId": "i3", "traits": {"x": 1}},
+        track("u1", "A", 4),
+        {"type": "page", "userId": "u1", "name": "Docs", "timestamp": at(5), "messageId": "p5"},
+    )  # fmt: skip
+    return team, "/api/v1/customers/" + customer_of(client, team, "u1") + "/feed"
+
+
+def minutes(page: dict[str, Any]) -> list[int]:
+    return [
+        int((datetime.fromisoformat(item["timestamp"]) - T0).total_seconds() // 60) for item in page["data"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", [5, 4, 3, 2, 1, 0]),
+        ("order=asc", [0, 1, 2, 3, 4, 5]),
+        ("type=page", [5, 0]),
+        ("type=page&type=identify", [5, 3, 0]),
+        ("event=A", [4, 1]),
+        ("event=A&event=B", [4, 2, 1]),
+        ("type=page&event=B", [5, 2, 0]),
+        ("type=track&event=B", [2]),
+        ("exclude_event=A", [5, 3, 2, 0]),
+        ("type=track&exclude_event=A", [2]),
+        ("since=" + at(2), [5, 4, 3, 2]),
+        ("until=" + at(2), [1, 0]),
+        ("since=" + at(1) + "&until=" + at(4) + "&order=asc", [1, 2, 3]),
+        ("since=2024-03-01T13:02:00%2B01:00", [5, 4, 3, 2]),  # an offset
+        ("since=2024-03-01T13:02:00+01:00", [5, 4, 3, 2]),  # its + not escaped: read as meant
+        ("event=Nope", []),
+    ],
+)
+def test_feed_filters(
+    client: FlaskClient, journey: tuple[TeamKeys, str], query: str, expected: list[int]
+) -> None:
+    team, url = journey
+    assert minutes(get(client, team, f"{url}?{query}")) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("type=delete", "type"),
+        ("type=Track", "type"),
+        ("order=newest", "order"),
+        ("limit=201", "limit"),
+        ("since=yesterday", "since"),
+        ("since=" + at(5) + "&until=" + at(1), "since"),
+        ("event=", "event"),
+        ("types=track", "types"),
+    ],
+)
+def test_bad_feed_arguments_are_a_400(
+    client: FlaskClient, journey: tuple[TeamKeys, str], query: str, field: str
+) -> None:
+    team, url = journey
+    body = get(client, team, f"{url}?{query}", status=400)
+    assert body["code"] == "invalid_query"
+    assert field in body["errors"]
+
+
+def cursor_of(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage!",
+        "%FF%FE",
+        cursor_of({"a": 1}),
+        cursor_of(["feed", "desc", "2024-03-01T12:00:00+00:00", 1]),
+        cursor_of(["feed", "desc", "2024-03-01T12:00:00", 1, 2]),  # naive time
+        cursor_of(["feed", "desc", "2024-03-01T12:00:00+00:00", 2**63, 2]),  # not a bigint
+        cursor_of(["feed", "desc", "2024-03-01T12:00:00+00:00", True, 2]),
+        cursor_of(["feed", "sideways", "2024-03-01T12:00:00+00:00", 1, 2]),
+        cursor_of(["customers", "desc", "2024-03-01T12:00:00+00:00", 1]),  # another list's
+        cursor_of(["feed", "asc", "2024-03-01T12:00:00+00:00", 1, 2]),  # another order's
+    ],
+)
+def test_a_forged_or_foreign_cursor_is_a_400(
+    client: FlaskClient, journey: tuple[TeamKeys, str], cursor: str
+) -> None:
+    team, url = journey
+    body = get(client, team, f"{url}?cursor={cursor}", status=400)
+    assert body["code"] == "invalid_cursor"
+    assert "cursor" in body["errors"]
+
+
+def test_a_well_formed_cursor_from_elsewhere_is_just_a_position(
+    client: FlaskClient, journey: tuple[TeamKeys, str]
+) -> None:
+    team, url = journey
+    cursor = cursor_of(["feed", "desc", at(3), -(2**63), 0])  # before everything at minute 3
+    assert minutes(get(client, team, f"{url}?cursor={cursor}")) == [2, 1, 0]
+
+
+def test_feed_limit_and_cursor_walk_every_item_once(
+    client: FlaskClient, journey: tuple[TeamKeys, str]
+) -> None:
+    team, url = journey
+    for order, expected in (("desc", [5, 4, 3, 2, 1, 0]), ("asc", [0, 1, 2, 3, 4, 5])):
+        items = every_page(client, team, f"{url}?limit=4&order={order}")
+        assert minutes({"data": items}) == expected
+    items = every_page(client, team, f"{url}?limit=1&type=track")
+    assert minutes({"data": items}) == [4, 2, 1]
+
+
+def test_paging_while_events_arrive_never_repeats_or_skips(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    # 30 events, two per minute, so pages also end between events of one instant.
+    send(engine, team, *(track("pager", f"E{n}", n // 2) for n in range(30)))
+    feed = f"/api/v1/customers/{customer_of(client, team, 'pager')}/feed"
+    for order in ("desc", "asc"):
+        existing = [item["id"] for item in get(client, team, f"{feed}?limit=200")["data"]]
+        seen: list[str] = []
+        cursor = None
+        rounds = 0
+        while True:
+            page = get(
+                client, team, f"{feed}?limit=4&order={order}" + (f"&cursor={cursor}" if cursor else "")
+            )
+            seen += [item["id"] for item in page["data"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            rounds += 1
+            boundary = page["data"][-1]["timestamp"]
+            send(
+                engine,
+                team,
+                track("pager", "newer", 1000 + rounds, f"{order}-new-{rounds}"),
+                track("pager", "late", -100 - rounds, f"{order}-late-{rounds}"),  # old-dated, arrives late
+                track("pager", "middle", 7, f"{order}-mid-{rounds}"),
+                {**track("pager", "boundary", 0, f"{order}-edge-{rounds}"), "timestamp": boundary},
+            )
+        assert rounds >= 7
+        assert len(seen) == len(set(seen)), "an item was shown twice"
+        assert set(existing) <= set(seen), "an item that existed at the first page was skipped"
+
+
+def test_a_filtered_feed_reads_a_bounded_stretch_and_still_finds_everything(
+    team: TeamKeys, engine: Engine, client: FlaskClient
+) -> None:
+    send(engine, team, *(track("u1", "Rare" if n % 7 == 3 else "Common", n) for n in range(40)))
+    customer = int(customer_of(client, team, "u1"))
+    rare = FeedFilter(events=("Rare",))
+    found: list[int] = []
+    pages = 0
+    after = None
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
+        while True:
+            items, after = load_feed(
+                connection, team.id, customer, limit=2, after=after, filters=rare, budget=5
+            )
+            pages += 1
+            found += [int((item["timestamp"] - T0).total_seconds() // 60) for item in items]
+            if after is None:
+                break
+    assert found == [38, 31, 24, 17, 10, 3]
+    # 40 events read 5 at a time: 8 windows, most pages empty yet with a cursor, and a
+    # last empty page because the 8th window ended exactly at the first event.
+    assert pages == 9
