@@ -1,0 +1,108 @@
+"""`GET /api/v1/groups/{group_id}`: a group's traits and its members (SPEC §4)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from schemas.segment import prepare_event
+from store.events import store_events
+from tests.conftest import TeamKeys
+from workers.fold import fold_until_empty
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def send(engine: Engine, team: TeamKeys, *events: dict[str, Any]) -> None:
+    now = datetime.now(UTC)
+    store_events(engine, team.id, [prepare_event(event, now) for event in events], now)
+    fold_until_empty(engine, team.id)
+
+
+def joins(user: str, group: str, minute: float, **traits: Any) -> dict[str, Any]:
+    return {
+        "type": "group",
+        "userId": user,
+        "groupId": group,
+        "timestamp": at(minute),
+        "messageId": f"{user}-{group}-{minute}",
+        "traits": traits,
+    }
+
+
+def get(client: FlaskClient, team: TeamKeys, url: str, status: int = 200) -> Any:
+    response = client.get(url, headers=team.bearer(team.read))
+    assert response.status_code == status, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def test_group_shows_its_traits_and_members(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
+    send(
+        engine,
+        team,
+        {"type": "identify", "userId": "u-bo", "timestamp": at(0), "messageId": "i1",
+         "traits": {"email": "bo@acme.test", "name": "Bo"}},
+        joins("u-bo", "acme", 1, name="Acme", plan="free"),
+        joins("u-cy", "acme", 2, plan="enterprise"),  # a later call: its plan wins
+        joins("u-cy", "other", 3, name="Other"),
+    )  # fmt: skip
+    group = get(client, team, "/api/v1/groups/acme")
+    assert {
+        key: group[key] for key in ("id", "name", "traits", "first_seen", "last_seen", "member_count")
+    } == {
+        "id": "acme",
+        "name": "Acme",
+        "traits": {"name": "Acme", "plan": "enterprise"},
+        "first_seen": at(1),
+        "last_seen": at(2),
+        "member_count": 2,
+    }
+    bo, cy = group["members"]
+    assert (bo["user_ids"], bo["email"], bo["name"], bo["joined_at"]) == (
+        ["u-bo"],
+        "bo@acme.test",
+        "Bo",
+        at(1),
+    )
+    assert (cy["user_ids"], cy["joined_at"], cy["event_count"]) == (["u-cy"], at(2), 2)
+    assert group["next_cursor"] is None
+    profile = get(client, team, f"/api/v1/customers/{cy['id']}")
+    assert [g["id"] for g in profile["groups"]] == ["acme", "other"]
+
+
+def test_members_page_in_the_order_they_joined(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
+    send(engine, team, *(joins(f"u{n}", "big", 10 - n) for n in range(5)))
+    joined: list[list[str]] = []
+    url = "/api/v1/groups/big?limit=2"
+    while url:
+        page = get(client, team, url)
+        assert page["member_count"] == 5
+        joined.append([member["user_ids"][0] for member in page["members"]])
+        url = f"/api/v1/groups/big?limit=2&cursor={page['next_cursor']}" if page["next_cursor"] else ""
+    assert joined == [["u4", "u3"], ["u2", "u1"], ["u0"]]
+
+
+def test_a_group_id_may_hold_any_characters(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
+    odd = "org/42 ü?#%"
+    send(engine, team, joins("u1", odd, 0, name="Odd"))
+    group = get(client, team, "/api/v1/groups/" + quote(odd, safe=""))
+    assert (group["id"], group["name"]) == (odd, "Odd")
+
+
+def test_an_unknown_group_is_404(client: FlaskClient, team: TeamKeys) -> None:
+    assert get(client, team, "/api/v1/groups/nope", status=404)["code"] == "not_found"
+    assert get(client, team, "/api/v1/groups/a%00b", status=404)["code"] == "not_found"
+
+
+def test_bad_member_paging_is_a_400(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
+    send(engine, team, joins("u1", "g", 0))
+    assert get(client, team, "/api/v1/groups/g?limit=0", status=400)["code"] == "invalid_query"
+    assert get(client, team, "/api/v1/groups/g?cursor=xyz", status=400)["code"] == "invalid_cursor"
