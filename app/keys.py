@@ -3,6 +3,10 @@
 Every route needs a key with the `admin` scope and sees only its own team's keys:
 another team's key id answers 404, like one that does not exist. No answer carries a
 secret except the 201 of create and rotate, which shows the new key once.
+
+The YAML after `---` in each docstring is the view's OpenAPI operation (`app/openapi.py`
+collects it): schema names are classes of `schemas/keys.py`, and `ErrorSchema` and the
+shared responses (`BadRequest`, `Unauthorized`, ...) come from `schemas/api.py`.
 """
 
 from __future__ import annotations
@@ -210,9 +214,11 @@ def create_api_key() -> tuple[Response, int]:
     """Create a key. The answer shows its secret, once.
     ---
     post:
-      tags: [keys]
+      operationId: createApiKey
       summary: Create an API key
       description: Needs an admin key. The secret (`key`) is in this answer only; store it now.
+      tags: [keys]
+      security: [{bearerAuth: []}, {basicAuth: []}]
       requestBody:
         required: true
         content:
@@ -224,21 +230,15 @@ def create_api_key() -> tuple[Response, int]:
           content:
             application/json:
               schema: ApiKeyCreatedSchema
-        400:
-          description: Missing name, unknown scope, unknown field or wrong type.
+        400: BadRequest
+        413:
+          description: The body is over 16 KiB.
           content:
             application/json:
-              schema: KeyErrorSchema
-        401:
-          description: No key, or an unknown, expired or revoked one.
-          content:
-            application/json:
-              schema: KeyErrorSchema
-        403:
-          description: The key lacks the admin scope.
-          content:
-            application/json:
-              schema: KeyErrorSchema
+              schema: ErrorSchema
+        401: Unauthorized
+        403: Forbidden
+        503: Unavailable
     """
     actor = authenticate("admin")
     body = _body(ApiKeyCreateRequestSchema())
@@ -255,9 +255,11 @@ def list_api_keys() -> Response:
     """The team's keys, newest first; never a secret.
     ---
     get:
-      tags: [keys]
+      operationId: listApiKeys
       summary: List the team's API keys
       description: Needs an admin key. Revoked and expired keys are listed too, with their status.
+      tags: [keys]
+      security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
         - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 200, default: 50}}
         - {name: cursor, in: query, schema: {type: string}, description: next_cursor of the previous page}
@@ -267,21 +269,10 @@ def list_api_keys() -> Response:
           content:
             application/json:
               schema: ApiKeyListSchema
-        400:
-          description: Bad limit or cursor.
-          content:
-            application/json:
-              schema: KeyErrorSchema
-        401:
-          description: No key, or an unknown, expired or revoked one.
-          content:
-            application/json:
-              schema: KeyErrorSchema
-        403:
-          description: The key lacks the admin scope.
-          content:
-            application/json:
-              schema: KeyErrorSchema
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        503: Unavailable
     """
     actor = authenticate("admin")
     limit = _limit()
@@ -302,13 +293,15 @@ def rotate_api_key(key_id: str) -> tuple[Response, int]:
     """A new key with the same name and scopes; the old one works through its grace period.
     ---
     post:
-      tags: [keys]
+      operationId: rotateApiKey
       summary: Rotate an API key
       description: >
         Needs an admin key. Segment keeps sending the old key until the new one is pasted
         into it, and does not retry a 401, so the old key keeps working for
         `grace_seconds` (default 86400; 0 cuts it at once; at most 30 days).
         Only an active key can be rotated.
+      tags: [keys]
+      security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
         - {name: key_id, in: path, required: true, schema: {type: string}, description: The key's id}
       requestBody:
@@ -322,31 +315,21 @@ def rotate_api_key(key_id: str) -> tuple[Response, int]:
           content:
             application/json:
               schema: ApiKeyRotatedSchema
-        400:
-          description: grace_seconds out of range or not an integer, or an unknown field.
+        400: BadRequest
+        413:
+          description: The body is over 16 KiB.
           content:
             application/json:
-              schema: KeyErrorSchema
-        401:
-          description: No key, or an unknown, expired or revoked one.
-          content:
-            application/json:
-              schema: KeyErrorSchema
-        403:
-          description: The key lacks the admin scope.
-          content:
-            application/json:
-              schema: KeyErrorSchema
-        404:
-          description: No such key in this team.
-          content:
-            application/json:
-              schema: KeyErrorSchema
+              schema: ErrorSchema
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
         409:
           description: The key is already expiring, expired or revoked.
           content:
             application/json:
-              schema: KeyErrorSchema
+              schema: ErrorSchema
+        503: Unavailable
     """
     actor = authenticate("admin")
     wanted = _key_id(key_id)
@@ -373,37 +356,28 @@ def revoke_api_key(key_id: str) -> Response:
     """Revoke a key at once.
     ---
     delete:
-      tags: [keys]
+      operationId: revokeApiKey
       summary: Revoke an API key
       description: >
         Needs an admin key. Every web process refuses the key within a second.
         Revoking a revoked key changes nothing. The team's last active admin key
         cannot be revoked (409): rotate it instead.
+      tags: [keys]
+      security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
         - {name: key_id, in: path, required: true, schema: {type: string}, description: The key's id}
       responses:
         204:
           description: Revoked.
-        401:
-          description: No key, or an unknown, expired or revoked one.
-          content:
-            application/json:
-              schema: KeyErrorSchema
-        403:
-          description: The key lacks the admin scope.
-          content:
-            application/json:
-              schema: KeyErrorSchema
-        404:
-          description: No such key in this team.
-          content:
-            application/json:
-              schema: KeyErrorSchema
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
         409:
           description: It is the team's last active admin key.
           content:
             application/json:
-              schema: KeyErrorSchema
+              schema: ErrorSchema
+        503: Unavailable
     """
     actor = authenticate("admin")
     wanted = _key_id(key_id)
@@ -422,9 +396,11 @@ def key_audit() -> Response:
     """Every create, rotate and revoke of the team's keys, newest first.
     ---
     get:
-      tags: [keys]
+      operationId: listKeyAudit
       summary: The key audit list
       description: Needs an admin key. Who (an admin key's id, or the CLI), when, and what.
+      tags: [keys]
+      security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
         - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 200, default: 50}}
         - {name: cursor, in: query, schema: {type: string}, description: next_cursor of the previous page}
@@ -434,21 +410,10 @@ def key_audit() -> Response:
           content:
             application/json:
               schema: KeyAuditListSchema
-        400:
-          description: Bad limit or cursor.
-          content:
-            application/json:
-              schema: KeyErrorSchema
-        401:
-          description: No key, or an unknown, expired or revoked one.
-          content:
-            application/json:
-              schema: KeyErrorSchema
-        403:
-          description: The key lacks the admin scope.
-          content:
-            application/json:
-              schema: KeyErrorSchema
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        503: Unavailable
     """
     actor = authenticate("admin")
     limit = _limit()

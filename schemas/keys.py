@@ -40,6 +40,13 @@ class UtcDateTime(fields.DateTime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+class Id(fields.String):
+    """A database id, shown as a string like every id of the API."""
+
+    def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else str(value)
+
+
 class ApiKeyCreateRequestSchema(Schema):
     """Body of `POST /api/v1/keys`."""
 
@@ -79,7 +86,7 @@ class ApiKeyRotateRequestSchema(Schema):
 class ApiKeySchema(Schema):
     """A key as listed: never its secret."""
 
-    id = fields.Integer(as_string=True, required=True)
+    id = Id(required=True)
     name = fields.String(required=True)
     prefix = fields.String(
         required=True, metadata={"description": "The key's first characters, to tell keys apart."}
@@ -94,7 +101,7 @@ class ApiKeySchema(Schema):
         allow_none=True, required=True, metadata={"description": "End of the grace period of a rotated key."}
     )
     revoked_at = UtcDateTime(allow_none=True, required=True)
-    rotated_from_id = fields.Integer(as_string=True, allow_none=True, required=True)
+    rotated_from_id = Id(allow_none=True, required=True)
 
 
 class ApiKeyCreatedSchema(ApiKeySchema):
@@ -119,18 +126,16 @@ class ApiKeyListSchema(Schema):
 class KeyAuditEntrySchema(Schema):
     """One create, rotate or revoke: who, when, what."""
 
-    id = fields.Integer(as_string=True, required=True)
+    id = Id(required=True)
     at = UtcDateTime(required=True)
     action = fields.String(required=True, validate=validate.OneOf(AUDIT_ACTIONS))
-    key_id = fields.Integer(as_string=True, required=True)
+    key_id = Id(required=True)
     actor = fields.String(
         required=True,
         validate=validate.OneOf(("key", "cli")),
         metadata={"description": "'key' for a change made through the API, 'cli' for the CLI."},
     )
-    actor_key_id = fields.Integer(
-        as_string=True, allow_none=True, required=True, metadata={"description": "The admin key used."}
-    )
+    actor_key_id = Id(allow_none=True, required=True, metadata={"description": "The admin key used."})
     detail = fields.Dict(
         keys=fields.String(),
         required=True,
@@ -141,11 +146,3 @@ class KeyAuditEntrySchema(Schema):
 class KeyAuditListSchema(Schema):
     data = fields.List(fields.Nested(KeyAuditEntrySchema), required=True)
     next_cursor = fields.String(allow_none=True, required=True)
-
-
-class KeyErrorSchema(Schema):
-    """The API's one error envelope, as key management answers it."""
-
-    message = fields.String(required=True, metadata={"description": "What to fix."})
-    code = fields.String(required=True)
-    errors = fields.Dict(keys=fields.String(), metadata={"description": "Field -> problems (400 only)."})

@@ -17,9 +17,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import schemathesis
 from flask import Flask
 from flask.testing import FlaskClient
 from freezegun import freeze_time
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy import Engine, text
 
 from store.apikeys import create_key
@@ -27,6 +37,14 @@ from tests.conftest import TeamKeys
 
 T0 = "2024-03-01T12:00:00Z"
 DAY = 24 * 3600
+
+SCHEMATHESIS_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 EVENT = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-keys-1"}
 
@@ -401,3 +419,62 @@ def test_no_secret_after_creation_in_answers_or_logs(
     for secret in secrets:
         for form in (secret, secret[12:], base64.b64encode(f"{secret}:".encode()).decode()):
             assert form not in everything
+
+
+KEY_ROUTES = "/api/v1/keys"
+
+
+def test_every_key_route_is_documented_with_its_schemas(client: FlaskClient) -> None:
+    document = client.get("/api/v1/openapi.json").get_json()
+    operations = {
+        (path, method): operation
+        for path, item in document["paths"].items()
+        if path.startswith(KEY_ROUTES)
+        for method, operation in item.items()
+    }
+    assert set(operations) == {
+        ("/api/v1/keys", "get"),
+        ("/api/v1/keys", "post"),
+        ("/api/v1/keys/{key_id}/rotate", "post"),
+        ("/api/v1/keys/{key_id}", "delete"),
+        ("/api/v1/keys/audit", "get"),
+    }
+    for operation in operations.values():
+        assert "x-undocumented" not in operation and "x-doc-error" not in operation
+        assert operation["operationId"] and operation["summary"]
+    created = operations[("/api/v1/keys", "post")]["responses"]["201"]["content"]["application/json"]
+    assert created["schema"] == {"$ref": "#/components/schemas/ApiKeyCreated"}
+    assert "key" in document["components"]["schemas"]["ApiKeyCreated"]["properties"]
+    assert "key" not in document["components"]["schemas"]["ApiKey"]["properties"]
+
+
+def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(app: Flask, team: TeamKeys) -> None:
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
+    client = app.test_client()
+    spare = create(client, team.admin, "spare", ["read"])  # a real id, to rotate and revoke
+    runs = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if not operation.path.startswith(KEY_ROUTES):
+            continue
+        overrides: list[dict[str, Any]] = [{}]
+        if "{key_id}" in operation.path:
+            overrides.append({"key_id": spare["id"]})
+        for path_parameters in overrides:
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                strategy = operation.as_strategy(
+                    generation_mode=mode, path_parameters=path_parameters or None
+                )
+                _check_cases(strategy, auth(team.admin))
+                runs += 1
+    assert runs == 14
+    assert client.get("/api/v1/keys", headers=auth(team.admin)).status_code == 200  # still an admin
+
+
+def _check_cases(strategy: Any, headers: dict[str, str]) -> None:
+    @given(case=strategy)
+    @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(case: Any) -> None:
+        case.call_and_validate(headers=headers, checks=SCHEMATHESIS_CHECKS)
+
+    check()
