@@ -29,6 +29,9 @@ SUPPORTED_TYPES = ("identify", "track", "page", "screen", "group", "alias", "del
 MAX_MESSAGE_ID = 100
 MAX_ID = 255
 MAX_EVENT_BYTES = 32 * 1024
+# Trait names become index keys when folded (a Postgres btree entry holds ~2.7 KB at most):
+# a longer name would make the event impossible to fold.
+MAX_TRAIT_NAME = 255
 MAX_DEPTH = 64
 
 # Segment warns that top-level keys arrive in any casing (`messageid`, `MessageId`).
@@ -148,6 +151,25 @@ class ObjectOrNull(fields.Field):
         return value
 
 
+def check_trait_names(traits: dict[str, Any]) -> None:
+    """Raise ValidationError if a trait name is longer than MAX_TRAIT_NAME."""
+    for name in traits:
+        if len(name) > MAX_TRAIT_NAME:
+            raise ValidationError(
+                f"Trait names may be at most {MAX_TRAIT_NAME} characters; {name[:30]!r}... has {len(name)}."
+            )
+
+
+class Traits(ObjectOrNull):
+    """A traits object (or null): the fold keeps each trait by name, so names are bounded."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if value is not None:
+            check_trait_names(value)
+        return value
+
+
 class OptionalString(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if value is not None and not isinstance(value, str):
@@ -169,7 +191,17 @@ class EventSchema(Schema):
     context = ObjectOrNull(allow_none=True)
     integrations = ObjectOrNull(allow_none=True)
     properties = ObjectOrNull(allow_none=True)
-    traits = ObjectOrNull(allow_none=True)
+    traits = Traits(allow_none=True)
+
+    @validates_schema
+    def check_context_traits(self, data: dict[str, Any], **kwargs: Any) -> None:
+        context = data.get("context")
+        traits = context.get("traits") if isinstance(context, dict) else None
+        if isinstance(traits, dict):
+            try:
+                check_trait_names(traits)
+            except ValidationError as error:
+                raise ValidationError(error.messages, "context.traits") from None
 
     @validates_schema
     def check_identity(self, data: dict[str, Any], **kwargs: Any) -> None:
