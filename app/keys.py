@@ -121,7 +121,7 @@ def _body(schema: Schema, *, empty_means: dict[str, Any] | None = None) -> dict[
     """The JSON body loaded through `schema`, or a 400 that says what to fix."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB.")
-    raw = request.get_data(cache=False)[: MAX_BODY_BYTES + 1]
+    raw = request.stream.read(MAX_BODY_BYTES + 1)  # bounded even without a Content-Length
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB.")
     if not raw.strip() and empty_means is not None:

@@ -478,3 +478,10 @@ def _check_cases(strategy: Any, headers: dict[str, str]) -> None:
         case.call_and_validate(headers=headers, checks=SCHEMATHESIS_CHECKS)
 
     check()
+
+
+def test_an_oversized_body_is_413_and_creates_nothing(client: FlaskClient, team: TeamKeys) -> None:
+    body = json.dumps({"name": "x" * 20_000, "scopes": ["read"]}).encode()
+    response = client.post("/api/v1/keys", data=body, headers=auth(team.admin))
+    assert response.status_code == 413
+    assert len(listed(client, team.admin)) == 3  # the team's three keys, nothing new
