@@ -1,0 +1,166 @@
+"""The Segment Spec as `prepare_event` applies it: what is stored, what is refused and why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.segment import (
+    SUPPORTED_TYPES,
+    EventRejected,
+    canonical_keys,
+    derive_message_id,
+    prepare_event,
+)
+from tests.conftest import fixture_names, load_fixture
+
+RECEIVED = datetime(2024, 3, 5, 9, 30, tzinfo=UTC)
+
+
+def rejected(event: Any, **kwargs: Any) -> EventRejected:
+    with pytest.raises(EventRejected) as raised:
+        prepare_event(event, RECEIVED, **kwargs)
+    return raised.value
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_every_segment_fixture_prepares_with_its_own_message_id(name: str) -> None:
+    payload = load_fixture(name)
+    prepared = prepare_event(load_fixture(name), RECEIVED)
+    assert (prepared.type, prepared.message_id) == (payload["type"], payload["messageId"])
+    assert prepared.raw == payload
+
+
+def test_columns_come_from_the_event() -> None:
+    page = prepare_event({"type": "page", "anonymousId": "a1", "properties": {"name": "Home"}}, RECEIVED)
+    assert (page.event_name, page.anonymous_id, page.user_id, page.event_time) == (
+        "Home",
+        "a1",
+        None,
+        RECEIVED,
+    )
+    group = prepare_event({"type": "group", "userId": 7, "groupId": 8}, RECEIVED)
+    assert (group.user_id, group.group_id, group.previous_id) == ("7", "8", None)
+    alias = prepare_event({"type": "alias", "userId": "u", "previousId": 1.0}, RECEIVED)
+    assert alias.previous_id == "1"
+
+
+def test_group_id_and_previous_id_are_read_only_on_their_own_types() -> None:
+    track = prepare_event(
+        {"type": "track", "userId": "u", "event": "e", "groupId": "g", "previousId": "p"}, RECEIVED
+    )
+    assert (track.group_id, track.previous_id) == (None, None)
+    assert track.raw["groupId"] == "g"
+
+
+def test_write_key_is_not_kept_in_the_stored_event() -> None:
+    prepared = prepare_event({"type": "page", "userId": "u", "writeKey": "tlk_secret"}, RECEIVED)
+    assert "writeKey" not in prepared.raw
+
+
+def test_route_type_overrides_the_body() -> None:
+    prepared = prepare_event({"type": "page", "userId": "u", "event": "e"}, RECEIVED, forced_type="track")
+    assert prepared.type == prepared.raw["type"] == "track"
+
+
+def test_keys_are_recased_only_at_the_top_and_the_canonical_spelling_wins() -> None:
+    event = {"USERID": "loser", "userId": "u1", "Properties": {"MessageId": 1}, "custom_Key": 2}
+    assert canonical_keys(event) == {"userId": "u1", "properties": {"MessageId": 1}, "custom_Key": 2}
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "code", "field"),
+    [
+        ([], 400, "invalid_event", None),
+        ({"userId": "u"}, 400, "invalid_event", "type"),
+        ({"type": ["track"], "userId": "u"}, 400, "invalid_event", "type"),
+        ({"type": "purchase", "userId": "u"}, 501, "unsupported_type", "type"),
+        ({"type": "x" * 10_000, "userId": "u"}, 501, "unsupported_type", "type"),
+        ({"type": "track", "userId": "u"}, 400, "invalid_event", "event"),
+        ({"type": "delete", "anonymousId": "a"}, 400, "invalid_event", "userId"),
+    ],
+)
+def test_refusals_carry_status_code_and_the_field(
+    event: Any, status: int, code: str, field: str | None
+) -> None:
+    error = rejected(event)
+    assert (error.status, error.code) == (status, code)
+    if field:
+        assert field in error.errors and field in error.message
+    assert len(error.message) < 500  # Segment's debugger shows it: short, whatever was sent
+
+
+def test_unsupported_type_message_lists_every_supported_type() -> None:
+    message = rejected({"type": "purchase", "userId": "u"}).message
+    assert all(kind in message for kind in SUPPORTED_TYPES)
+
+
+def test_derived_message_id_ignores_what_a_resend_changes() -> None:
+    event = {"type": "track", "userId": "u", "event": "e", "properties": {"a": 1, "b": 2}}
+    base = derive_message_id(event)
+    assert derive_message_id({**event, "sentAt": "x", "receivedAt": "y", "writeKey": "k"}) == base
+    assert derive_message_id({**event, "messageId": None}) == base
+    assert derive_message_id({**event, "properties": {"b": 2, "a": 1}}) == base  # key order
+    assert derive_message_id({**event, "properties": {"a": 1, "b": 3}}) != base
+    assert base.startswith("derived-") and len(base) <= 100
+
+
+def test_numbers_and_strings_of_one_id_derive_one_message_id() -> None:
+    as_number = prepare_event({"type": "identify", "userId": 42}, RECEIVED)
+    as_string = prepare_event({"type": "identify", "userId": "42"}, RECEIVED)
+    assert as_number.message_id == as_string.message_id
+    assert as_number.raw["userId"] == "42"
+
+
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(
+            [
+                "type",
+                "userId",
+                "anonymousId",
+                "messageId",
+                "event",
+                "groupId",
+                "previousId",
+                "timestamp",
+                "properties",
+                "traits",
+                "context",
+                "integrations",
+                "name",
+            ]
+        )
+        | st.text(max_size=5),
+        json_values,
+        max_size=8,
+    ),
+    kind=st.sampled_from([*SUPPORTED_TYPES, None]),
+)
+def test_any_object_is_prepared_or_refused_with_a_status_never_another_error(
+    fields: dict[str, Any], kind: str | None
+) -> None:
+    try:
+        prepared = prepare_event(fields, RECEIVED, forced_type=kind)
+    except EventRejected as error:
+        assert error.status in (400, 413, 501) and error.message
+        return
+    assert prepared.type in SUPPORTED_TYPES
+    assert 0 < len(prepared.message_id) <= 100
+    assert prepared.event_time.tzinfo is not None
+    assert prepared.raw["messageId"] == prepared.message_id
