@@ -31,6 +31,11 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
 
 
+def _bad_body(code: str, message: str) -> ApiError:
+    """A 400 about the body as a whole (the envelope's `errors` names it `body`)."""
+    return ApiError(400, code, message, {"body": [message]})
+
+
 def _too_large(what: str) -> ApiError:
     return ApiError(
         413,
@@ -63,8 +68,7 @@ def read_body_bytes() -> bytes:
     if encoding in ("gzip", "x-gzip"):
         return _gunzip(data)
     if encoding not in ("", "identity"):
-        raise ApiError(
-            400,
+        raise _bad_body(
             "unsupported_encoding",
             f"Content-Encoding {encoding[:40]!r} is not supported; send gzip or no encoding.",
         )
@@ -77,11 +81,11 @@ def _gunzip(data: bytes) -> bytes:
     try:
         inflated = inflater.decompress(data, MAX_REQUEST_BYTES + 1)
     except zlib.error:
-        raise ApiError(400, "invalid_gzip", "The body is not valid gzip data.") from None
+        raise _bad_body("invalid_gzip", "The body is not valid gzip data.") from None
     if len(inflated) > MAX_REQUEST_BYTES or inflater.unconsumed_tail:
         raise _too_large("The inflated request body")
     if not inflater.eof:
-        raise ApiError(400, "invalid_gzip", "The gzip body is truncated; send the whole stream.")
+        raise _bad_body("invalid_gzip", "The gzip body is truncated; send the whole stream.")
     return inflated
 
 
@@ -99,26 +103,24 @@ def _finite_float(text: str) -> float:
 def parse_json(data: bytes) -> Any:
     """Decode strict JSON, or raise a 400 that says what is wrong."""
     if not data.strip():
-        raise ApiError(400, "invalid_json", "The body is empty; send a JSON event or batch.")
+        raise _bad_body("invalid_json", "The body is empty; send a JSON event or batch.")
     try:
         # json.loads(bytes) would let UTF-8-encoded surrogates through (surrogatepass),
         # and guess UTF-16/32, which the byte-level checks here do not read: decode
         # strictly as UTF-8 (RFC 8259), allowing a byte order mark.
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_encoding", "The body is not valid UTF-8; send UTF-8 JSON.") from None
+        raise _bad_body("invalid_encoding", "The body is not valid UTF-8; send UTF-8 JSON.") from None
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        raise ApiError(
-            400, "too_deep", f"The JSON is nested too deeply (at most {MAX_DEPTH} levels)."
-        ) from None
+        raise _bad_body("too_deep", f"The JSON is nested too deeply (at most {MAX_DEPTH} levels).") from None
     except json.JSONDecodeError as error:
-        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {error}.") from None
+        raise _bad_body("invalid_json", f"The body is not valid JSON: {error}.") from None
     except ValueError as error:
         # int() refuses numbers of more than 4,300 digits; our own hooks refuse NaN/Infinity.
         reason = "a number has too many digits" if "digits" in str(error) else str(error)
-        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {reason}.") from None
+        raise _bad_body("invalid_json", f"The body is not valid JSON: {reason}.") from None
 
 
 def needs_deep_check(data: bytes) -> tuple[bool, bool]:

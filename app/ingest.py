@@ -113,7 +113,8 @@ def _ingest_request(forced_type: str | None, batch_only: bool) -> Response:
     if not prepared:
         assert first_error is not None
         if not is_batch:
-            raise ApiError(first_error.status, first_error.code, first_error.message, first_error.errors)
+            errors = first_error.errors or {"_event": [first_error.message]}
+            raise ApiError(first_error.status, first_error.code, first_error.message, errors)
         raise ApiError(
             400,
             "invalid_batch",

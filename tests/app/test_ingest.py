@@ -585,6 +585,7 @@ def test_every_ingest_answer_is_json_with_a_message_and_code(client: FlaskClient
     assert [a.status_code for a in answers] == [200, 400, 401, 403, 413, 501, 405]
     assert all(a.headers["Content-Type"] == "application/json" for a in answers)
     assert all({"message", "code"} <= set(a.get_json()) for a in answers[1:])
+    assert answers[1].get_json()["errors"] == {"body": [answers[1].get_json()["message"]]}
 
 
 def test_tracking_api_calls_reach_the_feed(client: FlaskClient, team: TeamKeys, fold: Any) -> None:

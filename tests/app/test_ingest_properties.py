@@ -172,6 +172,7 @@ def test_any_json_gets_a_clear_answer_never_a_500_and_is_stored_whole_or_not_at_
     event(f"status {response.status_code}{' batch' if is_batch(body) else ''}")
     if response.status_code != 200:
         assert answer["message"] and answer["code"]
+        assert response.status_code != 400 or answer["errors"]  # a 400 names what is wrong
         assert rows == []
     elif is_batch(body):
         items = [value for key, value in body.items() if key.lower() == "batch"][-1]  # as a dict keeps it
