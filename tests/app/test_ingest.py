@@ -602,3 +602,27 @@ def test_tracking_api_calls_reach_the_feed(client: FlaskClient, team: TeamKeys, 
         assert post(client, body, headers, f"/v1/{kind}").status_code == 200
     fold()
     assert sorted(feed_types(client, team, "route-user")) == sorted(TRACKING_ROUTES)
+
+
+def metric(client: FlaskClient, sample: str) -> float:
+    """A sample's value on /metrics (0 when it has not been counted yet)."""
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_metrics_count_events_accepted_and_rejected_by_type_and_reason(
+    client: FlaskClient, team: TeamKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # this process's own counters
+    accepted = 'events_accepted_total{type="track"}'
+    refused = 'events_rejected_total{reason="invalid_event",type="track"}'
+    unsupported = 'events_rejected_total{reason="unsupported_type",type="other"}'
+    bad_json = 'ingest_requests_rejected_total{reason="invalid_json"}'
+    before = [metric(client, s) for s in (accepted, refused, unsupported, bad_json)]
+    batch = [track("m1"), track("m2"), {"type": "track", "userId": "u1"}, {"type": "purchase", "userId": "u"}]
+    post(client, {"batch": batch}, team.basic(team.ingest), "/v1/batch")
+    client.post("/v1/segment", data=b"{", headers=team.basic(team.ingest))
+    after = [metric(client, s) for s in (accepted, refused, unsupported, bad_json)]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [2, 1, 1, 1]
