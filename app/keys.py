@@ -120,10 +120,10 @@ def _key_id(raw: str) -> int:
 def _body(schema: Schema, *, empty_means: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON body loaded through `schema`, or a 400 that says what to fix."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB.")
+        raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB; send less.")
     raw = request.stream.read(MAX_BODY_BYTES + 1)  # bounded even without a Content-Length
     if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB.")
+        raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB; send less.")
     if not raw.strip() and empty_means is not None:
         body: Any = empty_means
     else:
@@ -134,10 +134,10 @@ def _body(schema: Schema, *, empty_means: dict[str, Any] | None = None) -> dict[
                 400,
                 "invalid_json",
                 "The body is not valid JSON; send a JSON object.",
-                {"_body": ["Not valid JSON."]},
+                {"body": ["Not valid JSON."]},
             ) from None
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "The body must be a JSON object.", {"_body": ["Not an object."]})
+        raise ApiError(400, "invalid_body", "The body must be a JSON object.", {"body": ["Not an object."]})
     try:
         loaded: dict[str, Any] = schema.load(body)
     except ValidationError as error:

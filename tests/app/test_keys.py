@@ -158,7 +158,7 @@ def test_key_management_needs_an_admin_key(client: FlaskClient, team: TeamKeys) 
         ({"name": "x", "scopes": "read"}, "scopes"),
         ({"name": "x", "scopes": [1]}, "scopes"),
         ({"name": "x", "scopes": ["read"], "expires": 5}, "expires"),
-        (["name", "scopes"], "_body"),
+        (["name", "scopes"], "body"),
     ],
 )
 def test_bad_create_body_is_400_naming_the_field(
@@ -169,7 +169,7 @@ def test_bad_create_body_is_400_naming_the_field(
     error = response.get_json()
     assert error["code"] in ("invalid_body", "invalid_json")
     assert field in error["errors"]
-    assert field in error["message"] or field == "_body"
+    assert field in error["message"] or field == "body"
 
 
 def test_malformed_json_is_400(client: FlaskClient, team: TeamKeys) -> None:
