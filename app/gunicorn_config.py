@@ -33,3 +33,10 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """Write the key uses this worker kept in memory (docs/keys.md)."""
+    timeline = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("timeline")
+    if timeline is not None:
+        timeline.keys.flush_last_used()

@@ -53,7 +53,11 @@ def demo_key(settings: Settings) -> str:
             secret = json.loads(stored.read_text())["key"]
             with engine.connect() as connection:
                 row = connection.execute(
-                    select(ApiKey.id).where(ApiKey.digest == key_digest(secret), ApiKey.revoked_at.is_(None))
+                    select(ApiKey.id).where(
+                        ApiKey.digest == key_digest(secret),
+                        ApiKey.revoked_at.is_(None),
+                        ApiKey.expires_at.is_(None),
+                    )
                 ).first()
             if row is not None:
                 return str(secret)
