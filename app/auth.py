@@ -24,7 +24,8 @@ def key_from_header() -> str | None:
         return value
     if scheme.lower() == "basic" and value:
         try:
-            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+            # Some clients leave out the base64 padding; add it back.
+            decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             raise ApiError(
                 401,

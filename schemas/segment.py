@@ -100,7 +100,7 @@ class PreparedEvent:
         return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-class Identifier(fields.Field):
+class Identifier(fields.Field[str]):
     """A Segment id: a string, or a number that we store as its string."""
 
     default_error_messages = {
@@ -130,7 +130,7 @@ class Identifier(fields.Field):
         return text
 
 
-class Timestamp(fields.Field):
+class Timestamp(fields.Field[datetime | None]):
     """A lenient Segment timestamp (see schemas.timestamps); an empty string is no timestamp."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime | None:
@@ -142,7 +142,7 @@ class Timestamp(fields.Field):
             raise ValidationError(f"Not a timestamp: {error}.") from None
 
 
-class ObjectOrNull(fields.Field):
+class ObjectOrNull(fields.Field[Any]):
     """A JSON object or null; the value is kept as sent."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
@@ -170,7 +170,7 @@ class Traits(ObjectOrNull):
         return value
 
 
-class OptionalString(fields.Field):
+class OptionalString(fields.Field[Any]):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise ValidationError(f"Must be a string or null, not {json_type(value)}.")

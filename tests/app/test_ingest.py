@@ -230,6 +230,13 @@ def test_key_as_basic_user_is_accepted(client: FlaskClient, team: TeamKeys, engi
     assert post(client, track("m1"), team.basic(team.ingest)).status_code == 200
 
 
+def test_basic_credentials_without_base64_padding_are_accepted(client: FlaskClient, team: TeamKeys) -> None:
+    padded = TeamKeys.basic(team.ingest)["Authorization"]
+    assert padded.endswith("=")
+    token = padded.rstrip("=")
+    assert post(client, track("m1"), {"Authorization": token}).status_code == 200
+
+
 def test_key_as_bearer_token_is_accepted(client: FlaskClient, team: TeamKeys) -> None:
     assert post(client, track("m1"), team.bearer(team.ingest)).status_code == 200
 
