@@ -1,18 +1,53 @@
-"""Storing received events: durable, whole, once per (team, messageId, type)."""
+"""Storing received events: durable, whole, once per (team, messageId, type).
+
+`store_events` returns only once the events are committed. Requests that arrive while
+another request's commit is in flight in the same process are committed together, in
+one statement (group commit): the first caller leads and writes everyone queued behind
+it, the others wait for its commit. One commit, and one WAL flush, then serves many
+requests, which is what lets ingest go past Postgres's rate of single-row commits
+(SPEC §8; docs/benchmarks.md has the measurements). A lone request (sync workers, or a
+quiet moment) leads at once: it pays no extra wait. If a group's statement fails, each
+of its requests is tried again alone, so one request's bad data never fails another's.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from schemas.segment import PreparedEvent
-from store.models import Event
 
-_events = Event.__table__
+# A group's transaction holds at most this many events (a request's own batch of up to
+# 2,500 always goes in whole): bounded statement size, bounded wait for the followers.
+GROUP_MAX_EVENTS = 2500
+
+# One statement whatever the number of rows, so Postgres plans it once (psycopg prepares
+# it after a few uses) instead of parsing a new VALUES list for every request.
+_INSERT = text(
+    """
+    INSERT INTO events (team_id, message_id, type, event_name, user_id, anonymous_id, group_id,
+                        previous_id, event_time, received_at, tiebreak, raw)
+    SELECT team_id, message_id, type, event_name, user_id, anonymous_id, group_id,
+           previous_id, event_time, received_at, tiebreak, CAST(raw AS jsonb)
+    FROM unnest(CAST(:team_ids AS bigint[]), CAST(:message_ids AS text[]), CAST(:types AS text[]),
+                CAST(:event_names AS text[]), CAST(:user_ids AS text[]), CAST(:anonymous_ids AS text[]),
+                CAST(:group_ids AS text[]), CAST(:previous_ids AS text[]),
+                CAST(:event_times AS timestamptz[]), CAST(:received_ats AS timestamptz[]),
+                CAST(:tiebreaks AS bigint[]), CAST(:raws AS text[]))
+         AS rows (team_id, message_id, type, event_name, user_id, anonymous_id, group_id,
+                  previous_id, event_time, received_at, tiebreak, raw)
+    ON CONFLICT (team_id, message_id, type) DO NOTHING
+    RETURNING team_id, message_id, type
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -23,41 +58,207 @@ class StoreResult:
     duplicates: int
 
 
+@dataclass
+class _Request:
+    """One caller's events, waiting to be written (maybe by another caller)."""
+
+    team_id: int
+    events: Sequence[PreparedEvent]
+    received_at: datetime
+    wake: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    done: bool = False
+    result: StoreResult | None = None
+    error: BaseException | None = None
+
+
 def insert_events(
     connection: Connection, team_id: int, events: Sequence[PreparedEvent], received_at: datetime
 ) -> StoreResult:
     """Insert events in the caller's transaction; duplicates are skipped, not errors."""
-    if not events:
-        return StoreResult(0, 0)
-    rows = [
-        {
-            "team_id": team_id,
-            "message_id": event.message_id,
-            "type": event.type,
-            "event_name": event.event_name,
-            "user_id": event.user_id,
-            "anonymous_id": event.anonymous_id,
-            "group_id": event.group_id,
-            "previous_id": event.previous_id,
-            "event_time": event.event_time,
-            "received_at": received_at,
-            "tiebreak": event.tiebreak,
-            "raw": event.raw,
-        }
-        for event in events
-    ]
-    statement = (
-        insert(_events)
-        .on_conflict_do_nothing(index_elements=["team_id", "message_id", "type"])
-        .returning(_events.c.id)
-    )
-    inserted = len(connection.execute(statement, rows).all())
-    return StoreResult(accepted=inserted, duplicates=len(rows) - inserted)
+    request = _Request(team_id, events, received_at)
+    _insert_group(connection, [request])
+    assert request.result is not None
+    return request.result
+
+
+def _insert_group(connection: Connection, group: Sequence[_Request]) -> None:
+    """Insert every request's events with one statement; set each request's result.
+
+    A (team, messageId, type) that occurs twice (in one request or in two) is stored
+    once: the first occurrence counts as accepted, the others as duplicates.
+    """
+    columns: dict[str, list[object]] = {
+        name: []
+        for name in (
+            "team_ids",
+            "message_ids",
+            "types",
+            "event_names",
+            "user_ids",
+            "anonymous_ids",
+            "group_ids",
+            "previous_ids",
+            "event_times",
+            "received_ats",
+            "tiebreaks",
+            "raws",
+        )
+    }
+    for request in group:
+        for event in request.events:
+            columns["team_ids"].append(request.team_id)
+            columns["message_ids"].append(event.message_id)
+            columns["types"].append(event.type)
+            columns["event_names"].append(event.event_name)
+            columns["user_ids"].append(event.user_id)
+            columns["anonymous_ids"].append(event.anonymous_id)
+            columns["group_ids"].append(event.group_id)
+            columns["previous_ids"].append(event.previous_id)
+            columns["event_times"].append(event.event_time)
+            columns["received_ats"].append(request.received_at)
+            columns["tiebreaks"].append(event.tiebreak)
+            columns["raws"].append(json.dumps(event.raw))
+    inserted = set()
+    if columns["team_ids"]:
+        inserted = {(row[0], row[1], row[2]) for row in connection.execute(_INSERT, columns)}
+    for request in group:
+        accepted = 0
+        for event in request.events:
+            key = (request.team_id, event.message_id, event.type)
+            if key in inserted:
+                inserted.discard(key)  # a later occurrence of it is a duplicate
+                accepted += 1
+        request.result = StoreResult(accepted=accepted, duplicates=len(request.events) - accepted)
+
+
+class _GroupCommit:
+    """Leader/follower group commit over one engine, in one process."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.lock = threading.Lock()
+        self.pending: list[_Request] = []
+        self.busy = False  # a leader is writing
+        self.connection: Connection | None = None  # used by the leader only
+
+    def store(self, request: _Request) -> StoreResult:
+        with self.lock:
+            self.pending.append(request)
+            if not self.busy:
+                self.busy = request.lead = True
+        if not request.lead:
+            request.wake.wait()  # done by a leader, or made the next leader
+        if not request.done:
+            self._lead()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _take(self) -> list[_Request]:
+        group: list[_Request] = []
+        size = 0
+        with self.lock:
+            while self.pending and (not group or size + len(self.pending[0].events) <= GROUP_MAX_EVENTS):
+                request = self.pending.pop(0)
+                group.append(request)
+                size += len(request.events)
+        return group
+
+    def _lead(self) -> None:
+        group = self._take()
+        try:
+            self._write(group)
+        except BaseException as interrupted:  # the leader's thread is being stopped
+            for request in group:
+                if request.result is None and request.error is None:
+                    request.error = interrupted
+            raise
+        finally:
+            with self.lock:
+                successor = self.pending[0] if self.pending else None
+                if successor is None:
+                    self.busy = False
+                else:
+                    successor.lead = True
+            for request in group:
+                request.done = True
+                request.wake.set()
+            if successor is not None:
+                successor.wake.set()
+
+    def _write(self, group: list[_Request]) -> None:
+        try:
+            self._execute(group)
+            return
+        except Exception as error:
+            if len(group) == 1:
+                group[0].error = error
+                return
+        for request in group:  # one failed the group: each alone, each its own outcome
+            try:
+                self._execute([request])
+            except Exception as error:
+                request.error = error
+
+    def _execute(self, group: list[_Request]) -> None:
+        """The group's INSERT on the committer's own connection, in autocommit.
+
+        One statement in autocommit is its own transaction: all its rows or none, and
+        committed (WAL flushed, synchronous_commit) before Postgres answers it. That is
+        one round trip per group instead of four (pool ping, BEGIN, INSERT, COMMIT).
+        A connection that went stale (Postgres restarted) is replaced and the group
+        tried once more; the insert is idempotent, so that retry cannot store twice.
+        """
+        for attempt in (1, 2):
+            reused = self.connection is not None
+            if self.connection is None:
+                self.connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                _insert_group(self.connection, group)
+                self.connection.commit()  # ends SQLAlchemy's transaction; no round trip
+                return
+            except DBAPIError as error:
+                self._discard_connection()
+                if attempt == 1 and reused and error.connection_invalidated:
+                    continue
+                raise
+            except Exception:
+                self._discard_connection()
+                raise
+
+    def _discard_connection(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # already broken: the pool drops it
+                pass
+
+
+_committers: weakref.WeakKeyDictionary[Engine, tuple[int, _GroupCommit]] = weakref.WeakKeyDictionary()
+_committers_lock = threading.Lock()
+
+
+def _committer(engine: Engine) -> _GroupCommit:
+    """The process's group committer for this engine (a forked child makes its own)."""
+    with _committers_lock:
+        found = _committers.get(engine)
+        if found is None or found[0] != os.getpid():
+            found = (os.getpid(), _GroupCommit(engine))
+            _committers[engine] = found
+        return found[1]
 
 
 def store_events(
     engine: Engine, team_id: int, events: Sequence[PreparedEvent], received_at: datetime
 ) -> StoreResult:
-    """Insert events and commit: when this returns, they are durable."""
-    with engine.begin() as connection:
-        return insert_events(connection, team_id, events, received_at)
+    """Insert events and commit: when this returns, they are durable.
+
+    Concurrent callers in this process share one transaction (see the module docstring);
+    a duplicate of an already stored (team, messageId, type) counts as a duplicate.
+    """
+    if not events:
+        return StoreResult(0, 0)
+    return _committer(engine).store(_Request(team_id, events, received_at))

@@ -1,0 +1,348 @@
+"""Feed reads at scale: 10 million events in the table, 100,000 for one customer.
+
+The dataset is made in SQL (`INSERT ... SELECT generate_series`, the fastest load
+Postgres has), with the events table's indexes dropped during the load and built
+afterwards, then kept in its own database (`tl_bench_feed`) so later runs reuse it.
+The customer's events are spread through the table (every hundredth row), as events
+that arrived over months would be, so a page reads scattered heap pages as in real life.
+
+Each page is read over HTTP (the feed route, through gunicorn) and, as the ceiling, the
+very same SQL statement that `store.customers.load_feed` sends, run straight in
+Postgres by pgbench (libpq, prepared), one client, one after another.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import event
+
+from bench.env import BenchTeam, Servers, make_team
+from bench.load import LoadSpec, percentile, run_load
+from store.settings import Settings, sqlalchemy_url
+
+DATASET_VERSION = 1
+FILLER_TEAMS = 49
+
+# Customer events carry a realistic payload; the other rows a fixed one (they are only
+# there to make the table and its indexes as big as 10 million events make them).
+FILLER_RAW = json.dumps(
+    {
+        "type": "track",
+        "event": "Course Clicked",
+        "properties": {"title": "Intro to Analytics"},
+        "context": {
+            "library": {"name": "analytics.js", "version": "2.11.1"},
+            "page": {
+                "path": "/academy/",
+                "title": "Analytics Academy",
+                "url": "https://segment.com/academy/",
+            },
+            "ip": "108.0.78.21",
+        },
+    }
+)
+
+LOAD_SQL = """
+INSERT INTO events (team_id, id, message_id, type, event_name, user_id, anonymous_id,
+                    event_time, received_at, tiebreak, raw, customer_id, folded_at)
+SELECT
+    CASE WHEN mine THEN %(team)s ELSE %(first_filler)s + (g %% %(fillers)s) END,
+    g,
+    'feed-' || g,
+    kind,
+    CASE kind WHEN 'track' THEN 'Course Clicked' WHEN 'page' THEN 'Academy' END,
+    CASE WHEN mine THEN 'feed-user' ELSE 'u-' || (g %% 200003) END,
+    'anon-' || (g %% 200003),
+    at, at, hashint8(g),
+    CASE WHEN NOT mine THEN %(filler_raw)s::jsonb
+         WHEN kind = 'identify' THEN jsonb_build_object(
+            'type', kind, 'messageId', 'feed-' || g, 'userId', 'feed-user',
+            'traits', jsonb_build_object('email', 'feed-user@example.com', 'plan', 'pro', 'seen', g),
+            'timestamp', at, 'context', %(context)s::jsonb)
+         ELSE jsonb_build_object(
+            'type', kind, 'messageId', 'feed-' || g, 'userId', 'feed-user',
+            'event', 'Course Clicked', 'name', 'Academy',
+            'properties', jsonb_build_object('title', 'Intro to Analytics', 'n', g),
+            'timestamp', at, 'context', %(context)s::jsonb)
+    END,
+    CASE WHEN mine THEN %(customer)s ELSE %(customer)s + 1 + (g %% 200003) END,
+    at
+FROM (
+    SELECT g, g %% %(stride)s = 0 AS mine,
+           (ARRAY['track', 'track', 'page', 'identify'])[1 + (g / %(stride)s) %% 4] AS kind,
+           timestamptz '2024-01-01' + g * interval '1 second' AS at
+    FROM generate_series(%(low)s::bigint, %(high)s::bigint) AS g
+) s
+"""
+
+
+@dataclass
+class FeedDataset:
+    url: str
+    team: BenchTeam
+    customer_id: int
+    events: int
+    customer_events: int
+    built_seconds: float | None  # None: reused from an earlier run
+
+
+def ensure_dataset(
+    servers: Servers, name: str, events: int, customer_events: int, fresh: bool
+) -> FeedDataset:
+    """The feed database with `events` events, `customer_events` of them one customer's."""
+    url, _ = servers.create_database(name, fresh=fresh)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS bench_dataset (version int, events bigint, customer_events bigint, "
+            "team_id bigint, team_key text, customer_id bigint, built_seconds float8)"
+        )
+        row = connection.execute(
+            "SELECT version, events, customer_events, team_id, team_key, customer_id FROM bench_dataset"
+        ).fetchone()
+    if row is not None and row[:3] == (DATASET_VERSION, events, customer_events):
+        return FeedDataset(url, BenchTeam(row[3], row[4]), row[5], events, customer_events, None)
+    if row is not None:  # another size: start over
+        url, _ = servers.create_database(name, fresh=True)
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(
+                "CREATE TABLE bench_dataset (version int, events bigint, customer_events bigint, "
+                "team_id bigint, team_key text, customer_id bigint, built_seconds float8)"
+            )
+    started = time.monotonic()
+    team = make_team(url, "bench feed team")
+    customer_id = _build(url, team.id, events, customer_events)
+    built = time.monotonic() - started
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO bench_dataset VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (DATASET_VERSION, events, customer_events, team.id, team.key, customer_id, built),
+        )
+    return FeedDataset(url, team, customer_id, events, customer_events, built)
+
+
+def _build(url: str, team_id: int, events: int, customer_events: int) -> int:
+    stride = max(1, events // customer_events)
+    with psycopg.connect(url, autocommit=True) as connection:
+        first_filler = connection.execute(
+            "INSERT INTO teams (name, created_at) SELECT 'bench filler ' || g, now() "
+            "FROM generate_series(1, %s) g RETURNING id",
+            (FILLER_TEAMS,),
+        ).fetchall()[0][0]
+        customer_id = connection.execute(
+            "INSERT INTO customers (team_id, is_known, email, name, event_count, created_at, first_seen, "
+            "last_seen) VALUES (%s, true, 'feed-user@example.com', 'Feed User', %s, now(), "
+            "'2024-01-01', '2024-12-31') RETURNING id",
+            (team_id, customer_events),
+        ).fetchone()[0]  # type: ignore[index]
+        connection.execute(
+            "INSERT INTO identities (team_id, kind, value, customer_id) VALUES (%s, 'user', 'feed-user', %s)",
+            (team_id, customer_id),
+        )
+        # Drop the events table's indexes for the load and build them after: much faster.
+        constraints = connection.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'events'::regclass AND contype IN ('p', 'u')"
+        ).fetchall()
+        indexes = connection.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND tablename = 'events' AND indexname <> ALL(%s)",
+            ([name for name, _ in constraints],),
+        ).fetchall()
+        for name, _ in indexes:
+            connection.execute(f'DROP INDEX "{name}"')
+        for name, _ in constraints:
+            connection.execute(f'ALTER TABLE events DROP CONSTRAINT "{name}"')
+    params: dict[str, Any] = {
+        "team": team_id,
+        "first_filler": first_filler,
+        "fillers": FILLER_TEAMS,
+        "customer": customer_id,
+        "stride": stride,
+        "filler_raw": FILLER_RAW,
+        "context": json.dumps({"page": {"url": "https://segment.com/academy/", "title": "Academy"}}),
+    }
+    # Two loaders at once, one per half: the load is CPU-bound and this machine has two cores.
+    halves = [(1, events // 2), (events // 2 + 1, events)]
+    loaders = []
+    for low, high in halves:
+        connection = psycopg.connect(url, autocommit=True)
+        loaders.append(connection)
+        connection.pgconn.send_query_params(
+            psycopg.ClientCursor(connection).mogrify(LOAD_SQL, {**params, "low": low, "high": high}).encode(),
+            None,
+        )
+    for connection in loaders:
+        while True:
+            result = connection.pgconn.get_result()
+            if result is None:
+                break
+            if result.error_message:
+                raise RuntimeError(result.error_message.decode())
+        connection.close()
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SET maintenance_work_mem = '1GB'")
+        for name, definition in constraints:
+            connection.execute(f'ALTER TABLE events ADD CONSTRAINT "{name}" {definition}')
+        for _, definition in indexes:
+            connection.execute(definition)
+        connection.execute(
+            "SELECT setval(pg_get_serial_sequence('events', 'id'), (SELECT max(id) FROM events))"
+        )
+        connection.execute("ANALYZE events")
+    return int(customer_id)
+
+
+@dataclass
+class FeedStatement:
+    sql: str  # literal SQL, as psql or pgbench would send it
+    statements_per_request: int
+
+
+def feed_statements(url: str, redis_url: str, paths: list[str], key: str) -> list[FeedStatement]:
+    """The exact SQL the feed route sends for each path, with its parameters in place.
+
+    The route runs in this process (Flask's test client) with every statement it sends
+    captured; the one that reads `events` is the feed query.
+    """
+    from app import create_app
+
+    settings = Settings(database_url=sqlalchemy_url(url), redis_url=redis_url)
+    app = create_app({"TESTING": True, "SETTINGS": settings})
+    engine = app.extensions["timeline"].engine
+    found: list[FeedStatement] = []
+    try:
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {key}"}
+        for path in paths:
+            client.get(path, headers=headers)  # warm: the key lookup is cached after this
+            captured: list[tuple[str, Any]] = []
+
+            def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+                captured.append((statement, parameters))  # noqa: B023 (removed below)
+
+            event.listen(engine, "before_cursor_execute", capture)
+            response = client.get(path, headers=headers)
+            event.remove(engine, "before_cursor_execute", capture)
+            if response.status_code != 200:
+                raise RuntimeError(f"feed route answered {response.status_code}: {response.get_data()!r}")
+            feed = [(s, p) for s, p in captured if " FROM events " in " ".join(s.split()) + " "]
+            statement, parameters = feed[-1]
+            with psycopg.connect(url) as connection:
+                literal = psycopg.ClientCursor(connection).mogrify(statement, parameters)
+            found.append(FeedStatement(" ".join(literal.split()), len(captured)))
+    finally:
+        engine.dispose()
+        app.extensions["timeline"].redis.close()
+    return found
+
+
+def deep_cursor(base: str, path: str, key: str, depth: int) -> str:
+    """The API's own cursor to the page `depth` items into the feed (paged over HTTP)."""
+    cursor: str | None = None
+    read = 0
+    while read < depth:
+        limit = min(200, depth - read)
+        query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        request = urllib.request.Request(base + path + query, headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            page = json.loads(response.read())
+        read += len(page["data"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            raise RuntimeError(f"the feed ended after {read} items, before {depth}")
+    assert cursor is not None
+    return cursor
+
+
+def pgbench_binary() -> str | None:
+    """pgbench from the pgserver wheel (always there), else from PATH."""
+    try:
+        import pgserver
+
+        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    return shutil.which("pgbench")
+
+
+@dataclass
+class Latency:
+    count: int
+    p50_ms: float
+    p99_ms: float
+
+
+def pgbench_latency(url: str, sql: str, seconds: float) -> Latency:
+    """One client sending `sql` back to back for `seconds`; per-query latency."""
+    binary = pgbench_binary()
+    if binary is None:
+        return _psycopg_latency(url, sql, seconds)
+    with tempfile.TemporaryDirectory(prefix="tl-bench-pgbench-") as folder:
+        script = Path(folder) / "feed.sql"
+        script.write_text(sql.rstrip(";") + ";\n")
+        subprocess.run(
+            [
+                binary,
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                "1",
+                "-T",
+                str(max(1, round(seconds))),
+                "-f",
+                str(script),
+                "-l",
+                "--log-prefix",
+                str(Path(folder) / "log"),
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            cwd=folder,
+            timeout=seconds + 60,
+        )
+        latencies = [
+            int(line.split()[2]) for log in Path(folder).glob("log*") for line in log.read_text().splitlines()
+        ]
+    return Latency(len(latencies), percentile(latencies, 50) / 1000, percentile(latencies, 99) / 1000)
+
+
+def _psycopg_latency(url: str, sql: str, seconds: float) -> Latency:
+    latencies: list[int] = []
+    with psycopg.connect(url, prepare_threshold=0) as connection:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            start = time.perf_counter()
+            connection.execute(sql).fetchall()  # type: ignore[call-overload]
+            latencies.append(int((time.perf_counter() - start) * 1e6))
+    return Latency(len(latencies), percentile(latencies, 50) / 1000, percentile(latencies, 99) / 1000)
+
+
+def http_latency(base: str, path: str, key: str, seconds: float) -> Latency:
+    """One client reading `path` over HTTP back to back for `seconds`."""
+    result = run_load(
+        LoadSpec(
+            url=base + path,
+            method="GET",
+            headers={"Authorization": f"Bearer {key}"},
+            concurrency=1,
+            duration=seconds,
+        )
+    )
+    bad = {status: n for status, n in result.statuses.items() if not status.startswith("2")}
+    if bad or not result.ok:
+        raise RuntimeError(f"feed reads failed: {result.statuses}")
+    return Latency(result.ok, result.percentile_ms(50), result.percentile_ms(99))

@@ -1,0 +1,174 @@
+"""Fold: events per second into timelines by one worker process, from a stored backlog.
+
+The backlog is a realistic mix (`bench.data.customer_journeys`) stored unfolded with
+COPY. One worker process, started by the Procfile's worker line and registered with
+RQ before the clock starts, is woken once (as ingest would wake it) and folds until the
+team has no unfolded event left.
+
+The ceiling, in the same run: the same events written with batched INSERTs into an
+equivalent table (the events table's columns and indexes), 1,000 per transaction, each
+transaction also upserting the batch's customers (count and last seen), from one
+connection. That is what the fold would cost if it were only writes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from bench.data import BacklogEvent, copy_events, customer_journeys, prepared
+from bench.env import BenchTeam, FoldWorker, RunEnv, busy_cores
+from workers.signal import request_fold
+
+CEILING_BATCH = 1000
+
+
+def unfolded(url: str, team_id: int) -> int:
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM events WHERE team_id = %s AND folded_at IS NULL", (team_id,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_until_folded(url: str, team_id: int, timeout: float) -> float:
+    """Seconds until the team has no unfolded event (polled; raises after timeout)."""
+    started = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as connection:
+        while True:
+            row = connection.execute(
+                "SELECT count(*) FROM events WHERE team_id = %s AND folded_at IS NULL", (team_id,)
+            ).fetchone()
+            left = int(row[0]) if row else 0
+            now = time.monotonic()
+            if left == 0:
+                return now - started
+            if now - started > timeout:
+                raise TimeoutError(f"{left} events still unfolded after {timeout:.0f}s")
+            time.sleep(0.02 if left < 3000 else 0.1)
+
+
+def measure_fold(
+    run: RunEnv,
+    team: BenchTeam,
+    events: int,
+    timeout: float,
+    on_worker: Callable[[FoldWorker], Any] | None = None,
+) -> dict[str, Any]:
+    """Fold `events` stored events with one worker; also the batched-INSERT ceiling."""
+    journeys = customer_journeys(events)
+    received_at = datetime.now(UTC)
+    ready = prepared(journeys, received_at)
+    ceiling = measure_insert_ceiling(run.database_url, team.id, journeys, ready, received_at)
+
+    redis = run.redis()
+    worker = FoldWorker("fold-worker", run.process_env()).wait_ready(redis, run.fold_queue)
+    try:
+        noise = busy_cores()
+        copy_events(run.database_url, team.id, ready, received_at)
+        profile = on_worker(worker) if on_worker else None
+        request_fold(redis, run.fold_queue, run.redis_prefix, team.id)
+        seconds = wait_until_folded(run.database_url, team.id, timeout)
+        rss = worker.peak_rss()
+    finally:
+        worker.stop()
+        redis.close()
+    return {
+        "events": len(ready),
+        "customers": len({event.customer for event in journeys}),
+        "seconds": round(seconds, 2),
+        "rate": round(len(ready) / seconds, 1),
+        "idle_busy_cores": noise,
+        "peak_rss_mib": rss,
+        "ceiling": ceiling,
+        "profile": profile,
+    }
+
+
+def measure_insert_ceiling(
+    url: str, team_id: int, journeys: list[BacklogEvent], ready: list[Any], received_at: datetime
+) -> dict[str, Any]:
+    """Batched INSERT of the same events + customer upserts, 1,000 per transaction."""
+    batches: list[tuple[list[Any], ...]] = []
+    for start in range(0, len(ready), CEILING_BATCH):
+        chunk = ready[start : start + CEILING_BATCH]
+        owners = [journey.customer for journey in journeys[start : start + CEILING_BATCH]]
+        counts: dict[int, int] = {}
+        last: dict[int, datetime] = {}
+        for owner, event in zip(owners, chunk, strict=True):
+            counts[owner] = counts.get(owner, 0) + 1
+            last[owner] = max(last.get(owner, event.event_time), event.event_time)
+        batches.append(
+            (
+                [e.message_id for e in chunk],
+                [e.type for e in chunk],
+                [e.event_name for e in chunk],
+                [e.user_id for e in chunk],
+                [e.anonymous_id for e in chunk],
+                [e.group_id for e in chunk],
+                [e.event_time for e in chunk],
+                [e.tiebreak for e in chunk],
+                [json.dumps(e.raw, separators=(",", ":")) for e in chunk],
+                owners,
+                list(counts),
+                list(counts.values()),
+                [last[c] for c in counts],
+            )
+        )
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS ceiling_events, ceiling_customers")
+        connection.execute("CREATE TABLE ceiling_events (LIKE events INCLUDING ALL)")
+        connection.execute("CREATE TABLE ceiling_customers (LIKE customers INCLUDING ALL)")
+    noise = busy_cores()
+    with psycopg.connect(url) as connection:
+        started = time.monotonic()
+        for batch in batches:
+            (mids, types, names, users, anons, groups, times, ties, raws, owners, ids, counts, lasts) = batch
+            connection.execute(
+                """
+                INSERT INTO ceiling_events (team_id, message_id, type, event_name, user_id, anonymous_id,
+                    group_id, event_time, received_at, tiebreak, raw, customer_id, folded_at)
+                SELECT %(team)s, m, t, n, u, a, g, et, %(received)s, tb, r::jsonb, c, %(now)s
+                FROM unnest(%(mids)s::text[], %(types)s::text[], %(names)s::text[], %(users)s::text[],
+                            %(anons)s::text[], %(groups)s::text[], %(times)s::timestamptz[],
+                            %(ties)s::bigint[], %(raws)s::text[], %(owners)s::bigint[])
+                     AS x(m, t, n, u, a, g, et, tb, r, c)
+                """,
+                {
+                    "team": team_id,
+                    "received": received_at,
+                    "now": datetime.now(UTC),
+                    "mids": mids,
+                    "types": types,
+                    "names": names,
+                    "users": users,
+                    "anons": anons,
+                    "groups": groups,
+                    "times": times,
+                    "ties": ties,
+                    "raws": raws,
+                    "owners": owners,
+                },
+            )
+            connection.execute(
+                """
+                INSERT INTO ceiling_customers AS c (team_id, id, is_known, event_count, first_seen,
+                    last_seen, created_at)
+                SELECT %(team)s, id, true, n, seen, seen, %(now)s
+                FROM unnest(%(ids)s::bigint[], %(counts)s::int[], %(lasts)s::timestamptz[]) AS x(id, n, seen)
+                ON CONFLICT (team_id, id) DO UPDATE
+                SET event_count = c.event_count + excluded.event_count,
+                    last_seen = GREATEST(c.last_seen, excluded.last_seen)
+                """,
+                {"team": team_id, "now": datetime.now(UTC), "ids": ids, "counts": counts, "lasts": lasts},
+            )
+            connection.commit()
+        seconds = time.monotonic() - started
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS ceiling_events, ceiling_customers")
+    return {"rate": round(len(ready) / seconds, 1), "seconds": round(seconds, 2), "idle_busy_cores": noise}

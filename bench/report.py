@@ -1,0 +1,191 @@
+"""Figures beside their ceilings: the rows of the table, as text and as Markdown.
+
+Each row is one SPEC §8 figure: what we measured, the ceiling measured in the same run
+(or the baseline it is compared with), the ratio, the target and whether it is met.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class Figure:
+    name: str
+    measured: str
+    ceiling: str
+    ratio: str
+    target: str
+    met: bool | None  # None: reported, no target
+
+    @property
+    def verdict(self) -> str:
+        return {True: "met", False: "MISSED", None: "-"}[self.met]
+
+
+def _pct(value: float, ceiling: float) -> float:
+    return 100.0 * value / ceiling if ceiling else 0.0
+
+
+def figures(details: dict[str, Any]) -> list[Figure]:
+    """The table's rows, for whichever phases ran."""
+    rows: list[Figure] = []
+    if "ingest" in details:
+        rows += _ingest_rows(details["ingest"], details["ingest_bare"])
+    if "fold" in details:
+        fold = details["fold"]
+        share = _pct(fold["rate"], fold["ceiling"]["rate"])
+        rows.append(
+            Figure(
+                "Fold: events/s, one worker, stored backlog",
+                f"{fold['rate']:,.0f}/s",
+                f"{fold['ceiling']['rate']:,.0f}/s batched INSERT",
+                f"{share:.0f}%",
+                ">= 30%",
+                share >= 30,
+            )
+        )
+    if "lag" in details:
+        lag = details["lag"]
+        rows.append(
+            Figure(
+                f"Lag 200 -> visible at {lag['rate']:,.0f}/s, p50 / p99",
+                f"{lag['p50_ms']:.0f} / {lag['p99_ms']:.0f} ms",
+                f"look every {lag['look_interval_ms']:.0f} ms",
+                "-",
+                "p99 < 1 s",
+                lag["p99_ms"] < 1000 and lag["seen"] >= 0.99 * lag["events"],
+            )
+        )
+    if "end_to_end" in details:
+        e2e = details["end_to_end"]
+        rq = details.get("rq_per_event", {}).get("rate", 0.0)
+        rows.append(
+            Figure(
+                "End to end: steady events/s (web + worker)",
+                f"{e2e['rate']:,.0f}/s",
+                f"{rq:,.0f}/s one RQ job per event" if rq else "-",
+                f"{e2e['rate'] / rq:.1f}x" if rq else "-",
+                ">= 3,000/s and >= 10x",
+                e2e["rate"] >= 3000 and (not rq or e2e["rate"] >= 10 * rq),
+            )
+        )
+    if "feed" in details:
+        rows += _feed_rows(details["feed"])
+    rows += _memory_rows(details.get("memory", {}))
+    return rows
+
+
+def _ingest_rows(ingest: dict[str, Any], bare: dict[str, Any]) -> list[Figure]:
+    share = _pct(ingest["rate"], bare["rate"])
+    half = ingest["half_peak"]
+    return [
+        Figure(
+            "Ingest: single-event POSTs/s (durable)",
+            f"{ingest['rate']:,.0f}/s",
+            f"{bare['rate']:,.0f}/s bare WSGI",
+            f"{share:.0f}%",
+            ">= 50%",
+            share >= 50,
+        ),
+        Figure(
+            "Ingest latency at peak, p50 / p99",
+            f"{ingest['p50_ms']:.1f} / {ingest['p99_ms']:.1f} ms",
+            f"{bare['p50_ms']:.1f} / {bare['p99_ms']:.1f} ms bare",
+            f"{ingest['p99_ms'] / bare['p99_ms']:.1f}x p99" if bare["p99_ms"] else "-",
+            "-",
+            None,
+        ),
+        Figure(
+            f"Ingest latency at half peak ({half['offered_rate']:,.0f}/s), p50 / p99",
+            f"{half['p50_ms']:.1f} / {half['p99_ms']:.1f} ms",
+            "-",
+            "-",
+            "p99 < 50 ms",
+            half["p99_ms"] < 50 and half["rate"] >= 0.95 * half["offered_rate"],
+        ),
+    ]
+
+
+def _feed_rows(feed: dict[str, Any]) -> list[Figure]:
+    rows = []
+    for key, label in (("first_page", "first page"), ("deep_page", f"page {feed['depth']:,} deep")):
+        page = feed[key]
+        http, sql = page["http"], page["sql"]
+        ratio = http["p99_ms"] / sql["p99_ms"] if sql["p99_ms"] else 0.0
+        rows.append(
+            Figure(
+                f"Feed {label}, p50 / p99 (HTTP)",
+                f"{http['p50_ms']:.2f} / {http['p99_ms']:.2f} ms",
+                f"{sql['p50_ms']:.2f} / {sql['p99_ms']:.2f} ms same SQL",
+                f"{ratio:.1f}x p99",
+                "p99 < 10 ms, <= 3x",
+                http["p99_ms"] < 10 and ratio <= 3,
+            )
+        )
+    return rows
+
+
+def _memory_rows(memory: dict[str, Any]) -> list[Figure]:
+    rows = []
+    if memory.get("web_peak_rss_mib"):
+        bare = memory.get("bare_web_peak_rss_mib") or []
+        rows.append(
+            Figure(
+                "Peak RSS per web process",
+                " / ".join(f"{x:.0f}" for x in memory["web_peak_rss_mib"]) + " MiB",
+                (" / ".join(f"{x:.0f}" for x in bare) + " MiB bare") if bare else "-",
+                "-",
+                "reported",
+                None,
+            )
+        )
+    worker = memory.get("worker_peak_rss_mib") or memory.get("fold_worker_peak_rss_mib")
+    if worker:
+        fold = memory.get("fold_worker_peak_rss_mib")
+        rows.append(
+            Figure(
+                "Peak RSS of the worker process",
+                f"{worker:.0f} MiB",
+                f"{fold:.0f} MiB folding the backlog" if fold else "-",
+                "-",
+                "reported",
+                None,
+            )
+        )
+    return rows
+
+
+HEADERS = ("figure", "measured", "ceiling (same run)", "ratio", "target", "")
+
+
+def as_text(rows: list[Figure]) -> str:
+    cells = [HEADERS] + [(r.name, r.measured, r.ceiling, r.ratio, r.target, r.verdict) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADERS))]
+    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def as_markdown(rows: list[Figure]) -> str:
+    lines = ["| " + " | ".join(HEADERS[:-1]) + " | verdict |", "|" + " --- |" * len(HEADERS)]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.measured} | {r.ceiling} | {r.ratio} | {r.target} | {r.verdict} |")
+    return "\n".join(lines)
+
+
+def machine_line(meta: dict[str, Any]) -> str:
+    m = meta["machine"]
+    g = m.get("gunicorn") or {}
+    return (
+        f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}, "
+        f"Postgres {m['postgres']} (synchronous_commit={m['synchronous_commit']}), Redis {m['redis']}, "
+        f"gunicorn {g.get('workers')} x {g.get('worker_class')} (threads {g.get('threads')}); "
+        f"load average at start {m['load_average_at_start']}; run took {meta.get('seconds')} s"
+    )
+
+
+def with_figures(results: dict[str, Any]) -> dict[str, Any]:
+    rows = figures(results["details"])
+    return {**results, "figures": [asdict(r) | {"verdict": r.verdict} for r in rows]}

@@ -1,0 +1,326 @@
+"""The whole suite, in an order that keeps each figure's neighbours quiet.
+
+1. servers, the bench databases, the 10M-event feed dataset (kept between runs);
+2. ingest: the bare WSGI ceiling, then the app (peak, then half of the peak);
+3. fold: a stored backlog by one worker, and the batched-INSERT ceiling;
+4. web + worker together: lag at a steady 500 events/s, then the end-to-end rate;
+5. feed reads over HTTP and the same SQL in Postgres;
+6. the one-RQ-job-per-event baseline; peak RSS of every process measured.
+
+Every load loop is bounded in time; the whole run is meant to fit in 10 minutes
+(the first run, which builds the feed dataset, included).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from redis import Redis
+from rq import Queue
+
+from bench import feed as feed_bench
+from bench.env import (
+    LOCAL,
+    NOISE_SAMPLE,
+    ROOT,
+    BenchTeam,
+    FoldWorker,
+    RunEnv,
+    Servers,
+    Web,
+    busy_cores,
+    make_team,
+)
+from bench.fold import measure_fold
+from bench.ingest import IngestSizes, measure_app, measure_bare, post_spec
+from bench.load import run_load
+from bench.pipeline import measure_end_to_end, measure_lag
+from bench.profiling import Recording
+from bench.rqbaseline import measure_rq_baseline
+
+
+@dataclass(frozen=True)
+class Sizes:
+    ingest_seconds: float
+    ingest_concurrency: int
+    ingest_processes: int
+    fold_events: int
+    lag_rate: float
+    lag_seconds: float
+    e2e_seconds: float
+    e2e_probes: int
+    feed_events: int
+    feed_customer_events: int
+    feed_depth: int
+    feed_seconds: float
+    rq_jobs: int
+    profile_seconds: float
+
+
+FULL = Sizes(
+    ingest_seconds=10,
+    ingest_concurrency=16,
+    ingest_processes=2,
+    fold_events=100_000,
+    lag_rate=500,
+    lag_seconds=20,
+    e2e_seconds=8,
+    e2e_probes=5,
+    feed_events=10_000_000,
+    feed_customer_events=100_000,
+    feed_depth=10_000,
+    feed_seconds=5,
+    rq_jobs=3000,
+    profile_seconds=8,
+)
+
+QUICK = Sizes(
+    ingest_seconds=1,
+    ingest_concurrency=8,
+    ingest_processes=1,
+    fold_events=3000,
+    lag_rate=500,
+    lag_seconds=1,
+    e2e_seconds=1,
+    e2e_probes=1,
+    feed_events=20_000,
+    feed_customer_events=2_000,
+    feed_depth=1_000,
+    feed_seconds=1,
+    rq_jobs=50,
+    profile_seconds=2,
+)
+
+
+PHASES = ("ingest", "fold", "pipeline", "feed", "rq")
+
+
+@dataclass
+class Options:
+    quick: bool = False
+    fresh: bool = False
+    profile: bool = False
+    database_prefix: str = "tl_bench"
+    drop_databases: bool = False  # the smoke test cleans up after itself
+    only: tuple[str, ...] = PHASES
+    env: dict[str, str] = field(default_factory=dict)  # for the processes under test
+
+
+@contextmanager
+def phase(name: str, timings: dict[str, float]) -> Iterator[None]:
+    print(f"[bench] {name}...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.monotonic() - started, 1)
+        print(f"[bench] {name}: {timings[name]}s", file=sys.stderr, flush=True)
+
+
+def machine(servers: Servers, env: dict[str, str]) -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        memory_kib = 0
+    with psycopg.connect(servers.postgres_url, autocommit=True) as connection:
+        postgres = connection.execute("SHOW server_version").fetchone()
+        commit = connection.execute("SHOW synchronous_commit").fetchone()
+    redis = Redis.from_url(servers.redis_url)
+    try:
+        redis_version = str(redis.info("server").get("redis_version"))
+    finally:
+        redis.close()
+    gunicorn = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import app.gunicorn_config as c; print(c.workers, c.worker_class, c.threads)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, **env},
+    ).stdout.split()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgres": postgres[0] if postgres else None,
+        "synchronous_commit": commit[0] if commit else None,
+        "redis": redis_version,
+        "gunicorn": {"workers": gunicorn[0], "worker_class": gunicorn[1], "threads": gunicorn[2]}
+        if len(gunicorn) == 3
+        else None,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def discard_unfolded(url: str, redis: Redis, queue: str, team_id: int) -> None:
+    """Forget a phase's unfolded events and queued folds, so the next phase starts clean."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("DELETE FROM events WHERE team_id = %s AND folded_at IS NULL", (team_id,))
+    Queue(queue, connection=redis).empty()
+
+
+def run_suite(options: Options) -> dict[str, Any]:
+    sizes = QUICK if options.quick else FULL
+    NOISE_SAMPLE["seconds"] = 0.1 if options.quick else 0.5
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    servers = Servers.start(dict(os.environ))
+    run: RunEnv | None = None
+    processes: list[Web | FoldWorker] = []
+    write_db = options.database_prefix
+    feed_db = f"{options.database_prefix}_feed"
+    try:
+        meta: dict[str, Any] = {
+            "mode": "quick" if options.quick else "full",
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine(servers, options.env),
+            "sizes": asdict(sizes),
+            "phases": list(options.only),
+            "env": options.env,
+        }
+        with phase("setup", timings):
+            write_url, _ = servers.create_database(write_db, fresh=True)
+            run = RunEnv(servers, write_url, extra_env=options.env)
+            redis = run.redis()
+            teams = {name: make_team(write_url, f"bench {name}") for name in ("ingest", "fold", "lag", "e2e")}
+        dataset = None
+        if "feed" in options.only:
+            with phase("feed dataset", timings):
+                dataset = feed_bench.ensure_dataset(
+                    servers, feed_db, sizes.feed_events, sizes.feed_customer_events, options.fresh
+                )
+                details["feed_dataset"] = {
+                    "events": dataset.events,
+                    "customer_events": dataset.customer_events,
+                    "built_seconds": round(dataset.built_seconds, 1) if dataset.built_seconds else None,
+                    "reused": dataset.built_seconds is None,
+                }
+        shape = IngestSizes(sizes.ingest_seconds, sizes.ingest_concurrency, sizes.ingest_processes)
+        web: Web | None = None
+        if "ingest" in options.only or "pipeline" in options.only:
+            web = Web("web", run.process_env()).wait_ready("/readyz")
+            processes.append(web)
+        if "ingest" in options.only and web is not None:
+            with phase("ingest: bare WSGI ceiling", timings):
+                details["ingest_bare"] = measure_bare(run, teams["ingest"], shape)
+            with phase("ingest: the app", timings):
+                details["ingest"] = measure_app(run, teams["ingest"], shape, web)
+                if options.profile:
+                    details["ingest"]["profile"] = profile_ingest(run, teams["ingest"], web, sizes)
+                discard_unfolded(write_url, redis, run.fold_queue, teams["ingest"].id)
+        if "fold" in options.only:
+            with phase("fold", timings):
+                details["fold"] = measure_fold_phase(run, teams["fold"], sizes, options.profile)
+        if "pipeline" in options.only and web is not None:
+            with phase("lag and end to end (web + worker)", timings):
+                worker = FoldWorker("worker", run.process_env()).wait_ready(redis, run.fold_queue)
+                processes.append(worker)
+                details["lag"] = measure_lag(run, teams["lag"], web, sizes.lag_rate, sizes.lag_seconds, shape)
+                known = [details[k]["rate"] for k in ("ingest", "fold") if k in details]
+                start_rate = 0.9 * min(known) if known else 3000.0
+                details["end_to_end"] = measure_end_to_end(
+                    run, teams["e2e"], web, start_rate, sizes.e2e_seconds, sizes.e2e_probes, shape
+                )
+                details["memory"] = {"worker_peak_rss_mib": round(worker.peak_rss() or 0, 1)}
+        if web is not None:
+            details.setdefault("memory", {})["web_peak_rss_mib"] = [round(x, 1) for x in web.peak_rss()]
+        if "ingest_bare" in details:
+            bare_rss = details["ingest_bare"].pop("peak_rss_mib")
+            details["memory"]["bare_web_peak_rss_mib"] = [round(x, 1) for x in bare_rss]
+        if "fold" in details:
+            details.setdefault("memory", {})["fold_worker_peak_rss_mib"] = details["fold"].get("peak_rss_mib")
+        for process in processes:
+            process.stop()
+        processes.clear()
+        if dataset is not None:
+            with phase("feed reads", timings):
+                details["feed"] = measure_feed(run, dataset, sizes)
+        if "rq" in options.only:
+            with phase("one RQ job per event (baseline)", timings):
+                details["rq_per_event"] = measure_rq_baseline(
+                    servers.redis_url, f"{run.fold_queue}-baseline", sizes.rq_jobs
+                )
+        meta["seconds"] = round(time.monotonic() - started, 1)
+        meta["phase_seconds"] = timings
+        meta["busy_cores_at_end"] = busy_cores()
+        redis.close()
+        return {"meta": meta, "details": details}
+    finally:
+        for process in processes:
+            process.stop()
+        if run is not None:
+            run.cleanup()
+        if options.drop_databases:
+            servers.drop_database(write_db)
+            servers.drop_database(feed_db)
+        servers.stop()
+
+
+def measure_fold_phase(run: RunEnv, team: BenchTeam, sizes: Sizes, profile: bool) -> dict[str, Any]:
+    on_worker = None
+    if profile:
+
+        def on_worker(worker: FoldWorker) -> Recording:
+            output = LOCAL / "profiles" / "fold.txt"
+            return Recording(worker.pid, sizes.profile_seconds, output, thread="MainThread")
+
+    result = measure_fold(run, team, sizes.fold_events, 240, on_worker)
+    recording = result.pop("profile")
+    if isinstance(recording, Recording):
+        result["profile"] = recording.finish()
+    return result
+
+
+def profile_ingest(run: RunEnv, team: BenchTeam, web: Web, sizes: Sizes) -> dict[str, Any]:
+    """Closed-loop load again while py-spy samples one web worker (figures not kept)."""
+    pid = web.worker_pids()[0]
+    recording = Recording(pid, sizes.profile_seconds, LOCAL / "profiles" / "ingest.txt")
+    shape = IngestSizes(sizes.profile_seconds + 1, sizes.ingest_concurrency, sizes.ingest_processes)
+    run_load(post_spec(web.base, team, f"profile-{run.run_id}", shape))
+    return recording.finish()
+
+
+def measure_feed(run: RunEnv, dataset: feed_bench.FeedDataset, sizes: Sizes) -> dict[str, Any]:
+    web = Web("feed-web", run.process_env(database_url=dataset.url)).wait_ready("/readyz")
+    try:
+        path = f"/api/v1/customers/{dataset.customer_id}/feed"
+        key = dataset.team.key
+        deep = feed_bench.deep_cursor(web.base, path, key, sizes.feed_depth)
+        out: dict[str, Any] = {"depth": sizes.feed_depth}
+        pages = {"first_page": path, "deep_page": f"{path}?cursor={deep}"}
+        statements = feed_bench.feed_statements(dataset.url, run.servers.redis_url, list(pages.values()), key)
+        for (name, url_path), statement in zip(pages.items(), statements, strict=True):
+            http = feed_bench.http_latency(web.base, url_path, key, sizes.feed_seconds)
+            sql = feed_bench.pgbench_latency(dataset.url, statement.sql, sizes.feed_seconds)
+            out[name] = {
+                "http": asdict(http),
+                "sql": asdict(sql),
+                "statement": statement.sql,
+                "statements_per_request": statement.statements_per_request,
+            }
+        out["web_peak_rss_mib"] = [round(x, 1) for x in web.peak_rss()]
+        return out
+    finally:
+        web.stop()

@@ -1,0 +1,57 @@
+"""The benchmark suite still runs: every SPEC §8 figure comes out (speed is not checked).
+
+`bin/bench --quick` in this process, against the test servers, in databases of its
+own that it drops afterwards. Timing belongs to bench/, never to a test: this only
+keeps the scripts from rotting as the code they measure changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import main
+
+pytestmark = pytest.mark.slow
+
+EXPECTED_FIGURES = [
+    "Ingest: single-event POSTs/s (durable)",
+    "Ingest latency at peak, p50 / p99",
+    "Ingest latency at half peak",
+    "Fold: events/s, one worker, stored backlog",
+    "Lag 200 -> visible at",
+    "End to end: steady events/s (web + worker)",
+    "Feed first page, p50 / p99 (HTTP)",
+    "Feed page 1,000 deep, p50 / p99 (HTTP)",
+    "Peak RSS per web process",
+    "Peak RSS of the worker process",
+]
+
+
+def test_quick_run_reports_every_figure_beside_its_ceiling(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.json"
+    prefix = f"tl_bench_smoke_{os.getpid()}"
+    main(["--quick", "--out", str(out), "--database-prefix", prefix, "--drop-databases"])
+
+    results = json.loads(out.read_text())
+    names = [figure["name"] for figure in results["figures"]]
+    assert len(names) == len(EXPECTED_FIGURES)
+    for name, expected in zip(names, EXPECTED_FIGURES, strict=True):
+        assert name.startswith(expected)
+    details = results["details"]
+    assert details["ingest"]["ok"] > 0 and details["ingest_bare"]["ok"] > 0
+    assert details["fold"]["rate"] > 0 and details["fold"]["ceiling"]["rate"] > 0
+    assert details["lag"]["seen"] == details["lag"]["events"] > 0
+    assert details["end_to_end"]["probes"]
+    for page in ("first_page", "deep_page"):
+        assert details["feed"][page]["http"]["count"] > 0
+        assert details["feed"][page]["sql"]["count"] > 0
+        assert "FROM events" in details["feed"][page]["statement"]
+    assert details["rq_per_event"]["rate"] > 0
+    for figure in results["figures"]:
+        assert figure["measured"] and figure["ceiling"] and figure["ratio"]
