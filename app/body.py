@@ -57,13 +57,18 @@ def _read_at_most(limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_body_bytes() -> bytes:
-    """The request body, inflated if gzipped, never more than MAX_REQUEST_BYTES."""
+def read_raw_body() -> bytes:
+    """The request body as sent (still compressed), never more than MAX_REQUEST_BYTES."""
     if (request.content_length or 0) > MAX_REQUEST_BYTES:
         raise _too_large("The request body")
     data = _read_at_most(MAX_REQUEST_BYTES + 1)
     if len(data) > MAX_REQUEST_BYTES:
         raise _too_large("The request body")
+    return data
+
+
+def decode_content(data: bytes) -> bytes:
+    """The body inflated as its Content-Encoding says, never more than MAX_REQUEST_BYTES."""
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("gzip", "x-gzip"):
         return _gunzip(data)

@@ -19,7 +19,15 @@ from redis.exceptions import RedisError
 
 from app import metrics
 from app.auth import authenticate, key_from_header
-from app.body import MAX_DEPTH, depth, make_storable, needs_deep_check, parse_json, read_body_bytes
+from app.body import (
+    MAX_DEPTH,
+    decode_content,
+    depth,
+    make_storable,
+    needs_deep_check,
+    parse_json,
+    read_raw_body,
+)
 from app.errors import ApiError
 from app.ratelimit import check_rate_limit
 from app.resources import resources
@@ -76,10 +84,13 @@ def _ingest(forced_type: str | None, batch_only: bool) -> Response:
 
 def _ingest_request(forced_type: str | None, batch_only: bool) -> Response:
     received_at = datetime.now(UTC)
-    # A key in the header is checked before the body is read: a caller without a valid
-    # key gets its 401 without us inflating and parsing up to 500 KiB.
+    # The body is read first (bounded): answering before reading it would make the
+    # server close a socket with unread data, and the client may see a reset instead
+    # of our 401, and retry. A key in the header is then checked before the body is
+    # inflated and parsed, so a bad key is a 401 whatever the body, and costs little.
+    raw = read_raw_body()
     key = authenticate("ingest") if key_from_header() else None
-    data = read_body_bytes()
+    data = decode_content(raw)
     body = parse_json(data)
     # The envelope's keys by their lower-case name (Segment: top-level keys in any casing).
     envelope = {name.lower(): value for name, value in body.items()} if isinstance(body, dict) else {}
