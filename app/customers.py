@@ -22,7 +22,6 @@ from schemas.api import (
     CustomerLookupArgs,
     CustomerSearchArgs,
     FeedArgs,
-    FeedPageSchema,
     MergedSchema,
     ProfileSchema,
     encode_cursor,
@@ -47,7 +46,6 @@ _lookup_args = CustomerLookupArgs()
 _feed_args = FeedArgs()
 _customer_list = CustomerListSchema()
 _profile = ProfileSchema()
-_feed_page = FeedPageSchema()
 _merged_body = MergedSchema()
 
 
@@ -56,7 +54,7 @@ def load_query(schema: Schema) -> dict[str, Any]:
     try:
         loaded: dict[str, Any] = schema.load(query_arguments(schema, request.args))
     except ValidationError as error:
-        messages = error.normalized_messages()
+        messages = error.messages if isinstance(error.messages, dict) else {"query": error.messages}
         details = "; ".join(f"{name}: {_flatten(problem)}" for name, problem in messages.items())
         code = "invalid_cursor" if "cursor" in messages else "invalid_query"
         raise ApiError(400, code, f"Fix the query string: {details}", messages) from None
@@ -279,7 +277,8 @@ def feed(customer_id: str) -> Response:
             filters=filters,
         )
     next_cursor = encode_cursor("feed", args["order"], next_position) if next_position else None
-    return jsonify(_feed_page.dump({"data": items, "next_cursor": next_cursor}))
+    # Items come JSON-ready in FeedItemSchema's shape (see store.customers.feed_item).
+    return jsonify({"data": items, "next_cursor": next_cursor})
 
 
 def init_app(app: Flask) -> None:

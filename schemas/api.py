@@ -19,7 +19,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -143,7 +143,8 @@ class CursorArgument(fields.String):
         )
         self.kind = kind
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Cursor:
+    # A string on the wire (and in the OpenAPI document), a Cursor once loaded.
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Cursor:  # type: ignore[override]
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
             cursor = decode_cursor(text)
@@ -166,7 +167,7 @@ class Instant(fields.DateTime):
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
             return None
-        text: str = value.isoformat().replace("+00:00", "Z")
+        text: str = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
         return text
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -392,7 +392,12 @@ def load_feed(
 
 
 def feed_item(row: Any) -> dict[str, Any]:
-    """A timeline entry as agents read it (SPEC §4); every key always present."""
+    """A timeline entry as agents read it (SPEC §4), ready for JSON: every key always present.
+
+    Built here in its final shape rather than dumped through `FeedItemSchema`, which only
+    declares it (for the OpenAPI document and the tests): the feed is the hot read, and a
+    marshmallow dump costs more than the query (about 4 ms for 50 items).
+    """
     raw: dict[str, Any] = row.raw if isinstance(row.raw, dict) else {}
     context = _object(raw.get("context")) or {}
     page = _object(context.get("page")) or {}
@@ -403,8 +408,8 @@ def feed_item(row: Any) -> dict[str, Any]:
         "summary": summary(row.type, row.event_name, raw),
         "event": _string(row.event_name) if row.type == "track" else None,
         "name": _string(row.event_name) if row.type in ("page", "screen") else None,
-        "timestamp": row.event_time,
-        "received_at": row.received_at,
+        "timestamp": iso(row.event_time),
+        "received_at": iso(row.received_at),
         "message_id": row.message_id,
         "user_id": row.user_id,
         "anonymous_id": row.anonymous_id,
@@ -439,6 +444,11 @@ def summary(kind: str, name: str | None, raw: dict[str, Any]) -> str:
     if kind == "alias":
         return f"Identified as {raw.get('userId')}"
     return kind
+
+
+def iso(value: datetime) -> str:
+    """ISO-8601 in UTC with Z, as `schemas.api.Instant` writes it."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _object(value: Any) -> dict[str, Any] | None:
