@@ -1,6 +1,6 @@
 """An HTTP load generator small enough to read and fast enough not to be the limit.
 
-`python -m bench.load SPEC.json` runs one generator process: asyncio with raw protocol
+`python -m bench.load INDEX SPEC_JSON` runs one generator process: asyncio with raw protocol
 objects (no HTTP library in the hot path), N connections, each sending a pre-built
 request whose only variable part is a counter spliced into the body. It reuses a
 connection when the server keeps it alive and reconnects when it closes it (gunicorn's
@@ -236,8 +236,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
     payload = json.dumps({"spec": spec.__dict__, "start_at": start_at})
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.load", str(index)],
-            stdin=subprocess.PIPE,
+            [sys.executable, "-m", "bench.load", str(index), payload],  # all start at once
             stdout=subprocess.PIPE,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
@@ -245,7 +244,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
     ]
     outputs = []
     for child in children:
-        stdout, _ = child.communicate(payload.encode(), timeout=spec.duration + spec.timeout + 30)
+        stdout, _ = child.communicate(timeout=spec.duration + spec.timeout + 30)
         if child.returncode != 0:
             raise RuntimeError(f"load generator exited with {child.returncode}")
         outputs.append(json.loads(stdout))
@@ -267,7 +266,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
 
 def main() -> None:
     index = int(sys.argv[1])
-    payload = json.loads(sys.stdin.read())
+    payload = json.loads(sys.argv[2])
     spec = LoadSpec(**payload["spec"])
     json.dump(_run_one(spec, index, float(payload["start_at"])), sys.stdout)
 
