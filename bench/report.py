@@ -90,6 +90,17 @@ def _ingest_rows(ingest: dict[str, Any], bare: dict[str, Any]) -> list[Figure]:
             share >= 50,
         ),
         Figure(
+            "Ingest: web CPU per request",
+            f"{ingest['web_cpu_ms_per_request']:.2f} ms"
+            f" (+{ingest['postgres_cpu_ms_per_request']:.2f} Postgres)",
+            f"{bare['web_cpu_ms_per_request']:.2f} ms bare",
+            f"{ingest['web_cpu_ms_per_request'] / bare['web_cpu_ms_per_request']:.1f}x"
+            if bare["web_cpu_ms_per_request"]
+            else "-",
+            "-",
+            None,
+        ),
+        Figure(
             "Ingest latency at peak, p50 / p99",
             f"{ingest['p50_ms']:.1f} / {ingest['p99_ms']:.1f} ms",
             f"{bare['p50_ms']:.1f} / {bare['p99_ms']:.1f} ms bare",
@@ -110,6 +121,7 @@ def _ingest_rows(ingest: dict[str, Any], bare: dict[str, Any]) -> list[Figure]:
 
 def _feed_rows(feed: dict[str, Any]) -> list[Figure]:
     rows = []
+    floor = feed.get("http_floor")
     for key, label in (("first_page", "first page"), ("deep_page", f"page {feed['depth']:,} deep")):
         page = feed[key]
         http, sql = page["http"], page["sql"]
@@ -122,6 +134,17 @@ def _feed_rows(feed: dict[str, Any]) -> list[Figure]:
                 f"{ratio:.1f}x p99",
                 "p99 < 10 ms, <= 3x",
                 http["p99_ms"] < 10 and ratio <= 3,
+            )
+        )
+    if floor:
+        rows.append(
+            Figure(
+                "Feed: HTTP floor, same GET to the bare WSGI app",
+                f"{floor['p50_ms']:.2f} / {floor['p99_ms']:.2f} ms",
+                "-",
+                "-",
+                "-",
+                None,
             )
         )
     return rows

@@ -325,6 +325,13 @@ def measure_feed(run: RunEnv, dataset: feed_bench.FeedDataset, sizes: Sizes) -> 
                 "statements_per_request": statement.statements_per_request,
             }
         out["web_peak_rss_mib"] = [round(x, 1) for x in web.peak_rss()]
-        return out
     finally:
         web.stop()
+    # The HTTP floor: the same GET, same client, answered by the bare WSGI app.
+    bare = Web("feed-bare", run.process_env(), app_spec="bench.bare:app").wait_ready()
+    try:
+        floor = feed_bench.http_latency(bare.base, path, key, sizes.feed_seconds)
+        out["http_floor"] = asdict(floor)
+    finally:
+        bare.stop()
+    return out

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 EXPECTED_FIGURES = [
     "Ingest: single-event POSTs/s (durable)",
+    "Ingest: web CPU per request",
     "Ingest latency at peak, p50 / p99",
     "Ingest latency at half peak",
     "Fold: events/s, one worker, stored backlog",
@@ -26,6 +27,7 @@ EXPECTED_FIGURES = [
     "End to end: steady events/s (web + worker)",
     "Feed first page, p50 / p99 (HTTP)",
     "Feed page 1,000 deep, p50 / p99 (HTTP)",
+    "Feed: HTTP floor, same GET to the bare WSGI app",
     "Peak RSS per web process",
     "Peak RSS of the worker process",
 ]
@@ -53,5 +55,6 @@ def test_quick_run_reports_every_figure_beside_its_ceiling(
         assert details["feed"][page]["sql"]["count"] > 0
         assert "FROM events" in details["feed"][page]["statement"]
     assert details["rq_per_event"]["rate"] > 0
+    assert details["feed"]["http_floor"]["count"] > 0
     for figure in results["figures"]:
         assert figure["measured"] and figure["ceiling"] and figure["ratio"]
