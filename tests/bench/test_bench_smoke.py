@@ -23,7 +23,7 @@ EXPECTED_FIGURES = [
     "Ingest latency at peak, p50 / p99",
     "Ingest latency at half peak",
     "Fold: events/s, one worker, stored backlog",
-    "Lag 200 -> visible at",
+    "Lag 200 -> visible,",
     "End to end: steady events/s (web + worker)",
     "Feed first page, p50 / p99 (HTTP)",
     "Feed page 1,000 deep, p50 / p99 (HTTP)",
