@@ -147,6 +147,9 @@ class Event(Base):
             "id",
             postgresql_where=text("folded_at IS NULL"),
         ),
+        # A group's calls, to derive it again when a delete erases some (few rows: group
+        # calls are rare beside track and page).
+        Index("ix_events_group_calls", "team_id", "group_id", postgresql_where=text("type = 'group'")),
     )
 
 
@@ -306,6 +309,18 @@ class Tombstone(Base):
     message_id: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (PrimaryKeyConstraint("team_id", "kind", "value"),)
+
+
+class TombstoneLink(Base):
+    """An id an erased event linked to a deleted userId, so a later delete reaches it too."""
+
+    __tablename__ = "tombstone_links"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)  # "user" | "anonymous"
+    value: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (PrimaryKeyConstraint("team_id", "user_id", "kind", "value"),)
 
 
 # Read-path indexes

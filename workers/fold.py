@@ -20,28 +20,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 
+from workers.erase import apply_deletes
 from workers.identity import SQL_IS_JUNK, usable_id
+from workers.pending import PENDING_COLUMNS, PendingEvent
 
 log = logging.getLogger(__name__)
 
 FOLD_LOCK_NAMESPACE = 7_301
-
-
-@dataclass(frozen=True)
-class PendingEvent:
-    id: int
-    type: str
-    message_id: str
-    user_id: str | None
-    anonymous_id: str | None
-    previous_id: str | None
-    event_time: datetime
-    tiebreak: int
 
 
 def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
@@ -53,9 +42,8 @@ def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
         )
         rows = connection.execute(
             text(
-                """
-                SELECT id, type, message_id, user_id, anonymous_id, previous_id,
-                       event_time, tiebreak
+                f"""
+                SELECT {PENDING_COLUMNS}
                 FROM events
                 WHERE team_id = :team AND folded_at IS NULL
                 ORDER BY id
@@ -83,84 +71,7 @@ def fold_until_empty(engine: Engine, team_id: int, batch_size: int = 1000) -> in
 
 def fold_events(connection: Connection, team_id: int, events: Sequence[PendingEvent], now: datetime) -> None:
     """Fold events (locked, unfolded rows of one team) inside the caller's transaction."""
-    ordered = sorted(events, key=lambda e: (e.event_time, e.tiebreak))
-    deletes = [e for e in ordered if e.type == "delete"]
-    for delete in deletes:
-        erase_person(connection, team_id, delete)
-    rest = [e for e in ordered if e.type != "delete"]
-    fold = _Fold(connection, team_id, now)
-    fold.run(rest)
-
-
-def erase_person(connection: Connection, team_id: int, delete: PendingEvent) -> None:
-    """Erase everything stored for the delete's userId and leave tombstones."""
-    user_id = usable_id(delete.user_id)
-    params = {"team": team_id}
-    # The delete event itself holds the userId: it goes too (the tombstone keeps the id).
-    connection.execute(
-        text("DELETE FROM events WHERE team_id = :team AND id = :id"), {**params, "id": delete.id}
-    )
-    if user_id is None:
-        return
-    customer_id = connection.execute(
-        text("SELECT customer_id FROM identities WHERE team_id = :team AND kind = 'user' AND value = :v"),
-        {**params, "v": user_id},
-    ).scalar()
-    identities: list[tuple[str, str]] = [("user", user_id)]
-    if customer_id is not None:
-        identities = [
-            (row.kind, row.value)
-            for row in connection.execute(
-                text("SELECT kind, value FROM identities WHERE team_id = :team AND customer_id = :c"),
-                {**params, "c": customer_id},
-            )
-        ]
-        params["c"] = customer_id
-        for statement in (
-            "DELETE FROM events WHERE team_id = :team AND customer_id = :c",
-            "DELETE FROM identities WHERE team_id = :team AND customer_id = :c",
-            "DELETE FROM customer_traits WHERE team_id = :team AND customer_id = :c",
-            "DELETE FROM memberships WHERE team_id = :team AND customer_id = :c",
-            "DELETE FROM customers WHERE team_id = :team AND (id = :c OR merged_into = :c)",
-        ):
-            connection.execute(text(statement), params)
-    users = [value for kind, value in identities if kind == "user"]
-    anons = [value for kind, value in identities if kind == "anonymous"]
-    every = users + anons
-    connection.execute(
-        text(
-            "DELETE FROM anonymous_claims WHERE team_id = :team "
-            "AND (user_id = ANY(:users) OR anonymous_id = ANY(:anons))"
-        ),
-        {**params, "users": users, "anons": anons},
-    )
-    connection.execute(
-        text(
-            "DELETE FROM aliases WHERE team_id = :team "
-            "AND (previous_id = ANY(:every) OR user_id = ANY(:users))"
-        ),
-        {**params, "every": every, "users": users},
-    )
-    connection.execute(
-        text(
-            """
-            INSERT INTO tombstones (team_id, kind, value, deleted_at, message_id)
-            SELECT :team, kind, value, :at, :mid
-            FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS t(kind, value)
-            ON CONFLICT (team_id, kind, value) DO UPDATE
-            SET deleted_at = GREATEST(tombstones.deleted_at, excluded.deleted_at),
-                message_id = CASE WHEN excluded.deleted_at > tombstones.deleted_at
-                             THEN excluded.message_id ELSE tombstones.message_id END
-            """
-        ),
-        {
-            "team": team_id,
-            "at": delete.event_time,
-            "mid": delete.message_id,
-            "kinds": [kind for kind, _ in identities],
-            "values": [value for _, value in identities],
-        },
-    )
+    _Fold(connection, team_id, now).run(list(events))
 
 
 class _Fold:
@@ -182,66 +93,79 @@ class _Fold:
     # -- the steps -------------------------------------------------------------------
 
     def run(self, events: list[PendingEvent]) -> None:
-        if not events:
-            return
-        events, dropped = self.drop_tombstoned(events)
-        if dropped:
-            self.sql("DELETE FROM events WHERE team_id = :team AND id = ANY(:ids)", ids=dropped)
-        self.record_links(events)
-        users = {u for e in events if (u := usable_id(e.user_id))}
-        anons = {a for e in events if (a := usable_id(e.anonymous_id))}
-        previous = {p for e in events if e.type == "alias" and (p := usable_id(e.previous_id))}
-        self.load_identities(users | previous, anons | previous)
-        self.resolve_users(users)
-        self.apply_aliases(users)
-        self.resolve_anonymous(anons | {p for p in previous if p in self.anon_customer})
-        assigned = self.assign(events)
-        incremental = [eid for eid, cid in assigned if cid is not None and cid not in self.recompute]
-        self.update_traits(incremental)
-        self.update_groups([e.id for e in events if e.type == "group"])
-        self.update_memberships(incremental)
-        self.update_stats(incremental)
+        erasure = apply_deletes(self.c, self.team, events)
+        events = erasure.events
+        self.recompute |= erasure.changed_customers
+        if erasure.groups:
+            self.recompute_groups(sorted(erasure.groups))
+        assigned: list[tuple[int, int | None]] = []
+        if events or erasure.loose_anonymous:
+            self.record_links(events)
+            users = {u for e in events if (u := usable_id(e.user_id))}
+            anons = {a for e in events if (a := usable_id(e.anonymous_id))}
+            previous = {p for e in events if e.type == "alias" and (p := usable_id(e.previous_id))}
+            # anonymousIds a delete touched: kept while a folded event still carries one.
+            loose = self.still_carried(erasure.loose_anonymous - anons)
+            gone = erasure.loose_anonymous - anons - loose
+            self.load_identities(users | previous, anons | previous | loose)
+            self.resolve_users(users)
+            self.apply_aliases(users)
+            self.resolve_anonymous(anons | loose | {p for p in previous if p in self.anon_customer})
+            assigned = self.assign(events)
+            incremental = [eid for eid, cid in assigned if cid is not None and cid not in self.recompute]
+            self.update_traits(incremental)
+            self.update_groups([e.id for e in events if e.type == "group"])
+            self.update_memberships(incremental)
+            self.update_stats(incremental)
+            if gone:
+                self.forget_anonymous(sorted(gone))
         for customer_id in sorted(self.recompute):
             self.recompute_customer(customer_id)
         touched = {cid for _, cid in assigned if cid is not None} | self.recompute
         self.update_profile_fields(sorted(touched))
 
-    def drop_tombstoned(self, events: list[PendingEvent]) -> tuple[list[PendingEvent], list[int]]:
-        """Forget ids deleted at or after the event's time; drop events left with none."""
-        ids = {("user", u) for e in events if (u := usable_id(e.user_id))}
-        ids |= {("anonymous", a) for e in events if (a := usable_id(e.anonymous_id))}
-        if not ids:
-            return events, []
+    def still_carried(self, anons: set[str]) -> set[str]:
+        """Those anonymousIds that a folded event still carries as its anonymousId.
+
+        Such an event is on the customer of its userId (found through the claim it made)
+        or, with no userId, on the anonymousId's own customer. An alias's previousId
+        alone does not make an identity.
+        """
+        if not anons:
+            return set()
         rows = self.sql(
             """
-            SELECT kind, value, deleted_at FROM tombstones
-            WHERE team_id = :team AND (kind, value) IN (
-                SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])))
+            SELECT x.a FROM unnest(CAST(:a AS text[])) AS x(a)
+            WHERE EXISTS (
+                SELECT 1 FROM anonymous_claims c
+                JOIN identities i ON i.team_id = c.team_id AND i.kind = 'user' AND i.value = c.user_id
+                JOIN events e ON e.team_id = c.team_id AND e.customer_id = i.customer_id
+                             AND e.user_id = c.user_id AND e.anonymous_id = c.anonymous_id
+                WHERE c.team_id = :team AND c.anonymous_id = x.a)
+            OR EXISTS (
+                SELECT 1 FROM identities i
+                JOIN events e ON e.team_id = i.team_id AND e.customer_id = i.customer_id
+                             AND e.anonymous_id = i.value
+                WHERE i.team_id = :team AND i.kind = 'anonymous' AND i.value = x.a)
             """,
-            kinds=[k for k, _ in ids],
-            values=[v for _, v in ids],
+            a=sorted(anons),
         )
-        if not rows:
-            return events, []
-        deleted = {(str(k), str(v)): at for k, v, at in rows}
-        kept: list[PendingEvent] = []
-        dropped: list[int] = []
-        for event in events:
-            user = usable_id(event.user_id)
-            anon = usable_id(event.anonymous_id)
-            if user and event.event_time <= deleted.get(("user", user), datetime.min.replace(tzinfo=UTC)):
-                user = None
-            if anon and event.event_time <= deleted.get(
-                ("anonymous", anon), datetime.min.replace(tzinfo=UTC)
-            ):
-                anon = None
-            if user is None and anon is None:
-                dropped.append(event.id)
-            elif user != usable_id(event.user_id) or anon != usable_id(event.anonymous_id):
-                kept.append(_with_ids(event, user, anon))
-            else:
-                kept.append(event)
-        return kept, dropped
+        return {str(a) for (a,) in rows}
+
+    def forget_anonymous(self, anons: list[str]) -> None:
+        """Drop anonymousIds no event carries any more, and visitors left with no id."""
+        self.sql(
+            """
+            WITH gone AS (
+                DELETE FROM identities
+                WHERE team_id = :team AND kind = 'anonymous' AND value = ANY(:a)
+                RETURNING customer_id)
+            DELETE FROM customers c USING gone
+            WHERE c.team_id = :team AND NOT c.is_known
+              AND (c.id = gone.customer_id OR c.merged_into = gone.customer_id)
+            """,
+            a=anons,
+        )
 
     def record_links(self, events: list[PendingEvent]) -> None:
         """Store anonymous claims and aliases; the earliest (time, tiebreak) is kept."""
@@ -534,7 +458,7 @@ class _Fold:
                 CASE WHEN jsonb_typeof(src.obj) = 'object' THEN src.obj ELSE '{{}}'::jsonb END) kv
         ) t
         WHERE e.team_id = :team AND {where} AND e.customer_id IS NOT NULL
-        ORDER BY e.customer_id, t.norm, e.event_time DESC, e.tiebreak DESC, t.priority
+        ORDER BY e.customer_id, t.norm, e.event_time DESC, e.tiebreak DESC, t.priority, t.key COLLATE "C"
     """
 
     _UPSERT_TRAITS = """
@@ -581,7 +505,7 @@ class _Fold:
                                 THEN e.raw -> 'traits' ELSE '{}'::jsonb END) kv
             ) t
             WHERE e.team_id = :team AND e.id = ANY(:ids) AND e.group_id IS NOT NULL
-            ORDER BY e.group_id, t.norm, e.event_time DESC, e.tiebreak DESC
+            ORDER BY e.group_id, t.norm, e.event_time DESC, e.tiebreak DESC, t.key COLLATE "C"
             ON CONFLICT (team_id, group_id, key_norm) DO UPDATE
             SET key = excluded.key, value = excluded.value,
                 event_time = excluded.event_time, tiebreak = excluded.tiebreak
@@ -600,6 +524,23 @@ class _Fold:
             """,
             ids=group_event_ids,
         )
+
+    def recompute_groups(self, group_ids: list[str]) -> None:
+        """Derive groups again from their folded group calls (after a delete erased some).
+
+        Unfolded calls do not count yet: they are taken with their own batch (and may be
+        erased by a tombstone then); reopened ones are added back by this batch.
+        """
+        params = {"g": group_ids}
+        calls = """
+            FROM events WHERE team_id = :team AND type = 'group' AND group_id = ANY(:g)
+              AND folded_at IS NOT NULL
+        """
+        self.sql("DELETE FROM group_traits WHERE team_id = :team AND group_id = ANY(:g)", **params)
+        self.sql("DELETE FROM groups WHERE team_id = :team AND group_id = ANY(:g)", **params)
+        ids = self.sql(f"SELECT id {calls}", **params)
+        if ids:
+            self.update_groups([int(i) for (i,) in ids])  # type: ignore[call-overload]
 
     _MEMBERSHIPS_FROM_EVENTS = """
         INSERT INTO memberships AS m (team_id, customer_id, group_id, joined_at, last_seen)
@@ -685,16 +626,3 @@ class _Fold:
             """,
             ids=customer_ids,
         )
-
-
-def _with_ids(event: PendingEvent, user: str | None, anon: str | None) -> PendingEvent:
-    return PendingEvent(
-        id=event.id,
-        type=event.type,
-        message_id=event.message_id,
-        user_id=user,
-        anonymous_id=anon,
-        previous_id=event.previous_id,
-        event_time=event.event_time,
-        tiebreak=event.tiebreak,
-    )
