@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError
 
 from schemas.segment import PreparedEvent
@@ -124,11 +125,28 @@ class _GroupCommit:
     """Leader/follower group commit over one engine, in one process."""
 
     def __init__(self, engine: Engine):
-        self.engine = engine
+        # Weak: the committer lives as long as its engine, and must not keep it alive.
+        self._engine = weakref.ref(engine)
         self.lock = threading.Lock()
         self.pending: list[_Request] = []
         self.busy = False  # a leader is writing
         self.connection: Connection | None = None  # used by the leader only
+
+    @property
+    def engine(self) -> Engine:
+        engine = self._engine()
+        if engine is None:
+            raise RuntimeError("the engine of this group committer is gone")
+        return engine
+
+    def close(self) -> None:
+        """Close the committer's connection: its engine is disposing of its pool."""
+        with self.lock:
+            if self.busy:  # a leader is using it; it goes when that write fails or the process ends
+                return
+            connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.invalidate()  # closes it now; the pool it came from is gone
 
     def store(self, request: _Request) -> StoreResult:
         with self.lock:
@@ -236,7 +254,16 @@ def _committer(engine: Engine) -> _GroupCommit:
         if found is None or found[0] != os.getpid():
             found = (os.getpid(), _GroupCommit(engine))
             _committers[engine] = found
+            if not sa_event.contains(engine, "engine_disposed", _engine_disposed):
+                sa_event.listen(engine, "engine_disposed", _engine_disposed)
         return found[1]
+
+
+def _engine_disposed(engine: Engine) -> None:
+    """`engine.dispose()` closes the pool's idle connections; the committer's goes too."""
+    found = _committers.get(engine)
+    if found is not None and found[0] == os.getpid():
+        found[1].close()
 
 
 def store_events(
