@@ -189,6 +189,13 @@ class Customer(Base):
             text("lower(name) text_pattern_ops"),
             postgresql_where=text("merged_into IS NULL"),
         ),
+        # The customers merged into one, re-pointed when that one is merged in turn.
+        Index(
+            "ix_customers_merged_into",
+            "team_id",
+            "merged_into",
+            postgresql_where=text("merged_into IS NOT NULL"),
+        ),
     )
 
 

@@ -108,13 +108,18 @@ class _Fold:
             loose = self.still_carried(erasure.loose_anonymous - anons)
             gone = erasure.loose_anonymous - anons - loose
             self.load_identities(users | previous, anons | previous | loose)
-            self.resolve_users(users)
+            visitors = anons | loose | {p for p in previous if p in self.anon_customer}
+            owners = self.owners(visitors)
+            self.resolve_users(users, owners)
             self.apply_aliases(users)
-            self.resolve_anonymous(anons | loose | {p for p in previous if p in self.anon_customer})
+            self.resolve_anonymous(visitors, owners)
             assigned = self.assign(events)
-            incremental = [eid for eid, cid in assigned if cid is not None and cid not in self.recompute]
+            customer_of = dict(assigned)
+            incremental = [
+                (e, c) for e in events if (c := customer_of[e.id]) is not None and c not in self.recompute
+            ]
             self.update_traits(incremental)
-            self.update_groups([e.id for e in events if e.type == "group"])
+            self.update_groups([e for e in events if e.type == "group"])
             self.update_memberships(incremental)
             self.update_stats(incremental)
             if gone:
@@ -263,14 +268,54 @@ class _Fold:
             customers=customers,
         )
 
-    def resolve_users(self, users: set[str]) -> None:
-        """Every userId gets a customer; a new one starts as its own."""
+    def owners(self, anons: set[str]) -> dict[str, str]:
+        """The owner of each anonymousId: the userId of its earliest claim."""
+        if not anons:
+            return {}
+        rows = self.sql(
+            """
+            SELECT DISTINCT ON (anonymous_id) anonymous_id, user_id
+            FROM anonymous_claims
+            WHERE team_id = :team AND anonymous_id = ANY(:anons)
+            ORDER BY anonymous_id, first_at, first_tiebreak, user_id
+            """,
+            anons=sorted(anons),
+        )
+        return {str(a): str(u) for a, u in rows}
+
+    def resolve_users(self, users: set[str], owners: dict[str, str]) -> None:
+        """Every userId gets a customer; a new one starts as its own.
+
+        A new userId that owns a visitor's anonymous customer takes that customer over
+        (the common first identify): same result as a new customer merged with it, without
+        the merge, and the visitor's customer id stays valid.
+        """
         new = sorted(u for u in users if u not in self.user_customer)
         if not new:
             return
-        customers = self.create_customers(len(new), known=True)
-        self.add_identities("user", new, customers)
-        self.user_customer.update(zip(new, customers, strict=True))
+        adopted: dict[str, int] = {}
+        for anon, owner in sorted(owners.items()):
+            current = self.anon_customer.get(anon)
+            if (
+                owner in new
+                and owner not in adopted
+                and current is not None
+                and not self.known.get(current, False)
+                and current not in adopted.values()
+            ):
+                adopted[owner] = current
+        if adopted:
+            self.sql(
+                "UPDATE customers SET is_known = true WHERE team_id = :team AND id = ANY(:ids)",
+                ids=sorted(adopted.values()),
+            )
+            for customer in adopted.values():
+                self.known[customer] = True
+        fresh = [u for u in new if u not in adopted]
+        customers = self.create_customers(len(fresh), known=True) if fresh else []
+        self.user_customer.update(zip(fresh, customers, strict=True))
+        self.user_customer.update(adopted)
+        self.add_identities("user", new, [self.user_customer[u] for u in new])
 
     def apply_aliases(self, users: set[str]) -> None:
         """Merge customers whose userIds an alias links, whichever arrived first."""
@@ -290,20 +335,10 @@ class _Fold:
             if a is not None and b is not None and a != b:
                 self.merge(a, b)
 
-    def resolve_anonymous(self, anons: set[str]) -> None:
+    def resolve_anonymous(self, anons: set[str], owners: dict[str, str]) -> None:
         """Each anonymousId joins the customer of its owner (earliest claim), if any."""
         if not anons:
             return
-        rows = self.sql(
-            """
-            SELECT DISTINCT ON (anonymous_id) anonymous_id, user_id
-            FROM anonymous_claims
-            WHERE team_id = :team AND anonymous_id = ANY(:anons)
-            ORDER BY anonymous_id, first_at, first_tiebreak, user_id
-            """,
-            anons=sorted(anons),
-        )
-        owners = {str(a): str(u) for a, u in rows}
         owner_users = {u for u in owners.values() if u not in self.user_customer}
         if owner_users:
             self.load_identities(owner_users, [])
@@ -348,7 +383,7 @@ class _Fold:
             """
             UPDATE events e SET customer_id = x.c, folded_at = :now
             FROM unnest(CAST(:ids AS bigint[]), CAST(:customers AS bigint[])) AS x(id, c)
-            WHERE e.team_id = :team AND e.id = x.id
+            WHERE e.team_id = :team AND e.id = ANY(:ids) AND e.id = x.id
             """,
             now=self.now,
             ids=[eid for eid, _ in assigned],
@@ -444,10 +479,12 @@ class _Fold:
 
     # -- derived state -----------------------------------------------------------------
 
+    # Trait candidates of events: identify traits first, then context.traits; per customer
+    # and normalised key the latest (event time, tiebreak) wins, then the smaller key.
     _TRAITS_FROM_EVENTS = """
-        SELECT DISTINCT ON (e.customer_id, t.norm)
-               e.team_id, e.customer_id, t.norm, t.key, t.value, e.event_time, e.tiebreak
-        FROM events e
+        SELECT DISTINCT ON ({customer}, t.norm)
+               e.team_id, {customer}, t.norm, t.key, t.value, e.event_time, e.tiebreak
+        FROM {source}
         CROSS JOIN LATERAL (
             SELECT kv.key, kv.value, src.priority,
                    COALESCE(NULLIF(regexp_replace(lower(kv.key), '[[:space:]_.-]+', '', 'g'), ''),
@@ -457,8 +494,7 @@ class _Fold:
             CROSS JOIN LATERAL jsonb_each(
                 CASE WHEN jsonb_typeof(src.obj) = 'object' THEN src.obj ELSE '{{}}'::jsonb END) kv
         ) t
-        WHERE e.team_id = :team AND {where} AND e.customer_id IS NOT NULL
-        ORDER BY e.customer_id, t.norm, e.event_time DESC, e.tiebreak DESC, t.priority, t.key COLLATE "C"
+        ORDER BY {customer}, t.norm, e.event_time DESC, e.tiebreak DESC, t.priority, t.key COLLATE "C"
     """
 
     _UPSERT_TRAITS = """
@@ -470,33 +506,55 @@ class _Fold:
         WHERE (excluded.event_time, excluded.tiebreak) > (ct.event_time, ct.tiebreak)
     """
 
-    def update_traits(self, event_ids: list[int]) -> None:
-        if event_ids:
-            select = self._TRAITS_FROM_EVENTS.format(where="e.id = ANY(:ids)")
-            self.sql(self._UPSERT_TRAITS.format(select=select), ids=event_ids)
+    # The batch's events by primary key, with the customer each was just assigned to. The
+    # join is driven by the id list, so the plan never scans the team's events.
+    _BATCH = """
+        unnest(CAST(:ids AS bigint[]), CAST(:customers AS bigint[])) AS x(id, customer_id)
+        JOIN events e ON e.team_id = :team AND e.id = ANY(:ids) AND e.id = x.id
+    """
 
-    def update_groups(self, group_event_ids: list[int]) -> None:
-        """Group traits (latest per key) and the group rows, from group calls."""
-        if not group_event_ids:
+    def update_traits(self, events: list[tuple[PendingEvent, int]]) -> None:
+        if not events:
             return
+        select = self._TRAITS_FROM_EVENTS.format(customer="x.customer_id", source=self._BATCH)
+        self.sql(
+            self._UPSERT_TRAITS.format(select=select),
+            ids=[e.id for e, _ in events],
+            customers=[c for _, c in events],
+        )
+
+    def update_groups(self, calls: list[PendingEvent]) -> None:
+        """Group traits (latest per key) and the group rows, from group calls."""
+        calls = [e for e in calls if e.group_id is not None]
+        if not calls:
+            return
+        seen: dict[str, tuple[datetime, datetime]] = {}
+        for call in calls:
+            assert call.group_id is not None
+            first, last = seen.get(call.group_id, (call.event_time, call.event_time))
+            seen[call.group_id] = (min(first, call.event_time), max(last, call.event_time))
+        groups = sorted(seen)
         self.sql(
             """
             INSERT INTO groups AS g (team_id, group_id, first_seen, last_seen)
-            SELECT team_id, group_id, min(event_time), max(event_time)
-            FROM events WHERE team_id = :team AND id = ANY(:ids) AND group_id IS NOT NULL
-            GROUP BY team_id, group_id
+            SELECT :team, x.g, x.f, x.l
+            FROM unnest(CAST(:groups AS text[]), CAST(:firsts AS timestamptz[]),
+                        CAST(:lasts AS timestamptz[])) AS x(g, f, l)
             ON CONFLICT (team_id, group_id) DO UPDATE
             SET first_seen = LEAST(g.first_seen, excluded.first_seen),
                 last_seen = GREATEST(g.last_seen, excluded.last_seen)
             """,
-            ids=group_event_ids,
+            groups=groups,
+            firsts=[seen[g][0] for g in groups],
+            lasts=[seen[g][1] for g in groups],
         )
         self.sql(
             """
             INSERT INTO group_traits AS gt (team_id, group_id, key_norm, key, value, event_time, tiebreak)
             SELECT DISTINCT ON (e.group_id, t.norm)
                    e.team_id, e.group_id, t.norm, t.key, t.value, e.event_time, e.tiebreak
-            FROM events e
+            FROM unnest(CAST(:ids AS bigint[])) AS x(id)
+            JOIN events e ON e.team_id = :team AND e.id = ANY(:ids) AND e.id = x.id
             CROSS JOIN LATERAL (
                 SELECT kv.key, kv.value,
                        COALESCE(NULLIF(regexp_replace(lower(kv.key), '[[:space:]_.-]+', '', 'g'), ''),
@@ -504,14 +562,14 @@ class _Fold:
                 FROM jsonb_each(CASE WHEN jsonb_typeof(e.raw -> 'traits') = 'object'
                                 THEN e.raw -> 'traits' ELSE '{}'::jsonb END) kv
             ) t
-            WHERE e.team_id = :team AND e.id = ANY(:ids) AND e.group_id IS NOT NULL
+            WHERE e.group_id IS NOT NULL
             ORDER BY e.group_id, t.norm, e.event_time DESC, e.tiebreak DESC, t.key COLLATE "C"
             ON CONFLICT (team_id, group_id, key_norm) DO UPDATE
             SET key = excluded.key, value = excluded.value,
                 event_time = excluded.event_time, tiebreak = excluded.tiebreak
             WHERE (excluded.event_time, excluded.tiebreak) > (gt.event_time, gt.tiebreak)
             """,
-            ids=group_event_ids,
+            ids=[e.id for e in calls],
         )
         self.sql(
             """
@@ -519,10 +577,9 @@ class _Fold:
                 SELECT CASE WHEN jsonb_typeof(value) = 'string' THEN value #>> '{}' END
                 FROM group_traits t
                 WHERE t.team_id = g.team_id AND t.group_id = g.group_id AND t.key_norm = 'name')
-            WHERE g.team_id = :team AND g.group_id IN (
-                SELECT group_id FROM events WHERE team_id = :team AND id = ANY(:ids))
+            WHERE g.team_id = :team AND g.group_id = ANY(:groups)
             """,
-            ids=group_event_ids,
+            groups=groups,
         )
 
     def recompute_groups(self, group_ids: list[str]) -> None:
@@ -538,54 +595,79 @@ class _Fold:
         """
         self.sql("DELETE FROM group_traits WHERE team_id = :team AND group_id = ANY(:g)", **params)
         self.sql("DELETE FROM groups WHERE team_id = :team AND group_id = ANY(:g)", **params)
-        ids = self.sql(f"SELECT id {calls}", **params)
-        if ids:
-            self.update_groups([int(i) for (i,) in ids])  # type: ignore[call-overload]
+        rows = self.sql(f"SELECT {PENDING_COLUMNS} {calls}", **params)
+        self.update_groups([PendingEvent(*row) for row in rows])  # type: ignore[arg-type]
 
-    _MEMBERSHIPS_FROM_EVENTS = """
-        INSERT INTO memberships AS m (team_id, customer_id, group_id, joined_at, last_seen)
-        SELECT team_id, customer_id, group_id, min(event_time), max(event_time)
-        FROM events
-        WHERE team_id = :team AND {where} AND type = 'group'
-          AND customer_id IS NOT NULL AND group_id IS NOT NULL
-        GROUP BY team_id, customer_id, group_id
-        ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
-        SET joined_at = LEAST(m.joined_at, excluded.joined_at),
-            last_seen = GREATEST(m.last_seen, excluded.last_seen)
-    """
+    def update_memberships(self, events: list[tuple[PendingEvent, int]]) -> None:
+        """Memberships from the batch's group calls: joined at the first, seen at the last."""
+        spans: dict[tuple[int, str], tuple[datetime, datetime]] = {}
+        for event, customer in events:
+            if event.type == "group" and event.group_id is not None:
+                key = (customer, event.group_id)
+                first, last = spans.get(key, (event.event_time, event.event_time))
+                spans[key] = (min(first, event.event_time), max(last, event.event_time))
+        if not spans:
+            return
+        self.sql(
+            """
+            INSERT INTO memberships AS m (team_id, customer_id, group_id, joined_at, last_seen)
+            SELECT :team, x.c, x.g, x.f, x.l
+            FROM unnest(CAST(:customers AS bigint[]), CAST(:groups AS text[]),
+                        CAST(:firsts AS timestamptz[]), CAST(:lasts AS timestamptz[])) AS x(c, g, f, l)
+            ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
+            SET joined_at = LEAST(m.joined_at, excluded.joined_at),
+                last_seen = GREATEST(m.last_seen, excluded.last_seen)
+            """,
+            customers=[c for c, _ in spans],
+            groups=[g for _, g in spans],
+            firsts=[f for f, _ in spans.values()],
+            lasts=[last for _, last in spans.values()],
+        )
 
-    def update_memberships(self, event_ids: list[int]) -> None:
-        if event_ids:
-            self.sql(self._MEMBERSHIPS_FROM_EVENTS.format(where="id = ANY(:ids)"), ids=event_ids)
-
-    def update_stats(self, event_ids: list[int]) -> None:
-        if not event_ids:
+    def update_stats(self, events: list[tuple[PendingEvent, int]]) -> None:
+        """First seen, last seen and event count of the customers the batch's events joined."""
+        stats: dict[int, tuple[datetime, datetime, int]] = {}
+        for event, customer in events:
+            first, last, n = stats.get(customer, (event.event_time, event.event_time, 0))
+            stats[customer] = (min(first, event.event_time), max(last, event.event_time), n + 1)
+        if not stats:
             return
         self.sql(
             """
             UPDATE customers c SET
-                first_seen = LEAST(c.first_seen, s.first_seen),
-                last_seen = GREATEST(c.last_seen, s.last_seen),
-                event_count = c.event_count + s.n
-            FROM (
-                SELECT customer_id, min(event_time) AS first_seen, max(event_time) AS last_seen,
-                       count(*) AS n
-                FROM events WHERE team_id = :team AND id = ANY(:ids) AND customer_id IS NOT NULL
-                GROUP BY customer_id
-            ) s
-            WHERE c.team_id = :team AND c.id = s.customer_id
+                first_seen = LEAST(c.first_seen, x.f),
+                last_seen = GREATEST(c.last_seen, x.l),
+                event_count = c.event_count + x.n
+            FROM unnest(CAST(:customers AS bigint[]), CAST(:firsts AS timestamptz[]),
+                        CAST(:lasts AS timestamptz[]), CAST(:counts AS integer[])) AS x(c, f, l, n)
+            WHERE c.team_id = :team AND c.id = ANY(:customers) AND c.id = x.c
             """,
-            ids=event_ids,
+            customers=list(stats),
+            firsts=[f for f, _, _ in stats.values()],
+            lasts=[last for _, last, _ in stats.values()],
+            counts=[n for _, _, n in stats.values()],
         )
 
     def recompute_customer(self, customer_id: int) -> None:
         """Derive a customer's traits, memberships and counts again from its events."""
         params = {"c": customer_id}
         self.sql("DELETE FROM customer_traits WHERE team_id = :team AND customer_id = :c", **params)
-        select = self._TRAITS_FROM_EVENTS.format(where="e.customer_id = :c")
+        select = self._TRAITS_FROM_EVENTS.format(
+            customer="e.customer_id",
+            source="(SELECT * FROM events WHERE team_id = :team AND customer_id = :c) AS e",
+        )
         self.sql(self._UPSERT_TRAITS.format(select=select), **params)
         self.sql("DELETE FROM memberships WHERE team_id = :team AND customer_id = :c", **params)
-        self.sql(self._MEMBERSHIPS_FROM_EVENTS.format(where="customer_id = :c"), **params)
+        self.sql(
+            """
+            INSERT INTO memberships (team_id, customer_id, group_id, joined_at, last_seen)
+            SELECT team_id, customer_id, group_id, min(event_time), max(event_time)
+            FROM events
+            WHERE team_id = :team AND customer_id = :c AND type = 'group' AND group_id IS NOT NULL
+            GROUP BY team_id, customer_id, group_id
+            """,
+            **params,
+        )
         self.sql(
             """
             UPDATE customers c SET first_seen = s.first_seen, last_seen = s.last_seen, event_count = s.n
@@ -600,29 +682,18 @@ class _Fold:
         """Name and email on the customer row, from its traits (for search and lists)."""
         if not customer_ids:
             return
+        # `id = ANY` and correlated lookups by primary key: a plan that cannot scan the
+        # team's customers, however stale the statistics.
+        trait = """(SELECT t.value #>> '{{}}' FROM customer_traits t
+                    WHERE t.team_id = c.team_id AND t.customer_id = c.id AND t.key_norm = '{key}'
+                      AND jsonb_typeof(t.value) = 'string')"""
         self.sql(
-            """
-            UPDATE customers c SET email = t.email, name = t.name
-            FROM (
-                SELECT c2.id AS customer_id,
-                       max(v.text) FILTER (WHERE v.key_norm = 'email') AS email,
-                       COALESCE(
-                           max(v.text) FILTER (WHERE v.key_norm = 'name'),
-                           NULLIF(btrim(concat_ws(' ',
-                               max(v.text) FILTER (WHERE v.key_norm = 'firstname'),
-                               max(v.text) FILTER (WHERE v.key_norm = 'lastname'))), '')
-                       ) AS name
-                FROM customers c2
-                LEFT JOIN LATERAL (
-                    SELECT key_norm, value #>> '{}' AS text FROM customer_traits ct
-                    WHERE ct.team_id = c2.team_id AND ct.customer_id = c2.id
-                      AND ct.key_norm IN ('email', 'name', 'firstname', 'lastname')
-                      AND jsonb_typeof(ct.value) = 'string'
-                ) v ON true
-                WHERE c2.team_id = :team AND c2.id = ANY(:ids) AND c2.merged_into IS NULL
-                GROUP BY c2.id
-            ) t
-            WHERE c.team_id = :team AND c.id = t.customer_id
+            f"""
+            UPDATE customers c SET
+                email = {trait.format(key="email")},
+                name = COALESCE({trait.format(key="name")}, NULLIF(btrim(concat_ws(' ',
+                    {trait.format(key="firstname")}, {trait.format(key="lastname")})), ''))
+            WHERE c.team_id = :team AND c.id = ANY(:ids)
             """,
             ids=customer_ids,
         )

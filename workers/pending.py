@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 # The columns of `events` a PendingEvent is read from, in its field order.
-PENDING_COLUMNS = "id, type, message_id, user_id, anonymous_id, previous_id, event_time, tiebreak"
+PENDING_COLUMNS = "id, type, message_id, user_id, anonymous_id, previous_id, event_time, tiebreak, group_id"
 
 
 @dataclass(frozen=True)
@@ -19,3 +19,4 @@ class PendingEvent:
     previous_id: str | None
     event_time: datetime
     tiebreak: int
+    group_id: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from sqlalchemy import Engine, text
 
 from schemas.segment import PreparedEvent, prepare_event
 from store.events import store_events
+from tests.workers.model import TeamState, snapshot
 from workers.fold import fold_pending, fold_until_empty
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -59,3 +61,64 @@ def fold_in_steps(
         store(engine, team_id, delivery)
         fold_pending(engine, team_id, batch_size)
     fold_until_empty(engine, team_id, batch_size)
+
+
+def state(engine: Engine, team_id: int) -> TeamState:
+    """The team's folded state as agents see it, keyed by each customer's ids."""
+    with engine.connect() as connection:
+        return snapshot(connection, team_id)
+
+
+def deliver(engine: Engine, team_id: int, *deliveries: Sequence[PreparedEvent]) -> TeamState:
+    """Each delivery stored then folded, in order; the resulting state."""
+    for delivery in deliveries:
+        store_and_fold(engine, team_id, delivery)
+    return state(engine, team_id)
+
+
+def customer_of(engine: Engine, team_id: int, kind: str, value: str) -> int | None:
+    """The customer id an identity resolves to (what the lookup API answers)."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT customer_id FROM identities WHERE team_id = :t AND kind = :k AND value = :v"),
+            {"t": team_id, "k": kind, "v": value},
+        ).scalar()
+    return int(found) if found is not None else None
+
+
+def journeys(customers: int, seed: int = 4) -> list[PreparedEvent]:
+    """A realistic, shuffled backlog: visitors browse, identify, join companies, alias,
+    share devices, re-send, and a few ask to be deleted; many events arrive late."""
+    rng = random.Random(seed)
+    made: list[PreparedEvent] = []
+    for c in range(customers):
+        anon, user, minute = f"anon-{c}", f"user-{c}", rng.uniform(0, 600)
+        steps = rng.randint(4, 30)
+        for n in range(steps):
+            minute += rng.uniform(0.1, 5)
+            mid = f"c{c}-{n}"
+            if n < 3 or c % 5 == 0:
+                made.append(event("page", mid, minute, anonymousId=anon, name="Pricing"))
+            elif n == 3:
+                traits = {
+                    "email": f"{user}@example.com",
+                    "firstName": "Ada",
+                    "plan": rng.choice(["free", "pro"]),
+                }
+                made.append(event("identify", mid, minute, userId=user, anonymousId=anon, traits=traits))
+            elif n == 4 and c % 3 == 0:
+                traits = {"name": f"Company {c % 7}", "seats": n}
+                made.append(event("group", mid, minute, userId=user, groupId=f"g{c % 7}", traits=traits))
+            elif n == 5 and c % 11 == 0:
+                made.append(event("alias", mid, minute, userId=user, previousId=f"user-{c - 1}"))
+            elif n == 6 and c % 13 == 0:  # a second person on this device
+                made.append(event("identify", mid, minute, userId=f"user-{c + 1}", anonymousId=anon))
+            elif n == 7 and c % 17 == 0:
+                made.append(event("delete", mid, minute, userId=user))
+            else:
+                context = {"traits": {"plan": "pro"}} if n % 9 == 0 else {}
+                made.append(event("track", mid, minute, userId=user, anonymousId=anon, context=context))
+    resent = rng.sample(made, len(made) // 20)
+    arrival = made + resent
+    rng.shuffle(arrival)
+    return arrival

@@ -24,15 +24,15 @@ from tests.workers.support import event, fold_in_steps, new_team, store_and_fold
 
 USERS = ["u1", "u2", "u3"]
 ANONS = ["a1", "a2", "a3"]
-JUNK = ["null", "undefined", "0", "anonymous", ""]
+JUNK = ["null", "undefined", "0", "anonymous", "", "NULL", " 0 "]
 TRAIT_KEYS = ["email", "Email", "firstName", "first_name", "First Name", "lastName", "name", "plan"]
 TRAIT_VALUES = ["ann@example.com", "bob@example.com", "Ann", "Bob", 1, None, True]
 GROUPS = ["g1", "g2"]
 MINUTES = [0, 1, 2, 3, 4, 5]  # few instants, so equal event times (and the tiebreak) are common
 
 traits = st.dictionaries(st.sampled_from(TRAIT_KEYS), st.sampled_from(TRAIT_VALUES), max_size=3)
-maybe_user = st.sampled_from([None, None, *USERS, *USERS, *JUNK])
-maybe_anon = st.sampled_from([None, *ANONS, *ANONS, *JUNK])
+maybe_user = st.sampled_from([None, None, *USERS, *USERS, "junk"])
+maybe_anon = st.sampled_from([None, *ANONS, *ANONS, "junk"])
 
 
 @st.composite
@@ -47,7 +47,9 @@ def one_event(draw: Any, message_id: str, deletes: bool) -> PreparedEvent:
     elif kind == "delete":
         fields["userId"] = draw(st.sampled_from(USERS))
     else:
-        user, anon = draw(maybe_user), draw(maybe_anon)
+        user, anon = (
+            draw(st.sampled_from(JUNK)) if v == "junk" else v for v in (draw(maybe_user), draw(maybe_anon))
+        )
         if not user and not anon:  # the Spec needs one non-empty id; junk strings pass
             anon = draw(st.sampled_from(ANONS + ["null"]))
         fields.update({k: v for k, v in (("userId", user), ("anonymousId", anon)) if v is not None})

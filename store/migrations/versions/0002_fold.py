@@ -1,4 +1,4 @@
-"""fold: tombstone links for deletes, and an index of group calls
+"""fold: tombstone links for deletes; indexes of group calls and merged customers
 
 Revision ID: 0002
 Revises: 0001
@@ -27,6 +27,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("team_id", "user_id", "kind", "value", name=op.f("pk_tombstone_links")),
     )
     op.create_index(
+        "ix_customers_merged_into",
+        "customers",
+        ["team_id", "merged_into"],
+        unique=False,
+        postgresql_where=sa.text("merged_into IS NOT NULL"),
+    )
+    op.create_index(
         "ix_events_group_calls",
         "events",
         ["team_id", "group_id"],
@@ -37,4 +44,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_events_group_calls", table_name="events", postgresql_where=sa.text("type = 'group'"))
+    op.drop_index(
+        "ix_customers_merged_into",
+        table_name="customers",
+        postgresql_where=sa.text("merged_into IS NOT NULL"),
+    )
     op.drop_table("tombstone_links")

@@ -1,0 +1,189 @@
+"""Fold worker processes (`python -m workers`): several at once, and one killed mid-batch.
+
+These start real worker processes on the test session's database, Redis and queue, and
+compare what they fold with a single in-process fold of the same events in another team
+(and with the reference model): the result must be the same, event for event.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue, Worker
+from rq.job import Job
+from sqlalchemy import Engine, text
+
+from schemas.segment import PreparedEvent
+from store.settings import Settings
+from tests.workers.model import TeamState, expected_state
+from tests.workers.support import journeys, new_team, state, store, store_and_fold
+from tests.workers.test_fold_properties import as_dict
+from workers.fold import FOLD_LOCK_NAMESPACE
+from workers.signal import flag_key
+
+ROOT = Path(__file__).resolve().parents[2]
+StartWorker = Callable[..., subprocess.Popen[bytes]]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
+    """Start `python -m workers` processes; every one is stopped when the test ends."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, batch_size: int) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,  # DATABASE_URL, REDIS_URL, FOLD_QUEUE, REDIS_PREFIX of this session
+            "FOLD_BATCH_SIZE": str(batch_size),
+            "SWEEP_INTERVAL_SECONDS": "0.2",
+            "PYTHONUNBUFFERED": "1",
+        }
+        log = (tmp_path / f"worker-{name}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in started:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def unfolded(engine: Engine, team_id: int) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT count(*) FROM events WHERE team_id = :t AND folded_at IS NULL"), {"t": team_id}
+            ).scalar_one()
+        )
+
+
+def wait_until_folded(engine: Engine, team_id: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (left := unfolded(engine, team_id)) > 0:
+        assert time.monotonic() < deadline, f"{left} events still unfolded after {timeout}s"
+        time.sleep(0.05)
+
+
+def wait_for_workers(redis: Redis, queue: Queue, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(Worker.all(connection=redis, queue=queue)) < count:
+        assert time.monotonic() < deadline, "worker processes did not start"
+        time.sleep(0.05)
+
+
+def folded_alone(engine: Engine, events: list[PreparedEvent]) -> TeamState:
+    """The same events folded by this process alone, in another team."""
+    team = new_team(engine)
+    store_and_fold(engine, team, events)
+    return state(engine, team)
+
+
+def test_two_workers_fold_a_backlog_exactly_as_one_does(
+    engine: Engine, redis: Redis, settings: Settings, start_worker: StartWorker
+) -> None:
+    events = journeys(120)
+    team = new_team(engine)
+    queue = Queue(settings.fold_queue, connection=redis)
+    start_worker("a", batch_size=40)
+    start_worker("b", batch_size=40)
+    wait_for_workers(redis, queue, 2)
+    jobs: list[str] = []
+    for n in range(0, len(events), 300):  # Segment keeps delivering while both fold
+        store(engine, team, events[n : n + 300])
+        for _ in range(2):
+            jobs.append(queue.enqueue("workers.jobs.fold_team", team, result_ttl=120, job_timeout=120).id)
+    wait_until_folded(engine, team)
+    assert as_dict(state(engine, team)) == as_dict(folded_alone(engine, events))
+    assert as_dict(state(engine, team)) == as_dict(expected_state(events))
+    # Both processes really folded this team (each took jobs while the other held some).
+    ran_by = {Job.fetch(job, connection=redis).worker_name for job in jobs}
+    assert len(ran_by - {None}) == 2
+
+
+def fold_lock_holder(engine: Engine, team_id: int) -> int | None:
+    """The backend that holds the team's fold lock, i.e. is inside a batch transaction."""
+    with engine.connect() as connection:
+        pid = connection.execute(
+            text(
+                """
+                SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                WHERE d.datname = current_database() AND l.locktype = 'advisory' AND l.granted
+                  AND l.classid = :ns AND l.objid = :team AND l.objsubid = 2
+                """
+            ),
+            {"ns": FOLD_LOCK_NAMESPACE, "team": team_id},
+        ).scalar()
+    return int(pid) if pid is not None else None
+
+
+def backend_alive(engine: Engine, pid: int) -> bool:
+    with engine.connect() as connection:
+        return (
+            connection.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).first()
+            is not None
+        )
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_folds_nothing_twice(
+    engine: Engine, redis: Redis, settings: Settings, start_worker: StartWorker
+) -> None:
+    events = journeys(400, seed=9)
+    team = new_team(engine)
+    store(engine, team, events)
+    doomed = start_worker("doomed", batch_size=1500)  # its sweep finds the backlog itself
+    deadline = time.monotonic() + 30
+    while (holder := fold_lock_holder(engine, team)) is None:
+        assert doomed.poll() is None and time.monotonic() < deadline, "the worker never started a batch"
+        time.sleep(0.002)
+    doomed.kill()  # SIGKILL while its batch transaction is open
+    doomed.wait(timeout=5)
+    deadline = time.monotonic() + 30
+    while backend_alive(engine, holder):  # Postgres rolls the batch back when it sees the socket close
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert unfolded(engine, team) > 0
+
+    # The worst case: the queued job and the wake-up flag are lost too. The sweep of a
+    # restarted worker must find the team again.
+    Queue(settings.fold_queue, connection=redis).empty()
+    redis.delete(flag_key(settings.redis_prefix, team))
+    start_worker("restarted", batch_size=1500)
+    wait_until_folded(engine, team)
+
+    after = state(engine, team)  # also asserts no dangling customer, identity or event
+    assert as_dict(after) == as_dict(folded_alone(engine, events))
+    assert as_dict(after) == as_dict(expected_state(events))
+    with engine.connect() as connection:
+        counts = connection.execute(
+            text(
+                """
+                SELECT count(*) AS events, count(DISTINCT (message_id, type)) AS distinct_events,
+                       (SELECT count(*) FROM customers c WHERE c.team_id = :t AND c.merged_into IS NULL
+                          AND c.event_count <> (SELECT count(*) FROM events e
+                                                WHERE e.team_id = :t AND e.customer_id = c.id)) AS miscounted
+                FROM events WHERE team_id = :t
+                """
+            ),
+            {"t": team},
+        ).one()
+    assert counts.events == counts.distinct_events  # every event once
+    assert counts.miscounted == 0  # every customer's count matches its feed
