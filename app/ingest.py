@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
-from redis.exceptions import RedisError
 
 from app import metrics
 from app.auth import authenticate, key_from_header
@@ -30,7 +28,8 @@ from app.body import (
 )
 from app.errors import ApiError
 from app.ratelimit import check_rate_limit
-from app.resources import resources
+from app.resources import Resources, resources
+from app.waker import Waker
 from schemas.segment import MAX_EVENT_BYTES, EventRejected, PreparedEvent, prepare_event
 from store.apikeys import AuthenticatedKey
 from store.events import store_events
@@ -42,9 +41,6 @@ bp = Blueprint("ingest", __name__)
 MAX_BATCH_EVENTS = 2500
 SINGLE_ROUTES = ("track", "identify", "page", "screen", "group", "alias")
 _BATCH_DEFAULTS = ("context", "integrations")
-# After Redis fails, skip it for this long: a Redis that hangs (rather than refuses)
-# would otherwise cost every request its connect timeout. The sweep covers the gap.
-REDIS_BACKOFF_SECONDS = 1.0
 _REJECTED_ECHO_CHARS = 255
 
 
@@ -231,18 +227,30 @@ def _message_id_of(item: Any) -> str | int | None:
 
 
 def _wake_fold(key: AuthenticatedKey) -> None:
-    """Make sure a fold is queued for the team; a Redis failure only delays the fold."""
-    res = resources()
-    state: dict[str, float] = current_app.extensions.setdefault("ingest_redis_state", {})
-    if time.monotonic() < state.get("skip_until", 0.0):
-        return
-    try:
-        request_fold(res.redis, res.settings.fold_queue, res.settings.redis_prefix, key.team_id)
-    except (RedisError, OSError) as error:
-        # The events are committed; the sweep queues them when Redis is back.
-        state["skip_until"] = time.monotonic() + REDIS_BACKOFF_SECONDS
+    """Make sure a fold is queued for the team, after the commit (app/waker.py).
+
+    Memory only on the request path: the process's waker thread does the Redis call. A
+    Redis failure only delays the fold (the sweep queues stored-but-unfolded events).
+    """
+    waker = current_app.extensions.get("ingest_waker")
+    if waker is None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        waker = current_app.extensions.setdefault("ingest_waker", _make_waker(app))
+    waker.mark(key.team_id)
+
+
+def _make_waker(app: Flask) -> Waker:
+    res: Resources = app.extensions["timeline"]
+    redis, queue, prefix = res.redis, res.settings.fold_queue, res.settings.redis_prefix
+
+    def wake(team_id: int) -> None:
+        request_fold(redis, queue, prefix, team_id)
+
+    def failed(team_id: int, error: BaseException) -> None:
         metrics.FOLD_WAKE_FAILURES.inc()
-        log.warning("could not queue fold for team %s: %s", key.team_id, type(error).__name__)
+
+    # TESTING: wake inline, so a test that posts and then runs the fold jobs finds them queued.
+    return Waker(wake, inline=bool(app.config.get("TESTING")), on_failure=failed)
 
 
 def init_app(app: Flask) -> None:

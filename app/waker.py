@@ -1,0 +1,164 @@
+"""Waking the fold off the request path: one background thread per web process.
+
+A request that committed events marks its team dirty (`Waker.mark`: memory only, no
+I/O) and answers. The process's waker thread takes the dirty teams at most every
+`interval` seconds and calls `workers.signal.request_fold` for each: the same SET NX
+flag protocol as before (the fold job clears the flag before it reads), so no wake-up
+is lost. The mark happens after the commit, and the thread takes a team only after its
+mark, so every committed event is followed by a `request_fold` for its team; marks that
+arrive while a round runs go to the next round. Many requests of one team inside an
+interval share one Redis round trip instead of paying one each.
+
+Redis failing: the teams stay dirty, the thread backs off (`backoff` seconds) and tries
+again; it never dies of it. The worker's periodic sweep covers whatever a process that
+exits with dirty teams leaves behind (an exit flushes them too, best effort).
+
+The thread starts lazily, on the first mark in a process (so after gunicorn's fork), and
+is a daemon. `inline=True` (the app's TESTING mode) calls `request_fold` in the request
+instead, as a synchronous flush: tests that post and then run the queued fold jobs see
+every event folded, with nothing to wait for.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+# A team marked dirty is woken at most this long afterwards (added to the fold's lag).
+WAKE_INTERVAL_SECONDS = 0.01
+# After Redis fails, wait this long before trying again (a Redis that hangs would cost
+# its connect timeout per attempt). The teams stay dirty meanwhile; the sweep covers too.
+REDIS_BACKOFF_SECONDS = 1.0
+# At process exit, how long a last flush may take.
+EXIT_FLUSH_SECONDS = 2.0
+
+WakeFn = Callable[[int], object]
+
+
+class Waker:
+    """Marks teams dirty and wakes their fold from a background thread (or inline)."""
+
+    def __init__(
+        self,
+        wake: WakeFn,
+        *,
+        inline: bool = False,
+        interval: float = WAKE_INTERVAL_SECONDS,
+        backoff: float = REDIS_BACKOFF_SECONDS,
+        on_failure: Callable[[int, BaseException], None] | None = None,
+    ):
+        self._wake = wake
+        self.inline = inline
+        self.interval = interval
+        self.backoff = backoff
+        self._on_failure = on_failure
+        self._lock = threading.Lock()
+        self._dirty: set[int] = set()
+        self._signal = threading.Event()
+        self._skip_until = 0.0  # inline mode's back-off after a failure
+        self._pid = 0
+        self._thread: threading.Thread | None = None
+        self._flushing = threading.Lock()  # one round at a time (thread, flush(), exit)
+
+    # --- the request side -------------------------------------------------------------
+
+    def mark(self, team_id: int) -> None:
+        """The team has committed events: make sure its fold is woken (after this call)."""
+        if self.inline:
+            self._wake_inline(team_id)
+            return
+        with self._lock:
+            self._dirty.add(team_id)
+        if self._pid != os.getpid() or self._thread is None:
+            self._start()
+        if not self._signal.is_set():  # set already: the coming round takes this team too
+            self._signal.set()
+
+    def _wake_inline(self, team_id: int) -> None:
+        if time.monotonic() < self._skip_until:
+            return
+        try:
+            self._wake(team_id)
+        except (RedisError, OSError) as error:
+            self._skip_until = time.monotonic() + self.backoff
+            self._failed(team_id, error)
+
+    # --- the thread side ----------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None:
+                return
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._signal = threading.Event()
+                self._flushing = threading.Lock()
+                if self._dirty:
+                    self._signal.set()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="fold-waker", daemon=True)
+            self._thread.start()
+            _live.add(self)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._signal.wait()
+                time.sleep(self.interval)  # let the marks of this interval gather
+                self._signal.clear()
+                if not self.flush():
+                    time.sleep(self.backoff)
+            except Exception:  # never die: a dead waker would leave every fold to the sweep
+                log.exception("fold waker round failed")
+                time.sleep(self.backoff)
+
+    def flush(self) -> bool:
+        """Wake the fold of every dirty team now; False if a wake failed (the rest stay dirty)."""
+        with self._flushing:
+            with self._lock:
+                teams, self._dirty = self._dirty, set()
+            ok = True
+            for index, team_id in enumerate(sorted(teams)):
+                try:
+                    self._wake(team_id)
+                except Exception as error:  # Redis down, or a bug: the team stays dirty
+                    ok = False
+                    self._failed(team_id, error)
+                    left = sorted(teams)[index:]
+                    with self._lock:
+                        self._dirty.update(left)
+                    self._signal.set()
+                    break
+            return ok
+
+    def pending(self) -> set[int]:
+        """The teams marked but not yet woken (for tests and diagnostics)."""
+        with self._lock:
+            return set(self._dirty)
+
+    def _failed(self, team_id: int, error: BaseException) -> None:
+        log.warning("could not queue fold for team %s: %s", team_id, type(error).__name__)
+        if self._on_failure is not None:
+            self._on_failure(team_id, error)
+
+
+_live: weakref.WeakSet[Waker] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """A worker that exits (gunicorn's graceful stop) wakes what it marked, best effort."""
+    for waker in list(_live):
+        if waker._pid != os.getpid() or not waker.pending():
+            continue
+        done = threading.Thread(target=waker.flush, daemon=True)
+        done.start()
+        done.join(EXIT_FLUSH_SECONDS)
