@@ -8,6 +8,7 @@ schema. The YAML after `---` in each docstring is the view's OpenAPI operation
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -29,9 +30,9 @@ from schemas.api import (
 )
 from store.customers import (
     FeedFilter,
-    load_feed,
     load_profile,
     lookup_customer,
+    read_feed_page,
     resolve_customer,
     search_customers,
 )
@@ -255,30 +256,32 @@ def feed(customer_id: str) -> Response:
         since=args.get("since"),
         until=args.get("until"),
     )
-    # One snapshot for the page and, when a filtered page is short, the probe after it.
     engine = resources().engine
-    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
-        found = resolve_customer(connection, key.team_id, _customer_id(customer_id))
-        if found is None:
-            raise not_found()
-        live_id, merged = found
-        if merged:
-            location = url_for(".feed", customer_id=str(live_id))
-            if request.query_string:
-                location += "?" + request.query_string.decode("latin-1")
-            return _merged(live_id, location)
-        items, next_position = load_feed(
+    # An unfiltered page is one statement (customer, items, cursor): no transaction. A
+    # filtered one may add the probe, which must see the page's snapshot.
+    isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
+    with engine.connect().execution_options(isolation_level=isolation) as connection:
+        page = read_feed_page(
             connection,
             key.team_id,
-            live_id,
+            _customer_id(customer_id),
             limit=args["limit"],
             after=cursor.position if cursor else None,
             newest_first=args["order"] == "desc",
             filters=filters,
         )
-    next_cursor = encode_cursor("feed", args["order"], next_position) if next_position else None
-    # Items come JSON-ready in FeedItemSchema's shape (see store.customers.feed_item).
-    return jsonify({"data": items, "next_cursor": next_cursor})
+    if page is None:
+        raise not_found()
+    if page.merged_into is not None:
+        location = url_for(".feed", customer_id=str(page.merged_into))
+        if request.query_string:
+            location += "?" + request.query_string.decode("latin-1")
+        return _merged(page.merged_into, location)
+    next_cursor = encode_cursor("feed", args["order"], page.next_position) if page.next_position else None
+    # The items are JSON text built by Postgres in FeedItemSchema's shape (see
+    # store.customers._FEED_ITEM_SQL), passed through as they are.
+    body = f'{{"data":{page.items_json},"next_cursor":{json.dumps(next_cursor)}}}\n'
+    return Response(body, mimetype="application/json")
 
 
 def init_app(app: Flask) -> None:

@@ -14,12 +14,15 @@ it: such a page can be short, or empty, and still carry a `next_cursor`.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 
 from schemas.api import CustomerPosition, FeedPosition, MemberPosition
 
@@ -283,13 +286,94 @@ _FEED_COLUMNS = (
 )
 
 
+def _iso_sql(column: str) -> str:
+    """`iso(column)` in SQL: UTC with Z, microseconds only when not zero (Python's isoformat).
+
+    The colons are quoted text in the format so that no `:name` appears in the statement
+    outside its parameters (pgbench, which runs it in bench/, would take `:MI` for one).
+    """
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"CASE WHEN to_char({utc}, 'US') = '000000' "
+        f"""THEN to_char({utc}, 'YYYY-MM-DD"T"HH24":"MI":"SS"Z"') """
+        f"""ELSE to_char({utc}, 'YYYY-MM-DD"T"HH24":"MI":"SS.US"Z"') END"""
+    )
+
+
+def _string_sql(value: str) -> str:
+    """`_string(value)` of a jsonb value: itself when a JSON string, else SQL NULL (JSON null)."""
+    return f"CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} END"
+
+
+def _object_sql(value: str) -> str:
+    """`_object(value)` of a jsonb value: itself when a JSON object, else SQL NULL."""
+    return f"CASE WHEN jsonb_typeof({value}) = 'object' THEN {value} END"
+
+
+def _python_str_sql(value: str) -> str:
+    """Python's `str()` of a jsonb value as `summary` formats it (ids are stored as strings)."""
+    return (
+        f"CASE jsonb_typeof({value}) WHEN 'string' THEN {value} #>> '{{}}' "
+        f"WHEN 'boolean' THEN CASE WHEN {value} = 'true' THEN 'True' ELSE 'False' END "
+        f"WHEN 'null' THEN 'None' WHEN 'number' THEN {value} #>> '{{}}' "
+        f"WHEN 'object' THEN {value} #>> '{{}}' WHEN 'array' THEN {value} #>> '{{}}' ELSE 'None' END"
+    )
+
+
+# `feed_item`, in SQL: the item's JSON text is built by Postgres and passed through, so a
+# page costs Python nothing per item. Keys in FeedItemSchema's order; every key present.
+_FEED_ITEM_SQL = f"""json_build_object(
+    'id', id::text,
+    'type', type,
+    'summary', CASE type
+        WHEN 'track' THEN COALESCE(event_name, 'None')
+        WHEN 'page' THEN CASE WHEN event_name <> '' THEN 'Viewed page ' || event_name ELSE 'Viewed a page' END
+        WHEN 'screen' THEN
+            CASE WHEN event_name <> '' THEN 'Viewed screen ' || event_name ELSE 'Viewed a screen' END
+        WHEN 'identify' THEN 'Traits updated'
+        WHEN 'group' THEN 'Joined group ' || {
+    _python_str_sql(
+        "CASE WHEN jsonb_typeof(raw -> 'traits' -> 'name') = 'string' "
+        "THEN raw -> 'traits' -> 'name' ELSE raw -> 'groupId' END"
+    )
+}
+        WHEN 'alias' THEN 'Identified as ' || {_python_str_sql("(raw -> 'userId')")}
+        ELSE type END,
+    'event', CASE WHEN type = 'track' THEN event_name END,
+    'name', CASE WHEN type IN ('page', 'screen') THEN event_name END,
+    'timestamp', {_iso_sql("event_time")},
+    'received_at', {_iso_sql("received_at")},
+    'message_id', message_id,
+    'user_id', user_id,
+    'anonymous_id', anonymous_id,
+    'properties', CASE WHEN type NOT IN ('identify', 'group', 'alias')
+        THEN COALESCE({_object_sql("(raw -> 'properties')")}, '{{}}'::jsonb) END,
+    'traits', CASE WHEN type IN ('identify', 'group')
+        THEN COALESCE({_object_sql("(raw -> 'traits')")}, '{{}}'::jsonb) END,
+    'group_id', CASE WHEN type = 'group' THEN group_id END,
+    'previous_id', CASE WHEN type = 'alias' THEN previous_id END,
+    'context', json_build_object(
+        'page_url', {_string_sql("(raw -> 'context' -> 'page' -> 'url')")},
+        'page_title', {_string_sql("(raw -> 'context' -> 'page' -> 'title')")},
+        'user_agent', {_string_sql("(raw -> 'context' -> 'userAgent')")},
+        'ip', {_string_sql("(raw -> 'context' -> 'ip')")},
+        'library', {_object_sql("(raw -> 'context' -> 'library')")}
+    )
+)"""
+
+
 def feed_statements(filters: FeedFilter, *, newest_first: bool, after: bool) -> tuple[str, str | None]:
     """The SQL of one feed page, and of the probe that finds where a short page's scan ended.
 
-    Exposed so tests and bench/ can EXPLAIN exactly what the API runs.
+    The page statement also resolves the customer (one row: `merged_into`, or no row for an
+    unknown id) and builds the page's JSON in Postgres: `items` is the JSON text of the
+    first `:shown` items, in order; `fetched` says whether one more followed; `last_*` is
+    the keyset of the last item shown. Exposed so tests and bench/ can EXPLAIN exactly
+    what the API runs.
     """
     direction, compare = ("DESC", "<") if newest_first else ("ASC", ">")
-    order = f"ORDER BY event_time {direction}, tiebreak {direction}, id {direction}"
+    keys = f"event_time {direction}, tiebreak {direction}, id {direction}"
+    order = f"ORDER BY {keys}"
     window = ["team_id = :team", "customer_id = :customer"]
     if filters.since is not None:
         window.append("event_time >= :since")
@@ -299,20 +383,42 @@ def feed_statements(filters: FeedFilter, *, newest_first: bool, after: bool) -> 
         window.append(f"(event_time, tiebreak, id) {compare} (:after_time, :after_tiebreak, :after_id)")
     in_window = " AND ".join(window)
     if not filters.narrows:
-        return f"SELECT {_FEED_COLUMNS} FROM events WHERE {in_window} {order} LIMIT :limit", None
-    # The inner LIMIT keeps the index order and bounds the scan; the outer LIMIT stops it
-    # as soon as a page is full, so a common filter reads barely more than a page.
+        rows = f"SELECT {_FEED_COLUMNS} FROM events WHERE {in_window} {order} LIMIT :limit"
+        probe = None
+    else:
+        # The inner LIMIT keeps the index order and bounds the scan; the outer LIMIT stops
+        # it as soon as a page is full, so a common filter reads barely more than a page.
+        rows = f"""
+            SELECT {_FEED_COLUMNS} FROM (
+                SELECT {_FEED_COLUMNS} FROM events WHERE {in_window} {order} LIMIT :budget
+            ) window_events
+            WHERE {_narrowing(filters)}
+            {order}
+            LIMIT :limit
+        """
+        probe = f"""
+            SELECT event_time, tiebreak, id FROM events WHERE {in_window}
+            {order} OFFSET :budget - 1 LIMIT 1
+        """
+    # The row number follows the rows' own order (no sort); json_agg's ORDER BY is the
+    # order they already come in.
     page = f"""
-        SELECT {_FEED_COLUMNS} FROM (
-            SELECT {_FEED_COLUMNS} FROM events WHERE {in_window} {order} LIMIT :budget
-        ) window_events
-        WHERE {_narrowing(filters)}
-        {order}
-        LIMIT :limit
-    """
-    probe = f"""
-        SELECT event_time, tiebreak, id FROM events WHERE {in_window}
-        {order} OFFSET :budget - 1 LIMIT 1
+        SELECT c.merged_into, page.items::text AS items, page.fetched,
+               page.last_time, page.last_tiebreak, page.last_id
+        FROM customers c
+        LEFT JOIN LATERAL (
+            SELECT COALESCE(json_agg(item ORDER BY {keys}) FILTER (WHERE n <= :shown), '[]') AS items,
+                   count(*) AS fetched,
+                   max(event_time) FILTER (WHERE n = :shown) AS last_time,
+                   max(tiebreak) FILTER (WHERE n = :shown) AS last_tiebreak,
+                   max(id) FILTER (WHERE n = :shown) AS last_id
+            FROM (
+                SELECT {_FEED_ITEM_SQL} AS item, event_time, tiebreak, id,
+                       row_number() OVER ({order}) AS n
+                FROM ({rows}) page_events
+            ) numbered
+        ) page ON c.merged_into IS NULL
+        WHERE c.team_id = :team AND c.id = :customer
     """
     return page, probe
 
@@ -343,6 +449,7 @@ def feed_parameters(
     params: dict[str, Any] = {
         "team": team_id,
         "customer": customer_id,
+        "shown": limit,
         "limit": limit + 1,
         "budget": max(budget, limit + 1),
         "since": filters.since,
@@ -357,6 +464,61 @@ def feed_parameters(
     return params
 
 
+@dataclass(frozen=True)
+class FeedPage:
+    """A feed page as read: the customer's merge state and, for a live one, the items' JSON."""
+
+    merged_into: int | None
+    items_json: str  # a JSON array of items in FeedItemSchema's shape ("[]" for a merged customer)
+    next_position: FeedPosition | None
+
+
+def read_feed_page(
+    connection: Connection,
+    team_id: int,
+    customer_id: int,
+    *,
+    limit: int,
+    after: FeedPosition | None = None,
+    newest_first: bool = True,
+    filters: FeedFilter | None = None,
+    budget: int = FEED_SCAN_BUDGET,
+) -> FeedPage | None:
+    """One page of a customer's timeline by event time, or None for an id unknown in the team.
+
+    One statement answers an unfiltered page (customer, items, cursor), so it needs no
+    transaction. For a filtered page the page and the probe must see one snapshot
+    (REPEATABLE READ on the caller's connection): otherwise an event moved out of the
+    window between the two would shift the probe's end past events the page never read.
+    """
+    filters = filters or FeedFilter()
+    page_sql, probe_sql = feed_statements(filters, newest_first=newest_first, after=after is not None)
+    params = feed_parameters(team_id, customer_id, filters, limit=limit, after=after, budget=budget)
+    statement, names = _prepared(page_sql)
+    row = connection.execute(statement, {name: params[name] for name in names}).first()
+    if row is None:
+        return None
+    if row.merged_into is not None:
+        return FeedPage(int(row.merged_into), "[]", None)
+    if row.fetched > limit:
+        return FeedPage(None, row.items, FeedPosition(row.last_time, row.last_tiebreak, row.last_id))
+    if probe_sql is None:
+        return FeedPage(None, row.items, None)
+    # A short page of a filtered feed: did it read to the end, or stop at the budget?
+    statement, names = _prepared(probe_sql)
+    end = connection.execute(statement, {name: params[name] for name in names}).first()
+    return FeedPage(None, row.items, FeedPosition(end.event_time, end.tiebreak, end.id) if end else None)
+
+
+@lru_cache(maxsize=512)
+def _prepared(sql: str) -> tuple[TextClause, tuple[str, ...]]:
+    """The statement for `sql` and the parameters it binds, made once per shape of query.
+
+    Parsing the page statement for its binds costs ~0.3 ms; there are a few dozen shapes.
+    """
+    return text(sql), tuple(dict.fromkeys(re.findall(r"(?<![:\w]):(\w+)", sql)))
+
+
 def load_feed(
     connection: Connection,
     team_id: int,
@@ -368,35 +530,29 @@ def load_feed(
     filters: FeedFilter | None = None,
     budget: int = FEED_SCAN_BUDGET,
 ) -> tuple[list[dict[str, Any]], FeedPosition | None]:
-    """One page of a customer's timeline by event time, and where the next page starts.
-
-    For a filtered feed the page and the probe must see one snapshot (REPEATABLE READ on
-    the caller's connection): otherwise an event moved out of the window between the two
-    would shift the probe's end past events the page never read.
-    """
-    filters = filters or FeedFilter()
-    page_sql, probe_sql = feed_statements(filters, newest_first=newest_first, after=after is not None)
-    params = feed_parameters(team_id, customer_id, filters, limit=limit, after=after, budget=budget)
-    used = {name: value for name, value in params.items() if f":{name}" in page_sql}
-    rows = connection.execute(text(page_sql), used).all()
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        return [feed_item(row) for row in rows[:limit]], FeedPosition(last.event_time, last.tiebreak, last.id)
-    items = [feed_item(row) for row in rows]
-    if probe_sql is None:
-        return items, None
-    # A short page of a filtered feed: did it read to the end, or stop at the budget?
-    used = {name: value for name, value in params.items() if f":{name}" in probe_sql}
-    end = connection.execute(text(probe_sql), used).first()
-    return items, (FeedPosition(end.event_time, end.tiebreak, end.id) if end is not None else None)
+    """`read_feed_page` with the items parsed: ([], None) for an unknown or merged id."""
+    page = read_feed_page(
+        connection,
+        team_id,
+        customer_id,
+        limit=limit,
+        after=after,
+        newest_first=newest_first,
+        filters=filters,
+        budget=budget,
+    )
+    if page is None:
+        return [], None
+    items: list[dict[str, Any]] = json.loads(page.items_json)
+    return items, page.next_position
 
 
 def feed_item(row: Any) -> dict[str, Any]:
     """A timeline entry as agents read it (SPEC §4), ready for JSON: every key always present.
 
-    Built here in its final shape rather than dumped through `FeedItemSchema`, which only
-    declares it (for the OpenAPI document and the tests): the feed is the hot read, and a
-    marshmallow dump costs more than the query (about 4 ms for 50 items).
+    The reference for `_FEED_ITEM_SQL`, which the feed runs: Postgres builds the items'
+    JSON and the route passes it through (Python building and re-encoding 50 items cost
+    ~4 ms a page). tests/app/test_customers.py holds the two to the same output.
     """
     raw: dict[str, Any] = row.raw if isinstance(row.raw, dict) else {}
     context = _object(raw.get("context")) or {}

@@ -529,3 +529,114 @@ def test_a_filtered_feed_reads_a_bounded_stretch_and_still_finds_everything(
     # 40 events read 5 at a time: 8 windows, most pages empty yet with a cursor, and a
     # last empty page because the 8th window ended exactly at the first event.
     assert pages == 9
+
+
+# -- the feed's items are built by Postgres: the same as the Python reference ---------
+
+_ITEM_ROW = """
+    SELECT ({item})::text AS item, e.* FROM (VALUES (
+        CAST(:id AS bigint), CAST(:type AS text), CAST(:event_name AS text),
+        CAST(:event_time AS timestamptz), CAST(:received_at AS timestamptz), CAST(:message_id AS text),
+        CAST(:user_id AS text), CAST(:anonymous_id AS text), CAST(:group_id AS text),
+        CAST(:previous_id AS text), CAST(0 AS bigint), CAST(:raw AS jsonb)
+    )) AS e(id, type, event_name, event_time, received_at, message_id, user_id, anonymous_id,
+            group_id, previous_id, tiebreak, raw)
+"""
+
+_ODD_VALUES: list[Any] = [
+    None, "", "text", "ünïcødé \u2028 \"quoted\" \\", 7, 1.5, 1e300, True, False, [], [1, "a"], {},
+    {"name": 3}, {"name": "Acme", "nested": {"a": [1, {"b": None}]}},
+]  # fmt: skip
+
+
+def _odd_raws() -> list[Any]:
+    raws: list[Any] = [[], "a string", 7, None, {}]
+    for value in _ODD_VALUES:
+        # Ingest stores ids as strings (numbers converted): a summary never shows a list.
+        some_id = value if not isinstance(value, list | dict) else "an-id"
+        raws += [
+            {"properties": value, "traits": value, "groupId": some_id, "userId": some_id},
+            {"context": value},
+            {"context": {"page": value, "userAgent": value, "ip": value, "library": value}},
+            {"context": {"page": {"url": value, "title": value}}},
+            {"traits": {"name": value}, "groupId": "g-1"},
+        ]
+    return raws
+
+
+def _item_rows() -> list[dict[str, Any]]:
+    times = ["2024-03-01T12:00:00Z", "2024-03-01T12:00:00.000001Z", "2024-03-01T12:00:00.5+02:00",
+             "2024-12-31T23:59:59.999999-05:00", "0999-01-02T03:04:05Z"]  # fmt: skip
+    rows = []
+    for n, raw in enumerate(_odd_raws()):
+        for kind, name in [("track", "Order Completed"), ("track", None), ("page", ""), ("page", "Pricing"),
+                           ("screen", None), ("screen", "Home"), ("identify", None), ("group", None),
+                           ("alias", None), ("other", "x")]:  # fmt: skip
+            rows.append(
+                {
+                    "id": n * 100 + len(rows),
+                    "type": kind,
+                    "event_name": name,
+                    "event_time": times[len(rows) % len(times)],
+                    "received_at": times[(len(rows) + 1) % len(times)],
+                    "message_id": f"m-{len(rows)}",
+                    "user_id": "u1" if n % 2 else None,
+                    "anonymous_id": None if n % 2 else "a1",
+                    "group_id": "g1" if kind == "group" else None,
+                    "previous_id": "p1" if kind == "alias" else None,
+                    "raw": json.dumps(raw),
+                }
+            )
+    return rows
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_the_items_postgres_builds_equal_the_reference_item(engine: Engine, timezone: str) -> None:
+    from sqlalchemy import text
+
+    from store.customers import _FEED_ITEM_SQL, feed_item
+
+    statement = text(_ITEM_ROW.format(item=_FEED_ITEM_SQL))
+    fields = list(FeedItemSchema().fields)
+    with engine.connect() as connection:
+        connection.execute(text(f"SET LOCAL TIME ZONE '{timezone}'"))
+        for params in _item_rows():
+            row = connection.execute(statement, params).one()
+            built = json.loads(row.item)
+            assert built == feed_item(row), params
+            assert list(built) == fields, "every key, in the documented order"
+
+
+def test_feed_timestamps_keep_their_microseconds_only_when_not_zero(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    send(
+        engine,
+        team,
+        track("u1", "A", 0, message_id="whole"),
+        track("u1", "B", 0.5 / 60_000_000 * 2, message_id="micro"),  # one microsecond later
+        track("u1", "C", 1.25 / 60, message_id="quarter"),
+    )
+    feed = get(client, team, f"/api/v1/customers/{customer_of(client, team, 'u1')}/feed?order=asc")
+    assert [item["timestamp"] for item in feed["data"]] == [
+        "2024-03-01T12:00:00Z",
+        "2024-03-01T12:00:00.000001Z",
+        "2024-03-01T12:00:01.250000Z",
+    ]
+    for item in feed["data"]:
+        assert item["received_at"].endswith("Z")
+        assert datetime.fromisoformat(item["received_at"]).tzinfo is not None
+
+
+def test_the_feed_answers_one_json_body_with_a_working_cursor(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    send(engine, team, *(track("u1", f"E{n}", n) for n in range(5)))
+    url = f"/api/v1/customers/{customer_of(client, team, 'u1')}/feed?limit=2"
+    response = client.get(url, headers=team.bearer(team.read))
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    body = json.loads(response.get_data(as_text=True))
+    assert list(body) == ["data", "next_cursor"]
+    assert [item["event"] for item in body["data"]] == ["E4", "E3"]
+    assert [item["event"] for item in every_page(client, team, url)] == [f"E{n}" for n in range(4, -1, -1)]

@@ -178,3 +178,14 @@ def test_lookup_by_email_uses_its_index(big: tuple[Connection, int]) -> None:
     connection, team = big
     (plan,) = plans_of(connection, lambda c: lookup_customer(c, team, "email", "PERSON77@example.com"))
     assert "ix_customers_email_prefix" in describe(plan), describe(plan)
+
+
+def test_an_unfiltered_feed_page_is_one_statement_that_also_resolves_the_customer(
+    big: tuple[Connection, int],
+) -> None:
+    connection, team = big
+    plans = plans_of(connection, lambda c: load_feed(c, team, 1, limit=50))
+    assert len(plans) == 1
+    shape = describe(plans[0])
+    assert "Index Scan(ix_events_feed)" in shape and "Sort" not in shape, shape
+    assert "Seq Scan" not in shape, shape
