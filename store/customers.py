@@ -118,6 +118,57 @@ def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict
     return profile
 
 
+def _profile_sql() -> str:
+    # `load_profile` dumped through ProfileSchema, built by Postgres in one statement.
+    return f"""
+        SELECT c.merged_into, CASE WHEN c.merged_into IS NULL THEN json_build_object(
+            'id', c.id::text,
+            'user_ids', COALESCE((
+                SELECT json_agg(i.value ORDER BY i.kind, i.value) FROM identities i
+                WHERE i.team_id = c.team_id AND i.customer_id = c.id AND i.kind = 'user'), '[]'),
+            'anonymous_ids', COALESCE((
+                SELECT json_agg(i.value ORDER BY i.kind, i.value) FROM identities i
+                WHERE i.team_id = c.team_id AND i.customer_id = c.id AND i.kind <> 'user'), '[]'),
+            'email', c.email,
+            'name', c.name,
+            'traits', COALESCE((
+                SELECT json_object_agg(t.key, t.value ORDER BY t.key) FROM customer_traits t
+                WHERE t.team_id = c.team_id AND t.customer_id = c.id), '{{}}'),
+            'groups', COALESCE((
+                SELECT json_agg(json_build_object(
+                    'id', m.group_id,
+                    'name', g.name,
+                    'traits', COALESCE((SELECT jsonb_object_agg(gt.key, gt.value) FROM group_traits gt
+                                        WHERE gt.team_id = m.team_id AND gt.group_id = m.group_id), '{{}}'),
+                    'joined_at', {_iso_sql("m.joined_at")}
+                ) ORDER BY m.joined_at, m.group_id)
+                FROM memberships m
+                LEFT JOIN groups g ON g.team_id = m.team_id AND g.group_id = m.group_id
+                WHERE m.team_id = c.team_id AND m.customer_id = c.id), '[]'),
+            'first_seen', {_iso_sql("c.first_seen")},
+            'last_seen', {_iso_sql("c.last_seen")},
+            'event_count', c.event_count
+        )::text END AS profile
+        FROM customers c
+        WHERE c.team_id = :team AND c.id = :id
+    """
+
+
+def read_profile(connection: Connection, team_id: int, customer_id: int) -> tuple[int | None, str] | None:
+    """(merged_into, the profile's JSON text; "" when merged), or None for an id unknown in the team.
+
+    One statement (one snapshot, no transaction) for what `load_profile` reads in four and
+    the route then dumps through ProfileSchema; the profile comes out as that dump would.
+    """
+    statement, _ = _prepared(_profile_sql())
+    row = connection.execute(statement, {"team": team_id, "id": customer_id}).first()
+    if row is None:
+        return None
+    if row.merged_into is not None:
+        return int(row.merged_into), ""
+    return None, row.profile
+
+
 def search_customers(
     connection: Connection,
     team_id: int,
