@@ -42,6 +42,7 @@ MAX_BATCH_EVENTS = 2500
 SINGLE_ROUTES = ("track", "identify", "page", "screen", "group", "alias")
 _BATCH_DEFAULTS = ("context", "integrations")
 _REJECTED_ECHO_CHARS = 255
+_SUCCESS_BODY = b'{"success":true}\n'
 
 
 @bp.post("/v1/segment")
@@ -138,9 +139,11 @@ def _ingest_request(forced_type: str | None, batch_only: bool) -> Response:
     metrics.events_accepted(prepared)
     _wake_fold(key)
 
+    if not is_batch:
+        # The common answer, encoded once (what jsonify would write for it).
+        return Response(_SUCCESS_BODY, content_type="application/json")
     answer: dict[str, Any] = {"success": True}
-    if is_batch:
-        answer.update(accepted=result.accepted, duplicates=result.duplicates, rejected=rejected)
+    answer.update(accepted=result.accepted, duplicates=result.duplicates, rejected=rejected)
     return jsonify(answer)
 
 
