@@ -38,9 +38,14 @@ def key_from_header() -> str | None:
     return None
 
 
-def authenticate(scope: str, body_key: str | None = None) -> AuthenticatedKey:
-    """The caller's key, checked for `scope`; raises 401/403 with what to fix."""
-    secret = key_from_header() or body_key
+def authenticate(
+    scope: str, body_key: str | None = None, *, header_key: str | None = None
+) -> AuthenticatedKey:
+    """The caller's key, checked for `scope`; raises 401/403 with what to fix.
+
+    `header_key`: what `key_from_header()` returned, when the caller has read it already.
+    """
+    secret = header_key or key_from_header() or body_key
     if not secret:
         raise ApiError(
             401,

@@ -86,7 +86,8 @@ def _ingest_request(forced_type: str | None, batch_only: bool) -> Response:
     # of our 401, and retry. A key in the header is then checked before the body is
     # inflated and parsed, so a bad key is a 401 whatever the body, and costs little.
     raw = read_raw_body()
-    key = authenticate("ingest") if key_from_header() else None
+    header_key = key_from_header()
+    key = authenticate("ingest", header_key=header_key) if header_key else None
     data = decode_content(raw)
     body = parse_json(data)
     # The envelope's keys by their lower-case name (Segment: top-level keys in any casing).
