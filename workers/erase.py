@@ -177,8 +177,8 @@ class _Eraser:
         for event in rest:
             anon = usable_id(event.anonymous_id)
             if usable_id(event.user_id) is None and anon is not None:
-                stamp = self.tomb.get(("anonymous", anon))
-                if stamp is not None and event.event_time <= stamp[0]:
+                anon_stamp = self.tomb.get(("anonymous", anon))
+                if anon_stamp is not None and event.event_time <= anon_stamp[0]:
                     erased.add(event.id)
 
         if erased:

@@ -5,15 +5,16 @@ per-team advisory lock, so several workers can run at once without racing on the
 team's customers; a worker killed mid-batch rolls its transaction back and the events
 stay unfolded for the next one.
 
-The result is a function of the *set* of events, not of their arrival order:
+The result is a function of the *set* of events, not of their arrival order or batching
+(the rules and why: docs/fold.md; the same rules as a reference model:
+tests/workers/model.py):
 - a userId is one customer; userIds are joined only by `alias`;
 - an anonymousId belongs to the userId of its earliest claim (the earliest event, by
   event time then tiebreak, that carried both ids, or an alias from it); with no claim
   it is an anonymous customer of its own; a later-arriving earlier claim moves it;
-- traits, group traits: per key, the value of the latest (event time, tiebreak) wins;
-- memberships: joined at the earliest group call;
-- a delete erases the person and leaves a tombstone that drops re-sent events dated at or
-  before the deletion.
+- traits, group traits: per normalised key, the latest (event time, tiebreak) wins;
+- memberships: joined at the earliest group call, seen at the latest;
+- a delete erases the person up to its time and leaves tombstones (workers/erase.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
             text("SELECT pg_advisory_xact_lock(:ns, :team)"),
             {"ns": FOLD_LOCK_NAMESPACE, "team": team_id % 2_147_483_647},
         )
+        # psycopg prepares a statement after a few runs, and Postgres may then switch it
+        # to a generic plan, which cannot see how many ids an array holds: measured, that
+        # made the batch lookups 10-30x slower. Plan each statement for its parameters.
+        connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         rows = connection.execute(
             text(
                 f"""
@@ -85,6 +90,9 @@ class _Fold:
         self.anon_customer: dict[str, int] = {}
         self.known: dict[int, bool] = {}
         self.recompute: set[int] = set()
+        # Merges and moves decided while resolving, written at once by `flush_identity`.
+        self.parent: dict[int, int] = {}  # a merged customer -> the one it joined
+        self.moves: dict[str, tuple[int, int]] = {}  # anonymousId -> (from, to)
 
     def sql(self, statement: str, **params: object) -> list[tuple[object, ...]]:
         result = self.c.execute(text(statement), {"team": self.team, **params})
@@ -98,7 +106,7 @@ class _Fold:
         self.recompute |= erasure.changed_customers
         if erasure.groups:
             self.recompute_groups(sorted(erasure.groups))
-        assigned: list[tuple[int, int | None]] = []
+        incremental: list[tuple[PendingEvent, int]] = []
         if events or erasure.loose_anonymous:
             self.record_links(events)
             users = {u for e in events if (u := usable_id(e.user_id))}
@@ -113,6 +121,8 @@ class _Fold:
             self.resolve_users(users, owners)
             self.apply_aliases(users)
             self.resolve_anonymous(visitors, owners)
+            self.flush_identity()
+            self.recompute = {self.find(c) for c in self.recompute}
             assigned = self.assign(events)
             customer_of = dict(assigned)
             incremental = [
@@ -121,13 +131,13 @@ class _Fold:
             self.update_traits(incremental)
             self.update_groups([e for e in events if e.type == "group"])
             self.update_memberships(incremental)
-            self.update_stats(incremental)
             if gone:
                 self.forget_anonymous(sorted(gone))
+        self.recompute = {self.find(c) for c in self.recompute}
         for customer_id in sorted(self.recompute):
             self.recompute_customer(customer_id)
-        touched = {cid for _, cid in assigned if cid is not None} | self.recompute
-        self.update_profile_fields(sorted(touched))
+        survivors = {self.find(c) for c in self.parent}
+        self.update_customers(incremental, self.recompute | survivors)
 
     def still_carried(self, anons: set[str]) -> set[str]:
         """Those anonymousIds that a folded event still carries as its anonymousId.
@@ -237,8 +247,9 @@ class _Fold:
         )
         for kind, value, customer_id, is_known in rows:
             target = self.user_customer if kind == "user" else self.anon_customer
-            target[str(value)] = int(customer_id)  # type: ignore[call-overload]
-            self.known[int(customer_id)] = bool(is_known)  # type: ignore[call-overload]
+            customer = self.find(int(customer_id))  # type: ignore[call-overload]
+            target[str(value)] = customer
+            self.known[customer] = self.known.get(customer, False) or bool(is_known)
 
     def create_customers(self, count: int, known: bool) -> list[int]:
         rows = self.sql(
@@ -296,6 +307,7 @@ class _Fold:
         adopted: dict[str, int] = {}
         for anon, owner in sorted(owners.items()):
             current = self.anon_customer.get(anon)
+            current = self.find(current) if current is not None else None
             if (
                 owner in new
                 and owner not in adopted
@@ -332,7 +344,7 @@ class _Fold:
             self.load_identities(missing, [])
         for previous, user in links:
             a, b = self.user_customer.get(previous), self.user_customer.get(user)
-            if a is not None and b is not None and a != b:
+            if a is not None and b is not None:
                 self.merge(a, b)
 
     def resolve_anonymous(self, anons: set[str], owners: dict[str, str]) -> None:
@@ -348,7 +360,9 @@ class _Fold:
         for anon in sorted(anons):
             owner = owners.get(anon)
             target = self.user_customer.get(owner) if owner else None
+            target = self.find(target) if target is not None else None
             current = self.anon_customer.get(anon)
+            current = self.find(current) if current is not None else None
             if current is None:
                 if target is None:
                     orphans.append(anon)
@@ -378,7 +392,7 @@ class _Fold:
             customer = self.user_customer.get(user) if user else None
             if customer is None and anon:
                 customer = self.anon_customer.get(anon)
-            assigned.append((event.id, customer))
+            assigned.append((event.id, self.find(customer) if customer is not None else None))
         self.sql(
             """
             UPDATE events e SET customer_id = x.c, folded_at = :now
@@ -392,21 +406,89 @@ class _Fold:
         return assigned
 
     # -- merging and moving ----------------------------------------------------------
+    #
+    # Resolving only decides (in memory) which customers merge and which visitors move;
+    # `flush_identity` then writes all of the batch's merges and moves with a fixed
+    # number of statements, whatever their number.
+
+    def find(self, customer: int) -> int:
+        """The customer that `customer` has been merged into in this batch (or itself)."""
+        while (parent := self.parent.get(customer)) is not None:
+            customer = parent
+        return customer
 
     def merge(self, a: int, b: int) -> int:
         """Join two customers; the known one, else the older id, survives."""
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return a
         survivor, loser = (a, b) if (not self.known.get(a), a) <= (not self.known.get(b), b) else (b, a)
-        params = {"s": survivor, "l": loser}
+        self.parent[loser] = survivor
+        self.known[survivor] = self.known.get(survivor, False) or self.known.get(loser, False)
+        if loser in self.recompute:
+            self.recompute.add(survivor)
+        return survivor
+
+    def move_anonymous(self, anon: str, current: int, target: int) -> None:
+        """An earlier claim arrived late: the visitor's own events change customer."""
+        self.moves[anon] = (current, target)
+        self.anon_customer[anon] = target
+        self.recompute.update((current, target))
+
+    def flush_identity(self) -> None:
+        """Write the batch's merges, then its moves."""
+        losers = sorted(self.parent)
+        if losers:
+            self.write_merges(losers, [self.find(c) for c in losers])
+        moves = [(a, self.find(f), self.find(t)) for a, (f, t) in sorted(self.moves.items())]
+        moves = [(a, f, t) for a, f, t in moves if f != t]
+        if moves:
+            params = {
+                "anons": [a for a, _, _ in moves],
+                "froms": [f for _, f, _ in moves],
+                "tos": [t for _, _, t in moves],
+            }
+            self.sql(
+                """
+                UPDATE identities i SET customer_id = x.t
+                FROM unnest(CAST(:anons AS text[]), CAST(:tos AS bigint[])) AS x(a, t)
+                WHERE i.team_id = :team AND i.kind = 'anonymous' AND i.value = ANY(:anons) AND i.value = x.a
+                """,
+                **params,
+            )
+            self.sql(
+                f"""
+                UPDATE events e SET customer_id = x.t
+                FROM unnest(CAST(:anons AS text[]), CAST(:froms AS bigint[]),
+                            CAST(:tos AS bigint[])) AS x(a, f, t)
+                WHERE e.team_id = :team AND e.customer_id = ANY(:froms)
+                  AND e.customer_id = x.f AND e.anonymous_id = x.a
+                  AND (e.user_id IS NULL OR {SQL_IS_JUNK.format(column="e.user_id")})
+                """,
+                **params,
+            )
+
+    def write_merges(self, losers: list[int], survivors: list[int]) -> None:
+        """Move each loser's identities, events, traits, memberships and counts to its survivor."""
+        params = {"losers": losers, "survivors": survivors}
+        pairs = "unnest(CAST(:losers AS bigint[]), CAST(:survivors AS bigint[])) AS m(l, s)"
+        for table in ("identities", "events"):
+            self.sql(
+                f"""
+                UPDATE {table} t SET customer_id = m.s FROM {pairs}
+                WHERE t.team_id = :team AND t.customer_id = ANY(:losers) AND t.customer_id = m.l
+                """,
+                **params,
+            )
         self.sql(
-            "UPDATE identities SET customer_id = :s WHERE team_id = :team AND customer_id = :l", **params
-        )
-        self.sql("UPDATE events SET customer_id = :s WHERE team_id = :team AND customer_id = :l", **params)
-        self.sql(
-            """
+            f"""
             INSERT INTO customer_traits AS ct
                 (team_id, customer_id, key_norm, key, value, event_time, tiebreak)
-            SELECT team_id, :s, key_norm, key, value, event_time, tiebreak
-            FROM customer_traits WHERE team_id = :team AND customer_id = :l
+            SELECT DISTINCT ON (m.s, t.key_norm)
+                   t.team_id, m.s, t.key_norm, t.key, t.value, t.event_time, t.tiebreak
+            FROM customer_traits t JOIN {pairs} ON t.customer_id = m.l
+            WHERE t.team_id = :team AND t.customer_id = ANY(:losers)
+            ORDER BY m.s, t.key_norm, t.event_time DESC, t.tiebreak DESC
             ON CONFLICT (team_id, customer_id, key_norm) DO UPDATE
             SET key = excluded.key, value = excluded.value,
                 event_time = excluded.event_time, tiebreak = excluded.tiebreak
@@ -414,68 +496,56 @@ class _Fold:
             """,
             **params,
         )
-        self.sql("DELETE FROM customer_traits WHERE team_id = :team AND customer_id = :l", **params)
         self.sql(
-            """
-            INSERT INTO memberships AS m (team_id, customer_id, group_id, joined_at, last_seen)
-            SELECT team_id, :s, group_id, joined_at, last_seen
-            FROM memberships WHERE team_id = :team AND customer_id = :l
+            f"""
+            INSERT INTO memberships AS ms (team_id, customer_id, group_id, joined_at, last_seen)
+            SELECT :team, m.s, t.group_id, min(t.joined_at), max(t.last_seen)
+            FROM memberships t JOIN {pairs} ON t.customer_id = m.l
+            WHERE t.team_id = :team AND t.customer_id = ANY(:losers)
+            GROUP BY m.s, t.group_id
             ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
-            SET joined_at = LEAST(m.joined_at, excluded.joined_at),
-                last_seen = GREATEST(m.last_seen, excluded.last_seen)
+            SET joined_at = LEAST(ms.joined_at, excluded.joined_at),
+                last_seen = GREATEST(ms.last_seen, excluded.last_seen)
             """,
             **params,
         )
-        self.sql("DELETE FROM memberships WHERE team_id = :team AND customer_id = :l", **params)
+        for table in ("customer_traits", "memberships"):
+            self.sql(f"DELETE FROM {table} WHERE team_id = :team AND customer_id = ANY(:losers)", **params)
         self.sql(
-            """
-            UPDATE customers s SET
-                is_known = s.is_known OR l.is_known,
-                first_seen = LEAST(s.first_seen, l.first_seen),
-                last_seen = GREATEST(s.last_seen, l.last_seen),
-                event_count = s.event_count + l.event_count
-            FROM customers l
-            WHERE s.team_id = :team AND s.id = :s AND l.team_id = :team AND l.id = :l
+            f"""
+            UPDATE customers c SET
+                is_known = c.is_known OR x.known,
+                first_seen = LEAST(c.first_seen, x.first_seen),
+                last_seen = GREATEST(c.last_seen, x.last_seen),
+                event_count = c.event_count + x.n
+            FROM (
+                SELECT m.s, bool_or(l.is_known) AS known, min(l.first_seen) AS first_seen,
+                       max(l.last_seen) AS last_seen, sum(l.event_count) AS n
+                FROM customers l JOIN {pairs} ON l.id = m.l
+                WHERE l.team_id = :team AND l.id = ANY(:losers)
+                GROUP BY m.s
+            ) x
+            WHERE c.team_id = :team AND c.id = ANY(:survivors) AND c.id = x.s
             """,
             **params,
         )
+        # The losers, and every customer that had been merged into one of them, now
+        # resolve to the survivor in one step.
         self.sql(
-            """
-            UPDATE customers SET merged_into = :s, event_count = 0, email = NULL, name = NULL
-            WHERE team_id = :team AND (id = :l OR merged_into = :l)
+            f"""
+            UPDATE customers c SET merged_into = m.s, event_count = 0, email = NULL, name = NULL
+            FROM {pairs}
+            WHERE c.team_id = :team AND c.id = ANY(:losers) AND c.id = m.l
             """,
             **params,
-        )
-        self.known[survivor] = self.known.get(survivor, False) or self.known.get(loser, False)
-        for mapping in (self.user_customer, self.anon_customer):
-            for key, value in mapping.items():
-                if value == loser:
-                    mapping[key] = survivor
-        if loser in self.recompute:
-            self.recompute.discard(loser)
-            self.recompute.add(survivor)
-        return survivor
-
-    def move_anonymous(self, anon: str, current: int, target: int) -> None:
-        """An earlier claim arrived late: the visitor's own events change customer."""
-        self.sql(
-            "UPDATE identities SET customer_id = :t "
-            "WHERE team_id = :team AND kind = 'anonymous' AND value = :a",
-            t=target,
-            a=anon,
         )
         self.sql(
             f"""
-            UPDATE events SET customer_id = :t
-            WHERE team_id = :team AND customer_id = :c AND anonymous_id = :a
-              AND (user_id IS NULL OR {SQL_IS_JUNK.format(column="user_id")})
+            UPDATE customers c SET merged_into = m.s FROM {pairs}
+            WHERE c.team_id = :team AND c.merged_into = ANY(:losers) AND c.merged_into = m.l
             """,
-            t=target,
-            c=current,
-            a=anon,
+            **params,
         )
-        self.anon_customer[anon] = target
-        self.recompute.update((current, target))
 
     # -- derived state -----------------------------------------------------------------
 
@@ -624,20 +694,36 @@ class _Fold:
             lasts=[last for _, last in spans.values()],
         )
 
-    def update_stats(self, events: list[tuple[PendingEvent, int]]) -> None:
-        """First seen, last seen and event count of the customers the batch's events joined."""
-        stats: dict[int, tuple[datetime, datetime, int]] = {}
+    def update_customers(self, events: list[tuple[PendingEvent, int]], others: set[int]) -> None:
+        """Counts, first and last seen, email and name of the customers the batch touched.
+
+        One UPDATE per customer per batch (a customer row carries indexes on last_seen,
+        email and name, so every update writes them: fewer updates, less bloat).
+        """
+        stats: dict[int, tuple[datetime | None, datetime | None, int]] = dict.fromkeys(
+            others, (None, None, 0)
+        )
         for event, customer in events:
-            first, last, n = stats.get(customer, (event.event_time, event.event_time, 0))
-            stats[customer] = (min(first, event.event_time), max(last, event.event_time), n + 1)
+            first, last, n = stats.get(customer) or (None, None, 0)
+            first = event.event_time if first is None else min(first, event.event_time)
+            last = event.event_time if last is None else max(last, event.event_time)
+            stats[customer] = (first, last, n + 1)
         if not stats:
             return
+        # Correlated lookups by primary key, driven by `id = ANY`: a plan that cannot scan
+        # the team's customers, however stale the statistics.
+        trait = """(SELECT t.value #>> '{{}}' FROM customer_traits t
+                    WHERE t.team_id = c.team_id AND t.customer_id = c.id AND t.key_norm = '{key}'
+                      AND jsonb_typeof(t.value) = 'string')"""
         self.sql(
-            """
+            f"""
             UPDATE customers c SET
                 first_seen = LEAST(c.first_seen, x.f),
                 last_seen = GREATEST(c.last_seen, x.l),
-                event_count = c.event_count + x.n
+                event_count = c.event_count + x.n,
+                email = {trait.format(key="email")},
+                name = COALESCE({trait.format(key="name")}, NULLIF(btrim(concat_ws(' ',
+                    {trait.format(key="firstname")}, {trait.format(key="lastname")})), ''))
             FROM unnest(CAST(:customers AS bigint[]), CAST(:firsts AS timestamptz[]),
                         CAST(:lasts AS timestamptz[]), CAST(:counts AS integer[])) AS x(c, f, l, n)
             WHERE c.team_id = :team AND c.id = ANY(:customers) AND c.id = x.c
@@ -676,24 +762,4 @@ class _Fold:
             WHERE c.team_id = :team AND c.id = :c
             """,
             **params,
-        )
-
-    def update_profile_fields(self, customer_ids: list[int]) -> None:
-        """Name and email on the customer row, from its traits (for search and lists)."""
-        if not customer_ids:
-            return
-        # `id = ANY` and correlated lookups by primary key: a plan that cannot scan the
-        # team's customers, however stale the statistics.
-        trait = """(SELECT t.value #>> '{{}}' FROM customer_traits t
-                    WHERE t.team_id = c.team_id AND t.customer_id = c.id AND t.key_norm = '{key}'
-                      AND jsonb_typeof(t.value) = 'string')"""
-        self.sql(
-            f"""
-            UPDATE customers c SET
-                email = {trait.format(key="email")},
-                name = COALESCE({trait.format(key="name")}, NULLIF(btrim(concat_ws(' ',
-                    {trait.format(key="firstname")}, {trait.format(key="lastname")})), ''))
-            WHERE c.team_id = :team AND c.id = ANY(:ids)
-            """,
-            ids=customer_ids,
         )

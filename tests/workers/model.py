@@ -205,11 +205,10 @@ def expected_state(events: list[PreparedEvent]) -> TeamState:
     by_person: dict[tuple[str, str], list[PreparedEvent]] = defaultdict(list)
     orphans: set[str] = set()
     for event in kept:
-        who = person(event)
-        if who is None:
+        if (owner_key := person(event)) is None:
             orphans.add(event.message_id)
         else:
-            by_person[who].append(event)
+            by_person[owner_key].append(event)
 
     customers: dict[CustomerKey, CustomerState] = {}
     for who, (user_ids, anon_ids) in members.items():

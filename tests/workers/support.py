@@ -107,7 +107,7 @@ def journeys(customers: int, seed: int = 4) -> list[PreparedEvent]:
                 }
                 made.append(event("identify", mid, minute, userId=user, anonymousId=anon, traits=traits))
             elif n == 4 and c % 3 == 0:
-                traits = {"name": f"Company {c % 7}", "seats": n}
+                traits = {"name": f"Company {c % 7}", "seats": str(n)}
                 made.append(event("group", mid, minute, userId=user, groupId=f"g{c % 7}", traits=traits))
             elif n == 5 and c % 11 == 0:
                 made.append(event("alias", mid, minute, userId=user, previousId=f"user-{c - 1}"))
