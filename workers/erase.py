@@ -272,7 +272,7 @@ class _Eraser:
                 OR EXISTS (SELECT 1 FROM y WHERE e.customer_id = y.c AND e.anonymous_id = y.a
                            AND e.event_time <= y.t
                            AND (e.user_id IS NULL OR {SQL_IS_JUNK.format(column="e.user_id")})))
-            RETURNING e.customer_id, e.group_id
+            RETURNING e.customer_id, e.group_id, e.anonymous_id
             """,
             users=[u for u, _, _ in users],
             utimes=[t for _, t, _ in users],
@@ -282,10 +282,12 @@ class _Eraser:
             acs=[c for _, _, c in anons],
             holders=sorted({c for _, _, c in users + anons}),
         )
-        erasure.groups |= {str(g) for _, g in lost if g is not None}
+        erasure.groups |= {str(g) for _, g, _ in lost if g is not None}
         reopened = {c for _, _, c in users}
-        erasure.changed_customers |= {int(c) for c, _ in lost} - reopened  # type: ignore[call-overload]
+        erasure.changed_customers |= {int(c) for c, _, _ in lost} - reopened  # type: ignore[call-overload]
+        # Every anonymousId an erased event carried may have lost its last event.
         erasure.loose_anonymous |= {a for a, _, c in anons if c not in reopened}
+        erasure.loose_anonymous |= {a for _, _, v in lost if (a := usable_id(v))}  # type: ignore[arg-type]
         if reopened:
             erasure.events += self.reopen(sorted(reopened), erasure)
 
@@ -312,7 +314,12 @@ class _Eraser:
             "DELETE FROM customers WHERE team_id = :team AND (id = ANY(:c) OR merged_into = ANY(:c))",
         ):
             self.sql(statement, **params)
-        # Their links come back from the reopened events as they are folded again.
-        self.sql("DELETE FROM anonymous_claims WHERE team_id = :team AND user_id = ANY(:u)", u=users)
+        # Their links come back from the reopened events as they are folded again; the
+        # anonymousIds they claimed are resolved again (or forgotten if nothing is left).
+        claimed = self.sql(
+            "DELETE FROM anonymous_claims WHERE team_id = :team AND user_id = ANY(:u) RETURNING anonymous_id",
+            u=users,
+        )
+        erasure.loose_anonymous |= {str(a) for (a,) in claimed}
         self.sql("DELETE FROM aliases WHERE team_id = :team AND user_id = ANY(:u)", u=users)
         return [PendingEvent(*row) for row in rows]  # type: ignore[arg-type]

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 JUNK_IDS = frozenset({"", "null", "undefined", "0", "anonymous", "none", "nil", "[object object]"})
 
-# The same rule in SQL, for statements that re-home a visitor's events.
+# What is trimmed before comparing: ASCII whitespace, the same in Python and in SQL.
+_SPACE = " \t\n\r\x0b\x0c"
+
+# The same rule in SQL, for statements that pick a visitor's own (no userId) events.
 SQL_IS_JUNK = (
-    "lower(btrim({column})) IN ('', 'null', 'undefined', '0', 'anonymous', 'none', 'nil', '[object object]')"
+    "lower(btrim({column}, E' \\t\\n\\r\\x0b\\x0c')) "
+    "IN ('', 'null', 'undefined', '0', 'anonymous', 'none', 'nil', '[object object]')"
 )
 
 
 def usable_id(value: str | None) -> str | None:
     """The id if it identifies someone, else None."""
-    if value is None or value.strip().lower() in JUNK_IDS:
+    if value is None or value.strip(_SPACE).lower() in JUNK_IDS:
         return None
     return value

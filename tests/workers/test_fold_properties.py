@@ -24,7 +24,7 @@ from tests.workers.support import event, fold_in_steps, new_team, store_and_fold
 
 USERS = ["u1", "u2", "u3"]
 ANONS = ["a1", "a2", "a3"]
-JUNK = ["null", "undefined", "0", "anonymous", "", "NULL", " 0 "]
+JUNK = ["null", "undefined", "0", "anonymous", "", "NULL", " 0 ", "\tundefined\n"]
 TRAIT_KEYS = ["email", "Email", "firstName", "first_name", "First Name", "lastName", "name", "plan"]
 TRAIT_VALUES = ["ann@example.com", "bob@example.com", "Ann", "Bob", 1, None, True]
 GROUPS = ["g1", "g2"]
@@ -143,3 +143,106 @@ def test_any_order_any_resends_any_batches_give_one_state(engine: Engine, delete
     team = new_team(engine)
     fold_in_steps(engine, team, arrival, batch_size)
     check(engine, team, events)
+
+
+def _e(kind: str, message_id: str, minute: float, **fields: Any) -> PreparedEvent:
+    return event(kind, message_id, minute, **fields)
+
+
+# Arrivals the property test once found wrong, kept as fixed examples (each is compared
+# with the model, so the expected state is the contract's, not a recorded output).
+REGRESSIONS: dict[str, tuple[list[list[PreparedEvent]], int]] = {
+    "two spellings of a trait in one event": (
+        [
+            [
+                _e(
+                    "identify",
+                    "m0",
+                    0,
+                    anonymousId="a1",
+                    context={"traits": {"First Name": "x", "firstName": "y"}},
+                )
+            ]
+        ],
+        1,
+    ),
+    "a junk-only event while a tombstone is in play": (
+        [
+            [
+                _e("track", "m0", 0, userId="null"),
+                _e("track", "m1", 0, userId="u1"),
+                _e("delete", "m2", 0, userId="u1"),
+            ]
+        ],
+        10,
+    ),
+    "a self-alias links nothing": (
+        [
+            [_e("delete", "m0", 0, userId="u1")],
+            [_e("alias", "m1", 0, userId="u1", previousId="u1")],
+            [_e("delete", "m2", 1, userId="u1")],
+        ],
+        1,
+    ),
+    "a tombstone raised later in the batch reaches further": (
+        [
+            [
+                _e("track", "m0", 0, userId="u1", anonymousId="a1"),
+                _e("delete", "m1", 0, userId="u1"),
+                _e("alias", "m2", 0, userId="u1", previousId="u2"),
+                _e("delete", "m3", 1, userId="u2"),
+            ]
+        ],
+        10,
+    ),
+    "a delete that leaves a batch with nothing else to fold": (
+        [
+            [_e("page", "m0", 0, anonymousId="a1")],
+            [_e("identify", "m1", 1, userId="u2", anonymousId="a1")],
+            [_e("alias", "m2", 0, userId="u1", previousId="a1")],
+            [_e("delete", "m3", 0, userId="u1")],
+        ],
+        1,
+    ),
+    "a group call still waiting in the backlog is not the group's yet": (
+        [
+            [
+                _e("group", "m0", 0, userId="u1", anonymousId="a1", groupId="g1"),
+                _e("identify", "m1", 0, anonymousId="a1"),
+                _e("delete", "m2", 0, userId="u1"),
+                _e("group", "m3", 0, anonymousId="a1", groupId="g1"),
+            ]
+        ],
+        1,
+    ),
+    "an alias's previousId alone is no identity": (
+        [
+            [_e("identify", "m0", 0, userId="u2", anonymousId="a2")],
+            [_e("alias", "m1", 0, userId="u1", previousId="a2")],
+            [_e("track", "m2", 0, anonymousId="a2")],
+            [_e("delete", "m3", 0, userId="u2")],
+        ],
+        1,
+    ),
+    "an anonymousId whose last carrier is erased is forgotten": (
+        [
+            [
+                _e("identify", "m0", 0, anonymousId="a1"),
+                _e("track", "m1", 0, userId="u1", anonymousId="a1"),
+                _e("delete", "m3", 0, userId="u1"),
+                _e("identify", "m6", 0, userId="u2", anonymousId="a1"),
+                _e("alias", "m7", 0, userId="u3", previousId="a1"),
+                _e("alias", "m5", 0, userId="u2", previousId="u1"),
+            ]
+        ],
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REGRESSIONS))
+def test_arrivals_once_folded_wrong(engine: Engine, name: str) -> None:
+    arrival, batch_size = REGRESSIONS[name]
+    team = new_team(engine)
+    fold_in_steps(engine, team, arrival, batch_size)
+    check(engine, team, [e for delivery in arrival for e in delivery])

@@ -128,7 +128,7 @@ def test_an_alias_chain_makes_one_customer_and_old_ids_resolve_to_it(engine: Eng
     assert {r.id: r.merged_into or r.id for r in rows} == {c: survivor for c in old.values()}
 
 
-@pytest.mark.parametrize("junk", ["null", "undefined", "0", "anonymous", "", "NULL"])
+@pytest.mark.parametrize("junk", ["null", "undefined", "0", "anonymous", "", "NULL", " null\t"])
 def test_junk_ids_are_not_identities(engine: Engine, junk: str) -> None:
     team = new_team(engine)
     s = deliver(
