@@ -6,10 +6,15 @@ delivers late and out of order.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from tests.workers.support import customer_of, deliver, event, new_team, store
+from tests.conftest import TeamKeys
+from tests.workers.support import at, customer_of, deliver, event, new_team, store
 
 
 def test_an_anonymous_visitor_is_a_customer(engine: Engine) -> None:
@@ -159,3 +164,32 @@ def test_one_user_id_is_one_customer_however_it_arrives(engine: Engine) -> None:
     )
     s = deliver(engine, team, [event("identify", "i", 9, userId="ann")])
     assert list(s.customers) == [(("ann",), tuple(f"device-{n}" for n in range(5)))]
+
+
+def test_a_merged_away_customer_id_redirects_to_the_survivor(
+    client: FlaskClient, team: TeamKeys, fold: Any
+) -> None:
+    ingest, read = team.basic(team.ingest), team.bearer(team.read)
+
+    def send(*events: dict[str, Any]) -> None:
+        response = client.post("/v1/batch", data=json.dumps({"batch": list(events)}), headers=ingest)
+        assert response.status_code == 200, response.get_json()
+        fold()
+
+    def customer(user_id: str) -> str:
+        return str(client.get(f"/api/v1/customers/lookup?user_id={user_id}", headers=read).get_json()["id"])
+
+    send(*({"type": "track", "event": "Clicked", "userId": u, "messageId": u, "timestamp": at(n)}
+           for n, u in enumerate(("u1", "u2", "u3"))))  # fmt: skip
+    before = [customer(u) for u in ("u1", "u2", "u3")]
+    send({"type": "alias", "userId": "u2", "previousId": "u1", "messageId": "a12", "timestamp": at(5)})
+    send({"type": "alias", "userId": "u3", "previousId": "u2", "messageId": "a23", "timestamp": at(6)})
+    survivor = customer("u3")
+    assert customer("u1") == customer("u2") == survivor
+    for old in before:
+        response = client.get(f"/api/v1/customers/{old}", headers=read)
+        if old == survivor:
+            assert response.status_code == 200
+        else:
+            assert response.status_code == 308
+            assert response.headers["Location"].endswith(f"/api/v1/customers/{survivor}")
