@@ -10,6 +10,7 @@ so every order must agree with every other, and with the contract.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any
 
@@ -116,7 +117,7 @@ def check(engine: Engine, team_id: int, events: list[PreparedEvent]) -> None:
 
 @pytest.mark.parametrize("deletes", [False, True], ids=["no-deletes", "with-deletes"])
 @settings(
-    max_examples=int(__import__("os").environ.get("FOLD_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("FOLD_EXAMPLES", "80")),  # more: FOLD_EXAMPLES=2000
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
