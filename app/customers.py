@@ -1,22 +1,21 @@
 """The agents' read API: find a customer, read the profile and the feed (SPEC §4).
 
 Each view authenticates with the `read` scope, loads its query through a schema of
-`schemas/api.py`, calls `store/customers.py`, and dumps the answer through a response
-schema. The YAML after `---` in each docstring is the view's OpenAPI operation
+`schemas/api.py` (`app/edges.py`), calls `store/customers.py` or `store/feed.py`, and
+answers in a response schema's shape: dumped through it (search), or built in that shape
+by Postgres in one statement and passed through (profile, lookup, feed; tests hold the
+two to the same output). The YAML after `---` in each docstring is the view's OpenAPI operation
 (`app/openapi.py` collects it); schema names refer to `schemas.api.COMPONENTS`.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request, url_for
-from marshmallow import Schema, ValidationError
 
 from app.auth import authenticate
-from app.errors import ApiError
+from app.edges import load_query, not_found, path_id
 from app.resources import resources
 from schemas.api import (
     CustomerListSchema,
@@ -24,60 +23,20 @@ from schemas.api import (
     CustomerSearchArgs,
     FeedArgs,
     MergedSchema,
-    ProfileSchema,
     encode_cursor,
-    query_arguments,
 )
-from store.customers import (
-    FeedFilter,
-    load_profile,
-    lookup_customer,
-    read_feed_page,
-    read_profile,
-    search_customers,
-)
+from store.customers import lookup_customer, read_profile, search_customers
+from store.feed import FeedFilter, read_feed_page
 
 bp = Blueprint("customers", __name__, url_prefix="/api/v1")
 
-_CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
 _LOOKUP_KINDS = {"user_id": "user", "anonymous_id": "anonymous", "email": "email"}
 
 _search_args = CustomerSearchArgs()
 _lookup_args = CustomerLookupArgs()
 _feed_args = FeedArgs()
 _customer_list = CustomerListSchema()
-_profile = ProfileSchema()
 _merged_body = MergedSchema()
-
-
-def load_query(schema: Schema) -> dict[str, Any]:
-    """The request's query string through `schema`, or a 400 that names each bad argument."""
-    try:
-        loaded: dict[str, Any] = schema.load(query_arguments(schema, request.args))
-    except ValidationError as error:
-        messages = error.messages if isinstance(error.messages, dict) else {"query": error.messages}
-        details = "; ".join(f"{name}: {_flatten(problem)}" for name, problem in messages.items())
-        code = "invalid_cursor" if "cursor" in messages else "invalid_query"
-        raise ApiError(400, code, f"Fix the query string: {details}", messages) from None
-    return loaded
-
-
-def _flatten(problem: Any) -> str:
-    if isinstance(problem, dict):
-        return " ".join(_flatten(value) for value in problem.values())
-    if isinstance(problem, list):
-        return " ".join(_flatten(value) for value in problem)
-    return str(problem)
-
-
-def not_found(what: str = "customer") -> ApiError:
-    return ApiError(404, "not_found", f"No such {what} in this team.")
-
-
-def _customer_id(raw: str) -> int:
-    if not _CUSTOMER_ID.fullmatch(raw):
-        raise not_found()
-    return int(raw)
 
 
 def _merged(live_id: int, location: str) -> Response:
@@ -167,10 +126,11 @@ def lookup() -> Response:
     (param, value), *_ = args.items()
     with resources().engine.connect() as connection:
         customer_id = lookup_customer(connection, key.team_id, _LOOKUP_KINDS[param], value)
-        profile = load_profile(connection, key.team_id, customer_id) if customer_id else None
-    if profile is None:
+        found = read_profile(connection, key.team_id, customer_id) if customer_id else None
+    # lookup_customer answers live customers; one merged meanwhile is not found, as before.
+    if found is None or found[0] is not None:
         raise not_found()
-    return jsonify(_profile.dump(profile))
+    return _profile_response(found[1])
 
 
 @bp.get("/customers/<customer_id>")
@@ -200,7 +160,7 @@ def profile(customer_id: str) -> Response:
         503: Unavailable
     """
     key = authenticate("read")
-    wanted = _customer_id(customer_id)
+    wanted = path_id(customer_id)
     engine = resources().engine
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         found = read_profile(connection, key.team_id, wanted)
@@ -209,6 +169,10 @@ def profile(customer_id: str) -> Response:
     merged_into, body = found
     if merged_into is not None:
         return _merged(merged_into, url_for(".profile", customer_id=str(merged_into)))
+    return _profile_response(body)
+
+
+def _profile_response(body: str) -> Response:
     # Built by Postgres in ProfileSchema's shape (see store.customers.read_profile).
     return Response(body + "\n", mimetype="application/json")
 
@@ -256,7 +220,7 @@ def feed(customer_id: str) -> Response:
         since=args.get("since"),
         until=args.get("until"),
     )
-    wanted = _customer_id(customer_id)
+    wanted = path_id(customer_id)
     engine = resources().engine
     # An unfiltered page is one statement (customer, items, cursor): no transaction. A
     # filtered one may add the probe, which must see the page's snapshot.
@@ -280,7 +244,7 @@ def feed(customer_id: str) -> Response:
         return _merged(page.merged_into, location)
     next_cursor = encode_cursor("feed", args["order"], page.next_position) if page.next_position else None
     # The items are JSON text built by Postgres in FeedItemSchema's shape (see
-    # store.customers._FEED_ITEM_SQL), passed through as they are.
+    # store.feed.FEED_ITEM_SQL), passed through as they are.
     body = f'{{"data":{page.items_json},"next_cursor":{json.dumps(next_cursor)}}}\n'
     return Response(body, mimetype="application/json")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, jsonify
 
 from app.auth import authenticate
-from app.customers import load_query, not_found
+from app.edges import load_query, not_found
 from app.resources import resources
 from schemas.api import MAX_QUERY_TEXT, GroupArgs, GroupSchema, encode_cursor
-from store.customers import load_group
+from store.groups import load_group
 
 bp = Blueprint("groups", __name__, url_prefix="/api/v1")
 

@@ -7,7 +7,7 @@ The customer's events are spread through the table (every hundredth row), as eve
 that arrived over months would be, so a page reads scattered heap pages as in real life.
 
 Each page is read over HTTP (the feed route, through gunicorn) and, as the ceiling, the
-very same SQL statement that `store.customers.load_feed` sends, run straight in
+very same SQL statement that `store.feed.read_feed_page` sends, run straight in
 Postgres by pgbench (libpq, prepared), one client, one after another.
 """
 

@@ -7,28 +7,26 @@ describes what the code does, not what someone remembered to write down.
 Unknown query arguments are RAISEd (a 400 naming them): a misspelt filter such as
 `?types=track` would otherwise return the whole unfiltered feed and look like an answer.
 
-Cursors are opaque to callers: URL-safe base64 of a small JSON array holding the keyset
-(the sort values of the last item a page returned) and what the cursor is for. Anything
-we did not make, or made for another list or order, is a 400, never a 500.
+Cursors are opaque to callers (`schemas/cursors.py`): a small JSON array holding what
+the cursor is for and the keyset (the sort values of the last item a page returned).
+Anything we did not make, or made for another list or order, is a 400, never a 500.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from schemas import cursors
+from schemas.cursors import CURSOR_ERROR, CursorError, is_bigint
+from schemas.fields import DEFAULT_LIMIT, MAX_LIMIT, Instant, QueryText, limit_field
 from schemas.segment import SUPPORTED_TYPES
-from schemas.timestamps import TimestampError, parse_timestamp
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Instant", "QueryText"]
+
 MAX_QUERY_TEXT = 255  # userIds and anonymousIds are at most 255 characters (SPEC §2)
 MAX_EMAIL = 320
 MAX_EVENT_NAME = 1000
@@ -36,9 +34,6 @@ MAX_EVENT_NAME = 1000
 # A delete erases the person, including the delete event itself: it is never in a feed.
 FEED_TYPES = tuple(kind for kind in SUPPORTED_TYPES if kind != "delete")
 ORDERS = ("desc", "asc")
-
-_BIGINT = (-(2**63), 2**63 - 1)
-_CURSOR_ERROR = "Not a cursor from this list; start again without it."
 
 
 # -- keyset positions ----------------------------------------------------------------
@@ -69,6 +64,14 @@ class MemberPosition:
     customer_id: int
 
 
+Position = FeedPosition | CustomerPosition | MemberPosition
+_POSITIONS: dict[str, type[Position]] = {
+    "feed": FeedPosition,
+    "customers": CustomerPosition,
+    "members": MemberPosition,
+}
+
+
 @dataclass(frozen=True)
 class Cursor:
     """A decoded cursor: which list it pages, in which order, and where it stopped."""
@@ -78,59 +81,37 @@ class Cursor:
     position: Any
 
 
-def encode_cursor(kind: str, order: str, position: Any) -> str:
-    """The opaque text of a cursor (see the module docstring)."""
+def encode_cursor(kind: str, order: str, position: Position) -> str:
+    """The opaque text of a cursor (`schemas/cursors.py`): kind, order, then the keyset."""
     if isinstance(position, FeedPosition):
-        values: list[Any] = [position.event_time.isoformat(), position.tiebreak, position.id]
-    elif isinstance(position, CustomerPosition):
-        values = [position.last_seen.isoformat(), position.id]
-    else:
-        values = [position.joined_at.isoformat(), position.customer_id]
-    raw = json.dumps([kind, order, *values], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return cursors.encode_cursor(
+            kind, order, position.event_time.isoformat(), position.tiebreak, position.id
+        )
+    if isinstance(position, CustomerPosition):
+        return cursors.encode_cursor(kind, order, position.last_seen.isoformat(), position.id)
+    return cursors.encode_cursor(kind, order, position.joined_at.isoformat(), position.customer_id)
 
 
 def decode_cursor(text: str) -> Cursor:
-    """The cursor `encode_cursor` made, or ValueError for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        kind, order, *values = json.loads(raw)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValueError(_CURSOR_ERROR) from None
-    if order not in ORDERS:
-        raise ValueError(_CURSOR_ERROR)
-    shapes: dict[str, Any] = {"feed": FeedPosition, "customers": CustomerPosition, "members": MemberPosition}
-    position_type = shapes.get(kind) if isinstance(kind, str) else None
-    if position_type is None or len(values) != (3 if position_type is FeedPosition else 2):
-        raise ValueError(_CURSOR_ERROR)
-    when, *numbers = values
-    if not isinstance(when, str) or not all(_is_bigint(n) for n in numbers):
-        raise ValueError(_CURSOR_ERROR)
+    """The cursor `encode_cursor` made, or ValueError (a CursorError) for anything else."""
+    kind, values = cursors.decode_cursor(text)
+    position_type = _POSITIONS.get(kind)
+    if position_type is None or len(values) != (4 if position_type is FeedPosition else 3):
+        raise CursorError()
+    order, when, *numbers = values
+    keys = [n for n in numbers if is_bigint(n)]
+    if order not in ORDERS or not isinstance(when, str) or len(keys) != len(numbers):
+        raise CursorError()
     try:
         moment = datetime.fromisoformat(when)
     except ValueError:
-        raise ValueError(_CURSOR_ERROR) from None
+        raise CursorError() from None
     if moment.tzinfo is None:
-        raise ValueError(_CURSOR_ERROR)
-    return Cursor(kind, order, position_type(moment, *numbers))
-
-
-def _is_bigint(value: object) -> bool:
-    # bool is an int in Python; a cursor never holds one.
-    return isinstance(value, int) and not isinstance(value, bool) and _BIGINT[0] <= value <= _BIGINT[1]
+        raise CursorError()
+    return Cursor(kind, str(order), position_type(moment, *keys))
 
 
 # -- fields --------------------------------------------------------------------------
-
-
-class QueryText(fields.String):
-    """A string argument; NUL is refused here because Postgres text cannot hold it."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text: str = super()._deserialize(value, attr, data, **kwargs)
-        if "\x00" in text:
-            raise ValidationError("Must not contain NUL characters.")
-        return text
 
 
 class CursorArgument(fields.String):
@@ -151,41 +132,8 @@ class CursorArgument(fields.String):
         except ValueError as error:
             raise ValidationError(str(error)) from None
         if cursor.kind != self.kind:
-            raise ValidationError(_CURSOR_ERROR)
+            raise ValidationError(CURSOR_ERROR)
         return cursor
-
-
-# `+` in a query string means a space; a caller who forgot to escape the `+` of an offset
-# (`since=2024-03-01T12:00:00+02:00`) sends `... 02:00`, which we read as they meant.
-_UNESCAPED_OFFSET = re.compile(r"(\d) (\d{2}(?::?\d{2})?)$")
-_LOWER_T = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2})t")
-
-
-class Instant(fields.DateTime):
-    """An instant: read leniently as Segment timestamps are, written as ISO-8601 in UTC with Z."""
-
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
-        if value is None:
-            return None
-        text: str = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return text
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
-        if not isinstance(value, str):
-            raise ValidationError("Must be an ISO-8601 timestamp.")
-        text = _LOWER_T.sub(r"\1T", _UNESCAPED_OFFSET.sub(r"\1+\2", value.strip()))
-        try:
-            return parse_timestamp(text)
-        except TimestampError as error:
-            raise ValidationError(f"Must be an ISO-8601 timestamp ({error}).") from None
-
-
-def _limit() -> fields.Integer:
-    return fields.Integer(
-        load_default=DEFAULT_LIMIT,
-        validate=validate.Range(1, MAX_LIMIT),
-        metadata={"description": f"Items per page, 1 to {MAX_LIMIT}."},
-    )
 
 
 # -- request arguments ---------------------------------------------------------------
@@ -205,7 +153,7 @@ class CustomerSearchArgs(Schema):
             "Empty or absent lists every customer."
         },
     )
-    limit = _limit()
+    limit = limit_field()
     cursor = CursorArgument("customers")
 
 
@@ -260,7 +208,7 @@ class FeedArgs(Schema):
         validate=validate.OneOf(ORDERS),
         metadata={"description": "`desc` (newest first, the default) or `asc`."},
     )
-    limit = _limit()
+    limit = limit_field()
     cursor = CursorArgument("feed")
 
     @validates_schema
@@ -281,7 +229,7 @@ class GroupArgs(Schema):
     class Meta:
         unknown = RAISE
 
-    limit = _limit()
+    limit = limit_field()
     cursor = CursorArgument("members")
 
 

@@ -11,11 +11,12 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from schemas.api import FeedItemSchema
+from schemas.api import FeedItemSchema, ProfileSchema
 from schemas.segment import prepare_event
-from store.customers import FeedFilter, load_feed
 from store.events import store_events
+from store.feed import FeedFilter
 from tests.conftest import TeamKeys
+from tests.store.reference import load_feed, load_profile
 from workers.fold import fold_until_empty
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -594,9 +595,10 @@ def _item_rows() -> list[dict[str, Any]]:
 def test_the_items_postgres_builds_equal_the_reference_item(engine: Engine, timezone: str) -> None:
     from sqlalchemy import text
 
-    from store.customers import _FEED_ITEM_SQL, feed_item
+    from store.feed import FEED_ITEM_SQL
+    from tests.store.reference import feed_item
 
-    statement = text(_ITEM_ROW.format(item=_FEED_ITEM_SQL))
+    statement = text(_ITEM_ROW.format(item=FEED_ITEM_SQL))
     fields = list(FeedItemSchema().fields)
     with engine.connect() as connection:
         connection.execute(text(f"SET LOCAL TIME ZONE '{timezone}'"))
@@ -664,7 +666,12 @@ def test_the_profile_postgres_builds_equals_the_schema_dump(
     response = client.get(f"/api/v1/customers/{customer}", headers=team.bearer(team.read))
     assert response.status_code == 200 and response.mimetype == "application/json"
     profile = json.loads(response.get_data(as_text=True))
-    # The lookup still dumps load_profile through ProfileSchema: the reference.
+    # The reference: the profile read in plain queries, dumped through ProfileSchema.
+    with engine.connect() as connection:
+        reference = ProfileSchema().dump(load_profile(connection, team.id, int(customer)))
+    assert profile == reference
+    assert list(profile) == list(reference)
+    # The lookup answers the very same profile.
     assert profile == get(client, team, "/api/v1/customers/lookup?user_id=u1")
     assert list(profile) == list(get(client, team, "/api/v1/customers/lookup?user_id=u1"))
     assert profile["first_seen"] == "2024-03-01T12:00:00.250000Z"

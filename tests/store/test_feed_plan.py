@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, event, text
 
-from store.customers import FeedFilter, load_feed, lookup_customer, search_customers
+from store.customers import lookup_customer, search_customers
+from store.feed import FeedFilter
+from tests.store.reference import load_feed
 
 EVENTS = 200_000
 CUSTOMERS = 30_000

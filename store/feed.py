@@ -1,0 +1,262 @@
+"""Reading a customer's feed: one keyset page of the timeline, built as JSON by Postgres.
+
+Every page is keyset-paged: it ends at the sort values of its last item and the next
+page starts strictly after them, so items that existed when paging began are neither
+repeated nor skipped whatever arrives in between (a late, old-dated event lands behind
+or ahead of the reader, never under a page boundary).
+
+The feed reads `events` through `ix_events_feed (team_id, customer_id, event_time,
+tiebreak, id)`, in index order, never sorting the customer's events. A filtered feed reads
+that index through a bounded window (`FEED_SCAN_BUDGET` events per request), so a rare
+filter over a long timeline costs a bounded amount per page instead of a scan of all of
+it: such a page can be short, or empty, and still carry a `next_cursor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from schemas.api import FeedPosition
+from store.statements import iso_sql, prepared
+
+# Events a filtered feed request reads at most, through the index, before it answers.
+FEED_SCAN_BUDGET = 10_000
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    """Which of a customer's events a feed shows (SPEC §4)."""
+
+    types: Sequence[str] = field(default_factory=tuple)
+    events: Sequence[str] = field(default_factory=tuple)
+    exclude_events: Sequence[str] = field(default_factory=tuple)
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def narrows(self) -> bool:
+        """True when the filter drops events inside the time window (not index conditions)."""
+        return bool(self.types or self.events or self.exclude_events)
+
+
+_FEED_COLUMNS = (
+    "id, type, event_name, event_time, received_at, message_id, user_id, anonymous_id, "
+    "group_id, previous_id, tiebreak, raw"
+)
+
+
+def _string_sql(value: str) -> str:
+    """A jsonb value when a JSON string: itself when a JSON string, else SQL NULL (JSON null)."""
+    return f"CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} END"
+
+
+def _object_sql(value: str) -> str:
+    """A jsonb value when a JSON object: itself when a JSON object, else SQL NULL."""
+    return f"CASE WHEN jsonb_typeof({value}) = 'object' THEN {value} END"
+
+
+def _python_str_sql(value: str) -> str:
+    """Python's `str()` of a jsonb value, as an item's summary shows it (ids are stored as strings)."""
+    return (
+        f"CASE jsonb_typeof({value}) WHEN 'string' THEN {value} #>> '{{}}' "
+        f"WHEN 'boolean' THEN CASE WHEN {value} = 'true' THEN 'True' ELSE 'False' END "
+        f"WHEN 'null' THEN 'None' WHEN 'number' THEN {value} #>> '{{}}' "
+        f"WHEN 'object' THEN {value} #>> '{{}}' WHEN 'array' THEN {value} #>> '{{}}' ELSE 'None' END"
+    )
+
+
+# A feed item, in SQL: the item's JSON text is built by Postgres and passed through, so a
+# page costs Python nothing per item (Python building and re-encoding 50 items cost ~4 ms
+# a page); tests/store/reference.py's `feed_item` is the same in Python, held to it.
+# Keys in FeedItemSchema's order; every key present.
+FEED_ITEM_SQL = f"""json_build_object(
+    'id', id::text,
+    'type', type,
+    'summary', CASE type
+        WHEN 'track' THEN COALESCE(event_name, 'None')
+        WHEN 'page' THEN CASE WHEN event_name <> '' THEN 'Viewed page ' || event_name ELSE 'Viewed a page' END
+        WHEN 'screen' THEN
+            CASE WHEN event_name <> '' THEN 'Viewed screen ' || event_name ELSE 'Viewed a screen' END
+        WHEN 'identify' THEN 'Traits updated'
+        WHEN 'group' THEN 'Joined group ' || {
+    _python_str_sql(
+        "CASE WHEN jsonb_typeof(raw -> 'traits' -> 'name') = 'string' "
+        "THEN raw -> 'traits' -> 'name' ELSE raw -> 'groupId' END"
+    )
+}
+        WHEN 'alias' THEN 'Identified as ' || {_python_str_sql("(raw -> 'userId')")}
+        ELSE type END,
+    'event', CASE WHEN type = 'track' THEN event_name END,
+    'name', CASE WHEN type IN ('page', 'screen') THEN event_name END,
+    'timestamp', {iso_sql("event_time")},
+    'received_at', {iso_sql("received_at")},
+    'message_id', message_id,
+    'user_id', user_id,
+    'anonymous_id', anonymous_id,
+    'properties', CASE WHEN type NOT IN ('identify', 'group', 'alias')
+        THEN COALESCE({_object_sql("(raw -> 'properties')")}, '{{}}'::jsonb) END,
+    'traits', CASE WHEN type IN ('identify', 'group')
+        THEN COALESCE({_object_sql("(raw -> 'traits')")}, '{{}}'::jsonb) END,
+    'group_id', CASE WHEN type = 'group' THEN group_id END,
+    'previous_id', CASE WHEN type = 'alias' THEN previous_id END,
+    'context', json_build_object(
+        'page_url', {_string_sql("(raw -> 'context' -> 'page' -> 'url')")},
+        'page_title', {_string_sql("(raw -> 'context' -> 'page' -> 'title')")},
+        'user_agent', {_string_sql("(raw -> 'context' -> 'userAgent')")},
+        'ip', {_string_sql("(raw -> 'context' -> 'ip')")},
+        'library', {_object_sql("(raw -> 'context' -> 'library')")}
+    )
+)"""
+
+
+def feed_statements(filters: FeedFilter, *, newest_first: bool, after: bool) -> tuple[str, str | None]:
+    """The SQL of one feed page, and of the probe that finds where a short page's scan ended.
+
+    The page statement also resolves the customer (one row: `merged_into`, or no row for an
+    unknown id) and builds the page's JSON in Postgres: `items` is the JSON text of the
+    first `:shown` items, in order; `fetched` says whether one more followed; `last_*` is
+    the keyset of the last item shown. Exposed so tests and bench/ can EXPLAIN exactly
+    what the API runs.
+    """
+    direction, compare = ("DESC", "<") if newest_first else ("ASC", ">")
+    keys = f"event_time {direction}, tiebreak {direction}, id {direction}"
+    order = f"ORDER BY {keys}"
+    window = ["team_id = :team", "customer_id = :customer"]
+    if filters.since is not None:
+        window.append("event_time >= :since")
+    if filters.until is not None:
+        window.append("event_time < :until")
+    if after:
+        window.append(f"(event_time, tiebreak, id) {compare} (:after_time, :after_tiebreak, :after_id)")
+    in_window = " AND ".join(window)
+    if not filters.narrows:
+        rows = f"SELECT {_FEED_COLUMNS} FROM events WHERE {in_window} {order} LIMIT :limit"
+        probe = None
+    else:
+        # The inner LIMIT keeps the index order and bounds the scan; the outer LIMIT stops
+        # it as soon as a page is full, so a common filter reads barely more than a page.
+        rows = f"""
+            SELECT {_FEED_COLUMNS} FROM (
+                SELECT {_FEED_COLUMNS} FROM events WHERE {in_window} {order} LIMIT :budget
+            ) window_events
+            WHERE {_narrowing(filters)}
+            {order}
+            LIMIT :limit
+        """
+        probe = f"""
+            SELECT event_time, tiebreak, id FROM events WHERE {in_window}
+            {order} OFFSET :budget - 1 LIMIT 1
+        """
+    # The row number follows the rows' own order (no sort); json_agg's ORDER BY is the
+    # order they already come in.
+    page = f"""
+        SELECT c.merged_into, page.items::text AS items, page.fetched,
+               page.last_time, page.last_tiebreak, page.last_id
+        FROM customers c
+        LEFT JOIN LATERAL (
+            SELECT COALESCE(json_agg(item ORDER BY {keys}) FILTER (WHERE n <= :shown), '[]') AS items,
+                   count(*) AS fetched,
+                   max(event_time) FILTER (WHERE n = :shown) AS last_time,
+                   max(tiebreak) FILTER (WHERE n = :shown) AS last_tiebreak,
+                   max(id) FILTER (WHERE n = :shown) AS last_id
+            FROM (
+                SELECT {FEED_ITEM_SQL} AS item, event_time, tiebreak, id,
+                       row_number() OVER ({order}) AS n
+                FROM ({rows}) page_events
+            ) numbered
+        ) page ON c.merged_into IS NULL
+        WHERE c.team_id = :team AND c.id = :customer
+    """
+    return page, probe
+
+
+def _narrowing(filters: FeedFilter) -> str:
+    conditions = []
+    if filters.events:
+        shown = "(type = 'track' AND event_name = ANY(:events))"
+        others = [kind for kind in filters.types if kind != "track"]
+        conditions.append(f"({shown} OR type = ANY(:other_types))" if others else shown)
+    elif filters.types:
+        conditions.append("type = ANY(:types)")
+    if filters.exclude_events:
+        conditions.append("NOT (type = 'track' AND COALESCE(event_name = ANY(:exclude_events), false))")
+    return " AND ".join(conditions)
+
+
+def feed_parameters(
+    team_id: int,
+    customer_id: int,
+    filters: FeedFilter,
+    *,
+    limit: int,
+    after: FeedPosition | None,
+    budget: int = FEED_SCAN_BUDGET,
+) -> dict[str, Any]:
+    """The bound values of `feed_statements` (a page of `limit` plus one to see if more follow)."""
+    params: dict[str, Any] = {
+        "team": team_id,
+        "customer": customer_id,
+        "shown": limit,
+        "limit": limit + 1,
+        "budget": max(budget, limit + 1),
+        "since": filters.since,
+        "until": filters.until,
+        "types": list(filters.types),
+        "other_types": [kind for kind in filters.types if kind != "track"],
+        "events": list(filters.events),
+        "exclude_events": list(filters.exclude_events),
+    }
+    if after is not None:
+        params.update(after_time=after.event_time, after_tiebreak=after.tiebreak, after_id=after.id)
+    return params
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """A feed page as read: the customer's merge state and, for a live one, the items' JSON."""
+
+    merged_into: int | None
+    items_json: str  # a JSON array of items in FeedItemSchema's shape ("[]" for a merged customer)
+    next_position: FeedPosition | None
+
+
+def read_feed_page(
+    connection: Connection,
+    team_id: int,
+    customer_id: int,
+    *,
+    limit: int,
+    after: FeedPosition | None = None,
+    newest_first: bool = True,
+    filters: FeedFilter | None = None,
+    budget: int = FEED_SCAN_BUDGET,
+) -> FeedPage | None:
+    """One page of a customer's timeline by event time, or None for an id unknown in the team.
+
+    One statement answers an unfiltered page (customer, items, cursor), so it needs no
+    transaction. For a filtered page the page and the probe must see one snapshot
+    (REPEATABLE READ on the caller's connection): otherwise an event moved out of the
+    window between the two would shift the probe's end past events the page never read.
+    """
+    filters = filters or FeedFilter()
+    page_sql, probe_sql = feed_statements(filters, newest_first=newest_first, after=after is not None)
+    params = feed_parameters(team_id, customer_id, filters, limit=limit, after=after, budget=budget)
+    statement, names = prepared(page_sql)
+    row = connection.execute(statement, {name: params[name] for name in names}).first()
+    if row is None:
+        return None
+    if row.merged_into is not None:
+        return FeedPage(int(row.merged_into), "[]", None)
+    if row.fetched > limit:
+        return FeedPage(None, row.items, FeedPosition(row.last_time, row.last_tiebreak, row.last_id))
+    if probe_sql is None:
+        return FeedPage(None, row.items, None)
+    # A short page of a filtered feed: did it read to the end, or stop at the budget?
+    statement, names = prepared(probe_sql)
+    end = connection.execute(statement, {name: params[name] for name in names}).first()
+    return FeedPage(None, row.items, FeedPosition(end.event_time, end.tiebreak, end.id) if end else None)
