@@ -22,6 +22,7 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
 
+from schemas.problems import flatten_errors
 from schemas.timestamps import TimestampError, parse_timestamp
 
 SUPPORTED_TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")
@@ -331,19 +332,6 @@ def event_time(event: dict[str, Any], loaded: dict[str, Any], received_at: datet
     return received_at
 
 
-def _flatten(errors: dict[str, Any]) -> dict[str, list[str]]:
-    flat: dict[str, list[str]] = {}
-    for key, value in errors.items():
-        if isinstance(value, dict):
-            for sub, messages in _flatten(value).items():
-                flat[f"{key}.{sub}"] = messages
-        elif isinstance(value, list):
-            flat[key] = [str(m) for m in value]
-        else:
-            flat[key] = [str(value)]
-    return flat
-
-
 def summarize(kind: str, errors: dict[str, list[str]]) -> str:
     """One sentence for Segment's debugger: which fields are wrong and why."""
     parts = [f"{name}: {' '.join(messages)}" for name, messages in errors.items()]
@@ -409,8 +397,7 @@ def _schema_load(kind: str, schema: Schema, event: dict[str, Any]) -> dict[str, 
     try:
         loaded: dict[str, Any] = schema.load(event)
     except ValidationError as error:
-        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
-        flat = _flatten(messages)
+        flat = flatten_errors(error.messages, root="_schema")
         raise EventRejected(400, "invalid_event", summarize(kind, flat), flat) from None
     return loaded
 
