@@ -29,8 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, text
-
+from workers.batch import Batch
 from workers.identity import SQL_IS_JUNK, usable_id
 from workers.pending import PENDING_COLUMNS, PendingEvent
 
@@ -78,22 +77,17 @@ def event_links(event: PendingEvent) -> set[Link]:
     return links
 
 
-def apply_deletes(connection: Connection, team_id: int, events: list[PendingEvent]) -> Erasure:
+def apply_deletes(batch: Batch, events: list[PendingEvent]) -> Erasure:
     """Apply the batch's deletes and the stored tombstones; returns what is left to fold."""
-    return _Eraser(connection, team_id).run(events)
+    return _Eraser(batch).run(events)
 
 
 class _Eraser:
-    def __init__(self, connection: Connection, team_id: int):
-        self.c = connection
-        self.team = team_id
+    def __init__(self, batch: Batch):
+        self.sql = batch.sql
         self.tomb: dict[Key, Stamp] = {}
         self.loaded: set[Key] = set()
         self.changed: dict[Key, Stamp] = {}
-
-    def sql(self, statement: str, **params: object) -> list[tuple[object, ...]]:
-        result = self.c.execute(text(statement), {"team": self.team, **params})
-        return [tuple(row) for row in result] if result.returns_rows else []
 
     def load(self, keys: set[Key]) -> None:
         keys = keys - self.loaded
@@ -110,7 +104,7 @@ class _Eraser:
             values=[v for _, v in keys],
         )
         for kind, value, deleted_at, message_id in rows:
-            self.bump((str(kind), str(value)), (deleted_at, str(message_id)), changed=False)  # type: ignore[arg-type]
+            self.bump((str(kind), str(value)), (deleted_at, str(message_id)), changed=False)
 
     def bump(self, key: Key, stamp: Stamp, changed: bool = True) -> None:
         if key not in self.tomb or stamp > self.tomb[key]:
@@ -254,9 +248,9 @@ class _Eraser:
             kinds=[k for k, _ in keys],
             values=[v for _, v in keys],
         )
-        users = [(str(v), self.changed[("user", str(v))][0], int(c)) for k, v, c in holders if k == "user"]  # type: ignore[call-overload]
+        users = [(str(v), self.changed[("user", str(v))][0], int(c)) for k, v, c in holders if k == "user"]
         anons = [
-            (str(v), self.changed[("anonymous", str(v))][0], int(c))  # type: ignore[call-overload]
+            (str(v), self.changed[("anonymous", str(v))][0], int(c))
             for k, v, c in holders
             if k == "anonymous"
         ]
@@ -284,10 +278,10 @@ class _Eraser:
         )
         erasure.groups |= {str(g) for _, g, _ in lost if g is not None}
         reopened = {c for _, _, c in users}
-        erasure.changed_customers |= {int(c) for c, _, _ in lost} - reopened  # type: ignore[call-overload]
+        erasure.changed_customers |= {int(c) for c, _, _ in lost} - reopened
         # Every anonymousId an erased event carried may have lost its last event.
         erasure.loose_anonymous |= {a for a, _, c in anons if c not in reopened}
-        erasure.loose_anonymous |= {a for _, _, v in lost if (a := usable_id(v))}  # type: ignore[arg-type]
+        erasure.loose_anonymous |= {a for _, _, v in lost if (a := usable_id(v))}
         if reopened:
             erasure.events += self.reopen(sorted(reopened), erasure)
 
@@ -322,4 +316,4 @@ class _Eraser:
         )
         erasure.loose_anonymous |= {str(a) for (a,) in claimed}
         self.sql("DELETE FROM aliases WHERE team_id = :team AND user_id = ANY(:u)", u=users)
-        return [PendingEvent(*row) for row in rows]  # type: ignore[arg-type]
+        return [PendingEvent(*row) for row in rows]
