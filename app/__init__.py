@@ -10,7 +10,11 @@ from store.settings import Settings
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the app. Settings come from the environment unless `config["SETTINGS"]` is given."""
+    """Build the app. Settings come from the environment unless `config["SETTINGS"]` is given.
+
+    They are read here, once, and reach every part through `app.resources` (no part reads
+    the environment again); `config` is otherwise Flask's own (`TESTING`).
+    """
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config.update(config or {})

@@ -13,7 +13,6 @@ from store.logs import logging_config
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
-os.environ["WEB_CONCURRENCY"] = str(workers)  # the rate limiter divides by it
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = 30
@@ -25,14 +24,20 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 logconfig_dict = logging_config()  # JSON lines, for gunicorn and the app alike
 preload_app = False  # each worker builds its own engine: no pool shared across a fork
 
-if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+# The workers' environment, which their Settings are read from (gunicorn's own mechanism;
+# this file writes nothing): the rate limiter divides by WEB_CONCURRENCY, and /metrics adds
+# up every worker's counters in PROMETHEUS_MULTIPROC_DIR.
+raw_env = [
+    f"WEB_CONCURRENCY={workers}",
+    "PROMETHEUS_MULTIPROC_DIR="
+    + (os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="prometheus-")),
+]
 
 
 def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined,no-untyped-call]
 
 
 def worker_exit(server: object, worker: object) -> None:

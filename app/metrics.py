@@ -6,7 +6,6 @@ does) so /metrics adds up every process.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter as TallyCounter
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from app.resources import resources
 from schemas.segment import SUPPORTED_TYPES, PreparedEvent
 
 EVENTS_ACCEPTED = Counter("events_accepted_total", "Events stored, by type", ["type"])
@@ -69,7 +69,7 @@ def request_rejected(reason: str) -> None:
 
 
 def render(extra: str = "") -> Response:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if resources().settings.prometheus_multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         text = generate_latest(registry)

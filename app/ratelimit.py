@@ -1,16 +1,16 @@
 """Per-team ingest rate limit: a token bucket per team in each web process.
 
-Each process enforces `limit / processes` (WEB_CONCURRENCY, which the gunicorn config
-sets) so the whole deployment enforces about `limit` events per second, with bursts up
-to `burst`. It is kept in memory on purpose: a Redis round trip per request would cost
-more than the check is worth, and ingest must keep working when Redis is down.
+Each process enforces `limit / processes` (`Settings.web_processes`: WEB_CONCURRENCY,
+which the gunicorn config hands its workers) so the whole deployment enforces about
+`limit` events per second, with bursts up to `burst`. It is kept in memory on purpose:
+a Redis round trip per request would cost more than the check is worth, and ingest must
+keep working when Redis is down.
 Settings: INGEST_RATE_LIMIT (events/s per team, 0 turns it off) and INGEST_RATE_BURST.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,10 +50,7 @@ class TeamLimiter:
 
 
 def _share() -> int:
-    try:
-        return max(1, int(os.environ.get("WEB_CONCURRENCY", "1")))
-    except ValueError:
-        return 1
+    return resources().settings.web_processes
 
 
 def _limiter() -> TeamLimiter:

@@ -1,4 +1,7 @@
-"""The process's connections (engine, Redis, key cache), built once per app."""
+"""The process's settings and connections (engine, Redis, key cache), built once per app.
+
+Views and helpers read configuration from `resources().settings`, never the environment.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +25,13 @@ class Resources:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    engine = make_engine(settings, pool_size=int(app.config.get("DB_POOL_SIZE", 5)))
+    """Make the app's connections from `settings`, the one config object of the process."""
+    engine = make_engine(settings, pool_size=settings.db_pool_size)
     app.extensions["timeline"] = Resources(
         settings=settings,
         engine=engine,
         redis=make_redis(settings),
-        keys=KeyCache(engine, ttl=float(app.config.get("KEY_CACHE_TTL", 0.5))),
+        keys=KeyCache(engine, ttl=settings.key_cache_ttl_seconds),
     )
 
 

@@ -1,13 +1,16 @@
-"""Settings read from the environment, once, by whoever builds the process.
+"""The process's configuration: one `Settings`, read from the environment once.
 
-Both the web app and the worker call `Settings.from_env()` inside their factories,
-never at import time, so tests can point them anywhere.
+Whoever builds a process builds its Settings, once, and passes it down: `create_app`
+(the web app; a test passes its own as `config["SETTINGS"]`) and the worker's `main`.
+Nothing reads `os.environ` after that, and nothing writes it: gunicorn hands its
+workers their environment through its own `raw_env` setting (`app/gunicorn_config.py`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -16,6 +19,12 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, least: int = 1) -> int:
+    """A count from the environment; one that is not a whole number >= `least` is `default`."""
+    raw = env.get(name, "")
+    return max(least, int(raw)) if raw.isascii() and raw.isdigit() else default
 
 
 @dataclass(frozen=True)
@@ -31,10 +40,16 @@ class Settings:
     # How long a fold batch is, and how often the sweep looks for unfolded events.
     fold_batch_size: int = 1000
     sweep_interval_seconds: float = 5.0
-    extra: dict[str, str] = field(default_factory=dict)
+    # How many web processes share the ingest limit (gunicorn's workers: WEB_CONCURRENCY).
+    web_processes: int = 1
+    # Where prometheus_client's processes keep their counters; None: this process's own.
+    prometheus_multiproc_dir: str | None = None
+    # A web process's database pool, and how long it trusts a cached API key (docs/keys.md).
+    db_pool_size: int = 5
+    key_cache_ttl_seconds: float = 0.5
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         try:
             database_url = env["DATABASE_URL"]
@@ -53,4 +68,8 @@ class Settings:
             ingest_rate_burst=float(env.get("INGEST_RATE_BURST", "40000")),
             fold_batch_size=int(env.get("FOLD_BATCH_SIZE", "1000")),
             sweep_interval_seconds=float(env.get("SWEEP_INTERVAL_SECONDS", "5")),
+            web_processes=_whole(env, "WEB_CONCURRENCY", 1),
+            prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            db_pool_size=_whole(env, "DB_POOL_SIZE", 5),
+            key_cache_ttl_seconds=float(env.get("KEY_CACHE_TTL", "0.5")),
         )
