@@ -103,7 +103,11 @@ def customer_journeys(total: int, *, seed: int = 7, events_per_customer: int = 2
             if user is None or step < 3:
                 event = {**base, "type": "page", "name": "Academy", "properties": {"path": "/academy/"}}
             elif step == 3:
-                traits = {"email": f"{user}@example.com", "firstName": "Ada", "lastName": f"L{customer}"}
+                traits: dict[str, Any] = {
+                    "email": f"{user}@example.com",
+                    "firstName": "Ada",
+                    "lastName": f"L{customer}",
+                }
                 event = {**base, "type": "identify", "userId": user, "traits": traits}
             elif step == 4:
                 group = customer % groups

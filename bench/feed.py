@@ -330,7 +330,7 @@ def _psycopg_latency(url: str, sql: str, seconds: float) -> Latency:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             start = time.perf_counter()
-            connection.execute(sql).fetchall()  # type: ignore[call-overload]
+            connection.execute(sql).fetchall()
             latencies.append(int((time.perf_counter() - start) * 1e6))
     return Latency(len(latencies), percentile(latencies, 50) / 1000, percentile(latencies, 99) / 1000)
 

@@ -94,7 +94,7 @@ def measure_insert_ceiling(
     url: str, team_id: int, journeys: list[BacklogEvent], ready: list[Any], received_at: datetime
 ) -> dict[str, Any]:
     """Batched INSERT of the same events + customer upserts, 1,000 per transaction."""
-    batches: list[tuple[list[Any], ...]] = []
+    batches: list[tuple[Any, ...]] = []  # columns of one batch
     for start in range(0, len(ready), CEILING_BATCH):
         chunk = ready[start : start + CEILING_BATCH]
         owners = [journey.customer for journey in journeys[start : start + CEILING_BATCH]]

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,7 @@ def summarize(path: Path, *, thread: str | None = None, top: int = 14) -> dict[s
             leaf[names[-1]] += count
     if not total:
         return {"samples": 0, "file": str(path)}
-    share = lambda n: round(100.0 * n / total, 1)  # noqa: E731
+    share: Callable[[int], float] = lambda n: round(100.0 * n / total, 1)  # noqa: E731
     return {
         "samples": total,
         "file": str(path),

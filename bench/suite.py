@@ -180,7 +180,7 @@ def discard_unfolded(url: str, redis: Redis, queue: str, team_id: int) -> None:
     """Forget a phase's unfolded events and queued folds, so the next phase starts clean."""
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("DELETE FROM events WHERE team_id = %s AND folded_at IS NULL", (team_id,))
-    Queue(queue, connection=redis).empty()
+    Queue(queue, connection=redis).empty()  # type: ignore[no-untyped-call]
 
 
 def run_suite(options: Options) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""ruff over the code (B, E, F, I, UP, W; see pyproject.toml)."""
+"""ruff over the code (B, E, F, I, UP, W) and mypy --strict over every package (see pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ def test_ruff_finds_nothing() -> None:
     present = [folder for folder in FOLDERS if (ROOT / folder).is_dir()]
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", *present],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_finds_nothing() -> None:
+    # The packages are `[tool.mypy] files`, so a new package is checked once listed there.
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary"],
         cwd=ROOT,
         capture_output=True,
         text=True,
