@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import ApiError
 from schemas.api import query_arguments
-from schemas.cursors import CursorError, Scalar, decode_cursor
+from schemas.cursors import CursorError, Scalar, decode_cursor, is_bigint
 from schemas.fields import DEFAULT_LIMIT, MAX_LIMIT
 from schemas.problems import describe, error_messages, flatten_errors
 
@@ -117,6 +117,15 @@ def query_limit(default: int = DEFAULT_LIMIT, most: int = MAX_LIMIT) -> int:
     return int(raw)
 
 
+def _bad_cursor() -> ApiError:
+    return ApiError(
+        400,
+        "invalid_cursor",
+        "cursor is not one this list returned; start without it.",
+        {"cursor": ["Not a cursor from this list."]},
+    )
+
+
 def query_cursor(kind: str) -> list[Scalar] | None:
     """The values of `?cursor=` made by `schemas.cursors.encode_cursor(kind, ...)`, None when absent."""
     text = request.args.get("cursor")
@@ -125,9 +134,14 @@ def query_cursor(kind: str) -> list[Scalar] | None:
     try:
         return decode_cursor(text, kind)[1]
     except CursorError:
-        raise ApiError(
-            400,
-            "invalid_cursor",
-            "cursor is not one this list returned; start without it.",
-            {"cursor": ["Not a cursor from this list."]},
-        ) from None
+        raise _bad_cursor() from None
+
+
+def query_cursor_id(kind: str) -> int | None:
+    """The one id of `?cursor=` made by `encode_cursor(kind, id)` (a list paged by id), None when absent."""
+    values = query_cursor(kind)
+    if values is None:
+        return None
+    if len(values) != 1 or not is_bigint(values[0]):
+        raise _bad_cursor()
+    return values[0]

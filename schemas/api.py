@@ -22,10 +22,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from schemas import cursors
 from schemas.cursors import CURSOR_ERROR, CursorError, is_bigint
-from schemas.fields import DEFAULT_LIMIT, MAX_LIMIT, Instant, QueryText, limit_field
+from schemas.fields import Instant, QueryText, limit_field
 from schemas.segment import SUPPORTED_TYPES
-
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Instant", "QueryText"]
 
 MAX_QUERY_TEXT = 255  # userIds and anonymousIds are at most 255 characters (SPEC §2)
 MAX_EMAIL = 320
