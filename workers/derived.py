@@ -35,28 +35,29 @@ def latest_wins(owner: str, alias: str) -> str:
     WHERE (excluded.event_time, excluded.tiebreak) > ({alias}.event_time, {alias}.tiebreak)"""
 
 
-# Trait candidates of events: identify traits first, then context.traits; per customer
-# and normalised key the latest (event time, tiebreak) wins, then the smaller key.
-TRAITS_FROM_EVENTS = """
+def upsert_traits(customer: str, source: str) -> str:
+    """Customer traits from the events of `source` (`e`), each on the customer `customer`.
+
+    Trait candidates of events: identify traits first, then context.traits; per customer
+    and normalised key the latest (event time, tiebreak) wins, then the smaller key.
+    """
+    return f"""
+    INSERT INTO customer_traits AS ct (team_id, customer_id, key_norm, key, value, event_time, tiebreak)
     SELECT DISTINCT ON ({customer}, t.norm)
            e.team_id, {customer}, t.norm, t.key, t.value, e.event_time, e.tiebreak
     FROM {source}
     CROSS JOIN LATERAL (
         SELECT kv.key, kv.value, src.priority,
-               {norm} AS norm
+               {normalised_key("kv.key")} AS norm
         FROM (VALUES (1, CASE WHEN e.type = 'identify' THEN e.raw -> 'traits' END),
                      (2, e.raw -> 'context' -> 'traits')) AS src(priority, obj)
         CROSS JOIN LATERAL jsonb_each(
             CASE WHEN jsonb_typeof(src.obj) = 'object' THEN src.obj ELSE '{{}}'::jsonb END) kv
     ) t
     ORDER BY {customer}, t.norm, e.event_time DESC, e.tiebreak DESC, t.priority, t.key COLLATE "C"
-""".replace("{norm}", normalised_key("kv.key"))
+    {latest_wins("customer_id", "ct")}
+    """
 
-UPSERT_TRAITS = """
-    INSERT INTO customer_traits AS ct (team_id, customer_id, key_norm, key, value, event_time, tiebreak)
-    {select}
-    {latest_wins}
-""".replace("{latest_wins}", latest_wins("customer_id", "ct"))
 
 # The batch's events by primary key, with the customer each was just assigned to:
 # one primary-key probe per id. The LATERAL ... LIMIT 1 keeps it so: as a plain join,
@@ -73,9 +74,8 @@ BATCH_EVENTS = """
 def update_traits(batch: Batch, events: list[tuple[PendingEvent, int]]) -> None:
     if not events:
         return
-    select = TRAITS_FROM_EVENTS.format(customer="x.customer_id", source=BATCH_EVENTS)
     batch.sql(
-        UPSERT_TRAITS.format(select=select),
+        upsert_traits("x.customer_id", BATCH_EVENTS),
         ids=[e.id for e, _ in events],
         customers=[c for _, c in events],
     )
@@ -224,11 +224,8 @@ def recompute_customer(batch: Batch, customer_id: int) -> None:
     """Derive a customer's traits, memberships and counts again from its events."""
     params = {"c": customer_id}
     batch.sql("DELETE FROM customer_traits WHERE team_id = :team AND customer_id = :c", **params)
-    select = TRAITS_FROM_EVENTS.format(
-        customer="e.customer_id",
-        source="(SELECT * FROM events WHERE team_id = :team AND customer_id = :c) AS e",
-    )
-    batch.sql(UPSERT_TRAITS.format(select=select), **params)
+    source = "(SELECT * FROM events WHERE team_id = :team AND customer_id = :c) AS e"
+    batch.sql(upsert_traits("e.customer_id", source), **params)
     batch.sql("DELETE FROM memberships WHERE team_id = :team AND customer_id = :c", **params)
     batch.sql(
         """
