@@ -4,8 +4,8 @@ Each view authenticates with the `read` scope, loads its query through a schema 
 `schemas/api.py` (`app/edges.py`), calls `store/customers.py` or `store/feed.py`, and
 answers in a response schema's shape: dumped through it (search), or built in that shape
 by Postgres in one statement and passed through (profile, lookup, feed; tests hold the
-two to the same output). The YAML after `---` in each docstring is the view's OpenAPI operation
-(`app/openapi.py` collects it); schema names refer to `schemas.api.COMPONENTS`.
+two to the same output). The YAML after `---` in each docstring is the view's OpenAPI
+operation (`app/openapi.py` collects it); schema names refer to `schemas.api.COMPONENTS`.
 """
 
 from __future__ import annotations
