@@ -20,90 +20,37 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from app.auth import authenticate
+from app.auth import AUTH_CHALLENGE, authenticate
 from app.errors import ApiError
 from app.resources import resources
 from schemas.keys import (
-    ApiKeyCreatedSchema,
     ApiKeyCreateRequestSchema,
     ApiKeyListSchema,
-    ApiKeyRotatedSchema,
     ApiKeyRotateRequestSchema,
-    ApiKeySchema,
     KeyAuditListSchema,
 )
 from store.apikeys import (
+    ActingKeyExpiring,
+    ActingKeyRefused,
     KeyManagementError,
     KeyNotFound,
-    NewKey,
-    Rotation,
+    audit_fields,
     create_key,
-    key_status,
+    created_key_json,
+    key_fields,
     list_audit,
     list_keys,
     revoke_key,
     rotate_key,
+    rotated_key_json,
 )
-from store.models import ApiKey, KeyAuditEntry
 
 bp = Blueprint("keys", __name__, url_prefix="/api/v1")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 MAX_BODY_BYTES = 16 * 1024
-
-
-# --- shapes shared with the CLI ------------------------------------------------------
-
-
-def key_fields(key: ApiKey, now: datetime) -> dict[str, Any]:
-    """A key as the API and the CLI show it: never its secret."""
-    return {
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "scopes": list(key.scopes),
-        "status": key_status(key, now),
-        "created_at": key.created_at,
-        "last_used_at": key.last_used_at,
-        "expires_at": key.expires_at,
-        "revoked_at": key.revoked_at,
-        "rotated_from_id": key.rotated_from_id,
-    }
-
-
-def created_key_json(made: NewKey, now: datetime) -> dict[str, Any]:
-    """A new key with its secret: the one answer that shows it."""
-    data: dict[str, Any] = ApiKeyCreatedSchema().dump({**key_fields(made.key, now), "key": made.secret})
-    return data
-
-
-def rotated_key_json(rotation: Rotation, now: datetime) -> dict[str, Any]:
-    data: dict[str, Any] = ApiKeyRotatedSchema().dump(
-        {
-            **key_fields(rotation.new.key, now),
-            "key": rotation.new.secret,
-            "rotated_from": key_fields(rotation.old, now),
-        }
-    )
-    return data
-
-
-def key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
-    data: dict[str, Any] = ApiKeySchema().dump(key_fields(key, now))
-    return data
-
-
-def audit_fields(entry: KeyAuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": entry.at,
-        "action": entry.action,
-        "key_id": entry.key_id,
-        "actor": "cli" if entry.actor_key_id is None else "key",
-        "actor_key_id": entry.actor_key_id,
-        "detail": entry.detail,
-    }
+MAX_CURSOR_LENGTH = 64  # ours are about 12 characters; longer is never one of ours
 
 
 # --- request helpers -------------------------------------------------------------------
@@ -111,7 +58,7 @@ def audit_fields(entry: KeyAuditEntry) -> dict[str, Any]:
 
 def _key_id(raw: str) -> int:
     """The key id in the path; anything else is a key we do not have."""
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "٣" and "²" are digits to Python
         # Never echo the path: someone may paste a secret where the id goes.
         raise ApiError(404, "not_found", "No such key in this team; use an id from GET /api/v1/keys.")
     return int(raw)
@@ -168,7 +115,7 @@ def _describe(errors: dict[str, Any]) -> str:
 
 def _limit() -> int:
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 4 or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError(
             400,
             "invalid_limit",
@@ -187,9 +134,11 @@ def _decode_cursor(kind: str) -> int | None:
     if not cursor:
         return None
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH or not cursor.isascii():
+            raise ValueError("not a cursor of ours")
         decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         found_kind, _, raw_id = decoded.partition(":")
-        if found_kind != kind or not raw_id.isdigit() or len(raw_id) > 18:
+        if found_kind != kind or not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
             raise ValueError(cursor)
         return int(raw_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
@@ -201,7 +150,13 @@ def _decode_cursor(kind: str) -> int | None:
         ) from None
 
 
-def _as_api_error(error: KeyManagementError) -> ApiError:
+def _as_api_error(error: KeyManagementError, actor_key_id: int) -> ApiError:
+    if isinstance(error, ActingKeyRefused):
+        # Postgres says the acting key cannot act: refuse it in this process at once too.
+        resources().keys.forget_key(actor_key_id)
+        if isinstance(error, ActingKeyExpiring):
+            return ApiError(403, error.code, error.message)
+        return ApiError(401, error.code, error.message, headers=AUTH_CHALLENGE)
     status = 404 if isinstance(error, KeyNotFound) else 409
     return ApiError(status, error.code, error.message)
 
@@ -243,10 +198,13 @@ def create_api_key() -> tuple[Response, int]:
     actor = authenticate("admin")
     body = _body(ApiKeyCreateRequestSchema())
     now = datetime.now(UTC)
-    with resources().engine.begin() as connection:
-        made = create_key(
-            connection, actor.team_id, body["name"], body["scopes"], now, actor_key_id=actor.key_id
-        )
+    try:
+        with resources().engine.begin() as connection:
+            made = create_key(
+                connection, actor.team_id, body["name"], body["scopes"], now, actor_key_id=actor.key_id
+            )
+    except KeyManagementError as error:
+        raise _as_api_error(error, actor.key_id) from None
     return jsonify(created_key_json(made, now)), 201
 
 
@@ -346,7 +304,7 @@ def rotate_api_key(key_id: str) -> tuple[Response, int]:
                 actor_key_id=actor.key_id,
             )
     except KeyManagementError as error:
-        raise _as_api_error(error) from None
+        raise _as_api_error(error, actor.key_id) from None
     resources().keys.forget_key(wanted)  # this process sees the new expiry at once
     return jsonify(rotated_key_json(rotation, now)), 201
 
@@ -386,7 +344,7 @@ def revoke_api_key(key_id: str) -> Response:
         with resources().engine.begin() as connection:
             revoke_key(connection, actor.team_id, wanted, now, actor_key_id=actor.key_id)
     except KeyManagementError as error:
-        raise _as_api_error(error) from None
+        raise _as_api_error(error, actor.key_id) from None
     resources().keys.forget_key(wanted)  # this process refuses it at once
     return Response(status=204)
 

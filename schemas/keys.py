@@ -24,11 +24,26 @@ DEFAULT_GRACE_SECONDS = 24 * 3600
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 
 
-def _printable_name(value: str) -> None:
+# Bidirectional embeddings, overrides, isolates and marks: in a key list they can make
+# "Segment prod" display as another name (the "Trojan Source" trick, CVE-2021-42574).
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def name_problem(value: str) -> str | None:
+    """What is wrong with a key or team name, or None: shared by the API and the CLI."""
     if not value.strip():
-        raise ValidationError("Must not be blank.")
+        return "Must not be blank."
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
-        raise ValidationError("Must not contain control characters.")
+        return "Must not contain control characters (such as newlines, tabs or NUL)."
+    if any(char in BIDI_CONTROLS for char in value):
+        return "Must not contain bidirectional override characters (U+202A-U+202E, U+2066-U+2069, ...)."
+    return None
+
+
+def _printable_name(value: str) -> None:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValidationError(problem)
 
 
 class UtcDateTime(fields.DateTime):

@@ -291,9 +291,10 @@ def test_an_expiring_admin_key_does_not_count_as_the_remaining_admin(
 ) -> None:
     first = admin_key_id(client, team)
     new = rotate(client, team.admin, first, {"grace_seconds": 3600}).get_json()
-    # The old admin key still works for an hour, but only the new one is active.
-    response = client.delete(f"/api/v1/keys/{new['id']}", headers=auth(team.admin))
+    # The old admin key is expiring for an hour, so the new one is the last active admin key.
+    response = client.delete(f"/api/v1/keys/{new['id']}", headers=auth(new["key"]))
     assert response.status_code == 409
+    assert response.get_json()["code"] == "last_admin_key"
     assert client.delete(f"/api/v1/keys/{first}", headers=auth(new["key"])).status_code == 204
 
 
