@@ -58,7 +58,7 @@ class UtcDateTime(fields.DateTime):
 class Id(fields.String):
     """A database id, shown as a string like every id of the API."""
 
-    def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else str(value)
 
 

@@ -33,6 +33,8 @@ class Settings:
     api_rate_burst: float = 500.0
     # /metrics wants `Authorization: Bearer METRICS_TOKEN` when set; open when empty.
     metrics_token: str = ""
+    # How often one process reads the fold figures /metrics shows (a query each).
+    metrics_refresh_seconds: float = 5.0
     # How long a fold batch is, and how often the sweep looks for unfolded events.
     fold_batch_size: int = 1000
     sweep_interval_seconds: float = 5.0
@@ -59,6 +61,7 @@ class Settings:
             api_rate_limit=float(env.get("API_RATE_LIMIT", "100")),
             api_rate_burst=float(env.get("API_RATE_BURST", "500")),
             metrics_token=env.get("METRICS_TOKEN", ""),
+            metrics_refresh_seconds=float(env.get("METRICS_REFRESH_SECONDS", "5")),
             fold_batch_size=int(env.get("FOLD_BATCH_SIZE", "1000")),
             sweep_interval_seconds=float(env.get("SWEEP_INTERVAL_SECONDS", "5")),
         )
