@@ -26,7 +26,7 @@ from typing import Any
 REDACTED_KEY = "tlk_[redacted]"
 
 _KEY = re.compile(r"tlk(?:_|%5[fF])[A-Za-z0-9]*")
-_BASIC = re.compile(r"(?i)(basic[\s:='\"]+)[A-Za-z0-9+/=_\-]+")
+_BASIC = re.compile(r"(?i)(\bbasic[\s:='\"]+)[A-Za-z0-9+/=_\-]{8,}")
 # Base64 of "tlk_" + 32 characters is 48 characters; shorter runs cannot hold a key's
 # 190 bits. Runs this long are rare in our log lines, so decoding them is cheap.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{20,}={0,2}")
