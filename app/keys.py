@@ -193,6 +193,13 @@ def create_api_key() -> tuple[Response, int]:
               schema: ErrorSchema
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         503: Unavailable
     """
     actor = authenticate("admin")
@@ -230,6 +237,13 @@ def list_api_keys() -> Response:
         400: BadRequest
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         503: Unavailable
     """
     actor = authenticate("admin")
@@ -281,6 +295,13 @@ def rotate_api_key(key_id: str) -> tuple[Response, int]:
               schema: ErrorSchema
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         404: NotFound
         409:
           description: The key is already expiring, expired or revoked.
@@ -329,6 +350,13 @@ def revoke_api_key(key_id: str) -> Response:
           description: Revoked.
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         404: NotFound
         409:
           description: It is the team's last active admin key.
@@ -371,6 +399,13 @@ def key_audit() -> Response:
         400: BadRequest
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         503: Unavailable
     """
     actor = authenticate("admin")
