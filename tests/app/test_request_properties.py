@@ -111,7 +111,7 @@ def test_any_header_path_id_or_query_gets_a_clear_answer_never_a_500(app: Flask,
     client = app.test_client()
     secrets = {"admin": team.admin, "read": team.read, "ingest": team.ingest}
 
-    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(requests_to_any_route(app))
     def check(drawn: dict[str, Any]) -> None:
         headers = dict(drawn["headers"])
