@@ -1,18 +1,42 @@
-"""Who is calling: the API key from Basic, Bearer or the body's writeKey, and its scope."""
+"""Who is calling: the API key from Basic, Bearer or the body's writeKey, and its scope.
+
+Any `Authorization` value a client sends gets a 401 at worst, never a 500: a value
+that is not our key format (`tlk_` + 32 letters and digits) is refused before any
+lookup, so junk neither reaches Postgres nor fills the key cache.
+
+A rotated key, during its grace period, keeps only the `ingest` scope: grace exists
+because Segment keeps sending the old key until the customer pastes the new one; it
+gives nobody admin or read power (SPEC §5, docs/keys.md). The read and key routes
+also pay one request of the key's rate limit here (app/ratelimit.py).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime
 
 from flask import request
 
 from app.errors import ApiError
+from app.ratelimit import check_key_rate_limit
 from app.resources import resources
 from store.apikeys import AuthenticatedKey
 
-_CHALLENGE = {"WWW-Authenticate": 'Basic realm="segment-timeline"'}
+AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="segment-timeline"'}
+KEY_FORMAT = re.compile(r"tlk_[A-Za-z0-9]{32}")
+# Long enough for base64 of "KEY:" with slack; anything longer is not our credentials.
+_MAX_CREDENTIALS = 256
+
+
+def _bad_basic() -> ApiError:
+    return ApiError(
+        401,
+        "invalid_key",
+        "The Basic credentials are not valid base64 of KEY:.",
+        headers=AUTH_CHALLENGE,
+    )
 
 
 def key_from_header() -> str | None:
@@ -23,25 +47,31 @@ def key_from_header() -> str | None:
     if scheme.lower() == "bearer" and value:
         return value
     if scheme.lower() == "basic" and value:
+        if len(value) > _MAX_CREDENTIALS or not value.isascii():
+            raise _bad_basic()
         try:
             # Some clients leave out the base64 padding; add it back.
             decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(
-                401,
-                "invalid_key",
-                "The Basic credentials are not valid base64 of KEY:.",
-                headers=_CHALLENGE,
-            ) from None
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise _bad_basic() from None
         user, _, password = decoded.partition(":")
         return user or password or None
     return None
 
 
+def _refused() -> ApiError:
+    return ApiError(
+        401,
+        "invalid_key",
+        "The API key is unknown, expired or revoked; copy a current key from your settings.",
+        headers=AUTH_CHALLENGE,
+    )
+
+
 def authenticate(
     scope: str, body_key: str | None = None, *, header_key: str | None = None
 ) -> AuthenticatedKey:
-    """The caller's key, checked for `scope`; raises 401/403 with what to fix.
+    """The caller's key, checked for `scope`; raises 401/403 (429 over the key's rate) with what to fix.
 
     `header_key`: what `key_from_header()` returned, when the caller has read it already.
     """
@@ -51,20 +81,27 @@ def authenticate(
             401,
             "missing_key",
             "No API key: send Authorization: Basic base64(KEY:), Bearer KEY, or writeKey.",
-            headers=_CHALLENGE,
+            headers=AUTH_CHALLENGE,
         )
+    if not KEY_FORMAT.fullmatch(secret):
+        raise _refused()
     key = resources().keys.lookup(secret)
-    if key is None or not key.usable_at(datetime.now(UTC)):
-        raise ApiError(
-            401,
-            "invalid_key",
-            "The API key is unknown, expired or revoked; copy a current key from your settings.",
-            headers=_CHALLENGE,
-        )
+    now = datetime.now(UTC)
+    if key is None or not key.usable_at(now):
+        raise _refused()
     if scope not in key.scopes:
         raise ApiError(
             403,
             "missing_scope",
             f"This API key lacks the {scope!r} scope; use a key that has it.",
         )
+    if key.expires_at is not None and scope != "ingest":
+        raise ApiError(
+            403,
+            "key_expiring",
+            "This key was rotated: during its grace period it only sends events (ingest). "
+            "Use its replacement.",
+        )
+    if scope != "ingest":
+        check_key_rate_limit(key.key_id)
     return key

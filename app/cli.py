@@ -16,16 +16,18 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app.keys import created_key_json, key_json, rotated_key_json
 from app.resources import resources
-from schemas.keys import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, MAX_NAME_LENGTH, SCOPES
+from schemas.keys import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, MAX_NAME_LENGTH, SCOPES, name_problem
 from store.apikeys import (
     KeyManagementError,
     create_key,
     create_team,
+    created_key_json,
+    key_json,
     list_keys,
     revoke_key,
     rotate_key,
+    rotated_key_json,
     team_exists,
     team_of_key,
 )
@@ -53,8 +55,11 @@ def _team_of(key_id: int) -> int:
 
 def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A key or team name: printable, 1 to MAX_NAME_LENGTH characters (as the API wants)."""
-    if not value.strip() or len(value) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in value):
+    if len(value) > MAX_NAME_LENGTH:
         raise click.BadParameter(f"give 1 to {MAX_NAME_LENGTH} printable characters")
+    problem = name_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
     return value
 
 

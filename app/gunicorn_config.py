@@ -22,6 +22,9 @@ accesslog = None  # no request lines: a query string could carry a key
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 logconfig_dict = logging_config()  # JSON lines, for gunicorn and the app alike
+# SCRIPT_NAME and X-Forwarded-Proto are trusted only from the proxies in FORWARDED_ALLOW_IPS,
+# none by default (gunicorn's own default trusts loopback): a 308's Location stays our path.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
 preload_app = False  # each worker builds its own engine: no pool shared across a fork
 
 # The workers' environment, which their Settings are read from (gunicorn's own mechanism;

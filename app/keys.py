@@ -11,197 +11,61 @@ shared responses (`BadRequest`, `Unauthorized`, ...) come from `schemas/api.py`.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, request
-from marshmallow import Schema, ValidationError
+from flask import Blueprint, Flask, Response, jsonify
+from marshmallow import Schema
 
-from app.auth import authenticate
+from app import edges
+from app.auth import AUTH_CHALLENGE, authenticate
 from app.errors import ApiError
 from app.resources import resources
+from schemas.cursors import encode_cursor
 from schemas.keys import (
-    ApiKeyCreatedSchema,
     ApiKeyCreateRequestSchema,
     ApiKeyListSchema,
-    ApiKeyRotatedSchema,
     ApiKeyRotateRequestSchema,
-    ApiKeySchema,
     KeyAuditListSchema,
 )
 from store.apikeys import (
+    ActingKeyExpiring,
+    ActingKeyRefused,
     KeyManagementError,
     KeyNotFound,
-    NewKey,
-    Rotation,
+    audit_fields,
     create_key,
-    key_status,
+    created_key_json,
+    key_fields,
     list_audit,
     list_keys,
     revoke_key,
     rotate_key,
+    rotated_key_json,
 )
-from store.models import ApiKey, KeyAuditEntry
 
 bp = Blueprint("keys", __name__, url_prefix="/api/v1")
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
 MAX_BODY_BYTES = 16 * 1024
 
 
-# --- shapes shared with the CLI ------------------------------------------------------
-
-
-def key_fields(key: ApiKey, now: datetime) -> dict[str, Any]:
-    """A key as the API and the CLI show it: never its secret."""
-    return {
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "scopes": list(key.scopes),
-        "status": key_status(key, now),
-        "created_at": key.created_at,
-        "last_used_at": key.last_used_at,
-        "expires_at": key.expires_at,
-        "revoked_at": key.revoked_at,
-        "rotated_from_id": key.rotated_from_id,
-    }
-
-
-def created_key_json(made: NewKey, now: datetime) -> dict[str, Any]:
-    """A new key with its secret: the one answer that shows it."""
-    data: dict[str, Any] = ApiKeyCreatedSchema().dump({**key_fields(made.key, now), "key": made.secret})
-    return data
-
-
-def rotated_key_json(rotation: Rotation, now: datetime) -> dict[str, Any]:
-    data: dict[str, Any] = ApiKeyRotatedSchema().dump(
-        {
-            **key_fields(rotation.new.key, now),
-            "key": rotation.new.secret,
-            "rotated_from": key_fields(rotation.old, now),
-        }
-    )
-    return data
-
-
-def key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
-    data: dict[str, Any] = ApiKeySchema().dump(key_fields(key, now))
-    return data
-
-
-def audit_fields(entry: KeyAuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": entry.at,
-        "action": entry.action,
-        "key_id": entry.key_id,
-        "actor": "cli" if entry.actor_key_id is None else "key",
-        "actor_key_id": entry.actor_key_id,
-        "detail": entry.detail,
-    }
-
-
-# --- request helpers -------------------------------------------------------------------
-
-
 def _key_id(raw: str) -> int:
-    """The key id in the path; anything else is a key we do not have."""
-    if not raw.isdigit() or len(raw) > 18:
-        # Never echo the path: someone may paste a secret where the id goes.
-        raise ApiError(404, "not_found", "No such key in this team; use an id from GET /api/v1/keys.")
-    return int(raw)
+    """The key id in the path (ASCII digits); anything else is a key we do not have."""
+    return edges.path_id(raw, "key", "use an id from GET /api/v1/keys.")
 
 
 def _body(schema: Schema, *, empty_means: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON body loaded through `schema`, or a 400 that says what to fix."""
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB; send less.")
-    raw = request.stream.read(MAX_BODY_BYTES + 1)  # bounded even without a Content-Length
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "request_too_large", f"The body is over {MAX_BODY_BYTES // 1024} KiB; send less.")
-    if not raw.strip() and empty_means is not None:
-        body: Any = empty_means
-    else:
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise ApiError(
-                400,
-                "invalid_json",
-                "The body is not valid JSON; send a JSON object.",
-                {"body": ["Not valid JSON."]},
-            ) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "The body must be a JSON object.", {"body": ["Not an object."]})
-    try:
-        loaded: dict[str, Any] = schema.load(body)
-    except ValidationError as error:
-        errors = _string_keys(error.messages)
-        raise ApiError(400, "invalid_body", _describe(errors), errors) from None
-    return loaded
+    """The JSON body loaded through `schema`, or a 4xx that says what to fix."""
+    return edges.load_body(schema, max_bytes=MAX_BODY_BYTES, empty_means=empty_means)
 
 
-def _string_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _string_keys(item) for key, item in value.items()}
-    return value
-
-
-def _describe(errors: dict[str, Any]) -> str:
-    """'name: Missing data for required field.; scopes.0: Must be one of: ...'"""
-    parts: list[str] = []
-    stack: list[tuple[str, Any]] = list(errors.items())
-    while stack and len(parts) < 5:
-        path, problem = stack.pop(0)
-        if isinstance(problem, dict):
-            stack[:0] = [(f"{path}.{key}", item) for key, item in problem.items()]
-        else:
-            messages = problem if isinstance(problem, list) else [problem]
-            parts.append(f"{path}: {' '.join(str(m) for m in messages)}")
-    return "Fix the body: " + "; ".join(parts)
-
-
-def _limit() -> int:
-    raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(
-            400,
-            "invalid_limit",
-            f"limit must be a whole number from 1 to {MAX_LIMIT}.",
-            {"limit": [f"Must be between 1 and {MAX_LIMIT}."]},
-        )
-    return int(raw)
-
-
-def _encode_cursor(kind: str, before_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{before_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(kind: str) -> int | None:
-    cursor = request.args.get("cursor")
-    if not cursor:
-        return None
-    try:
-        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        found_kind, _, raw_id = decoded.partition(":")
-        if found_kind != kind or not raw_id.isdigit() or len(raw_id) > 18:
-            raise ValueError(cursor)
-        return int(raw_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(
-            400,
-            "invalid_cursor",
-            "cursor is not one this list returned; start without it.",
-            {"cursor": ["Not a cursor from this list."]},
-        ) from None
-
-
-def _as_api_error(error: KeyManagementError) -> ApiError:
+def _as_api_error(error: KeyManagementError, actor_key_id: int) -> ApiError:
+    if isinstance(error, ActingKeyRefused):
+        # Postgres says the acting key cannot act: refuse it in this process at once too.
+        resources().keys.forget_key(actor_key_id)
+        if isinstance(error, ActingKeyExpiring):
+            return ApiError(403, error.code, error.message)
+        return ApiError(401, error.code, error.message, headers=AUTH_CHALLENGE)
     status = 404 if isinstance(error, KeyNotFound) else 409
     return ApiError(status, error.code, error.message)
 
@@ -238,15 +102,25 @@ def create_api_key() -> tuple[Response, int]:
               schema: ErrorSchema
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         503: Unavailable
     """
     actor = authenticate("admin")
     body = _body(ApiKeyCreateRequestSchema())
     now = datetime.now(UTC)
-    with resources().engine.begin() as connection:
-        made = create_key(
-            connection, actor.team_id, body["name"], body["scopes"], now, actor_key_id=actor.key_id
-        )
+    try:
+        with resources().engine.begin() as connection:
+            made = create_key(
+                connection, actor.team_id, body["name"], body["scopes"], now, actor_key_id=actor.key_id
+            )
+    except KeyManagementError as error:
+        raise _as_api_error(error, actor.key_id) from None
     return jsonify(created_key_json(made, now)), 201
 
 
@@ -272,16 +146,23 @@ def list_api_keys() -> Response:
         400: BadRequest
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         503: Unavailable
     """
     actor = authenticate("admin")
-    limit = _limit()
-    before_id = _decode_cursor("k")
+    limit = edges.query_limit()
+    before_id = edges.query_cursor_id("k")
     now = datetime.now(UTC)
     with resources().engine.connect() as connection:
         keys = list_keys(connection, actor.team_id, limit=limit + 1, before_id=before_id)
     page = keys[:limit]
-    next_cursor = _encode_cursor("k", page[-1].id) if len(keys) > limit else None
+    next_cursor = encode_cursor("k", page[-1].id) if len(keys) > limit else None
     body = ApiKeyListSchema().dump(
         {"data": [key_fields(key, now) for key in page], "next_cursor": next_cursor}
     )
@@ -323,6 +204,13 @@ def rotate_api_key(key_id: str) -> tuple[Response, int]:
               schema: ErrorSchema
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         404: NotFound
         409:
           description: The key is already expiring, expired or revoked.
@@ -346,7 +234,7 @@ def rotate_api_key(key_id: str) -> tuple[Response, int]:
                 actor_key_id=actor.key_id,
             )
     except KeyManagementError as error:
-        raise _as_api_error(error) from None
+        raise _as_api_error(error, actor.key_id) from None
     resources().keys.forget_key(wanted)  # this process sees the new expiry at once
     return jsonify(rotated_key_json(rotation, now)), 201
 
@@ -371,6 +259,13 @@ def revoke_api_key(key_id: str) -> Response:
           description: Revoked.
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         404: NotFound
         409:
           description: It is the team's last active admin key.
@@ -386,7 +281,7 @@ def revoke_api_key(key_id: str) -> Response:
         with resources().engine.begin() as connection:
             revoke_key(connection, actor.team_id, wanted, now, actor_key_id=actor.key_id)
     except KeyManagementError as error:
-        raise _as_api_error(error) from None
+        raise _as_api_error(error, actor.key_id) from None
     resources().keys.forget_key(wanted)  # this process refuses it at once
     return Response(status=204)
 
@@ -413,15 +308,22 @@ def key_audit() -> Response:
         400: BadRequest
         401: Unauthorized
         403: Forbidden
+        429:
+          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
+          content:
+            application/json:
+              schema: ErrorSchema
         503: Unavailable
     """
     actor = authenticate("admin")
-    limit = _limit()
-    before_id = _decode_cursor("a")
+    limit = edges.query_limit()
+    before_id = edges.query_cursor_id("a")
     with resources().engine.connect() as connection:
         entries = list_audit(connection, actor.team_id, limit=limit + 1, before_id=before_id)
     page = entries[:limit]
-    next_cursor = _encode_cursor("a", page[-1].id) if len(entries) > limit else None
+    next_cursor = encode_cursor("a", page[-1].id) if len(entries) > limit else None
     body = KeyAuditListSchema().dump(
         {"data": [audit_fields(entry) for entry in page], "next_cursor": next_cursor}
     )

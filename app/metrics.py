@@ -1,14 +1,19 @@
 """Prometheus metrics: events accepted and rejected, request latency, fold backlog.
 
 Under gunicorn with several workers, set PROMETHEUS_MULTIPROC_DIR (the gunicorn config
-does) so /metrics adds up every process.
+does) so /metrics adds up every process. /metrics wants `Bearer METRICS_TOKEN` when that
+is set, and reads the fold figures from Postgres and Redis at most once every
+METRICS_REFRESH_SECONDS per process (docs/operations.md).
 """
 
 from __future__ import annotations
 
+import hmac
+import threading
 import time
 from collections import Counter as TallyCounter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -90,3 +95,82 @@ def init_app(app: Flask) -> None:
             route = request.url_rule.rule if request.url_rule else "unmatched"
             REQUEST_LATENCY.labels(route, str(response.status_code)).observe(time.perf_counter() - started)
         return response
+
+
+# --- /metrics: who may read it, and the fold figures it shows --------------------------
+
+
+def check_metrics_token(expected: str, header: str) -> bool:
+    """Whether `Authorization` carries `Bearer <METRICS_TOKEN>`; always true when none is set."""
+    if not expected:
+        return True
+    scheme, _, value = header.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected.encode())
+
+
+@dataclass(frozen=True)
+class FoldFigures:
+    """The fold's backlog as last read; None where its source could not be read."""
+
+    backlog: int | None
+    lag_seconds: float | None
+    queue_depth: int | None
+
+    def exposition(self) -> str:
+        """Prometheus text. A source that could not be read says so (`..._up 0`, values NaN)."""
+
+        def value(number: float | None, fmt: str) -> str:
+            return "NaN" if number is None else format(number, fmt)
+
+        postgres_up = 0 if self.backlog is None else 1
+        redis_up = 0 if self.queue_depth is None else 1
+        lines = [
+            "# HELP fold_backlog_up 1 when the fold backlog could be read from Postgres, else 0",
+            "# TYPE fold_backlog_up gauge",
+            f"fold_backlog_up {postgres_up}",
+            "# HELP fold_backlog_events Stored events not folded yet",
+            "# TYPE fold_backlog_events gauge",
+            f"fold_backlog_events {value(self.backlog, 'd')}",
+            "# HELP fold_lag_seconds Age of the oldest unfolded event",
+            "# TYPE fold_lag_seconds gauge",
+            f"fold_lag_seconds {value(self.lag_seconds, '.3f')}",
+            "# HELP fold_queue_up 1 when the fold queue could be read from Redis, else 0",
+            "# TYPE fold_queue_up gauge",
+            f"fold_queue_up {redis_up}",
+            "# HELP fold_queue_depth Fold jobs waiting in RQ",
+            "# TYPE fold_queue_depth gauge",
+            f"fold_queue_depth {value(self.queue_depth, 'd')}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+class FoldFiguresCache:
+    """The fold figures, read at most once per `refresh_seconds` by this process.
+
+    A scraper (or anyone, when no token is set) calling /metrics in a loop costs two
+    cheap reads every few seconds, not two queries a call. One caller refreshes at a
+    time; the others answer with the figures they have.
+    """
+
+    def __init__(self, read: Callable[[], FoldFigures], refresh_seconds: float):
+        self.read = read
+        self.refresh_seconds = refresh_seconds
+        self._figures: FoldFigures | None = None
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def figures(self) -> FoldFigures:
+        now = time.monotonic()
+        if self._figures is not None and 0 <= now - self._read_at < self.refresh_seconds:
+            return self._figures
+        # The first caller waits for the figures; later ones never wait for a refresh.
+        if not self._lock.acquire(blocking=self._figures is None):
+            assert self._figures is not None
+            return self._figures
+        try:
+            if self._figures is None or not 0 <= time.monotonic() - self._read_at < self.refresh_seconds:
+                self._figures = self.read()
+                self._read_at = time.monotonic()
+            return self._figures
+        finally:
+            self._lock.release()

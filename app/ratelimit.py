@@ -1,11 +1,19 @@
-"""Per-team ingest rate limit: a token bucket per team in each web process.
+"""Rate limits: events per team on ingest, requests per key on the read and key routes.
 
-Each process enforces `limit / processes` (`Settings.web_processes`: WEB_CONCURRENCY,
-which the gunicorn config hands its workers) so the whole deployment enforces about
-`limit` events per second, with bursts up to `burst`. It is kept in memory on purpose:
-a Redis round trip per request would cost more than the check is worth, and ingest must
-keep working when Redis is down.
-Settings: INGEST_RATE_LIMIT (events/s per team, 0 turns it off) and INGEST_RATE_BURST.
+Token buckets kept in each web process. Each process enforces `limit / processes`
+(`Settings.web_processes`: WEB_CONCURRENCY, which the gunicorn config hands its workers)
+so the whole deployment enforces about `limit` per second, with bursts up to `burst`.
+They are kept in memory on purpose: a Redis round trip per request would cost more than
+the check is worth, and ingest must keep working when Redis is down.
+
+A request pays for everything it carries: a batch of 2,500 events takes 2,500 tokens,
+even when the burst is smaller. Such a batch is let through once the bucket holds a
+full burst, and leaves the bucket in debt, so the events that follow wait until the
+team is back under its rate (docs/rate-limits.md).
+
+Settings: INGEST_RATE_LIMIT (events/s per team, 0 turns it off) and INGEST_RATE_BURST;
+API_RATE_LIMIT (requests/s per key on the read and key routes, 0 turns it off) and
+API_RATE_BURST.
 """
 
 from __future__ import annotations
@@ -31,14 +39,19 @@ class TokenBucket:
         self.updated = time.monotonic()
 
     def take(self, count: float) -> float:
-        """0 if `count` tokens were taken, else seconds until they would be there."""
+        """0 if `count` tokens were taken, else seconds until they could be (nothing taken).
+
+        A cost above the burst is let through when the bucket is full and leaves it in
+        debt (tokens below zero): every token is paid, none is skipped.
+        """
         now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= count:
+        needed = min(count, self.burst)
+        if self.tokens >= needed:
             self.tokens -= count
             return 0.0
-        return (count - self.tokens) / self.rate
+        return (needed - self.tokens) / self.rate
 
 
 @dataclass
@@ -53,27 +66,28 @@ def _share() -> int:
     return resources().settings.web_processes
 
 
-def _limiter() -> TeamLimiter:
-    limiter: TeamLimiter = current_app.extensions.setdefault("ingest_rate_limiter", TeamLimiter())
+def _limiter(name: str = "ingest_rate_limiter") -> TeamLimiter:
+    limiter: TeamLimiter = current_app.extensions.setdefault(name, TeamLimiter())
     return limiter
 
 
+def _take(limiter: TeamLimiter, owner: int, limit: float, burst: float, cost: float) -> float:
+    share = _share()
+    with limiter.lock:
+        bucket = limiter.buckets.get(owner)
+        if bucket is None:
+            rate = limit / share
+            bucket = limiter.buckets[owner] = TokenBucket(rate, max(burst / share, rate))
+        return bucket.take(cost)
+
+
 def check_rate_limit(team_id: int, events: int) -> None:
-    """Take `events` from the team's bucket, or raise 429 with Retry-After (nothing taken)."""
+    """Take `events` (the request's cost: one per event) from the team's bucket, or raise
+    429 with Retry-After (nothing taken)."""
     settings = resources().settings
     if settings.ingest_rate_limit <= 0:
         return
-    share = _share()
-    limiter = _limiter()
-    with limiter.lock:
-        bucket = limiter.buckets.get(team_id)
-        if bucket is None:
-            rate = settings.ingest_rate_limit / share
-            bucket = limiter.buckets[team_id] = TokenBucket(
-                rate, max(settings.ingest_rate_burst / share, rate)
-            )
-        # A request larger than the whole burst could never pass: it waits for a full bucket.
-        wait = bucket.take(min(events, bucket.burst))
+    wait = _take(_limiter(), team_id, settings.ingest_rate_limit, settings.ingest_rate_burst, events)
     if wait > 0:
         retry = max(1, math.ceil(wait))
         raise ApiError(
@@ -81,5 +95,22 @@ def check_rate_limit(team_id: int, events: int) -> None:
             "rate_limited",
             f"This team is over its limit of {settings.ingest_rate_limit:g} events per second; "
             f"nothing was stored. Retry after {retry} seconds.",
+            headers={"Retry-After": str(retry)},
+        )
+
+
+def check_key_rate_limit(key_id: int) -> None:
+    """One request of this key on a read or key route, or 429 with Retry-After."""
+    settings = resources().settings
+    limit = settings.api_rate_limit
+    if limit <= 0:
+        return
+    wait = _take(_limiter("api_rate_limiter"), key_id, limit, settings.api_rate_burst, 1)
+    if wait > 0:
+        retry = max(1, math.ceil(wait))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"This API key is over its limit of {limit:g} requests per second. Retry after {retry} seconds.",
             headers={"Retry-After": str(retry)},
         )

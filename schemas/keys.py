@@ -11,10 +11,11 @@ and rotate answers use.
 from __future__ import annotations
 
 import unicodedata
-from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from schemas.fields import utc_iso
 
 SCOPES = ("ingest", "read", "admin")
 STATUSES = ("active", "expiring", "expired", "revoked")
@@ -24,26 +25,39 @@ DEFAULT_GRACE_SECONDS = 24 * 3600
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 
 
-def _printable_name(value: str) -> None:
+# Bidirectional embeddings, overrides, isolates and marks: in a key list they can make
+# "Segment prod" display as another name (the "Trojan Source" trick, CVE-2021-42574).
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def name_problem(value: str) -> str | None:
+    """What is wrong with a key or team name, or None: shared by the API and the CLI."""
     if not value.strip():
-        raise ValidationError("Must not be blank.")
+        return "Must not be blank."
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
-        raise ValidationError("Must not contain control characters.")
+        return "Must not contain control characters (such as newlines, tabs or NUL)."
+    if any(char in BIDI_CONTROLS for char in value):
+        return "Must not contain bidirectional override characters (U+202A-U+202E, U+2066-U+2069, ...)."
+    return None
+
+
+def _printable_name(value: str) -> None:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValidationError(problem)
 
 
 class UtcDateTime(fields.DateTime):
     """An instant as ISO 8601 in UTC with a `Z`, like the rest of the API."""
 
-    def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
-        if value is None:
-            return None
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else utc_iso(value)
 
 
 class Id(fields.String):
     """A database id, shown as a string like every id of the API."""
 
-    def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else str(value)
 
 

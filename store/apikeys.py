@@ -21,11 +21,19 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from schemas.keys import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, SCOPES
+from schemas.keys import (
+    DEFAULT_GRACE_SECONDS,
+    MAX_GRACE_SECONDS,
+    SCOPES,
+    ApiKeyCreatedSchema,
+    ApiKeyRotatedSchema,
+    ApiKeySchema,
+)
 from store.models import ApiKey, KeyAuditEntry, Team
 
 log = logging.getLogger(__name__)
@@ -86,6 +94,17 @@ class LastAdminKey(KeyManagementError):
     code = "last_admin_key"
 
 
+class ActingKeyRefused(KeyManagementError):
+    """The admin key making the change is revoked, expired or expiring now (checked in the
+    transaction that acts, so a revocation committed before it always wins)."""
+
+    code = "invalid_key"
+
+
+class ActingKeyExpiring(ActingKeyRefused):
+    code = "key_expiring"
+
+
 @dataclass(frozen=True)
 class NewKey:
     """A key just made: its row and the plaintext, which is never shown again."""
@@ -143,6 +162,34 @@ def _lock_team(connection: Connection, team_id: int) -> None:
         raise TeamNotFound(f"No team with id {team_id}.")
 
 
+def check_acting_key(connection: Connection, team_id: int, actor_key_id: int, now: datetime) -> None:
+    """Refuse the change unless the acting key is, right now, an active admin key of the team.
+
+    Called after `_lock_team`, in the transaction that acts: the key's row is read (and
+    locked) from Postgres, never from the cache, so a key revoked, expired or rotated
+    before this statement cannot act, however long ago its request was authenticated.
+    """
+    key = find_key(connection, team_id, actor_key_id, for_update=True)
+    status = key_status(key, now) if key is not None else REVOKED
+    if key is None or status in (REVOKED, EXPIRED):
+        raise ActingKeyRefused(
+            "The API key is unknown, expired or revoked; copy a current key from your settings."
+        )
+    if status == EXPIRING:
+        raise ActingKeyExpiring(
+            "This key was rotated: during its grace period it only sends events (ingest). "
+            "Use its replacement to manage keys."
+        )
+    if "admin" not in key.scopes:
+        raise ActingKeyRefused("This API key lacks the 'admin' scope; use a key that has it.")
+
+
+def _lock_for_change(connection: Connection, team_id: int, actor_key_id: int | None, now: datetime) -> None:
+    _lock_team(connection, team_id)
+    if actor_key_id is not None:  # None: the CLI, an operator on the machine
+        check_acting_key(connection, team_id, actor_key_id, now)
+
+
 def create_key(
     connection: Connection,
     team_id: int,
@@ -154,7 +201,7 @@ def create_key(
 ) -> NewKey:
     """Create a key for a team and record it in the audit list."""
     chosen = _checked_scopes(scopes)
-    _lock_team(connection, team_id)
+    _lock_for_change(connection, team_id, actor_key_id, now)
     made = _insert_key(connection, team_id, name, chosen, now)
     record_audit(
         connection,
@@ -266,7 +313,7 @@ def rotate_key(
     """
     if not timedelta(0) <= grace <= MAX_GRACE:
         raise ValueError(f"grace must be between 0 and {MAX_GRACE}, not {grace}")
-    _lock_team(connection, team_id)
+    _lock_for_change(connection, team_id, actor_key_id, now)
     key = find_key(connection, team_id, key_id, for_update=True)
     if key is None:
         raise KeyNotFound(f"No key with id {key_id} in this team.")
@@ -313,7 +360,7 @@ def revoke_key(
 
     Refused for the team's last active admin key: without one nobody could manage keys.
     """
-    _lock_team(connection, team_id)
+    _lock_for_change(connection, team_id, actor_key_id, now)
     key = find_key(connection, team_id, key_id, for_update=True)
     if key is None:
         raise KeyNotFound(f"No key with id {key_id} in this team.")
@@ -492,3 +539,59 @@ class KeyCache:
         )
         log.debug("key cache loaded key=%s usable=%s", found.key_id, found.usable_at(datetime.now(UTC)))
         return found
+
+
+# --- shapes shared by the keys API and the CLI-------------------------------------------------
+
+
+def key_fields(key: ApiKey, now: datetime) -> dict[str, Any]:
+    """A key as the API and the CLI show it: never its secret."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": list(key.scopes),
+        "status": key_status(key, now),
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+        "rotated_from_id": key.rotated_from_id,
+    }
+
+
+def created_key_json(made: NewKey, now: datetime) -> dict[str, Any]:
+    """A new key with its secret: the one answer that shows it."""
+    data: dict[str, Any] = ApiKeyCreatedSchema().dump({**key_fields(made.key, now), "key": made.secret})
+    return data
+
+
+def rotated_key_json(rotation: Rotation, now: datetime) -> dict[str, Any]:
+    """The new key with its secret, and under `rotated_from` the old key, now expiring."""
+    data: dict[str, Any] = ApiKeyRotatedSchema().dump(
+        {
+            **key_fields(rotation.new.key, now),
+            "key": rotation.new.secret,
+            "rotated_from": key_fields(rotation.old, now),
+        }
+    )
+    return data
+
+
+def key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
+    """A key as listed: never its secret."""
+    data: dict[str, Any] = ApiKeySchema().dump(key_fields(key, now))
+    return data
+
+
+def audit_fields(entry: KeyAuditEntry) -> dict[str, Any]:
+    """An audit entry's fields for KeyAuditEntrySchema; the actor is 'cli' or 'key'."""
+    return {
+        "id": entry.id,
+        "at": entry.at,
+        "action": entry.action,
+        "key_id": entry.key_id,
+        "actor": "cli" if entry.actor_key_id is None else "key",
+        "actor_key_id": entry.actor_key_id,
+        "detail": entry.detail,
+    }

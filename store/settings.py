@@ -37,6 +37,13 @@ class Settings:
     # Per-team ingest limit in events per second (token bucket); 0 turns it off.
     ingest_rate_limit: float = 20000.0
     ingest_rate_burst: float = 40000.0
+    # Per-key limit on the read and key routes, in requests per second; 0 turns it off.
+    api_rate_limit: float = 100.0
+    api_rate_burst: float = 500.0
+    # /metrics wants `Authorization: Bearer METRICS_TOKEN` when set; open when empty.
+    metrics_token: str = ""
+    # How often one process reads the fold figures /metrics shows (a query each).
+    metrics_refresh_seconds: float = 5.0
     # How long a fold batch is, and how often the sweep looks for unfolded events.
     fold_batch_size: int = 1000
     sweep_interval_seconds: float = 5.0
@@ -66,6 +73,10 @@ class Settings:
             redis_prefix=env.get("REDIS_PREFIX", "tl:"),
             ingest_rate_limit=float(env.get("INGEST_RATE_LIMIT", "20000")),
             ingest_rate_burst=float(env.get("INGEST_RATE_BURST", "40000")),
+            api_rate_limit=float(env.get("API_RATE_LIMIT", "100")),
+            api_rate_burst=float(env.get("API_RATE_BURST", "500")),
+            metrics_token=env.get("METRICS_TOKEN", ""),
+            metrics_refresh_seconds=float(env.get("METRICS_REFRESH_SECONDS", "5")),
             fold_batch_size=int(env.get("FOLD_BATCH_SIZE", "1000")),
             sweep_interval_seconds=float(env.get("SWEEP_INTERVAL_SECONDS", "5")),
             web_processes=_whole(env, "WEB_CONCURRENCY", 1),

@@ -291,9 +291,10 @@ def test_an_expiring_admin_key_does_not_count_as_the_remaining_admin(
 ) -> None:
     first = admin_key_id(client, team)
     new = rotate(client, team.admin, first, {"grace_seconds": 3600}).get_json()
-    # The old admin key still works for an hour, but only the new one is active.
-    response = client.delete(f"/api/v1/keys/{new['id']}", headers=auth(team.admin))
+    # The old admin key is expiring for an hour, so the new one is the last active admin key.
+    response = client.delete(f"/api/v1/keys/{new['id']}", headers=auth(new["key"]))
     assert response.status_code == 409
+    assert response.get_json()["code"] == "last_admin_key"
     assert client.delete(f"/api/v1/keys/{first}", headers=auth(new["key"])).status_code == 204
 
 
@@ -485,3 +486,125 @@ def test_an_oversized_body_is_413_and_creates_nothing(client: FlaskClient, team:
     response = client.post("/api/v1/keys", data=body, headers=auth(team.admin))
     assert response.status_code == 413
     assert len(listed(client, team.admin)) == 3  # the team's three keys, nothing new
+
+
+# --- attacks (issue 13): each failed before the change ----------------------------------
+
+
+def test_a_rotated_admin_key_keeps_only_ingest_during_its_grace(client: FlaskClient, team: TeamKeys) -> None:
+    first = admin_key_id(client, team)
+    new = rotate(client, team.admin, first, {"grace_seconds": DAY}).get_json()
+    old = team.admin
+    assert ingest(client, old, "m-grace") == 200  # what Segment needs, through the grace
+
+    refused = [
+        post_json(client, "/api/v1/keys", old, {"name": "mine", "scopes": ["admin"]}),
+        client.delete(f"/api/v1/keys/{new['id']}", headers=auth(old)),
+        rotate(client, old, new["id"], {"grace_seconds": 0}),
+        client.get("/api/v1/keys", headers=auth(old)),
+        client.get("/api/v1/keys/audit", headers=auth(old)),
+        client.get("/api/v1/customers", headers=auth(old)),
+    ]
+    assert [r.status_code for r in refused] == [403] * len(refused)
+    assert {r.get_json()["code"] for r in refused} == {"key_expiring"}
+    assert "replacement" in refused[0].get_json()["message"]
+    keys = listed(client, new["key"])
+    assert keys[new["id"]]["status"] == "active" and len(keys) == 4  # nothing made, nothing revoked
+
+
+def test_the_acting_key_is_checked_in_postgres_not_in_the_cache(
+    settings: Any, team: TeamKeys, engine: Engine
+) -> None:
+    """A key cache that still holds the admin key as usable (here for a minute) does not let
+    it act: the change reads the acting key's row in its own transaction."""
+    from app import create_app
+
+    slow_cache = create_app({"TESTING": True, "SETTINGS": settings, "KEY_CACHE_TTL": 60.0})
+    try:
+        client = slow_cache.test_client()
+        second = create(client, team.admin, "second admin", ["admin"])
+        assert client.get("/api/v1/keys", headers=auth(second["key"])).status_code == 200  # cached
+        with engine.begin() as connection:  # revoked by another process
+            connection.execute(
+                text("UPDATE api_keys SET revoked_at = now() WHERE id = :id"), {"id": int(second["id"])}
+            )
+        first = admin_key_id(client, team)
+        attempts = [
+            post_json(client, "/api/v1/keys", second["key"], {"name": "minted", "scopes": ["admin"]}),
+            rotate(client, second["key"], first, {"grace_seconds": 0}),
+            client.delete(f"/api/v1/keys/{first}", headers=auth(second["key"])),
+        ]
+        assert [a.status_code for a in attempts] == [401, 401, 401]
+        assert {a.get_json()["code"] for a in attempts} == {"invalid_key"}
+        # ...and once refused by Postgres, this process forgets it at once.
+        assert client.get("/api/v1/keys", headers=auth(second["key"])).status_code == 401
+        keys = listed(client, team.admin)
+        assert "minted" not in {k["name"] for k in keys.values()}
+        assert keys[first]["status"] == "active"
+    finally:
+        slow_cache.extensions["timeline"].engine.dispose()
+
+
+def _arabic_indic(number: str) -> str:
+    return "".join(chr(0x0660 + int(digit)) for digit in number)
+
+
+def test_ids_are_ascii_digits_only(client: FlaskClient, team: TeamKeys) -> None:
+    made = create(client, team.admin)
+    lookalike = _arabic_indic(made["id"])  # int() reads "٣" as 3
+    for path in (f"/api/v1/keys/{lookalike}", "/api/v1/keys/²", "/api/v1/keys/1²", "/api/v1/keys/%C2%B2"):
+        response = client.delete(path, headers=auth(team.admin))
+        assert response.status_code == 404, path
+        assert response.get_json()["code"] == "not_found"
+        assert rotate(client, team.admin, path.rsplit("/", 1)[1]).status_code == 404
+    assert listed(client, team.admin)[made["id"]]["status"] == "active"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/keys", "/api/v1/keys/audit"])
+@pytest.mark.parametrize("limit", ["²", "٣", "1²", "0", "201", "-1", "1e2", " 5", "9" * 40])
+def test_a_limit_that_is_not_ascii_digits_in_range_is_400(
+    client: FlaskClient, team: TeamKeys, path: str, limit: str
+) -> None:
+    response = client.get(path, query_string={"limit": limit}, headers=auth(team.admin))
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "invalid_limit"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/keys", "/api/v1/keys/audit"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        base64.urlsafe_b64encode(b"[" * 1500).decode(),
+        base64.urlsafe_b64encode(b"k:" + b"9" * 5000).decode(),
+        "A" * 100_000,
+        "é",
+        base64.urlsafe_b64encode("k:٣".encode()).decode(),
+    ],
+)
+def test_a_cursor_of_any_size_or_shape_is_400_without_a_traceback(
+    client: FlaskClient, team: TeamKeys, path: str, cursor: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = client.get(path, query_string={"cursor": cursor}, headers=auth(team.admin))
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "invalid_cursor"
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("Segment\u202eorp", "bidirectional"),
+        ("\u2066admin\u2069", "bidirectional"),
+        ("Seg\u200fment", "bidirectional"),
+        ("Segment\nprod", "control"),
+        ("Segment\x1b[31m", "control"),
+    ],
+)
+def test_a_key_name_with_control_or_bidi_characters_is_400(
+    client: FlaskClient, team: TeamKeys, name: str, said: str
+) -> None:
+    response = post_json(client, "/api/v1/keys", team.admin, {"name": name, "scopes": ["ingest"]})
+    assert response.status_code == 400
+    assert said in response.get_json()["message"]
+    assert len(listed(client, team.admin)) == 3

@@ -74,7 +74,11 @@ def test_rotate_defaults_to_a_day_of_grace(app: Flask, client: FlaskClient) -> N
     team = run_json(app, "teams", "create", "Acme")
     rotated = run_json(app, "keys", "rotate", team["key"]["id"])
     assert rotated["rotated_from"]["status"] == "expiring"
-    assert keys_answer(client, team["key"]["key"]) == 200  # the old key works through its grace
+    old = team["key"]["key"]
+    event = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-cli-grace"}
+    # The old key sends events through its grace, and can no longer manage keys.
+    assert client.post("/v1/segment", json=event, headers=TeamKeys.basic(old)).status_code == 200
+    assert keys_answer(client, old) == 403
     assert keys_answer(client, rotated["key"]) == 200
 
 
