@@ -87,9 +87,7 @@ def trait_times(connection: Connection, team_id: int, customer_id: int) -> dict[
     of the `customer_traits` primary key.
     """
     rows = connection.execute(
-        text(
-            "SELECT key, event_time FROM customer_traits WHERE team_id = :team AND customer_id = :customer"
-        ),
+        text("SELECT key, event_time FROM customer_traits WHERE team_id = :team AND customer_id = :customer"),
         {"team": team_id, "customer": customer_id},
     )
     return {row.key: row.event_time for row in rows}

@@ -25,8 +25,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flask import Flask, Request, Response, current_app, request
+from flask import Flask, Request, current_app, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.wrappers import Response
 
 from app.console import data
 from app.resources import resources
@@ -145,4 +146,6 @@ def _set_cookie(response: Response, name: str, value: str, max_age: int) -> None
 def configure(app: Flask, env: dict[str, str]) -> None:
     """`CONSOLE_SECRET` (optional pepper) and `CONSOLE_COOKIE_SECURE` (set it behind TLS)."""
     app.config.setdefault("CONSOLE_SECRET", env.get("CONSOLE_SECRET", ""))
-    app.config.setdefault("CONSOLE_COOKIE_SECURE", env.get("CONSOLE_COOKIE_SECURE", "") in ("1", "true", "yes"))
+    app.config.setdefault(
+        "CONSOLE_COOKIE_SECURE", env.get("CONSOLE_COOKIE_SECURE", "") in ("1", "true", "yes")
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,6 +25,7 @@ from flask import (
     url_for,
 )
 from marshmallow import ValidationError
+from werkzeug.wrappers import Response as BaseResponse
 
 from app.console import data, session
 from app.resources import resources
@@ -41,7 +43,11 @@ bp = Blueprint(
 PAGE_SIZE = 50
 SEARCH_PAGE_SIZE = 25
 _CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
-_LOOKUP_KINDS = {"email": ("email", "email"), "user_id": ("user", "userId"), "anonymous_id": ("anonymous", "anonymousId")}
+_LOOKUP_KINDS = {
+    "email": ("email", "email"),
+    "user_id": ("user", "userId"),
+    "anonymous_id": ("anonymous", "anonymousId"),
+}
 _OPEN = {"console.sign_in", "console.sign_in_submit", "console.static"}
 # What the sign-in page says when it was reached because a session ended.
 SIGNED_OUT_REASONS = {
@@ -86,7 +92,7 @@ def _here() -> str:
 
 
 @bp.before_request
-def require_agent() -> Response | None:
+def require_agent() -> BaseResponse | None:
     """Sign-in for pages that need it; a session whose key stopped being good is ended."""
     g.console_started = time.perf_counter()
     if request.endpoint in _OPEN:
@@ -111,13 +117,13 @@ def require_agent() -> Response | None:
     return None
 
 
-def _to_sign_in(reason: str | None = None) -> Response:
+def _to_sign_in(reason: str | None = None) -> BaseResponse:
     if request.endpoint == "console.timeline":
         # fetch() from our script: it sends the agent to sign-in itself.
         response = make_response("Signed out", 401)
         response.headers["X-Console-Sign-In"] = url_for("console.sign_in", reason=reason)
         return response
-    args: dict[str, str] = {}
+    args: dict[str, Any] = {}
     if reason:
         args["reason"] = reason
     if request.method == "GET" and request.endpoint not in ("console.home", None):
@@ -177,7 +183,7 @@ def sign_in() -> Response:
 
 
 @bp.post("/sign-in")
-def sign_in_submit() -> Response:
+def sign_in_submit() -> BaseResponse:
     if not session.sign_in_token_matches(request):
         return _sign_in_page(
             problem="The sign-in form had expired or came from another site. Try again.", status=400
@@ -192,7 +198,7 @@ def sign_in_submit() -> Response:
     if found is not None:
         with resources().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             key = data.find_key(connection, found.team_id, found.key_id)
-    reason = session.why_unusable(key, _now())
+    reason = session.why_unusable(key, datetime.now(UTC))
     if reason is not None or key is None:
         return _sign_in_page(problem=KEY_PROBLEMS[reason or "unknown"], status=401)
     response = redirect(_safe_next(request.form.get("next")) or url_for("console.home"), 303)
@@ -201,18 +207,12 @@ def sign_in_submit() -> Response:
 
 
 @bp.post("/sign-out")
-def sign_out() -> Response:
+def sign_out() -> BaseResponse:
     if not session.csrf_matches(g.agent):
         raise BadRequest("The sign-out form had expired or came from another site. Reload and try again.")
     response = redirect(url_for("console.sign_in", reason="signed_out"), 303)
     session.end_session(response)
     return response
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 # -- search --------------------------------------------------------------------------
@@ -239,7 +239,9 @@ def home() -> str:
         )
     more = None
     if position is not None:
-        more = url_for("console.home", q=query or None, cursor=data.encode_cursor("customers", "desc", position))
+        more = url_for(
+            "console.home", q=query or None, cursor=data.encode_cursor("customers", "desc", position)
+        )
     return render_template("console/search.html", q=query, customers=customers, more=more, paged=bool(cursor))
 
 
@@ -414,7 +416,9 @@ def group(group_id: str) -> Any:
     group_data, position = found
     more = None
     if position is not None:
-        more = url_for("console.group", group_id=group_id, cursor=data.encode_cursor("members", "asc", position))
+        more = url_for(
+            "console.group", group_id=group_id, cursor=data.encode_cursor("members", "asc", position)
+        )
     return render_template("console/group.html", group=group_data, more=more)
 
 
