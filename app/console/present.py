@@ -78,7 +78,31 @@ def page_url(item: dict[str, Any]) -> str | None:
     return found if isinstance(found, str) else None
 
 
+def pairs(mapping: Any) -> list[tuple[str, str, bool]]:
+    """(key, value as text, whether the value is a link), sorted by key: a details list."""
+    if not isinstance(mapping, dict):
+        return []
+    return [(str(key), as_text(mapping[key]), is_web_url(mapping[key])) for key in sorted(mapping)]
+
+
+def timeline_item(item: dict[str, Any]) -> dict[str, Any]:
+    """What the template shows of a feed item, worked out here (Python is cheaper than macros)."""
+    context = item.get("context") or {}
+    return {
+        **item,
+        "headline": headline(item),
+        "url": page_url(item),
+        "page_title": context.get("page_title"),
+        "ip": context.get("ip"),
+        "user_agent": context.get("user_agent"),
+        "when_utc": utc_text(item["timestamp"]),
+        "received_utc": utc_text(item["received_at"]),
+        "property_pairs": pairs(item.get("properties")),
+        "trait_pairs": pairs(item.get("traits")),
+    }
+
+
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters.update(as_text=as_text, utc_text=utc_text, iso=iso)
+    app.jinja_env.filters.update(as_text=as_text, utc_text=utc_text, iso=iso, timeline_item=timeline_item)
     app.jinja_env.tests["web_url"] = is_web_url
-    app.jinja_env.globals.update(headline=headline, page_url=page_url)
+    app.jinja_env.globals.update(headline=headline, page_url=page_url, is_web_url=is_web_url)

@@ -63,6 +63,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
+from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
@@ -141,6 +142,13 @@ class Console:
             )  # fmt: skip
         )
 
+    def follow(self, element: WebElement, submit: bool = False) -> None:
+        """Click a link or button (or submit a form) and wait for the next page to be ready."""
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        element.submit() if submit else element.click()
+        WebDriverWait(self.driver, 10).until(staleness_of(old))
+        self.wait_ready()
+
     def find(self, css: str) -> WebElement:
         return self.driver.find_element(By.CSS_SELECTOR, css)
 
@@ -153,13 +161,11 @@ class Console:
     def sign_in(self, secret: str) -> None:
         self.open("/console/sign-in")
         self.find("#key").send_keys(secret)
-        self.find("#sign-in").click()
-        self.wait_ready()
+        self.follow(self.find("#sign-in"))
 
     def sign_out(self) -> None:
         if self.all("#sign-out"):
-            self.find("#sign-out").click()
-            self.wait_ready()
+            self.follow(self.find("#sign-out"))
 
     def events(self) -> list[dict[str, str]]:
         """The timeline as shown: each item's id, type, event time, line and who."""
@@ -351,14 +357,12 @@ def test_search_by_an_email_prefix_opens_the_customer(signed_in: Console) -> Non
     box = signed_in.find("form.search input[name=q]")
     box.clear()
     box.send_keys("JUNE.jour")
-    box.submit()
-    signed_in.wait_ready()
+    signed_in.follow(box, submit=True)
     rows = signed_in.all("table.customers tbody tr")
     assert [row.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text for row in rows] == [
         "june.journey@example.com"
     ]
-    rows[0].find_element(By.CSS_SELECTOR, "a.customer-link").click()
-    signed_in.wait_ready()
+    signed_in.follow(rows[0].find_element(By.CSS_SELECTOR, "a.customer-link"))
     assert signed_in.text("#customer-name") == "June Journey"
 
 
@@ -424,18 +428,30 @@ def test_filters_by_type_and_event_name(signed_in: Console) -> None:
     signed_in.open("/console/lookup?user_id=u-journey")
     signed_in.find("input[name=type][value=track]").click()
     signed_in.find("#event-filter").send_keys("Order Completed")
-    signed_in.find("#apply-filters").click()
-    signed_in.wait_ready()
+    signed_in.follow(signed_in.find("#apply-filters"))
     shown = signed_in.events()
     assert [e["line"] for e in shown] == ["Order Completed"] * (TRACKS // 10)
     assert "event=Order+Completed" in signed_in.driver.current_url
-    signed_in.find("#clear-filters").click()
-    signed_in.wait_ready()
+    signed_in.follow(signed_in.find("#clear-filters"))
     signed_in.find("input[name=type][value=page]").click()
-    signed_in.find("#apply-filters").click()
-    signed_in.wait_ready()
+    signed_in.follow(signed_in.find("#apply-filters"))
     assert [e["type"] for e in signed_in.events()] == ["page"] * 3
     assert not signed_in.all("#older")
+    if os.environ.get("CONSOLE_SCREENSHOT"):
+        screenshot(signed_in, ROOT / "docs" / "console.png")
+
+
+def screenshot(console: Console, path: Path) -> None:
+    """docs/console.png: the profile and the whole journey but the long run of tracks."""
+    shown = ["page", "identify", "alias", "group"]
+    query = "&".join(f"type={kind}" for kind in shown) + "&event=Logged+In"
+    console.open("/console/lookup?user_id=u-journey")
+    console.open(console.driver.current_url.split("?")[0].removeprefix(console.url) + "?" + query)
+    console.find("#timeline li.event.type-identify summary").click()
+    console.driver.set_window_size(1000, 1250)
+    console.driver.execute_script("window.scrollTo(0, 0)")
+    console.driver.save_screenshot(str(path))
+    console.driver.set_window_size(1200, 900)
 
 
 def test_a_deep_link_opens_the_customer_even_from_another_site(signed_in: Console) -> None:
@@ -453,15 +469,13 @@ def test_a_deep_link_opens_the_customer_even_from_another_site(signed_in: Consol
 
 def test_the_group_page_shows_traits_and_members(signed_in: Console) -> None:
     signed_in.open("/console/lookup?user_id=u-journey")
-    signed_in.find("#groups a.group-link").click()
-    signed_in.wait_ready()
+    signed_in.follow(signed_in.find("#groups a.group-link"))
     assert signed_in.text("#group-name") == "Acme Corp"
     traits = signed_in.text("#group-traits")
     assert "industry" in traits and "Rockets" in traits and "employees" in traits
     members = signed_in.all("table.customers a.customer-link")
     assert [m.text for m in members] == ["June Journey"]
-    members[0].click()
-    signed_in.wait_ready()
+    signed_in.follow(members[0])
     assert signed_in.text("#customer-name") == "June Journey"
 
 
@@ -489,8 +503,7 @@ def test_another_teams_customer_is_not_found(signed_in: Console) -> None:
     assert signed_in.text("#not-found") == "Nothing in this team matches userId u-other."
     box = signed_in.find("form.search input[name=q]")
     box.send_keys("other")
-    box.submit()
-    signed_in.wait_ready()
+    signed_in.follow(box, submit=True)
     assert signed_in.all("table.customers") == []
 
 
@@ -514,9 +527,6 @@ def test_a_key_revoked_while_signed_in_signs_the_agent_out(console: Console) -> 
     console.sign_in(made.secret)
     console.open("/console/lookup?user_id=u-journey")
     assert console.all("#older")
-    if os.environ.get("CONSOLE_SCREENSHOT"):
-        console.find("#timeline li.event.type-track summary").click()
-        console.driver.save_screenshot(str(ROOT / "docs" / "console.png"))
     with console.engine.begin() as connection:
         revoke_key(connection, console.team.id, made.key.id, datetime.now(UTC))
     revoked_at = time.monotonic()

@@ -27,8 +27,9 @@
       if (node.dataset.local) { return; }
       var date = new Date(node.getAttribute("datetime"));
       if (isNaN(date.getTime())) { return; }
-      var inTimeline = node.closest("li.event") !== null;
-      node.textContent = inTimeline ? clock.format(date) : full.format(date);
+      // An item's own time sits under its day's heading: the clock is enough there.
+      var underDay = node.closest("li.event span.time") !== null;
+      node.textContent = underDay ? clock.format(date) : full.format(date);
       node.title = utcText(date) + " (shown in " + zone + ")";
       node.dataset.local = "1";
     });
