@@ -329,3 +329,24 @@ def test_every_event_value_is_escaped(agent: FlaskClient, engine: Engine, team: 
     assert 'href="javascript:' not in html
     assert "javascript:alert(document.cookie)" in html  # shown as text
     assert not re.search(r"<[^>]+\son\w+=", html)
+
+
+def test_search_pages_through_every_match_most_recently_seen_first(
+    agent: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    send(engine, team, *[
+        {"type": "identify", "userId": f"pager-{n:02}", "timestamp": at(n), "messageId": f"pg{n}",
+         "traits": {"name": f"Pager {n:02}"}}
+        for n in range(30)
+    ])  # fmt: skip
+    shown: list[str] = []
+    url: str | None = "/console/?q=PAGER-"
+    pages = 0
+    while url:
+        html = agent.get(url).get_data(as_text=True)
+        shown += re.findall(r'class="customer-link" href="[^"]+">([^<]+)</a>', html)
+        more = re.search(r'id="more-results" href="([^"]+)"', html)
+        url = more.group(1).replace("&amp;", "&") if more else None
+        pages += 1
+    assert pages == 2
+    assert shown == [f"Pager {n:02}" for n in reversed(range(30))]
