@@ -301,15 +301,16 @@ def customer(customer_id: str) -> Any:
     wanted = _customer_id(customer_id)
     filters, after, chosen = _feed_query()
     engine = resources().engine
-    # Profile and timeline in one snapshot: the counts at the top agree with the items.
-    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
+    # As the API reads them: each statement its own snapshot, no transaction, unless a
+    # filtered page may need its probe in the page's snapshot (store.customers.read_feed_page).
+    isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
+    with engine.connect().execution_options(isolation_level=isolation) as connection:
         merged_into, profile = data.load_profile(connection, g.agent.team_id, wanted)
         timeline = None
         if profile is not None:
             timeline = data.load_timeline(
                 connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
             )
-        connection.rollback()
     if merged_into is not None:
         return redirect(_customer_url("console.customer", merged_into, request.args), 303)
     if profile is None or timeline is None:
