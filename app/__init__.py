@@ -22,6 +22,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from app import (
         cli,
+        console,
         customers,
         errors,
         groups,
@@ -42,5 +43,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     groups.init_app(app)
     keys.init_app(app)
     openapi.init_app(app)
+    console.init_app(app)
     cli.init_app(app)
     return app

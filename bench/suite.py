@@ -30,6 +30,7 @@ from redis import Redis
 from rq import Queue
 
 from bench import feed as feed_bench
+from bench.console import measure_console
 from bench.env import (
     LOCAL,
     NOISE_SAMPLE,
@@ -324,6 +325,7 @@ def measure_feed(run: RunEnv, dataset: feed_bench.FeedDataset, sizes: Sizes) -> 
                 "statement": statement.sql,
                 "statements_per_request": statement.statements_per_request,
             }
+        out["console"] = measure_console(web.base, dataset, sizes.feed_seconds, out["first_page"])
         out["web_peak_rss_mib"] = [round(x, 1) for x in web.peak_rss()]
     finally:
         web.stop()

@@ -1,0 +1,20 @@
+"""The agents' console under `/console`: server-rendered pages over the read API (SPEC §10).
+
+Jinja2 templates and a little JavaScript of our own (`static/console.js`), nothing from
+another host. See docs/console.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+from app.console import present, session
+from app.console.views import bp
+
+
+def init_app(app: Flask) -> None:
+    session.configure(app, dict(os.environ))
+    present.init_app(app)
+    app.register_blueprint(bp)

@@ -1,0 +1,126 @@
+"""What the console reads, through the read API's own store functions (SPEC §4, §10).
+
+Every import of `store/` for the console is here, so that when those modules move only
+this file changes. The profile and a feed page come from the same single statements the
+API runs (`read_profile`, `read_feed_page`), parsed from the JSON text Postgres builds;
+no query of theirs is repeated here. The console adds two reads of its own: when each
+trait was last set, and the signed-in key by id (its session names the key, never the
+secret).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from schemas.api import (
+    CustomerPosition,
+    FeedPosition,
+    MemberPosition,
+    decode_cursor,
+    encode_cursor,
+)
+from store.apikeys import ACTIVE, key_digest, key_status
+from store.apikeys import find_key as _find_key
+from store.customers import (
+    FeedFilter,
+    load_group,
+    lookup_customer,
+    read_feed_page,
+    read_profile,
+    search_customers,
+)
+from store.models import ApiKey
+
+__all__ = [
+    "ACTIVE",
+    "ApiKey",
+    "CustomerPosition",
+    "FeedFilter",
+    "FeedPosition",
+    "MemberPosition",
+    "decode_cursor",
+    "encode_cursor",
+    "key_digest",
+    "key_status",
+    "load_group",
+    "lookup_customer",
+    "search_customers",
+]
+
+
+def find_key(connection: Connection, team_id: int, key_id: int) -> ApiKey | None:
+    """The team's key by id (digest, scopes, expiry, revocation), read fresh each request."""
+    return _find_key(connection, team_id, key_id)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A live customer's profile as the API answers it, plus when each trait was set."""
+
+    data: dict[str, Any]
+    trait_times: dict[str, datetime]
+
+
+def load_profile(connection: Connection, team_id: int, customer_id: int) -> tuple[int | None, Profile | None]:
+    """(the survivor's id when `customer_id` was merged away, the profile when live).
+
+    (None, None) for an id unknown in the team.
+    """
+    found = read_profile(connection, team_id, customer_id)
+    if found is None:
+        return None, None
+    merged_into, body = found
+    if merged_into is not None:
+        return merged_into, None
+    return None, Profile(json.loads(body), trait_times(connection, team_id, customer_id))
+
+
+def trait_times(connection: Connection, team_id: int, customer_id: int) -> dict[str, datetime]:
+    """Trait key (as the profile spells it) -> the event time of the call that set its value.
+
+    Read by the console alone (the API's profile carries values only): one index range
+    of the `customer_traits` primary key.
+    """
+    rows = connection.execute(
+        text("SELECT key, event_time FROM customer_traits WHERE team_id = :team AND customer_id = :customer"),
+        {"team": team_id, "customer": customer_id},
+    )
+    return {row.key: row.event_time for row in rows}
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """One page of a customer's timeline, newest first."""
+
+    merged_into: int | None
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def load_timeline(
+    connection: Connection,
+    team_id: int,
+    customer_id: int,
+    *,
+    filters: FeedFilter,
+    after: FeedPosition | None,
+    limit: int,
+) -> Timeline | None:
+    """A page of the feed exactly as `GET /customers/{id}/feed` reads it, or None when unknown.
+
+    The next page's cursor is the API's own (`encode_cursor("feed", "desc", ...)`), so
+    paging here has the API's guarantee: nothing repeated, nothing skipped.
+    """
+    page = read_feed_page(connection, team_id, customer_id, limit=limit, after=after, filters=filters)
+    if page is None:
+        return None
+    if page.merged_into is not None:
+        return Timeline(page.merged_into, [], None)
+    items: list[dict[str, Any]] = json.loads(page.items_json)
+    cursor = encode_cursor("feed", "desc", page.next_position) if page.next_position else None
+    return Timeline(None, items, cursor)

@@ -1,0 +1,108 @@
+"""How the console shows what events said: one readable line per item, values as text.
+
+Everything here comes from events, so it is untrusted. Nothing is marked safe: Jinja's
+autoescape escapes every value, and a URL becomes a link only when it is http(s) with a
+host (a `javascript:` or `data:` URL stays inert text).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+
+
+def is_web_url(value: Any) -> bool:
+    """True for an absolute http(s) URL with a host: the only URLs rendered as links."""
+    if not isinstance(value, str) or len(value) > 4000 or any(ch in value for ch in "\x00\r\n\t "):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def as_text(value: Any) -> str:
+    """A trait or property value as an agent reads it: strings as they are, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def utc_text(value: str | datetime | None) -> str:
+    """An instant as UTC text (what a page shows before our script puts it in the agent's zone)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso(value: str | datetime | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def headline(item: dict[str, Any]) -> str:
+    """The item's one line: what happened, in an agent's words."""
+    kind = item["type"]
+    if kind == "identify":
+        traits = sorted((item.get("traits") or {}).keys())
+        changed = f": {', '.join(traits)}" if traits else ""
+        if item.get("user_id") and item.get("anonymous_id"):
+            return f"Identified as {item['user_id']}; traits updated{changed}"
+        return f"Traits updated{changed}"
+    if kind == "alias":
+        previous = item.get("previous_id")
+        return f"{item['summary']} (was {previous})" if previous else str(item["summary"])
+    if kind == "page":
+        title = (item.get("context") or {}).get("page_title")
+        name = item.get("name")
+        if title and title != name:
+            return f"{item['summary']} · {title}"
+    return str(item["summary"])
+
+
+def page_url(item: dict[str, Any]) -> str | None:
+    """The URL a page (or any event) happened on: its `url` property, else the context's."""
+    properties = item.get("properties") or {}
+    url = properties.get("url") if isinstance(properties.get("url"), str) else None
+    found = url or (item.get("context") or {}).get("page_url")
+    return found if isinstance(found, str) else None
+
+
+def pairs(mapping: Any) -> list[tuple[str, str, bool]]:
+    """(key, value as text, whether the value is a link), sorted by key: a details list."""
+    if not isinstance(mapping, dict):
+        return []
+    return [(str(key), as_text(mapping[key]), is_web_url(mapping[key])) for key in sorted(mapping)]
+
+
+def timeline_item(item: dict[str, Any]) -> dict[str, Any]:
+    """What the template shows of a feed item, worked out here (Python is cheaper than macros)."""
+    context = item.get("context") or {}
+    return {
+        **item,
+        "headline": headline(item),
+        "url": page_url(item),
+        "page_title": context.get("page_title"),
+        "ip": context.get("ip"),
+        "user_agent": context.get("user_agent"),
+        "when_utc": utc_text(item["timestamp"]),
+        "received_utc": utc_text(item["received_at"]),
+        "property_pairs": pairs(item.get("properties")),
+        "trait_pairs": pairs(item.get("traits")),
+    }
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters.update(as_text=as_text, utc_text=utc_text, iso=iso, timeline_item=timeline_item)
+    app.jinja_env.tests["web_url"] = is_web_url
+    app.jinja_env.globals.update(headline=headline, page_url=page_url, is_web_url=is_web_url)

@@ -1,0 +1,109 @@
+// The console's own script (no library, no inline script: the CSP allows only this file).
+// It shows times in the agent's time zone (UTC stays on hover), groups the journey by the
+// agent's days, marks where the anonymous part of a journey meets the known part, and
+// loads older pages in place through the same cursor links that work without it.
+"use strict";
+
+(function () {
+  var dayLabel = new Intl.DateTimeFormat(undefined, {
+    weekday: "long", year: "numeric", month: "long", day: "numeric"
+  });
+  var clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  var full = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  var zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  function dayKey(date) {
+    return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate());
+  }
+
+  function utcText(date) {
+    return date.toISOString().replace("T", " ").replace(/\.\d+Z$/, "").replace("Z", "") + " UTC";
+  }
+
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (node) {
+      if (node.dataset.local) { return; }
+      var date = new Date(node.getAttribute("datetime"));
+      if (isNaN(date.getTime())) { return; }
+      // An item's own time sits under its day's heading: the clock is enough there.
+      var underDay = node.closest("li.event span.time") !== null;
+      node.textContent = underDay ? clock.format(date) : full.format(date);
+      node.title = utcText(date) + " (shown in " + zone + ")";
+      node.dataset.local = "1";
+    });
+  }
+
+  function decorate(list) {
+    list.querySelectorAll("li.day, li.journey-note").forEach(function (node) { node.remove(); });
+    var events = list.querySelectorAll("li.event");
+    var lastDay = null;
+    events.forEach(function (item, index) {
+      var date = new Date(item.dataset.time);
+      var key = dayKey(date);
+      if (key !== lastDay) {
+        var heading = document.createElement("li");
+        heading.className = "day";
+        var title = document.createElement("h3");
+        title.textContent = dayLabel.format(date);
+        heading.appendChild(title);
+        item.parentNode.insertBefore(heading, item);
+        lastDay = key;
+      }
+      var older = events[index + 1];
+      if (item.dataset.known === "1" && older && older.dataset.known === "0") {
+        var note = document.createElement("li");
+        note.className = "journey-note";
+        note.textContent = list.dataset.anonymousNote + " (" + (older.querySelector(".who") || {}).textContent + ")";
+        item.parentNode.insertBefore(note, item.nextSibling);
+      }
+    });
+  }
+
+  function loadOlder(event) {
+    var link = event.target.closest("a#older");
+    if (!link) { return; }
+    event.preventDefault();
+    if (link.dataset.loading) { return; }
+    link.dataset.loading = "1";
+    link.textContent = "Loading…";
+    fetch(link.dataset.fragment, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) {
+        if (response.status === 401) {
+          window.location.assign(response.headers.get("X-Console-Sign-In") || "/console/sign-in");
+          return null;
+        }
+        if (!response.ok) { throw new Error("status " + response.status); }
+        return response.text();
+      })
+      .then(function (html) {
+        if (html === null) { return; }
+        var page = new DOMParser().parseFromString(html, "text/html");
+        var list = document.getElementById("timeline");
+        list.querySelectorAll("li.empty").forEach(function (node) { node.remove(); });
+        page.querySelectorAll("ol.timeline > li.event").forEach(function (item) {
+          list.appendChild(document.importNode(item, true));
+        });
+        var end = document.getElementById("timeline-end");
+        var nav = page.querySelector("nav.paging");
+        end.replaceChildren.apply(end, Array.prototype.map.call(nav.childNodes, function (node) {
+          return document.importNode(node, true);
+        }));
+        localTimes(list);
+        decorate(list);
+      })
+      .catch(function () {
+        link.textContent = "Could not load older events; click to try again";
+        delete link.dataset.loading;
+      });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    localTimes(document);
+    var list = document.getElementById("timeline");
+    if (list) { decorate(list); }
+    document.addEventListener("click", loadOlder);
+    document.body.dataset.ready = "1";
+  });
+})();

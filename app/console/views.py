@@ -1,0 +1,428 @@
+"""The console's pages: sign-in, search, a customer's journey, deep links, groups (SPEC §10).
+
+Every page but sign-in needs a signed-in agent (`app/console/session.py`), whose key
+is checked again on every request. The data comes through `app/console/data.py`, the
+same store functions and single statements the read API runs, inside one team.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from marshmallow import ValidationError
+from werkzeug.wrappers import Response as BaseResponse
+
+from app.console import data, session
+from app.resources import resources
+from schemas.api import FEED_TYPES, CustomerSearchArgs, FeedArgs, GroupArgs, query_arguments
+
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+PAGE_SIZE = 50
+SEARCH_PAGE_SIZE = 25
+_CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
+_LOOKUP_KINDS = {
+    "email": ("email", "email"),
+    "user_id": ("user", "userId"),
+    "anonymous_id": ("anonymous", "anonymousId"),
+}
+_OPEN = {"console.sign_in", "console.sign_in_submit", "console.static"}
+# What the sign-in page says when it was reached because a session ended.
+SIGNED_OUT_REASONS = {
+    "revoked": "You were signed out: your key was revoked. Ask your team admin for a new read key.",
+    "expired": "You were signed out: your key has expired. Sign in with a current read key.",
+    "rotated": "You were signed out: your key was rotated. Sign in with its replacement.",
+    "scope": "You were signed out: your key no longer has the read scope.",
+    "unknown": "You were signed out: your key no longer exists.",
+    "invalid": "Your session was not valid any more. Sign in again.",
+    "signed_out": "You signed out.",
+}
+# What the sign-in form says about a key typed into it.
+KEY_PROBLEMS = {
+    "unknown": "That key is not recognised. Paste the whole key (it starts with tlk_), "
+    "or ask your team admin for a read key.",
+    "revoked": "That key was revoked. Ask your team admin for a new read key.",
+    "expired": "That key has expired. Ask your team admin for a current read key.",
+    "rotated": "That key was rotated and only works for ingest now; sign in with its replacement.",
+    "scope": "That key has no read scope, so it cannot open the console. Use a key with the read scope.",
+}
+
+_search_args = CustomerSearchArgs()
+_feed_args = FeedArgs()
+_group_args = GroupArgs()
+
+
+class BadRequest(Exception):
+    """A console URL that cannot be answered as given; shown as a 400 page saying why."""
+
+
+def _safe_next(target: str | None) -> str | None:
+    """A place to go back to after sign-in: a path of the console only (never another host)."""
+    if not target or not target.startswith("/console") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ch in target for ch in "\r\n\x00") or len(target) > 2000:
+        return None
+    return target
+
+
+def _here() -> str:
+    return request.full_path.rstrip("?") if request.query_string else request.path
+
+
+@bp.before_request
+def require_agent() -> BaseResponse | None:
+    """Sign-in for pages that need it; a session whose key stopped being good is ended."""
+    g.console_started = time.perf_counter()
+    if request.endpoint in _OPEN:
+        return None
+    try:
+        agent = session.current_agent(request)
+    except session.SignedOut as out:
+        response = _to_sign_in(reason=out.reason)
+        session.end_session(response)
+        return response
+    if agent is None:
+        if (
+            request.method == "GET"
+            and request.headers.get("Sec-Fetch-Site") == "cross-site"
+            and request.headers.get("Sec-Fetch-Mode") == "navigate"
+        ):
+            # A link from another site (a ticketing tool): SameSite=Strict keeps the session
+            # cookie off this request. Our page reloads itself, now same-site, with it.
+            return make_response(render_template("console/bounce.html"), 200)
+        return _to_sign_in()
+    g.agent = agent
+    return None
+
+
+def _to_sign_in(reason: str | None = None) -> BaseResponse:
+    if request.endpoint == "console.timeline":
+        # fetch() from our script: it sends the agent to sign-in itself.
+        response = make_response("Signed out", 401)
+        response.headers["X-Console-Sign-In"] = url_for("console.sign_in", reason=reason)
+        return response
+    args: dict[str, Any] = {}
+    if reason:
+        args["reason"] = reason
+    if request.method == "GET" and request.endpoint not in ("console.home", None):
+        args["next"] = _here()
+    return redirect(url_for("console.sign_in", **args), 303)
+
+
+@bp.after_request
+def security_headers(response: Response) -> Response:
+    """A strict CSP (our own files only, no inline script), and nothing kept or leaked."""
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    # Console URLs hold emails and ids: never sent on to the sites an event links to.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    if request.endpoint != "console.static":
+        response.headers["Cache-Control"] = "no-store"
+        started = g.get("console_started")
+        if started is not None:
+            elapsed = (time.perf_counter() - started) * 1000
+            response.headers["Server-Timing"] = f"app;dur={elapsed:.2f}"
+    return response
+
+
+@bp.errorhandler(BadRequest)
+def bad_request(error: BadRequest) -> tuple[str, int]:
+    return render_template("console/message.html", title="Cannot show this", message=str(error)), 400
+
+
+# -- sign-in -------------------------------------------------------------------------
+
+
+def _sign_in_page(*, problem: str | None = None, status: int = 200) -> Response:
+    response = make_response()
+    token = session.sign_in_token(request, response)
+    reason = request.args.get("reason", "")
+    response.set_data(
+        render_template(
+            "console/sign_in.html",
+            csrf=token,
+            problem=problem,
+            notice=SIGNED_OUT_REASONS.get(reason),
+            next=_safe_next(request.values.get("next")) or "",
+        )
+    )
+    response.status_code = status
+    return response
+
+
+@bp.get("/sign-in")
+def sign_in() -> Response:
+    return _sign_in_page()
+
+
+@bp.post("/sign-in")
+def sign_in_submit() -> BaseResponse:
+    if not session.sign_in_token_matches(request):
+        return _sign_in_page(
+            problem="The sign-in form had expired or came from another site. Try again.", status=400
+        )
+    secret = request.form.get("key", "").strip()
+    if not secret:
+        return _sign_in_page(problem="Paste your read key into the box.", status=400)
+    if len(secret) > 200 or "\x00" in secret:
+        return _sign_in_page(problem=KEY_PROBLEMS["unknown"], status=401)
+    found = resources().keys.lookup(secret)
+    key = None
+    if found is not None:
+        with resources().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            key = data.find_key(connection, found.team_id, found.key_id)
+    reason = session.why_unusable(key, datetime.now(UTC))
+    if reason is not None or key is None:
+        return _sign_in_page(problem=KEY_PROBLEMS[reason or "unknown"], status=401)
+    response = redirect(_safe_next(request.form.get("next")) or url_for("console.home"), 303)
+    session.start_session(response, key)
+    return response
+
+
+@bp.post("/sign-out")
+def sign_out() -> BaseResponse:
+    if not session.csrf_matches(g.agent):
+        raise BadRequest("The sign-out form had expired or came from another site. Reload and try again.")
+    response = redirect(url_for("console.sign_in", reason="signed_out"), 303)
+    session.end_session(response)
+    return response
+
+
+# -- search --------------------------------------------------------------------------
+
+
+@bp.get("/")
+def home() -> str:
+    """Search by email, name, userId or anonymousId (prefix); every customer when empty."""
+    raw = {name: request.args.get(name) for name in ("q", "cursor") if request.args.get(name)}
+    raw["limit"] = str(SEARCH_PAGE_SIZE)
+    try:
+        args = _search_args.load(raw)
+    except ValidationError as error:
+        raise BadRequest(_problem(error)) from None
+    query = args["q"].strip()
+    cursor = args.get("cursor")
+    with resources().engine.connect() as connection:
+        customers, position = data.search_customers(
+            connection,
+            g.agent.team_id,
+            query,
+            limit=SEARCH_PAGE_SIZE,
+            after=cursor.position if cursor else None,
+        )
+    more = None
+    if position is not None:
+        more = url_for(
+            "console.home", q=query or None, cursor=data.encode_cursor("customers", "desc", position)
+        )
+    return render_template("console/search.html", q=query, customers=customers, more=more, paged=bool(cursor))
+
+
+def _problem(error: ValidationError) -> str:
+    messages = error.messages if isinstance(error.messages, dict) else {"query": error.messages}
+    parts = []
+    for name, problem in messages.items():
+        text = " ".join(str(p) for p in problem) if isinstance(problem, list) else str(problem)
+        parts.append(f"{name}: {text}")
+    return "; ".join(parts)
+
+
+# -- a customer ----------------------------------------------------------------------
+
+
+def _feed_query() -> tuple[data.FeedFilter, Any, dict[str, Any]]:
+    """The filters and cursor of a customer page's query string, checked as the API checks them."""
+    types = [kind for kind in request.args.getlist("type") if kind]
+    events = [name.strip() for name in request.args.getlist("event") if name.strip()]
+    raw: dict[str, Any] = {"type": types, "event": events}
+    if request.args.get("cursor"):
+        raw["cursor"] = request.args["cursor"]
+    try:
+        args = _feed_args.load(query_arguments(_feed_args, _MultiDict(raw)))
+    except ValidationError as error:
+        raise BadRequest(
+            f"This link's filters or 'older' position are not valid ({_problem(error)}). "
+            "Open the customer again from the newest events."
+        ) from None
+    cursor = args.get("cursor")
+    filters = data.FeedFilter(types=tuple(args.get("type", ())), events=tuple(args.get("event", ())))
+    return filters, cursor.position if cursor else None, {"type": types, "event": events}
+
+
+class _MultiDict(dict[str, Any]):
+    def getlist(self, name: str) -> list[Any]:
+        value = self.get(name, [])
+        return value if isinstance(value, list) else [value]
+
+
+def _customer_id(raw: str) -> int:
+    if not _CUSTOMER_ID.fullmatch(raw):
+        abort(404)
+    return int(raw)
+
+
+def _not_found(what: str, looked_up: str | None = None) -> tuple[str, int]:
+    return (
+        render_template("console/not_found.html", what=what, looked_up=looked_up),
+        404,
+    )
+
+
+@bp.get("/customers/<customer_id>")
+def customer(customer_id: str) -> Any:
+    """A customer's profile and journey, newest first; `cursor` starts at an older page."""
+    wanted = _customer_id(customer_id)
+    filters, after, chosen = _feed_query()
+    engine = resources().engine
+    # As the API reads them: each statement its own snapshot, no transaction, unless a
+    # filtered page may need its probe in the page's snapshot (store.customers.read_feed_page).
+    isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
+    with engine.connect().execution_options(isolation_level=isolation) as connection:
+        merged_into, profile = data.load_profile(connection, g.agent.team_id, wanted)
+        timeline = None
+        if profile is not None:
+            timeline = data.load_timeline(
+                connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
+            )
+    if merged_into is not None:
+        return redirect(_customer_url("console.customer", merged_into, request.args), 303)
+    if profile is None or timeline is None:
+        return _not_found("customer", f"customer {customer_id}")
+    return render_template(
+        "console/customer.html",
+        profile=profile.data,
+        trait_times=profile.trait_times,
+        items=timeline.items,
+        older=_older_url(wanted, timeline.next_cursor, chosen),
+        chosen=chosen,
+        feed_types=FEED_TYPES,
+        paged=after is not None,
+    )
+
+
+@bp.get("/customers/<customer_id>/timeline")
+def timeline(customer_id: str) -> Any:
+    """The next older page of the timeline as HTML items, for the page's "Older" button."""
+    wanted = _customer_id(customer_id)
+    filters, after, chosen = _feed_query()
+    engine = resources().engine
+    isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
+    with engine.connect().execution_options(isolation_level=isolation) as connection:
+        found = data.load_timeline(
+            connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
+        )
+    if found is None:
+        abort(404)
+    if found.merged_into is not None:
+        return redirect(_customer_url("console.timeline", found.merged_into, request.args), 307)
+    return render_template(
+        "console/timeline_page.html",
+        items=found.items,
+        older=_older_url(wanted, found.next_cursor, chosen),
+    )
+
+
+def _customer_url(endpoint: str, customer_id: int, args: Any) -> str:
+    url = url_for(endpoint, customer_id=str(customer_id))
+    return url + ("?" + urlencode(list(args.items(multi=True))) if args else "")
+
+
+def _older_url(customer_id: int, cursor: str | None, chosen: dict[str, Any]) -> str | None:
+    if cursor is None:
+        return None
+    query = [("type", kind) for kind in chosen["type"]] + [("event", name) for name in chosen["event"]]
+    query.append(("cursor", cursor))
+    return url_for("console.customer", customer_id=str(customer_id)) + "?" + urlencode(query)
+
+
+# -- deep links ----------------------------------------------------------------------
+
+
+@bp.get("/lookup")
+def lookup() -> Any:
+    """`?email=`, `?user_id=` or `?anonymous_id=`: that customer's page (the survivor of a merge)."""
+    given = [(name, value) for name, value in request.args.items(multi=True) if name in _LOOKUP_KINDS]
+    unknown = sorted(set(request.args) - set(_LOOKUP_KINDS))
+    if len(given) != 1 or unknown or not given[0][1].strip():
+        raise BadRequest(
+            "A lookup link needs exactly one of email=, user_id= or anonymous_id=, for example "
+            "/console/lookup?email=jane%40example.com"
+            + (f" (it had {', '.join(unknown)})" if unknown else "")
+        )
+    name, value = given[0]
+    kind, label = _LOOKUP_KINDS[name]
+    value = value.strip() if kind == "email" else value
+    if len(value) > 320 or "\x00" in value:
+        return _not_found("customer", f"{label} {value[:320]}")
+    with resources().engine.connect() as connection:
+        customer_id = data.lookup_customer(connection, g.agent.team_id, kind, value)
+    if customer_id is None:
+        return _not_found("customer", f"{label} {value}")
+    return redirect(url_for("console.customer", customer_id=str(customer_id)), 303)
+
+
+# -- groups --------------------------------------------------------------------------
+
+
+@bp.get("/groups/<path:group_id>")
+def group(group_id: str) -> Any:
+    """A group's traits and its members, in the order they joined."""
+    raw = {"limit": str(SEARCH_PAGE_SIZE)}
+    if request.args.get("cursor"):
+        raw["cursor"] = request.args["cursor"]
+    try:
+        args = _group_args.load(raw)
+    except ValidationError as error:
+        raise BadRequest(_problem(error)) from None
+    if "\x00" in group_id or len(group_id) > 255:
+        return _not_found("group", f"group {group_id[:255]}")
+    cursor = args.get("cursor")
+    with resources().engine.connect() as connection:
+        found = data.load_group(
+            connection,
+            g.agent.team_id,
+            group_id,
+            limit=SEARCH_PAGE_SIZE,
+            after=cursor.position if cursor else None,
+        )
+    if found is None:
+        return _not_found("group", f"group {group_id}")
+    group_data, position = found
+    more = None
+    if position is not None:
+        more = url_for(
+            "console.group", group_id=group_id, cursor=data.encode_cursor("members", "asc", position)
+        )
+    return render_template("console/group.html", group=group_data, more=more)
+
+
+@bp.errorhandler(404)
+def page_not_found(error: Exception) -> tuple[str, int]:
+    return _not_found("page")

@@ -1,0 +1,541 @@
+"""The console in a real browser: Debian's headless Chromium through its chromedriver (SPEC §10).
+
+One gunicorn (two workers, as production runs it: a session signed by one worker is
+read by the other) serves a folded team on 127.0.0.1; one browser walks the pages as an
+agent would. Nothing is downloaded: selenium is given the driver and the browser, so
+Selenium Manager never runs.
+
+Skipped, saying why, only outside CI when chromium is not installed; under CI
+(`CI` set) a missing browser fails. `.ci/run` installs both packages.
+With `CONSOLE_SCREENSHOT=1` the journey screenshot is written to docs/console.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+from sqlalchemy import Engine
+
+from schemas.segment import prepare_event
+from store.apikeys import create_key, revoke_key
+from store.events import store_events
+from tests.conftest import TeamKeys, make_team
+from workers.fold import fold_until_empty
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ZONE = "Asia/Tokyo"  # UTC+9: the agent's days and times differ from UTC's
+T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)  # 19:00 in Tokyo; +6 h crosses midnight there
+TRACKS = 120  # with the rest, three pages of 50
+HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2;alert(1)">'
+
+if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    if os.environ.get("CI"):
+        raise RuntimeError(
+            "CI is set but chromium or chromedriver is missing: install Debian's chromium and "
+            "chromium-driver (.ci/run does)."
+        )
+    pytest.skip(
+        "chromium and chromedriver are not installed (apt-get install chromium chromium-driver); "
+        "CI runs these tests",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402 (only once the browser is known to exist)
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
+from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def send(engine: Engine, team: TeamKeys, events: list[dict[str, Any]]) -> None:
+    now = datetime.now(UTC)
+    store_events(engine, team.id, [prepare_event(event, now) for event in events], now)
+    fold_until_empty(engine, team.id)
+
+
+def journey_events() -> list[dict[str, Any]]:
+    """An old login's visit, an anonymous visit, identify, alias, then a long known stretch."""
+    events: list[dict[str, Any]] = [
+        {"type": "track", "userId": "legacy-7", "event": "Logged In", "timestamp": at(0),
+         "messageId": "j-old"},
+        *[
+            {"type": "page", "anonymousId": "anon-j", "name": name, "timestamp": at(1 + n),
+             "messageId": f"j-page-{n}",
+             "context": {"page": {"url": f"https://shop.test/{name.lower()}", "title": f"{name} | Shop"}}}
+            for n, name in enumerate(["Home", "Pricing", "Signup"])
+        ],
+        {"type": "identify", "userId": "u-journey", "anonymousId": "anon-j", "timestamp": at(10),
+         "messageId": "j-identify",
+         "traits": {"email": "june.journey@example.com", "name": "June Journey", "plan": "trial"}},
+        {"type": "alias", "userId": "u-journey", "previousId": "legacy-7", "timestamp": at(11),
+         "messageId": "j-alias"},
+        {"type": "group", "userId": "u-journey", "groupId": "g-acme", "timestamp": at(12),
+         "messageId": "j-group",
+         "traits": {"name": "Acme Corp", "employees": 120, "industry": "Rockets"}},
+    ]  # fmt: skip
+    for n in range(TRACKS):
+        name = "Order Completed" if n % 10 == 0 else "Product Viewed"
+        events.append(
+            {"type": "track", "userId": "u-journey", "event": name, "timestamp": at(20 + 3 * n),
+             "messageId": f"j-track-{n}", "properties": {"sku": f"SKU-{n}", "price": n}}
+        )  # fmt: skip
+    return events
+
+
+def hostile_events() -> list[dict[str, Any]]:
+    return [
+        {"type": "identify", "userId": "u-evil", "timestamp": at(0), "messageId": "h-identify",
+         "traits": {"name": HOSTILE, "email": "evil@example.com", "website": "javascript:alert(1)"}},
+        {"type": "page", "userId": "u-evil", "name": HOSTILE, "timestamp": at(1), "messageId": "h-page",
+         "properties": {"url": "javascript:window.__pwned=3", "html": "<b onmouseover=alert(1)>bold</b>"},
+         "context": {"page": {"url": "javascript:window.__pwned=4",
+                              "title": "</title><script>alert(1)</script>"}}},
+        {"type": "track", "userId": "u-evil", "event": HOSTILE, "timestamp": at(2), "messageId": "h-track",
+         "properties": {"link": "javascript:window.__pwned=5", HOSTILE: HOSTILE}},
+    ]  # fmt: skip
+
+
+class Console:
+    """The served app, the data in it, and the browser."""
+
+    def __init__(self, url: str, driver: WebDriver, team: TeamKeys, other: TeamKeys, engine: Engine):
+        self.url = url
+        self.driver = driver
+        self.team = team
+        self.other = other
+        self.engine = engine
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.url + path)
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        WebDriverWait(self.driver, 10).until(
+            lambda d: d.execute_script(
+                "return document.readyState === 'complete' && "
+                "(document.body.dataset.ready === '1' || !document.querySelector("
+                "'script[src$=\"console.js\"]'))"
+            )  # fmt: skip
+        )
+
+    def follow(self, element: WebElement, submit: bool = False) -> None:
+        """Click a link or button (or submit a form) and wait for the next page to be ready."""
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        element.submit() if submit else element.click()
+        WebDriverWait(self.driver, 10).until(staleness_of(old))
+        self.wait_ready()
+
+    def find(self, css: str) -> WebElement:
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def all(self, css: str) -> list[WebElement]:
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def text(self, css: str) -> str:
+        return self.find(css).text
+
+    def sign_in(self, secret: str) -> None:
+        self.open("/console/sign-in")
+        self.find("#key").send_keys(secret)
+        self.follow(self.find("#sign-in"))
+
+    def sign_out(self) -> None:
+        if self.all("#sign-out"):
+            self.follow(self.find("#sign-out"))
+
+    def events(self) -> list[dict[str, str]]:
+        """The timeline as shown: each item's id, type, event time, line and who."""
+        found: list[dict[str, str]] = self.driver.execute_script(
+            "return Array.from(document.querySelectorAll('#timeline li.event')).map(li => ({"
+            "id: li.dataset.id, time: li.dataset.time, known: li.dataset.known,"
+            "type: li.className.match(/type-(\\w+)/)[1],"
+            "line: li.querySelector('.line').textContent, who: li.querySelector('.who').textContent.trim()}))"
+        )
+        return found
+
+    def load_all_older(self) -> int:
+        """Press "Older events" until the journey's start; how many pages it loaded."""
+        pages = 0
+        while self.all("#older"):
+            shown = len(self.events())
+            self.find("#older").click()
+            WebDriverWait(self.driver, 10).until(
+                lambda _: len(self.events()) > shown or not self.all("#older")  # noqa: B023
+            )
+            pages += 1
+        return pages
+
+    def feed_ids(self, path: str) -> list[str]:
+        """Every id of a feed, newest first, as the read API pages it."""
+        ids: list[str] = []
+        cursor = None
+        while True:
+            response = requests.get(
+                self.url + path,
+                params={"limit": 200, **({"cursor": cursor} if cursor else {})},
+                headers=self.team.bearer(self.team.read),
+                timeout=10,
+            )
+            response.raise_for_status()
+            page = response.json()
+            ids += [item["id"] for item in page["data"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return ids
+
+    def customer_id(self, user_id: str) -> str:
+        response = requests.get(
+            f"{self.url}/api/v1/customers/lookup",
+            params={"user_id": user_id},
+            headers=self.team.bearer(self.team.read),
+            timeout=10,
+        )
+        response.raise_for_status()
+        found: str = response.json()["id"]
+        return found
+
+    def assert_nothing_ran(self) -> None:
+        with pytest.raises(NoAlertPresentException):
+            self.driver.switch_to.alert.text  # noqa: B018 (the property raises when no dialog is open)
+        assert self.driver.execute_script("return window.__pwned === undefined")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _gunicorn() -> str:
+    local = ROOT / ".venv" / "bin" / "gunicorn"
+    return str(local if local.exists() else Path(sys.executable).parent / "gunicorn")
+
+
+@pytest.fixture(scope="module")
+def served(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """gunicorn with two sync workers on a free loopback port."""
+    folder = tmp_path_factory.mktemp("console-gunicorn")
+    port = _free_port()
+    env = {
+        **os.environ,  # DATABASE_URL, REDIS_URL, FOLD_QUEUE, REDIS_PREFIX from the session fixtures
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(folder),
+    }
+    log_path = folder / "gunicorn.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [_gunicorn(), "-c", "python:app.gunicorn_config", "app:create_app()"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"gunicorn exited at start-up:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not answer /healthz:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    """Headless Chromium from Debian, driven by its own chromedriver; in the agent's zone."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="tl-chromium-")
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--window-size=1200,900",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    options.unhandled_prompt_behavior = "ignore"  # a dialog stays open, for the test to see
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TZ": ZONE})
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ZONE})
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def console(served: str, browser: WebDriver, engine: Engine) -> Console:
+    team = make_team(engine, "console team")
+    other = make_team(engine, "console other team")
+    send(engine, team, journey_events() + hostile_events())
+    send(engine, other, [{"type": "identify", "userId": "u-other", "timestamp": at(0), "messageId": "o1",
+                          "traits": {"email": "other@example.com", "name": "Other Team's"}}])  # fmt: skip
+    return Console(served, browser, team, other, engine)
+
+
+@pytest.fixture
+def signed_in(console: Console) -> Console:
+    if not console.all("#sign-out"):
+        console.sign_in(console.team.read)
+        assert console.all("#sign-out"), console.driver.page_source[:2000]
+    return console
+
+
+def wait_for(console: Console, condition: Callable[[], bool], seconds: float = 10) -> None:
+    WebDriverWait(console.driver, seconds).until(lambda _: condition())
+
+
+# -- the tests, in the order an agent meets the pages ------------------------------------
+
+
+def test_a_wrong_key_gets_a_clear_message_and_a_read_key_signs_in(console: Console) -> None:
+    console.sign_out()
+    console.sign_in("tlk_this-is-not-a-key")
+    assert "That key is not recognised" in console.text("#problem")
+    assert console.driver.current_url.endswith("/console/sign-in")
+    console.sign_in(console.team.read)
+    assert console.text("h1") == "Customers, most recently seen first"
+    assert "June Journey" in console.text("table.customers")
+    cookies = {c["name"]: c for c in console.driver.get_cookies()}
+    session = cookies["console_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert console.team.read not in session["value"]
+    assert console.driver.execute_script("return document.cookie") == ""  # HttpOnly: not for scripts
+
+
+def test_search_by_an_email_prefix_opens_the_customer(signed_in: Console) -> None:
+    box = signed_in.find("form.search input[name=q]")
+    box.clear()
+    box.send_keys("JUNE.jour")
+    signed_in.follow(box, submit=True)
+    rows = signed_in.all("table.customers tbody tr")
+    assert [row.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text for row in rows] == [
+        "june.journey@example.com"
+    ]
+    signed_in.follow(rows[0].find_element(By.CSS_SELECTOR, "a.customer-link"))
+    assert signed_in.text("#customer-name") == "June Journey"
+
+
+def test_the_anonymous_visit_and_the_aliased_login_are_one_journey_in_event_time_order(
+    signed_in: Console,
+) -> None:
+    signed_in.open("/console/lookup?user_id=u-journey")
+    assert signed_in.text("#customer-name") == "June Journey"
+    assert signed_in.text("#user-ids").split() == ["legacy-7", "u-journey"]
+    assert signed_in.text("#anonymous-ids") == "anon-j"
+    assert signed_in.text("#event-count") == str(TRACKS + 7)
+    traits = signed_in.text("#traits")
+    assert "plan trial" in traits and "email june.journey@example.com" in traits
+    # Walk to the oldest page; its end is the start of the journey.
+    signed_in.load_all_older()
+    shown = signed_in.events()
+    oldest = shown[-7:]
+    assert [(e["type"], e["line"]) for e in oldest] == [
+        ("group", "Joined group Acme Corp"),
+        ("alias", "Identified as u-journey (was legacy-7)"),
+        ("identify", "Identified as u-journey; traits updated: email, name, plan"),
+        ("page", "Viewed page Signup · Signup | Shop"),
+        ("page", "Viewed page Pricing · Pricing | Shop"),
+        ("page", "Viewed page Home · Home | Shop"),
+        ("track", "Logged In"),
+    ]
+    assert [e["who"] for e in oldest[3:6]] == ["anonymous anon-j"] * 3
+    times = [e["time"] for e in shown]
+    assert times == sorted(times, reverse=True)
+    # Where the known part meets the anonymous visit, the page says it is the same person.
+    note = signed_in.find("li.journey-note")
+    assert "Before this, the same person browsed anonymously" in note.text and "anon-j" in note.text
+    following = note.find_element(By.XPATH, "following-sibling::li[contains(@class,'event')][1]")
+    assert following.get_attribute("data-id") == oldest[3]["id"]
+    assert signed_in.text("#journey-start") == "This is the start of the journey."
+
+
+def test_older_pages_load_to_the_end_with_nothing_repeated_or_skipped(signed_in: Console) -> None:
+    signed_in.open("/console/lookup?user_id=u-journey")
+    pages = 1
+    assert len(signed_in.events()) == 50
+    pages += signed_in.load_all_older()
+    ids = [e["id"] for e in signed_in.events()]
+    assert pages == 3
+    assert len(ids) == len(set(ids)) == TRACKS + 7
+    customer = signed_in.customer_id("u-journey")
+    assert ids == signed_in.feed_ids(f"/api/v1/customers/{customer}/feed")
+
+
+def test_times_are_in_the_agents_zone_with_utc_on_hover_and_days_are_the_agents(signed_in: Console) -> None:
+    signed_in.open("/console/lookup?user_id=u-journey")
+    first = signed_in.find("#timeline li.event time")
+    newest = T0 + timedelta(minutes=20 + 3 * (TRACKS - 1))  # 2024-03-01 16:17 UTC = 02 March 01:17 Tokyo
+    assert first.get_attribute("datetime") == newest.isoformat().replace("+00:00", "Z")
+    assert first.text.replace("\u202f", " ") in ("01:17:00", "01:17:00 AM", "1:17:00 AM")
+    assert (first.get_attribute("title") or "").startswith("2024-03-01 16:17:00 UTC")
+    days = [day.text for day in signed_in.all("#timeline li.day h3")]
+    assert days[0] == "Saturday, March 2, 2024"  # Tokyo's day, while UTC's is still the 1st
+    assert "Friday, March 1, 2024" in days
+
+
+def test_filters_by_type_and_event_name(signed_in: Console) -> None:
+    signed_in.open("/console/lookup?user_id=u-journey")
+    signed_in.find("input[name=type][value=track]").click()
+    signed_in.find("#event-filter").send_keys("Order Completed")
+    signed_in.follow(signed_in.find("#apply-filters"))
+    shown = signed_in.events()
+    assert [e["line"] for e in shown] == ["Order Completed"] * (TRACKS // 10)
+    assert "event=Order+Completed" in signed_in.driver.current_url
+    signed_in.follow(signed_in.find("#clear-filters"))
+    signed_in.find("input[name=type][value=page]").click()
+    signed_in.follow(signed_in.find("#apply-filters"))
+    assert [e["type"] for e in signed_in.events()] == ["page"] * 3
+    assert not signed_in.all("#older")
+    if os.environ.get("CONSOLE_SCREENSHOT"):
+        screenshot(signed_in, ROOT / "docs" / "console.png")
+
+
+def screenshot(console: Console, path: Path) -> None:
+    """docs/console.png: the profile and the whole journey but the long run of tracks."""
+    shown = ["page", "identify", "alias", "group"]
+    query = "&".join(f"type={kind}" for kind in shown) + "&event=Logged+In"
+    console.open("/console/lookup?user_id=u-journey")
+    console.open(console.driver.current_url.split("?")[0].removeprefix(console.url) + "?" + query)
+    console.find("#timeline li.event.type-identify summary").click()
+    console.driver.set_window_size(1000, 1250)
+    console.driver.execute_script("window.scrollTo(0, 0)")
+    console.driver.save_screenshot(str(path))
+    console.driver.set_window_size(1200, 900)
+
+
+def test_a_deep_link_opens_the_customer_even_from_another_site(signed_in: Console) -> None:
+    signed_in.open("/console/lookup?anonymous_id=anon-j")  # the visitor who became June
+    assert signed_in.text("#customer-name") == "June Journey"
+    target = f"{signed_in.url}/console/lookup?email={quote('June.Journey@example.com')}"
+    # A ticketing tool's page: another site, so the Strict cookie stays off the first request.
+    signed_in.driver.get(f"data:text/html,<a id=go href='{target}'>ticket</a>")
+    signed_in.driver.find_element(By.ID, "go").click()
+    wait_for(signed_in, lambda: bool(signed_in.all("#customer-name")))
+    assert signed_in.text("#customer-name") == "June Journey"
+    signed_in.open("/console/lookup?email=nobody%40example.com")
+    assert signed_in.text("#not-found") == "Nothing in this team matches email nobody@example.com."
+
+
+def test_the_group_page_shows_traits_and_members(signed_in: Console) -> None:
+    signed_in.open("/console/lookup?user_id=u-journey")
+    signed_in.follow(signed_in.find("#groups a.group-link"))
+    assert signed_in.text("#group-name") == "Acme Corp"
+    traits = signed_in.text("#group-traits")
+    assert "industry" in traits and "Rockets" in traits and "employees" in traits
+    members = signed_in.all("table.customers a.customer-link")
+    assert [m.text for m in members] == ["June Journey"]
+    signed_in.follow(members[0])
+    assert signed_in.text("#customer-name") == "June Journey"
+
+
+def test_a_hostile_payload_stays_inert_text(signed_in: Console) -> None:
+    signed_in.open("/console/lookup?user_id=u-evil")
+    assert signed_in.text("#customer-name") == HOSTILE
+    for summary in signed_in.all("#timeline details summary"):
+        summary.click()  # open every item's details
+    page_text = signed_in.find("main").text
+    assert page_text.count(HOSTILE) >= 4
+    assert "javascript:window.__pwned=3" in page_text
+    assert signed_in.all("a[href^='javascript:' i]") == []
+    assert signed_in.all("main img, main b, main script") == []
+    signed_in.driver.execute_script(
+        "document.querySelectorAll('main span.value, main dd').forEach("
+        "s => s.dispatchEvent(new MouseEvent('mouseover', {bubbles: true})))"
+    )
+    signed_in.assert_nothing_ran()
+    assert signed_in.driver.title.startswith("<script>")  # escaped text in the title, not markup
+
+
+def test_another_teams_customer_is_not_found(signed_in: Console) -> None:
+    signed_in.open("/console/lookup?user_id=u-other")
+    assert signed_in.text("h1") == "No such customer"
+    assert signed_in.text("#not-found") == "Nothing in this team matches userId u-other."
+    box = signed_in.find("form.search input[name=q]")
+    box.send_keys("other")
+    signed_in.follow(box, submit=True)
+    assert signed_in.all("table.customers") == []
+
+
+def test_the_pages_broke_no_csp_rule_and_raised_no_script_error(signed_in: Console) -> None:
+    logs = signed_in.driver.get_log("browser")  # type: ignore[attr-defined]
+    # Pages answered 401 or 404 on purpose are logged too; those are not problems.
+    problems = [
+        entry["message"]
+        for entry in logs
+        if entry["level"] in ("SEVERE", "WARNING")
+        and "the server responded with a status of 40" not in entry["message"]
+    ]
+    assert problems == []
+    assert logs  # the log is read at all: the refused sign-in and the 404s are in it
+
+
+def test_a_key_revoked_while_signed_in_signs_the_agent_out(console: Console) -> None:
+    with console.engine.begin() as connection:
+        made = create_key(connection, console.team.id, "soon revoked", ["read"], datetime.now(UTC))
+    console.sign_out()
+    console.sign_in(made.secret)
+    console.open("/console/lookup?user_id=u-journey")
+    assert console.all("#older")
+    with console.engine.begin() as connection:
+        revoke_key(connection, console.team.id, made.key.id, datetime.now(UTC))
+    revoked_at = time.monotonic()
+    console.find("#older").click()  # the next request, even one made by our script
+    wait_for(console, lambda: "/console/sign-in" in console.driver.current_url)
+    assert (
+        time.monotonic() - revoked_at < 5
+    )  # (a generous bound for a loaded machine; the check is per request)
+    console.wait_ready()
+    assert "your key was revoked" in console.text("#notice")
+    console.open("/console/lookup?user_id=u-journey")
+    assert "/console/sign-in" in console.driver.current_url
