@@ -117,6 +117,11 @@ def _operations_of(view: Any) -> dict[str, Any]:
     return {method: operation for method, operation in found.items() if method in HTTP_METHODS}
 
 
+def is_api_endpoint(endpoint: str) -> bool:
+    """Whether a route is part of the JSON API: the console's HTML pages and static files are not."""
+    return endpoint != "static" and not endpoint.startswith("console.")
+
+
 def _undocumented(view: Any) -> dict[str, Any]:
     first_line = (view.__doc__ or "").strip().splitlines()
     return {
@@ -164,7 +169,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
     for name, parameter in PARAMETERS.items():
         spec.components.parameter(name, parameter["in"], parameter)
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
+        if not is_api_endpoint(rule.endpoint):
             continue
         view = app.view_functions[rule.endpoint]
         try:

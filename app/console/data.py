@@ -26,14 +26,9 @@ from schemas.api import (
 )
 from store.apikeys import ACTIVE, key_digest, key_status
 from store.apikeys import find_key as _find_key
-from store.customers import (
-    FeedFilter,
-    load_group,
-    lookup_customer,
-    read_feed_page,
-    read_profile,
-    search_customers,
-)
+from store.customers import lookup_customer, read_profile, search_customers
+from store.feed import FeedFilter, read_feed_page
+from store.groups import load_group
 from store.models import ApiKey
 
 __all__ = [
