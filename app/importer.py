@@ -257,7 +257,15 @@ def run_import(
     sizes = [source.size for source in sources]
     progress.bytes_total = None if any(size is None for size in sizes) else sum(s or 0 for s in sizes)
     encode = _json_encoder()
-    with import_batches(engine, team_id, received_at) as batches:
+
+    def committed(result: BatchResult) -> None:  # on the writer's thread
+        progress.stored += sum(result.accepted.values())
+        progress.duplicates += sum(result.duplicates.values())
+        progress.stored_by_type.update(result.accepted)
+        progress.duplicates_by_type.update(result.duplicates)
+        on_batch(progress)
+
+    with import_batches(engine, team_id, received_at, committed) as batches:
         refusals: deque[Refusal] = deque(maxlen=MAX_PER_CALL)
         counts: dict[CountKey, int] = {}
         rows: list[tuple[Any, ...]] = []
@@ -265,22 +273,19 @@ def run_import(
         staged_events = staged_bytes = 0
         done_bytes = 0
 
-        def commit() -> None:
-            nonlocal staged_events, staged_bytes
+        def stage() -> None:
+            nonlocal rows, types
             if rows:
                 batches.stage(rows, types)
-                rows.clear()
-                types.clear()
-            result: BatchResult = batches.commit(list(refusals), counts, datetime.now(UTC))
-            accepted = sum(result.accepted.values())
-            progress.stored += accepted
-            progress.duplicates += sum(result.duplicates.values())
-            progress.stored_by_type.update(result.accepted)
-            progress.duplicates_by_type.update(result.duplicates)
+                rows, types = [], []
+
+        def commit() -> None:
+            nonlocal staged_events, staged_bytes, counts
+            stage()
+            batches.commit(list(refusals), counts, datetime.now(UTC))
             refusals.clear()
-            counts.clear()
+            counts = {}
             staged_events = staged_bytes = 0
-            on_batch(progress)
 
         def refuse(source: Source, number: int, item: Any, error: EventRejected, text: str) -> None:
             now = datetime.now(UTC)
@@ -342,9 +347,7 @@ def run_import(
                     staged_events += 1
                     staged_bytes += len(line)
                     if len(rows) >= 1000:  # stream them into the open COPY
-                        batches.stage(rows, types)
-                        rows.clear()
-                        types.clear()
+                        stage()
                         progress.bytes_done = done_bytes + reader.consumed
                         on_progress(progress)
                     if staged_events >= batch_events or staged_bytes >= BATCH_BYTES:

@@ -11,8 +11,10 @@ exactly once. The staging table is `ON COMMIT DELETE ROWS`: each commit empties 
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,13 +138,78 @@ class ImportBatches:
         return BatchResult(accepted, duplicates)
 
 
+class BatchWriter:
+    """`ImportBatches` driven by a thread of its own: Postgres copies and inserts one batch
+    while the caller reads and validates the next (psycopg releases the GIL while it
+    waits). The queue between them is short, so memory stays bounded. `on_commit` runs
+    on the writer thread after each commit; an error there is raised to the caller at its
+    next call."""
+
+    def __init__(self, batches: ImportBatches, on_commit: Callable[[BatchResult], None]):
+        self.batches = batches
+        self.on_commit = on_commit
+        self.work: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=8)
+        self.error: BaseException | None = None
+        self.abort = False
+        self.thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
+        self.thread.start()
+
+    def stage(self, rows: list[tuple[Any, ...]], types: list[str]) -> None:
+        """Hand rows to the writer (the caller must not reuse the lists)."""
+        self._raise_error()
+        self.work.put(("stage", rows, types))
+
+    def commit(self, refusals: list[Refusal], counts: dict[CountKey, int], now: datetime) -> None:
+        """Close the open batch: the writer commits it after the rows handed before."""
+        self._raise_error()
+        self.work.put(("commit", refusals, counts, now))
+
+    def close(self, abort: bool = False) -> None:
+        """Wait for every batch handed over (or, aborting, drop them); raise the writer's error."""
+        self.abort = abort
+        self.work.put(None)
+        self.thread.join()
+        if not abort:
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while True:
+            item = self.work.get()
+            if item is None:
+                return
+            if self.error is not None or self.abort:
+                continue  # drain: the open batch is rolled back with the connection
+            try:
+                if item[0] == "stage":
+                    self.batches.stage(item[1], item[2])
+                else:
+                    self.on_commit(self.batches.commit(item[1], item[2], item[3]))
+            except BaseException as error:  # handed to the caller
+                self.error = error
+
+
 @contextmanager
-def import_batches(engine: Engine, team_id: int, received_at: datetime) -> Iterator[ImportBatches]:
-    """An import's batches on a connection of its own; an uncommitted batch is rolled back."""
+def import_batches(
+    engine: Engine, team_id: int, received_at: datetime, on_commit: Callable[[BatchResult], None]
+) -> Iterator[BatchWriter]:
+    """An import's batches on a connection of its own, written by a thread of their own.
+
+    Leaving the block normally waits for every batch; leaving it by an exception drops
+    what is not committed yet (rolled back).
+    """
     with engine.connect() as connection:
         batches = ImportBatches(connection, team_id, received_at)
+        writer = BatchWriter(batches, on_commit)
         try:
-            yield batches
+            yield writer
+            writer.close()
+        except BaseException:
+            writer.close(abort=True)
+            raise
         finally:
             if batches._copy_manager is not None:
                 try:

@@ -240,4 +240,3 @@ def _add(window: dict[str, Any], kind: str, outcome: str, code: str, n: int) -> 
     if outcome == "refused":
         per_code = window["refused_by_code"].setdefault(code, {})
         per_code[kind] = per_code.get(kind, 0) + n
-

@@ -44,7 +44,9 @@ def history(customers: int, seed: int = 7) -> list[dict[str, Any]]:
                 made.append({**base, "type": "page", "anonymousId": anon, "name": "Pricing"})
             elif n == 2:
                 traits = {"email": f"{user}@example.com", "plan": rng.choice(["free", "pro"])}
-                made.append({**base, "type": "identify", "userId": user, "anonymousId": anon, "traits": traits})
+                made.append(
+                    {**base, "type": "identify", "userId": user, "anonymousId": anon, "traits": traits}
+                )
             elif n == 3 and c % 3 == 0:
                 made.append({**base, "type": "group", "userId": user, "groupId": f"g{c % 4}",
                              "traits": {"name": f"Company {c % 4}"}})  # fmt: skip
@@ -79,7 +81,9 @@ def make_archive(root: Path, events: list[dict[str, Any]]) -> Path:
     write_jsonl(logs / "1709251200000" / "1709290000-aaaa.gz", events[:third], [BAD_LINES[0][0]], gz=True)
     write_jsonl(logs / "1709251200000" / "1709295000-bbbb.gz", events[third : 2 * third], [BAD_LINES[1][0]],
                 gz=True)  # fmt: skip
-    write_jsonl(logs / "1709337600000" / "extra.jsonl", events[2 * third :], [BAD_LINES[2][0], BAD_LINES[3][0]])
+    write_jsonl(
+        logs / "1709337600000" / "extra.jsonl", events[2 * third :], [BAD_LINES[2][0], BAD_LINES[3][0]]
+    )
     (logs / "1709337600000" / "README.txt").write_text("not an archive file, skipped")
     return root / "segment-logs"
 
@@ -178,7 +182,9 @@ def test_broken_gzip_is_reported_and_the_next_files_are_imported(
 ) -> None:
     good = history(3)
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "1.gz").write_bytes(gzip.compress(b'{"type": "identify", "userId": "x", "messageId": "x1"}\n')[:-12])
+    (tmp_path / "a" / "1.gz").write_bytes(
+        gzip.compress(b'{"type": "identify", "userId": "x", "messageId": "x1"}\n')[:-12]
+    )
     write_jsonl(tmp_path / "a" / "2.jsonl", good)
     report = tmp_path / "r.jsonl"
     code, summary, _ = run_import(app, "--team", str(team.id), "--report", str(report), str(tmp_path / "a"))
@@ -212,7 +218,9 @@ def flask_import(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
 def count(engine: Engine, team_id: int) -> int:
     with engine.connect() as connection:
         return int(
-            connection.execute(text("SELECT count(*) FROM events WHERE team_id = :t"), {"t": team_id}).scalar_one()
+            connection.execute(
+                text("SELECT count(*) FROM events WHERE team_id = :t"), {"t": team_id}
+            ).scalar_one()
         )
 
 

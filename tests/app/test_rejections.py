@@ -54,7 +54,9 @@ def test_refusals_of_http_ingest_and_of_an_import_are_listed_with_their_reason_a
     assert "[redacted]" in http["preview"] and '"u1"' in http["preview"]
 
 
-def test_a_refused_request_is_kept_once_with_a_preview_of_its_body(client: FlaskClient, team: TeamKeys) -> None:
+def test_a_refused_request_is_kept_once_with_a_preview_of_its_body(
+    client: FlaskClient, team: TeamKeys
+) -> None:
     body = b'{"type": "track", "writeKey": "' + team.ingest.encode() + b'", "userId": '
     response = client.post("/v1/segment", data=body, headers=team.basic(team.ingest))
     assert response.status_code == 400
@@ -80,7 +82,9 @@ def test_summary_counts_accepted_duplicates_and_refused_per_type_and_code(
 ) -> None:
     events = [{"type": "track", "userId": "u", "event": "E", "messageId": f"s{n}"} for n in range(3)]
     events.append({"type": "identify", "userId": "u", "messageId": "i1"})
-    assert client.post("/v1/batch", json={"batch": events}, headers=team.basic(team.ingest)).status_code == 200
+    assert (
+        client.post("/v1/batch", json={"batch": events}, headers=team.basic(team.ingest)).status_code == 200
+    )
     again = {"batch": events[:3]}  # all duplicates, one type
     assert client.post("/v1/batch", json=again, headers=team.basic(team.ingest)).status_code == 200
     refused = {"batch": [{"type": "track", "userId": "u"}, {"type": "Nope", "userId": "u"}]}
@@ -102,9 +106,7 @@ def test_summary_windows_leave_out_older_hours(client: FlaskClient, engine: Engi
     with engine.begin() as connection:
         for hours_ago, n in ((2, 5), (30, 7), (24 * 9, 11)):
             connection.execute(
-                text(
-                    "INSERT INTO ingest_counts VALUES (:t, :h, 'import', 'track', 'accepted', '', :n)"
-                ),
+                text("INSERT INTO ingest_counts VALUES (:t, :h, 'import', 'track', 'accepted', '', :n)"),
                 {"t": team.id, "h": now - timedelta(hours=hours_ago), "n": n},
             )
     summary = client.get("/api/v1/ingest/summary", headers=team.bearer(team.read)).get_json()
