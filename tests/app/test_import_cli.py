@@ -228,7 +228,7 @@ def count(engine: Engine, team_id: int) -> int:
 def test_run_killed_mid_file_and_run_again_stores_every_event_once(
     engine: Engine, team: TeamKeys, tmp_path: Path
 ) -> None:
-    total = 60_000
+    total = 30_000
     path = tmp_path / "big.jsonl.gz"
     with gzip.open(path, "wb", compresslevel=1) as out:
         for n in range(total):
@@ -262,3 +262,22 @@ def test_run_killed_mid_file_and_run_again_stores_every_event_once(
             text("SELECT count(DISTINCT message_id) FROM events WHERE team_id = :t"), {"t": team.id}
         ).scalar_one()
     assert distinct == total
+
+
+def test_progress_is_a_plain_line_when_not_a_terminal_with_an_eta_when_the_size_is_known() -> None:
+    import io
+
+    from app.import_cli import ProgressLine, describe
+    from app.importer import ImportProgress
+
+    progress = ImportProgress(files=2, files_done=1, bytes_total=1000, bytes_done=250, read=5000,
+                              stored=4000, duplicates=900, rejected=100)  # fmt: skip
+    line = describe(progress)
+    for part in ("25%", "read 5,000", "stored 4,000", "dup 900", "rejected 100", "events/s", "ETA"):
+        assert part in line
+    assert "ETA" not in describe(ImportProgress(files=1, bytes_total=None, read=10))
+    stream = io.StringIO()
+    display = ProgressLine(stream)
+    display.update(progress)  # too soon after the start: nothing yet
+    display.finish(progress)
+    assert stream.getvalue().count("\n") == 1 and "\r" not in stream.getvalue()

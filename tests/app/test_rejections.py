@@ -193,3 +193,28 @@ def test_summary_refuses_arguments_and_both_routes_need_the_read_scope(
         assert client.get(path).status_code == 401
         assert client.get(path, headers=team.bearer(team.ingest)).status_code == 403
         assert client.get(path, headers=team.bearer(team.admin)).status_code == 200
+
+
+def test_the_debugger_routes_are_documented_and_keep_their_word(
+    app: Flask, client: FlaskClient, team: TeamKeys
+) -> None:
+    import schemathesis
+    from schemathesis import GenerationMode
+
+    from tests.app.test_openapi import run_cases
+
+    client.post("/v1/segment", json={"type": "track", "userId": "u"}, headers=team.basic(team.ingest))
+    paths = client.get("/api/v1/openapi.json").get_json()["paths"]
+    for path in ("/api/v1/ingest/rejections", "/api/v1/ingest/summary"):
+        operation = paths[path]["get"]
+        assert "x-undocumented" not in operation and operation["operationId"]
+        assert {"200", "400", "401", "403"} <= set(operation["responses"])
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
+    runs = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if operation.path.startswith("/api/v1/ingest/"):
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                run_cases(operation.as_strategy(generation_mode=mode), team.bearer(team.read))
+                runs += 1
+    assert runs == 4
