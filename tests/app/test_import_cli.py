@@ -230,11 +230,11 @@ def test_run_killed_mid_file_and_run_again_stores_every_event_once(
 ) -> None:
     total = 30_000
     path = tmp_path / "big.jsonl.gz"
-    with gzip.open(path, "wb", compresslevel=1) as out:
+    with gzip.open(path, "wb", compresslevel=1) as archive:
         for n in range(total):
             event = {"type": "track", "userId": f"u{n % 500}", "event": "Viewed", "messageId": f"k{n}",
                      "timestamp": at(n / 60)}  # fmt: skip
-            out.write(json.dumps(event).encode() + b"\n")
+            archive.write(json.dumps(event).encode() + b"\n")
     args = ["--team", str(team.id), "--batch", "2000", "--report", str(tmp_path / "r.jsonl"), str(path)]
     process = flask_import(args)
     deadline = time.monotonic() + 60
