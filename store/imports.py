@@ -134,6 +134,9 @@ class ImportBatches:
             counts[key] = counts.get(key, 0) + n
         record_rejections(self.connection, self.team_id, refusals, counts, now)
         self.connection.commit()
+        # The COPY and the move went to psycopg directly: if SQLAlchemy had no statement
+        # of its own in this batch, its commit was a no-op, so commit the driver too.
+        self.driver.commit()
         self.staged = Counter()
         return BatchResult(accepted, duplicates)
 

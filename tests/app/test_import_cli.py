@@ -228,14 +228,14 @@ def count(engine: Engine, team_id: int) -> int:
 def test_run_killed_mid_file_and_run_again_stores_every_event_once(
     engine: Engine, team: TeamKeys, tmp_path: Path
 ) -> None:
-    total = 30_000
+    total = 5_000
     path = tmp_path / "big.jsonl.gz"
     with gzip.open(path, "wb", compresslevel=1) as archive:
         for n in range(total):
             event = {"type": "track", "userId": f"u{n % 500}", "event": "Viewed", "messageId": f"k{n}",
                      "timestamp": at(n / 60)}  # fmt: skip
             archive.write(json.dumps(event).encode() + b"\n")
-    args = ["--team", str(team.id), "--batch", "2000", "--report", str(tmp_path / "r.jsonl"), str(path)]
+    args = ["--team", str(team.id), "--batch", "100", "--report", str(tmp_path / "r.jsonl"), str(path)]
     process = flask_import(args)
     deadline = time.monotonic() + 60
     try:
@@ -262,6 +262,8 @@ def test_run_killed_mid_file_and_run_again_stores_every_event_once(
             text("SELECT count(DISTINCT message_id) FROM events WHERE team_id = :t"), {"t": team.id}
         ).scalar_one()
     assert distinct == total
+    with engine.begin() as connection:  # a big unfolded team would skew the planner's statistics
+        connection.execute(text("DELETE FROM events WHERE team_id = :t"), {"t": team.id})
 
 
 def test_progress_is_a_plain_line_when_not_a_terminal_with_an_eta_when_the_size_is_known() -> None:
