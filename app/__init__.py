@@ -27,10 +27,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         errors,
         groups,
         health,
+        import_cli,
         ingest,
         keys,
         metrics,
         openapi,
+        rejections,
         resources,
     )
 
@@ -42,7 +44,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     customers.init_app(app)
     groups.init_app(app)
     keys.init_app(app)
+    rejections.init_app(app)
     openapi.init_app(app)
     console.init_app(app)
     cli.init_app(app)
+    import_cli.init_app(app)
     return app

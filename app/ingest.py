@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from app import metrics
+from app import ingest_ledger, metrics
 from app.auth import authenticate, key_from_header
 from app.body import (
     MAX_DEPTH,
@@ -76,6 +76,7 @@ def _ingest(forced_type: str | None, batch_only: bool) -> Response:
         return _ingest_request(forced_type, batch_only)
     except ApiError as error:
         metrics.request_rejected(error.code)
+        ingest_ledger.request_refused(error)
         raise
 
 
@@ -88,6 +89,7 @@ def _ingest_request(forced_type: str | None, batch_only: bool) -> Response:
     raw = read_raw_body()
     header_key = key_from_header()
     key = authenticate("ingest", header_key=header_key) if header_key else None
+    ingest_ledger.begin(key, raw)
     data = decode_content(raw)
     body = parse_json(data)
     # The envelope's keys by their lower-case name (Segment: top-level keys in any casing).
@@ -95,6 +97,7 @@ def _ingest_request(forced_type: str | None, batch_only: bool) -> Response:
     if key is None:
         write_key = envelope.get("writekey")
         key = authenticate("ingest", body_key=write_key if isinstance(write_key, str) else None)
+        ingest_ledger.begin(key, raw)
 
     is_batch = batch_only or (forced_type is None and "batch" in envelope)
     items, defaults = _batch_items(envelope) if is_batch else ([body], {})
@@ -110,6 +113,7 @@ def _ingest_request(forced_type: str | None, batch_only: bool) -> Response:
         except EventRejected as error:
             first_error = first_error or error
             metrics.events_rejected(item, error.code)
+            ingest_ledger.event_refused(item, error)
             rejected.append(
                 {
                     "index": index,
@@ -138,6 +142,7 @@ def _ingest_request(forced_type: str | None, batch_only: bool) -> Response:
         raise
     result = store_events(resources().engine, key.team_id, prepared, received_at)
     metrics.events_accepted(prepared)
+    ingest_ledger.events_stored(prepared, result)
     _wake_fold(key)
 
     if not is_batch:

@@ -44,6 +44,7 @@ from bench.env import (
     make_team,
 )
 from bench.fold import measure_fold
+from bench.imports import IMPORT_EVENTS, measure_import
 from bench.ingest import IngestSizes, measure_ingest, post_spec
 from bench.load import run_load
 from bench.pipeline import measure_end_to_end, measure_lag
@@ -107,7 +108,7 @@ QUICK = Sizes(
 )
 
 
-PHASES = ("ingest", "fold", "pipeline", "feed", "rq")
+PHASES = ("ingest", "fold", "pipeline", "feed", "rq", "imports")
 
 
 @dataclass
@@ -262,6 +263,10 @@ def run_suite(options: Options) -> dict[str, Any]:
         if dataset is not None:
             with phase("feed reads", timings):
                 details["feed"] = measure_feed(run, dataset, sizes)
+        if "imports" in options.only:
+            with phase("import: flask events import beside a plain COPY; the fold of it", timings):
+                events = IMPORT_EVENTS["quick" if options.quick else "full"]
+                details["import"] = measure_import(run, events, 600)
         if "rq" in options.only:
             with phase("one RQ job per event (baseline)", timings):
                 details["rq_per_event"] = measure_rq_baseline(

@@ -1,0 +1,232 @@
+"""HTTP ingest's half of the team's debugger: refusals and counts, off the request path.
+
+Ingest calls four functions (see docs/ingest-debugger.md for the exact hook):
+`begin(key, raw)` once the key is known, `event_refused(item, error)` per refused event,
+`events_stored(prepared, result)` after the commit, and `request_refused(error)` when the
+whole request is answered with an error. They only add to this process's memory: an
+accepted request pays no statement at all, and neither does a refused one. A daemon
+thread (started on first use, so after gunicorn's fork) writes what gathered at most
+every `FLUSH_INTERVAL_SECONDS` with `store.rejections.record_rejections`, one
+transaction per team.
+
+Bounded: per team, at most `MAX_PENDING_PER_TEAM` refusals wait in memory (the latest;
+the others are only counted), and the counters are keyed by (team, hour, type, outcome,
+code), a bounded set. These are diagnostics, not events: a process killed between two
+flushes loses at most that second of them; a failed flush (Postgres down) is retried
+once on the next round, then dropped, so memory stays bounded.
+
+Under the app's TESTING the flush happens inline at the end of each request, so a test
+that posts and then reads the debugger finds it written.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, current_app, g, request
+from sqlalchemy import Engine
+
+from app.errors import ApiError
+from schemas.rejections import bounded_message, message_id_of, preview_of, preview_of_text, type_label
+from schemas.segment import EventRejected, PreparedEvent
+from store.apikeys import AuthenticatedKey
+from store.events import StoreResult
+from store.rejections import MAX_PER_CALL, CountKey, Refusal, hour_of, record_rejections
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_SECONDS = 1.0
+MAX_PENDING_PER_TEAM = MAX_PER_CALL
+_PREVIEW_BYTES = 8 * 1024  # of a refused body, inflated at most this far for its preview
+# Not the content's fault, or no team to tell: not kept.
+_NOT_RECORDED = frozenset(("missing_key", "invalid_key", "storage_unavailable", "internal_error"))
+
+
+@dataclass
+class _TeamPending:
+    refusals: deque[Refusal] = field(default_factory=lambda: deque(maxlen=MAX_PENDING_PER_TEAM))
+    counts: dict[CountKey, int] = field(default_factory=dict)
+    retried: bool = False
+
+
+class IngestLedger:
+    """This process's pending refusals and counts, flushed by one daemon thread."""
+
+    def __init__(self, engine: Engine, inline: bool):
+        self.engine = engine
+        self.inline = inline
+        self.lock = threading.Lock()
+        self.pending: dict[int, _TeamPending] = {}
+        self.wake = threading.Event()
+        self.pid = os.getpid()
+        self.thread: threading.Thread | None = None
+
+    def add(self, team_id: int, refusal: Refusal | None, key: CountKey, n: int = 1) -> None:
+        with self.lock:
+            pending = self.pending.get(team_id)
+            if pending is None:
+                pending = self.pending[team_id] = _TeamPending()
+            if refusal is not None:
+                pending.refusals.append(refusal)
+            pending.counts[key] = pending.counts.get(key, 0) + n
+        if not self.inline:
+            self._ensure_thread()
+            self.wake.set()
+
+    def flush(self) -> None:
+        """Write everything pending (one transaction per team)."""
+        with self.lock:
+            taken, self.pending = self.pending, {}
+        now = datetime.now(UTC)
+        for team_id, pending in taken.items():
+            try:
+                with self.engine.begin() as connection:
+                    record_rejections(connection, team_id, list(pending.refusals), pending.counts, now)
+            except Exception as error:  # Postgres down: keep it for one more round, then drop
+                log.warning("ingest debugger: cannot record for team %s: %s", team_id, type(error).__name__)
+                if not pending.retried:
+                    pending.retried = True
+                    self._put_back(team_id, pending)
+
+    def _put_back(self, team_id: int, pending: _TeamPending) -> None:
+        with self.lock:
+            newer = self.pending.get(team_id)
+            if newer is not None:  # merge: newer refusals last, the deque keeps the latest
+                for refusal in newer.refusals:
+                    pending.refusals.append(refusal)
+                for key, n in newer.counts.items():
+                    pending.counts[key] = pending.counts.get(key, 0) + n
+            self.pending[team_id] = pending
+
+    def _ensure_thread(self) -> None:
+        if self.thread is not None and self.pid == os.getpid():
+            return
+        with self.lock:
+            if self.thread is not None and self.pid == os.getpid():
+                return
+            self.pid = os.getpid()  # a forked child starts its own thread
+            self.thread = threading.Thread(target=self._run, name="ingest-ledger", daemon=True)
+            self.thread.start()
+            atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            threading.Event().wait(FLUSH_INTERVAL_SECONDS)  # gather a second's worth
+            try:
+                self.flush()
+            except Exception:  # never let the thread die
+                log.exception("ingest debugger: flush failed")
+
+
+def _ledger() -> IngestLedger:
+    found = current_app.extensions.get("ingest_ledger")
+    if found is None:
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        engine = app.extensions["timeline"].engine
+        found = app.extensions.setdefault(
+            "ingest_ledger", IngestLedger(engine, inline=bool(app.config.get("TESTING")))
+        )
+    return found  # type: ignore[no-any-return]
+
+
+def begin(key: AuthenticatedKey | None, raw: bytes) -> None:
+    """The request's team is known (memory only): later refusals are the team's."""
+    if key is not None:
+        g.ingest_team_id = key.team_id
+        g.ingest_raw = raw
+
+
+def event_refused(item: Any, error: EventRejected) -> None:
+    """One event of the request was refused (it may still be answered 200 in a batch)."""
+    team_id = g.get("ingest_team_id")
+    if team_id is None:
+        return
+    g.ingest_events_refused = True
+    now = datetime.now(UTC)
+    kind = type_label(item)
+    refusal = Refusal(
+        at=now,
+        source="http",
+        route=request.path,
+        status=error.status,
+        code=error.code,
+        message=bounded_message(error.message),
+        message_id=message_id_of(item),
+        type=kind if kind != "other" else None,
+        preview=preview_of(item),
+    )
+    _ledger().add(team_id, refusal, CountKey(hour_of(now), "http", kind, "refused", error.code))
+
+
+def events_stored(prepared: list[PreparedEvent], result: StoreResult) -> None:
+    """The committed events, counted as accepted or duplicate per type (memory only).
+
+    StoreResult says how many were new, not which: when a batch of several types has
+    both, its split per type is unknown, and the counts go under type `mixed`.
+    """
+    team_id = g.get("ingest_team_id")
+    if team_id is None or not prepared:
+        return
+    ledger = _ledger()
+    hour = hour_of(datetime.now(UTC))
+    types = {event.type for event in prepared}
+    if result.duplicates == 0 or result.accepted == 0 or len(types) == 1:
+        outcome = "accepted" if result.duplicates == 0 else "duplicate"
+        if result.accepted and result.duplicates:  # one type, both outcomes
+            kind = prepared[0].type
+            ledger.add(team_id, None, CountKey(hour, "http", kind, "accepted"), result.accepted)
+            ledger.add(team_id, None, CountKey(hour, "http", kind, "duplicate"), result.duplicates)
+        else:
+            for kind in types:
+                n = sum(1 for event in prepared if event.type == kind)
+                ledger.add(team_id, None, CountKey(hour, "http", kind, outcome), n)
+    else:
+        ledger.add(team_id, None, CountKey(hour, "http", "mixed", "accepted"), result.accepted)
+        ledger.add(team_id, None, CountKey(hour, "http", "mixed", "duplicate"), result.duplicates)
+    if ledger.inline:
+        ledger.flush()
+
+
+def request_refused(error: ApiError) -> None:
+    """The whole request was answered with an error: keep it, unless its events were."""
+    team_id = g.get("ingest_team_id")
+    if team_id is None or error.code in _NOT_RECORDED:
+        return
+    ledger = _ledger()
+    if not g.get("ingest_events_refused"):
+        now = datetime.now(UTC)
+        refusal = Refusal(
+            at=now,
+            source="http",
+            route=request.path,
+            status=error.status,
+            code=error.code,
+            message=bounded_message(error.message),
+            message_id=None,
+            type=None,
+            preview=_body_preview(g.get("ingest_raw") or b""),
+        )
+        ledger.add(team_id, refusal, CountKey(hour_of(now), "http", "request", "refused", error.code))
+    if ledger.inline:
+        ledger.flush()
+
+
+def _body_preview(raw: bytes) -> str:
+    """A refused body's preview: the text as sent (inflated a little if gzipped), key-free."""
+    data = raw[:_PREVIEW_BYTES]
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            data = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(raw, _PREVIEW_BYTES)
+        except zlib.error:
+            return "(gzip data that does not inflate)"
+    return preview_of_text(data.decode("utf-8", "replace"))
