@@ -11,15 +11,12 @@ also create and revoke keys.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, request
-from marshmallow import Schema, ValidationError
+from flask import Blueprint, Flask, Response, jsonify
 
+from app import edges
 from app.auth import authenticate
-from app.errors import ApiError
 from app.resources import resources
-from schemas.api import query_arguments
 from schemas.rejections import (
     IngestSummaryArgs,
     IngestSummarySchema,
@@ -35,18 +32,6 @@ _list_args = RejectionListArgs()
 _summary_args = IngestSummaryArgs()
 _list = RejectionListSchema()
 _summary = IngestSummarySchema()
-
-
-def _query(schema: Schema) -> dict[str, Any]:
-    """The query string through `schema`, or a 400 naming each bad argument."""
-    try:
-        loaded: dict[str, Any] = schema.load(query_arguments(schema, request.args))
-    except ValidationError as error:
-        messages = error.messages if isinstance(error.messages, dict) else {"query": error.messages}
-        details = "; ".join(f"{name}: {' '.join(map(str, problem))}" for name, problem in messages.items())
-        code = "invalid_cursor" if "cursor" in messages else "invalid_query"
-        raise ApiError(400, code, f"Fix the query string: {details}", messages) from None
-    return loaded
 
 
 @bp.get("/rejections")
@@ -78,7 +63,7 @@ def rejections() -> Response:
         503: Unavailable
     """
     key = authenticate("read")
-    args = _query(_list_args)
+    args = edges.load_query(_list_args)
     where = RejectionFilter(
         code=args.get("code"), source=args.get("source"), since=args.get("since"), until=args.get("until")
     )
@@ -118,7 +103,7 @@ def summary() -> Response:
         503: Unavailable
     """
     key = authenticate("read")
-    _query(_summary_args)
+    edges.load_query(_summary_args)
     with resources().engine.connect() as connection:
         found = summarize_ingest(connection, key.team_id, datetime.now(UTC))
     return jsonify(_summary.dump(found))

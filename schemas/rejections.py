@@ -7,20 +7,19 @@ debugger, even cut in half by the truncation.
 
 The query schemas RAISE on unknown arguments, as the read API's do (a misspelt filter
 would otherwise answer the unfiltered list). Cursors are opaque: URL-safe base64 of
-`["rejections", id]`.
+`["rejections", id]` (schemas/cursors.py).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from schemas.api import Instant
+from schemas.cursors import CursorError, decode_cursor, encode_cursor, is_bigint
+from schemas.fields import Instant
 from schemas.segment import SUPPORTED_TYPES
 
 PREVIEW_CHARS = 2000
@@ -38,7 +37,6 @@ _OUR_KEY = re.compile(r"tlk_[0-9A-Za-z]{8,}")
 _WRITE_KEY_TEXT = re.compile(r'("write_?key"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}\s]+)', re.IGNORECASE)
 _CODE = re.compile(r"[a-z_]{1,64}")
 _CURSOR_ERROR = "Not a cursor from this list; start again without it."
-_BIGINT_MAX = 2**63 - 1
 
 
 def _is_write_key(name: str) -> bool:
@@ -111,21 +109,18 @@ def bounded_message(message: str) -> str:
 
 
 def encode_rejection_cursor(last_id: int) -> str:
-    raw = json.dumps(["rejections", last_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor("rejections", last_id)
 
 
 def decode_rejection_cursor(text: str) -> int:
     """The id a cursor stopped at, or ValueError for anything we did not make."""
     try:
-        kind, last_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        values = decode_cursor(text, "rejections")[1]
+    except CursorError:
         raise ValueError(_CURSOR_ERROR) from None
-    if kind != "rejections" or not isinstance(last_id, int) or isinstance(last_id, bool):
+    if len(values) != 1 or not is_bigint(values[0]) or values[0] <= 0:
         raise ValueError(_CURSOR_ERROR)
-    if not 0 < last_id <= _BIGINT_MAX:
-        raise ValueError(_CURSOR_ERROR)
-    return last_id
+    return values[0]
 
 
 class RejectionCursor(fields.String):
