@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
+import traceback
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from gevent import GreenletExit
 from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
@@ -48,13 +49,6 @@ REQUEST_HEAD_SECONDS = float(os.environ.get("REQUEST_HEAD_SECONDS", "10"))
 REQUEST_BODY_SECONDS = float(os.environ.get("REQUEST_BODY_SECONDS", "30"))
 # A response that the client does not read: give up on the connection after this long.
 RESPONSE_SEND_SECONDS = 30.0
-
-_KEY = re.compile(r"tlk_[A-Za-z0-9_\-]+")
-
-
-def redact(text: str) -> str:
-    """`text` with every API key (`tlk_...`) replaced, for anything that gets logged."""
-    return _KEY.sub("tlk_[redacted]", text)
 
 
 class HeadTimeout(Exception):
@@ -148,6 +142,8 @@ class DeadlineSocket:
 def _client_error(exc: BaseException, cfg: Any) -> tuple[int, str, str, str, str] | None:
     """(status, reason, code, message, the part of the request at fault); None: not the client's."""
     e = http_errors
+    if isinstance(exc, (GreenletExit, SystemExit)):  # the worker stops while a request is read
+        return 503, "Service Unavailable", "restarting", "The server is restarting: send it again.", "request"
     if isinstance(exc, BodyTimeout):  # raised in an app that does not render ApiError itself
         return 408, "Request Timeout", exc.code, exc.message, "body"
     if isinstance(exc, HeadTimeout):
@@ -297,9 +293,14 @@ class FrontDoorWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no ty
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         peer = addr[0] if isinstance(addr, tuple) and addr else "unix"
+        stopping = isinstance(exc, (GreenletExit, SystemExit))
+        if stopping and isinstance(client, DeadlineSocket) and client.phase is _IDLE:
+            return  # a stopping worker, between requests: nothing was asked, close quietly
         found = _client_error(exc, self.cfg)
         if found is None:
-            self.log.exception("Error handling request (%s)", type(exc).__name__)
+            # The frames only: an exception's text could quote the request (a key in a header).
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            self.log.error("Error handling request (%s):\n%s", type(exc).__name__, frames)
             found = (
                 500,
                 "Internal Server Error",
