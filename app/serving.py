@@ -235,16 +235,17 @@ def json_error(status: int, reason: str, code: str, message: str, part: str) -> 
 class CheckedBody:
     """`wsgi.input` whose parse errors (a malformed chunked body) reach the app as a JSON 400."""
 
-    __slots__ = ("body",)
+    __slots__ = ("body", "cfg")
 
-    def __init__(self, body: Any):
+    def __init__(self, body: Any, cfg: Any):
         self.body = body
+        self.cfg = cfg
 
     def _checked(self, method: str, *args: Any) -> Any:
         try:
             return getattr(self.body, method)(*args)
         except http_errors.ParseException as error:
-            found = _client_error(error, None)
+            found = _client_error(error, self.cfg)
             message = found[3] if found else "The request body is malformed."
             raise ApiError(400, "malformed_request", message, {"body": [message]}) from None
 
@@ -284,7 +285,7 @@ class FrontDoorWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no ty
         if isinstance(sock, DeadlineSocket):
             sock.begin_body(req)
         if req.body is not None:
-            req.body = CheckedBody(req.body)
+            req.body = CheckedBody(req.body, self.cfg)
         try:
             return bool(super().handle_request(listener_name, req, sock, addr))
         finally:
