@@ -41,7 +41,7 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined,no-untyped-call]
 
 
 def worker_exit(server: object, worker: object) -> None:
