@@ -1,6 +1,8 @@
 """gunicorn settings (`gunicorn -c python:app.gunicorn_config "app:create_app()"`).
 
-Sync workers, one per core by default: each request commits its events before it
+One gevent worker per core by default (`app.serving.FrontDoorWorker`, docs/serving.md):
+each connection is a greenlet, so slow or many clients cannot hold the process, and
+connections are kept alive between requests. Each request commits its events before it
 answers, and the process holds its own connection pool (made after the fork).
 """
 
@@ -13,11 +15,18 @@ from store.logs import logging_config
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-timeout = 30
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "app.serving.FrontDoorWorker")
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))  # gthread only
+worker_connections = 1000  # open connections per worker (greenlets); past it, accepts wait
+# Idle kept-alive connections are closed after this many seconds (docs/serving.md); a
+# proxy in front should close its idle upstream connections sooner than this.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "30"))
+timeout = 30  # a worker whose loop is blocked this long is restarted by the arbiter
 graceful_timeout = 20
-keepalive = 5
+# gunicorn's defaults, named: past them a request gets a JSON 414 or 431 (app/serving.py).
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
 accesslog = None  # no request lines: a query string could carry a key
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")

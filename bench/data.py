@@ -2,6 +2,7 @@
 
 - `track_body`: the single-event POST of the ingest figures, a Segment track call as
   analytics.js sends it (about 600 bytes), with a fresh messageId per request.
+- `batch_body`: a `/v1/batch` of 100 such events, as the SDKs send them.
 - `customer_journeys`: a fold backlog: customers who browse anonymously, identify,
   join a company, track actions, some alias; their events interleaved by time as they
   would arrive, so a batch of 1,000 holds many customers and every type.
@@ -67,6 +68,19 @@ def track_body(run: str) -> str:
         "sentAt": "2024-03-01T12:00:01.169Z",
     }
     return json.dumps(event, separators=(",", ":"))
+
+
+BATCH_EVENTS = 100  # analytics-python and analytics-node flush at 100 events (their default)
+
+
+def batch_body(run: str, size: int = BATCH_EVENTS) -> str:
+    """A `/v1/batch` of `size` track events with messageIds "{run}-{n}-{i}", as an SDK flushes."""
+    events = []
+    for index in range(size):
+        event = json.loads(track_body(run))  # its "{n}" and "{u}" are inside strings
+        event["messageId"] = f"{run}-{{n}}-{index}"
+        events.append(event)
+    return json.dumps({"batch": events, "sentAt": "2024-03-01T12:00:01.169Z"}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""Ingest: single-event POSTs per second to /v1/segment, beside a bare WSGI app.
+"""Ingest, the two shapes clients send, each beside a bare WSGI app.
 
-Both run under the Procfile's web line (same gunicorn config, worker class and count),
-in the same run, driven by the same load generator with the same body. On a shared,
-noisy machine a minute-long drift in other people's load would favour whichever ran
-second, so the two alternate in short rounds (bare, app, bare, app, ...) and each
-figure is the median round. The app's peak is closed-loop; then its latency is
+- single: one event per `POST /v1/segment`, over kept-alive connections (as Segment's
+  delivery sends them);
+- batch: `POST /v1/batch` with 100 events a request (as the SDKs flush).
+
+App and bare app run under the Procfile's web line (same gunicorn config, worker class
+and count), in the same run, driven by the same load generator with the same body, over
+connections kept alive as long as the server keeps them. On a shared, noisy machine a
+minute-long drift in other people's load would favour whichever ran second, so they
+alternate in short rounds (bare, app, bare batch, app batch, ...) and each figure is
+the median round. The app's single-event peak is closed-loop; then its latency is
 measured open-loop at half that rate (SPEC: p99 under 50 ms at half of the peak rate).
 
 Beside the rates, the CPU each request cost the web processes (and the Postgres
@@ -23,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from bench.data import track_body
+from bench.data import BATCH_EVENTS, batch_body, track_body
 from bench.env import BenchTeam, RunEnv, Web, busy_cores
 from bench.load import LoadResult, LoadSpec, percentile, run_load
 
@@ -44,13 +49,27 @@ def basic_auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
 
 
+SHAPES = ("single", "batch")
+
+
+def events_per_request(shape: str) -> int:
+    return BATCH_EVENTS if shape == "batch" else 1
+
+
 def post_spec(
-    base: str, team: BenchTeam, run: str, sizes: IngestSizes, rate: float | None = None
+    base: str,
+    team: BenchTeam,
+    run: str,
+    sizes: IngestSizes,
+    rate: float | None = None,
+    shape: str = "single",
 ) -> LoadSpec:
+    """The load of one shape; `rate` is in requests per second (None: closed loop)."""
+    batch = shape == "batch"
     return LoadSpec(
-        url=base + "/v1/segment",
+        url=base + ("/v1/batch" if batch else "/v1/segment"),
         headers=basic_auth(team.key),
-        body_template=track_body(run),
+        body_template=batch_body(run) if batch else track_body(run),
         concurrency=sizes.concurrency,
         duration=sizes.seconds,
         rate=rate,
@@ -130,30 +149,52 @@ def merged(rounds: list[Measured]) -> dict[str, Any]:
     }
 
 
+def with_events(figures: dict[str, Any], shape: str) -> dict[str, Any]:
+    """Per-request figures plus events/s (a batch request carries 100 events)."""
+    per = events_per_request(shape)
+    return {
+        **figures,
+        "shape": shape,
+        "events_per_request": per,
+        "events_rate": round(figures["rate"] * per, 1),
+    }
+
+
 def measure_ingest(run: RunEnv, team: BenchTeam, sizes: IngestSizes, web: Web) -> dict[str, dict[str, Any]]:
-    """The bare ceiling and the app, alternating; then the app at half its peak."""
+    """The bare ceiling and the app, alternating, for both shapes; then the app at half its peak."""
     noise = busy_cores()
     bare_web = Web("bare", run.process_env(), app_spec="bench.bare:app").wait_ready()
+    rounds: dict[tuple[str, str], list[Measured]] = {}
     try:
         warm = IngestSizes(0.5, sizes.concurrency, 1, sizes.users)
         for target in (bare_web, web):  # connections, pools, prepared statements
-            run_load(post_spec(target.base, team, f"warm-{run.run_id}-{target.name}", warm))
-        bare: list[Measured] = []
-        app: list[Measured] = []
+            for shape in SHAPES:
+                run_load(post_spec(target.base, team, f"warm-{run.run_id}-{target.name}", warm, shape=shape))
         for index in range(sizes.rounds):
-            tag = f"{run.run_id}-{index}"
-            bare.append(
-                measure(bare_web, post_spec(bare_web.base, team, f"bare-{tag}", sizes), run.database_url)
-            )
-            app.append(measure(web, post_spec(web.base, team, f"peak-{tag}", sizes), run.database_url))
+            for shape in SHAPES:
+                for target in (bare_web, web):
+                    tag = f"{target.name}-{shape}-{run.run_id}-{index}"
+                    spec = post_spec(target.base, team, tag, sizes, shape=shape)
+                    rounds.setdefault((target.name, shape), []).append(
+                        measure(target, spec, run.database_url)
+                    )
         bare_rss = bare_web.peak_rss()
     finally:
         bare_web.stop()
-    app_summary = merged(app)
+    app_summary = merged(rounds[(web.name, "single")])
     half_rate = max(10.0, app_summary["rate"] / 2)
     half_sizes = IngestSizes(sizes.seconds * 1.5, sizes.concurrency, sizes.processes, sizes.users)
     half = run_load(post_spec(web.base, team, f"half-{run.run_id}", half_sizes, rate=half_rate))
     return {
-        "bare": {**merged(bare), "idle_busy_cores": noise, "peak_rss_mib": bare_rss},
-        "app": {**app_summary, "idle_busy_cores": noise, "half_peak": summary(half)},
+        "bare": {
+            **with_events(merged(rounds[(bare_web.name, "single")]), "single"),
+            "idle_busy_cores": noise,
+            "peak_rss_mib": bare_rss,
+        },
+        "app": {**with_events(app_summary, "single"), "idle_busy_cores": noise, "half_peak": summary(half)},
+        "bare_batch": {
+            **with_events(merged(rounds[(bare_web.name, "batch")]), "batch"),
+            "idle_busy_cores": noise,
+        },
+        "batch": {**with_events(merged(rounds[(web.name, "batch")]), "batch"), "idle_busy_cores": noise},
     }

@@ -13,7 +13,9 @@ Two modes:
   and latency counts from when it was due, so a stall shows up as latency instead of
   silently lowering the offered rate (no coordinated omission).
 
-Every run stops by itself at `start_at + duration`. The process prints one JSON object:
+Every run stops by itself at `start_at + duration` (open loop: at the latest one
+`timeout` later, when the server has stalled; the requests still due then are counted
+as not sent). The process prints one JSON object:
 counts, latencies in microseconds, its own CPU seconds (to show it is not the
 bottleneck) and, with `record`, the monotonic time each 2xx came back (for lag).
 Several processes are started by `run_load` and merged.
@@ -178,6 +180,8 @@ async def _generate(spec: LoadSpec, index: int, start_at: float) -> dict[str, An
                 due = start_at + slot / rate
                 if due >= end_at:
                     return
+                if time.monotonic() >= end_at + spec.timeout:
+                    return  # a stalled server: the slots still due are counted as not sent
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -213,6 +217,10 @@ async def _generate(spec: LoadSpec, index: int, start_at: float) -> dict[str, An
     if delay > 0:
         await asyncio.sleep(delay)
     await asyncio.gather(*(client() for _ in range(max(1, spec.concurrency // spec.processes))))
+    if rate:
+        unsent = int(spec.duration * rate) - sent
+        if unsent > 0:
+            statuses["not sent (server stalled)"] = unsent
     return {
         "sent": sent,
         "statuses": statuses,

@@ -7,9 +7,11 @@ committed before t, so the first look that starts after t and no longer lists it
 it folded, i.e. visible in its customer's feed. Lag = that look's start - t; it is
 over-stated by at most one look interval, which is reported.
 
-End to end: the highest offered rate at which, for the whole probe, the generator got
-its rate answered and the team's unfolded backlog stopped growing. Probes start from
-the lower of the ingest peak and the fold rate measured earlier and step down.
+End to end: the highest offered rate (events/s) at which, for the whole probe, the
+generator got its rate answered and the team's unfolded backlog stopped growing, for
+both shapes: single-event POSTs, and `/v1/batch` with 100 events a request. Probes
+start from the lower of that shape's ingest peak and the fold rate measured earlier
+and search up or down.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import psycopg
 
 from bench.env import BenchTeam, RunEnv, Web, busy_cores
 from bench.fold import wait_until_folded
-from bench.ingest import IngestSizes, post_spec, summary
+from bench.ingest import IngestSizes, events_per_request, post_spec, summary
 from bench.load import percentile, run_load
 
 LOOK_INTERVAL = 0.005
@@ -139,22 +141,30 @@ def slope(points: list[tuple[float, int]]) -> float:
 
 
 def probe(
-    run: RunEnv, team: BenchTeam, web: Web, rate: float, seconds: float, sizes: IngestSizes
+    run: RunEnv,
+    team: BenchTeam,
+    web: Web,
+    rate: float,
+    seconds: float,
+    sizes: IngestSizes,
+    shape: str = "single",
 ) -> dict[str, Any]:
-    """Offer `rate` for `seconds`; steady if answered at rate and the backlog did not grow."""
-    shape = IngestSizes(seconds, sizes.concurrency, sizes.processes, sizes.users)
-    spec = post_spec(web.base, team, f"e2e-{run.run_id}-{int(rate)}", shape, rate=rate)
+    """Offer `rate` events/s for `seconds`; steady if answered at rate and the backlog did not grow."""
+    per = events_per_request(shape)
+    load_sizes = IngestSizes(seconds, sizes.concurrency, sizes.processes, sizes.users)
+    tag = f"e2e-{shape}-{run.run_id}-{int(rate)}"
+    spec = post_spec(web.base, team, tag, load_sizes, rate=rate / per, shape=shape)
     with BacklogSampler(run.database_url, team.id, limit=seconds + 10) as sampler:
         result = run_load(spec)
     samples = sampler.backlog
     second_half = [(t, n) for t, n in samples if t >= samples[0][0] + seconds / 2] if samples else []
     growth = slope(second_half)
     final = samples[-1][1] if samples else 0
-    answered = result.rate >= 0.97 * rate and set(result.statuses) <= {"200"}
+    answered = result.rate * per >= 0.97 * rate and set(result.statuses) <= {"200"}
     steady = answered and growth <= 0.03 * rate and final <= max(2000.0, 1.0 * rate)
     return {
         "offered": round(rate),
-        "answered_rate": round(result.rate, 1),
+        "answered_rate": round(result.rate * per, 1),
         "statuses": result.statuses,
         "backlog_growth_per_s": round(growth, 1),
         "final_backlog": final,
@@ -164,14 +174,22 @@ def probe(
 
 
 def measure_end_to_end(
-    run: RunEnv, team: BenchTeam, web: Web, start_rate: float, seconds: float, probes: int, sizes: IngestSizes
+    run: RunEnv,
+    team: BenchTeam,
+    web: Web,
+    start_rate: float,
+    seconds: float,
+    probes: int,
+    sizes: IngestSizes,
+    shape: str = "single",
 ) -> dict[str, Any]:
+    """The highest steady rate in events/s of one shape, found in at most `probes` probes."""
     noise = busy_cores()
     results: list[dict[str, Any]] = []
     rate = start_rate
     low, high = 0.0, float("inf")  # highest steady, lowest unsteady so far
     for _ in range(probes):
-        outcome = probe(run, team, web, rate, seconds, sizes)
+        outcome = probe(run, team, web, rate, seconds, sizes, shape)
         results.append(outcome)
         if outcome["steady"]:
             low = max(low, rate)
@@ -190,6 +208,8 @@ def measure_end_to_end(
         else:
             rate = (low + high) / 2
     return {
+        "shape": shape,
+        "events_per_request": events_per_request(shape),
         "rate": round(low, 1),
         "probes": results,
         "probe_seconds": seconds,

@@ -1,11 +1,14 @@
 """The whole suite, in an order that keeps each figure's neighbours quiet.
 
 1. servers, the bench databases, the 10M-event feed dataset (kept between runs);
-2. ingest: the bare WSGI ceiling, then the app (peak, then half of the peak);
-3. fold: a stored backlog by one worker, and the batched-INSERT ceiling;
-4. web + worker together: lag at a steady 500 events/s, then the end-to-end rate;
-5. feed reads over HTTP and the same SQL in Postgres;
-6. the one-RQ-job-per-event baseline; peak RSS of every process measured.
+2. ingest: the bare WSGI ceiling and the app, single events and batches of 100
+   (peak, then half of the single-event peak);
+3. slow clients: behaved clients' latency while 200 connections trickle at 1 byte/s;
+4. fold: a stored backlog by one worker, and the batched-INSERT ceiling;
+5. web + worker together: lag at a steady 500 events/s, then the end-to-end rate of
+   both shapes;
+6. feed reads over HTTP and the same SQL in Postgres;
+7. the one-RQ-job-per-event baseline; peak RSS of every process measured.
 
 Every load loop is bounded in time; the whole run is meant to fit in 10 minutes
 (the first run, which builds the feed dataset, included).
@@ -50,6 +53,7 @@ from bench.load import run_load
 from bench.pipeline import measure_end_to_end, measure_lag
 from bench.profiling import Recording
 from bench.rqbaseline import measure_rq_baseline
+from bench.slow import SlowSizes, measure_slow_clients
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class Sizes:
     feed_seconds: float
     rq_jobs: int
     profile_seconds: float
+    slow_seconds: float
+    slow_rounds: int
 
 
 FULL = Sizes(
@@ -87,6 +93,8 @@ FULL = Sizes(
     feed_seconds=5,
     rq_jobs=3000,
     profile_seconds=8,
+    slow_seconds=6,
+    slow_rounds=2,
 )
 
 QUICK = Sizes(
@@ -105,10 +113,12 @@ QUICK = Sizes(
     feed_seconds=1,
     rq_jobs=50,
     profile_seconds=2,
+    slow_seconds=1,
+    slow_rounds=1,
 )
 
 
-PHASES = ("ingest", "fold", "pipeline", "feed", "rq", "imports")
+PHASES = ("ingest", "slow", "fold", "pipeline", "feed", "rq", "imports")
 
 
 @dataclass
@@ -209,7 +219,10 @@ def run_suite(options: Options) -> dict[str, Any]:
             write_url, _ = servers.create_database(write_db, fresh=True)
             run = RunEnv(servers, write_url, extra_env=options.env)
             redis = run.redis()
-            teams = {name: make_team(write_url, f"bench {name}") for name in ("ingest", "fold", "lag", "e2e")}
+            teams = {
+                name: make_team(write_url, f"bench {name}")
+                for name in ("ingest", "slow", "fold", "lag", "e2e", "e2e_batch")
+            }
         dataset = None
         if "feed" in options.only:
             with phase("feed dataset", timings):
@@ -226,16 +239,22 @@ def run_suite(options: Options) -> dict[str, Any]:
             sizes.ingest_seconds, sizes.ingest_concurrency, sizes.ingest_processes, rounds=sizes.ingest_rounds
         )
         web: Web | None = None
-        if "ingest" in options.only or "pipeline" in options.only:
+        if {"ingest", "pipeline", "slow"} & set(options.only):
             web = Web("web", run.process_env()).wait_ready("/readyz")
             processes.append(web)
         if "ingest" in options.only and web is not None:
             with phase("ingest: the app beside the bare WSGI ceiling", timings):
                 both = measure_ingest(run, teams["ingest"], shape, web)
                 details["ingest_bare"], details["ingest"] = both["bare"], both["app"]
+                details["ingest_bare_batch"], details["ingest_batch"] = both["bare_batch"], both["batch"]
                 if options.profile:
                     details["ingest"]["profile"] = profile_ingest(run, teams["ingest"], web, sizes)
                 discard_unfolded(write_url, redis, run.fold_queue, teams["ingest"].id)
+        if "slow" in options.only and web is not None:
+            with phase("slow clients: 200 trickling beside behaved ones", timings):
+                slow_sizes = SlowSizes(sizes.slow_seconds, sizes.slow_rounds)
+                details["slow_clients"] = measure_slow_clients(web, teams["slow"], run.run_id, slow_sizes)
+                discard_unfolded(write_url, redis, run.fold_queue, teams["slow"].id)
         if "fold" in options.only:
             with phase("fold", timings):
                 details["fold"] = measure_fold_phase(run, teams["fold"], sizes, options.profile)
@@ -244,11 +263,23 @@ def run_suite(options: Options) -> dict[str, Any]:
                 worker = FoldWorker("worker", run.process_env()).wait_ready(redis, run.fold_queue)
                 processes.append(worker)
                 details["lag"] = measure_lag(run, teams["lag"], web, sizes.lag_rate, sizes.lag_seconds, shape)
-                known = [details[k]["rate"] for k in ("ingest", "fold") if k in details]
-                start_rate = 0.9 * min(known) if known else 3000.0
-                details["end_to_end"] = measure_end_to_end(
-                    run, teams["e2e"], web, start_rate, sizes.e2e_seconds, sizes.e2e_probes, shape
-                )
+                for key, team_name, ingest_key, shape_name in (
+                    ("end_to_end", "e2e", "ingest", "single"),
+                    ("end_to_end_batch", "e2e_batch", "ingest_batch", "batch"),
+                ):
+                    known = [details[ingest_key]["events_rate"]] if ingest_key in details else []
+                    known += [details["fold"]["rate"]] if "fold" in details else []
+                    start_rate = 0.9 * min(known) if known else 3000.0
+                    details[key] = measure_end_to_end(
+                        run,
+                        teams[team_name],
+                        web,
+                        start_rate,
+                        sizes.e2e_seconds,
+                        sizes.e2e_probes,
+                        shape,
+                        shape_name,
+                    )
                 details["memory"] = {"worker_peak_rss_mib": round(worker.peak_rss() or 0, 1)}
         if web is not None:
             details.setdefault("memory", {})["web_peak_rss_mib"] = [round(x, 1) for x in web.peak_rss()]

@@ -18,16 +18,22 @@ from bench.__main__ import main
 pytestmark = pytest.mark.slow
 
 EXPECTED_FIGURES = [
-    "Ingest: single-event POSTs/s (durable)",
+    "Ingest: single-event POSTs/s, kept alive (durable)",
     "Ingest: web CPU per request",
     "Ingest latency at peak, p50 / p99",
     "Ingest latency at half peak",
+    "Ingest: /v1/batch x100, events/s (durable)",
+    "200 slow clients trickling 1 byte/s: others' p50 / p99",
     "Fold: events/s, one worker, stored backlog",
     "Lag 200 -> visible,",
-    "End to end: steady events/s (web + worker)",
+    "End to end: steady events/s, single-event POSTs (web + worker)",
+    "End to end: steady events/s, /v1/batch x100 (web + worker)",
     "Feed first page, p50 / p99 (HTTP)",
     "Feed page 1,000 deep, p50 / p99 (HTTP)",
     "Feed: HTTP floor, same GET to the bare WSGI app",
+    "Console customer page, server / HTTP p99 (p50)",
+    "Import: events/s stored (flask events import)",
+    "Import: fold of the imported backlog, one worker",
     "Peak RSS per web process",
     "Peak RSS of the worker process",
 ]
@@ -47,9 +53,16 @@ def test_quick_run_reports_every_figure_beside_its_ceiling(
         assert name.startswith(expected)
     details = results["details"]
     assert details["ingest"]["ok"] > 0 and details["ingest_bare"]["ok"] > 0
+    assert details["ingest_batch"]["ok"] > 0 and details["ingest_bare_batch"]["ok"] > 0
+    slow = details["slow_clients"]
+    assert slow["with"]["answered"] > 0 and slow["without"]["answered"] > 0
+    assert slow["slow_connections_opened"] >= 200
+    assert details["end_to_end_batch"]["probes"]
     assert details["fold"]["rate"] > 0 and details["fold"]["ceiling"]["rate"] > 0
     assert details["lag"]["seen"] == details["lag"]["events"] > 0
     assert details["end_to_end"]["probes"]
+    assert details["feed"]["console"]["server_p50_ms"] > 0
+    assert details["import"]["rate"] > 0 and details["import"]["ceiling"]["rate"] > 0
     for page in ("first_page", "deep_page"):
         assert details["feed"][page]["http"]["count"] > 0
         assert details["feed"][page]["sql"]["count"] > 0

@@ -1,0 +1,317 @@
+"""The front door: gunicorn's gevent worker, with read deadlines and JSON for its own answers.
+
+Why gevent (docs/serving.md has the measurements): a connection is a greenlet, not a
+process or a thread, so 200 clients trickling a request at one byte a second hold 200
+cheap greenlets and nobody else waits. psycopg 3 sees the monkey-patching and waits on
+the patched `select.poll`; redis-py uses the patched socket; the app's threads (group
+commit, waker, key-use flusher) are plain `threading` objects and become greenlets.
+
+What this module adds to `gunicorn.workers.ggevent.GeventWorker`:
+
+- Three read deadlines on every connection, enforced on each `recv` (so a client that
+  sends one byte a second cannot stretch them):
+  - idle: a kept-alive connection with no request started is closed after gunicorn's
+    `keepalive` seconds (quietly: nothing was asked, so nothing is answered);
+  - head: a request line and headers must be complete `REQUEST_HEAD_SECONDS` after their
+    first byte, else JSON 408 and close;
+  - body: the app's reads of the body must finish `REQUEST_BODY_SECONDS` after the head,
+    else JSON 408 (raised as an `ApiError`, so the app's own error handler renders it)
+    and close.
+- A body that gunicorn cannot parse while the app reads it (a malformed chunk) is an
+  `ApiError` 400 too, instead of an unexpected exception (a 500) in the app.
+- `handle_error`: gunicorn's own answers (request line too long, headers too large,
+  malformed requests, the head deadline) in the one envelope `{"message", "code",
+  "errors"}` instead of HTML. The log line names the error's kind and the peer, never a
+  header line (an Authorization value could be in it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from gevent import GreenletExit
+from gunicorn import util
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.ggevent import GeventWorker
+
+from app.errors import ApiError
+
+# A request's head (request line + headers) must arrive within this many seconds of its
+# first byte; a body within this many seconds of the end of its head (500 KiB, the
+# largest body ingest takes, needs ~17 KiB/s). Environment overrides are for tests.
+REQUEST_HEAD_SECONDS = float(os.environ.get("REQUEST_HEAD_SECONDS", "10"))
+REQUEST_BODY_SECONDS = float(os.environ.get("REQUEST_BODY_SECONDS", "30"))
+# A response that the client does not read: give up on the connection after this long.
+RESPONSE_SEND_SECONDS = 30.0
+
+
+class HeadTimeout(Exception):
+    """The request line and headers did not arrive within REQUEST_HEAD_SECONDS."""
+
+
+class BodyTimeout(ApiError):
+    """The body did not arrive within REQUEST_BODY_SECONDS: the app renders it as a JSON 408."""
+
+    def __init__(self) -> None:
+        message = (
+            f"The request body did not arrive within {REQUEST_BODY_SECONDS:g} seconds of its headers; "
+            "send it whole and promptly."
+        )
+        super().__init__(408, "request_timeout", message, {"body": [message]})
+
+
+class _IDLE:
+    """Phase marker: between requests."""
+
+
+class _HEAD:
+    """Phase marker: a request's head is arriving."""
+
+
+class _BODY:
+    """Phase marker: the app is reading a request's body."""
+
+
+class DeadlineSocket:
+    """A client socket whose every `recv` is bounded by the deadline of the current phase.
+
+    gunicorn's parser and its body readers call `recv` in a loop; a per-call timeout
+    alone would let a client that sends a byte a second keep a request open for ever,
+    so each call gets only what is left of the phase's deadline.
+    """
+
+    __slots__ = ("sock", "phase", "deadline", "keepalive", "request")
+
+    def __init__(self, sock: socket.socket, keepalive: float):
+        self.sock = sock
+        self.keepalive = keepalive
+        self.request: Any = None
+        self.phase: type = _IDLE
+        self.deadline = time.monotonic() + keepalive
+
+    def begin_idle(self) -> None:
+        self.phase, self.deadline, self.request = _IDLE, time.monotonic() + self.keepalive, None
+
+    def begin_body(self, request: Any) -> None:
+        self.phase, self.deadline, self.request = _BODY, time.monotonic() + REQUEST_BODY_SECONDS, request
+
+    @property
+    def head_started(self) -> bool:
+        return self.phase is _HEAD
+
+    def recv(self, size: int) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(size)
+        except TimeoutError:
+            return self._expired()
+        if data and self.phase is _IDLE:  # the first byte of a request: its head's clock starts
+            self.phase, self.deadline = _HEAD, time.monotonic() + REQUEST_HEAD_SECONDS
+        return data
+
+    def _expired(self) -> bytes:
+        if self.phase is _IDLE:
+            return b""  # nothing asked: close as if the peer had, nothing to answer
+        if self.phase is _HEAD:
+            raise HeadTimeout()
+        if self.request is not None:
+            self.request.must_close = True  # the rest of the body is not coming: close after the 408
+        raise BodyTimeout()
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.settimeout(RESPONSE_SEND_SECONDS)
+        self.sock.sendall(data)
+
+    def send(self, data: bytes) -> int:
+        self.sock.settimeout(RESPONSE_SEND_SECONDS)
+        return self.sock.send(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def _client_error(exc: BaseException, cfg: Any) -> tuple[int, str, str, str, str] | None:
+    """(status, reason, code, message, the part of the request at fault); None: not the client's."""
+    e = http_errors
+    if isinstance(exc, (GreenletExit, SystemExit)):  # the worker stops while a request is read
+        return 503, "Service Unavailable", "restarting", "The server is restarting: send it again.", "request"
+    if isinstance(exc, BodyTimeout):  # raised in an app that does not render ApiError itself
+        return 408, "Request Timeout", exc.code, exc.message, "body"
+    if isinstance(exc, HeadTimeout):
+        return (
+            408,
+            "Request Timeout",
+            "request_timeout",
+            f"The request line and headers did not arrive within {REQUEST_HEAD_SECONDS:g} seconds; "
+            "send them whole and promptly.",
+            "headers",
+        )
+    if isinstance(exc, e.LimitRequestLine):
+        line = f"Send a shorter request line: at most {cfg.limit_request_line} bytes (method, path, version)."
+        return 414, "URI Too Long", "request_line_too_long", line, "request_line"
+    if isinstance(exc, e.LimitRequestHeaders):
+        return (
+            431,
+            "Request Header Fields Too Large",
+            "request_headers_too_large",
+            f"The request's headers are too large: send at most {cfg.limit_request_fields} header fields "
+            f"of at most {cfg.limit_request_field_size} bytes each.",
+            "headers",
+        )
+    if isinstance(exc, e.UnsupportedTransferCoding):
+        return (
+            501,
+            "Not Implemented",
+            "unsupported_transfer_coding",
+            "Unsupported Transfer-Encoding: send the body with Content-Length or Transfer-Encoding: chunked.",
+            "headers",
+        )
+    if isinstance(exc, e.ExpectationFailed):
+        return (
+            417,
+            "Expectation Failed",
+            "expectation_failed",
+            "Only 'Expect: 100-continue' works.",
+            "headers",
+        )
+    if isinstance(exc, e.ForbiddenProxyRequest):
+        refused = "PROXY protocol lines are not accepted from this address."
+        return 403, "Forbidden", "forbidden", refused, "request_line"
+    chunk = "A chunk of the chunked body is malformed: send a valid chunked body."
+    malformed: dict[type[Exception], tuple[str, str]] = {
+        e.InvalidRequestLine: (
+            "The request line is malformed: send 'METHOD /path HTTP/1.1'.",
+            "request_line",
+        ),
+        e.InvalidRequestMethod: (
+            "The method is not valid: use GET, POST, PUT, PATCH or DELETE.",
+            "request_line",
+        ),
+        e.InvalidHTTPVersion: (
+            "The HTTP version is not supported: send HTTP/1.0 or HTTP/1.1.",
+            "request_line",
+        ),
+        e.InvalidHeaderName: ("A header name is malformed: use letters, digits and '-' only.", "headers"),
+        e.ObsoleteFolding: ("A header is folded over several lines: send each on one line.", "headers"),
+        e.InvalidHeader: (
+            "A header is malformed or repeated where it must not be: send each once.",
+            "headers",
+        ),
+        e.InvalidSchemeHeaders: ("The forwarded-scheme headers contradict each other: send one.", "headers"),
+        e.InvalidProxyLine: ("The PROXY protocol line is malformed.", "request_line"),
+        e.InvalidChunkSize: (chunk, "body"),
+        e.ChunkMissingTerminator: (chunk, "body"),
+        e.InvalidChunkExtension: (chunk, "body"),
+        e.InvalidH2CPreface: ("The HTTP/2 preface is malformed.", "request_line"),
+    }
+    if isinstance(exc, (e.InvalidResponseHeader, e.InvalidResponseHeaderName)):
+        return None  # the app's fault, not the client's
+    for kind, (message, part) in malformed.items():
+        if isinstance(exc, kind):
+            return 400, "Bad Request", "malformed_request", message, part
+    return None
+
+
+def json_error(status: int, reason: str, code: str, message: str, part: str) -> bytes:
+    """A whole HTTP/1.1 response carrying the error envelope; the connection closes after it."""
+    envelope = {"message": message, "code": code, "errors": {part: [message]}}
+    body = json.dumps(envelope, separators=(",", ":")).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
+    return head + body
+
+
+class CheckedBody:
+    """`wsgi.input` whose parse errors (a malformed chunked body) reach the app as a JSON 400."""
+
+    __slots__ = ("body", "cfg")
+
+    def __init__(self, body: Any, cfg: Any):
+        self.body = body
+        self.cfg = cfg
+
+    def _checked(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self.body, method)(*args)
+        except http_errors.ParseException as error:
+            found = _client_error(error, self.cfg)
+            message = found[3] if found else "The request body is malformed."
+            raise ApiError(400, "malformed_request", message, {"body": [message]}) from None
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._checked("read", size)  # type: ignore[no-any-return]
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._checked("readline", size)  # type: ignore[no-any-return]
+
+    def readlines(self, size: int | None = None) -> list[bytes]:
+        return self._checked("readlines", size)  # type: ignore[no-any-return]
+
+    def __iter__(self) -> CheckedBody:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.body, name)
+
+
+class FrontDoorWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no types
+    """gunicorn's gevent worker with per-phase read deadlines and JSON error answers."""
+
+    def timeout_ctx(self) -> AbstractContextManager[None]:
+        return nullcontext()  # the deadlines live in DeadlineSocket, per phase
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        client.setblocking(1)
+        super().handle(listener, DeadlineSocket(client, float(self.cfg.keepalive or 0)), addr)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
+        if isinstance(sock, DeadlineSocket):
+            sock.begin_body(req)
+        if req.body is not None:
+            req.body = CheckedBody(req.body, self.cfg)
+        try:
+            return bool(super().handle_request(listener_name, req, sock, addr))
+        finally:
+            if isinstance(sock, DeadlineSocket):
+                sock.begin_idle()
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        peer = addr[0] if isinstance(addr, tuple) and addr else "unix"
+        stopping = isinstance(exc, (GreenletExit, SystemExit))
+        if stopping and isinstance(client, DeadlineSocket) and client.phase is _IDLE:
+            return  # a stopping worker, between requests: nothing was asked, close quietly
+        found = _client_error(exc, self.cfg)
+        if found is None:
+            # The frames only: an exception's text could quote the request (a key in a header).
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            self.log.error("Error handling request (%s):\n%s", type(exc).__name__, frames)
+            found = (
+                500,
+                "Internal Server Error",
+                "internal_error",
+                "Internal error; it has been logged.",
+                "request",
+            )
+        else:
+            self.log.warning("Invalid request from ip=%s: %s (%d)", peer, type(exc).__name__, found[0])
+        try:
+            util.write_nonblock(client, json_error(*found))
+        except Exception:
+            self.log.debug("Failed to send error message.")
