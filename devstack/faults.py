@@ -57,12 +57,16 @@ from workers.fold import FOLD_LOCK_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
 RECOVERY_BOUND_SECONDS = 10.0  # docs/operations.md
+OUTAGE_SECONDS = 2.0  # how long a stopped or frozen server stays down (--short: 1 s)
 FOLD_QUEUE = "fold"
 PREFIX = "tl:"
 
 
+STARTED = time.monotonic()
+
+
 def say(message: str) -> None:
-    print(f"bin/faults: {message}", file=sys.stderr, flush=True)
+    print(f"bin/faults [{time.monotonic() - STARTED:5.1f}s]: {message}", file=sys.stderr, flush=True)
 
 
 # --- the servers ------------------------------------------------------------------------
@@ -125,7 +129,9 @@ class Postgres:
 class Stack:
     """gunicorn and two fold workers, started as the Procfile starts them."""
 
-    def __init__(self, folder: Path, database_url: str, redis_url: str, prefix: str, queue: str):
+    def __init__(
+        self, folder: Path, database_url: str, redis_url: str, prefix: str, queue: str, web_workers: int
+    ):
         self.folder = folder
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -136,7 +142,7 @@ class Stack:
             "REDIS_PREFIX": prefix,
             "FOLD_QUEUE": queue,
             "PORT": str(self.port),
-            "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
+            "WEB_CONCURRENCY": str(web_workers),
             "PYTHONUNBUFFERED": "1",
         }
         self.web = self._start(
@@ -421,14 +427,14 @@ def redis_stopped(run: Run, team_id: int) -> None:
     assert run.redis is not None and run.redis.process is not None
     run.redis.process.terminate()
     run.redis.process.wait(5)
-    time.sleep(2)
+    time.sleep(OUTAGE_SECONDS)
     run.redis.start()
 
 
 def redis_frozen(run: Run, team_id: int) -> None:
     assert run.redis is not None and run.redis.process is not None
     run.redis.process.send_signal(signal.SIGSTOP)
-    time.sleep(2)
+    time.sleep(OUTAGE_SECONDS)
     run.redis.process.send_signal(signal.SIGCONT)
 
 
@@ -444,7 +450,7 @@ def kill_gunicorn_worker(run: Run, team_id: int) -> None:
 def postgres_stopped(mode: str) -> Fault:
     def fault(run: Run, team_id: int) -> None:
         run.postgres.stop(mode)
-        time.sleep(2)
+        time.sleep(OUTAGE_SECONDS)
         run.postgres.start()
 
     return fault
@@ -462,21 +468,19 @@ class Case:
 CASES = [
     Case("worker SIGKILL mid-batch", kill_worker_mid_batch),
     Case("worker SIGKILL after taking a job", kill_worker_after_taking_a_job, rate=4.0),
-    Case("redis stopped 2s", redis_stopped, needs="redis"),
-    Case("redis frozen 2s", redis_frozen, needs="redis"),
+    Case("redis stopped", redis_stopped, needs="redis"),
+    Case("redis frozen", redis_frozen, needs="redis"),
     Case("redis flushed", redis_flushed, needs="redis"),
     Case("gunicorn worker SIGKILL", kill_gunicorn_worker),
-    Case("postgres stopped (fast) 2s", postgres_stopped("fast"), needs="postgres", expects_503=True),
-    Case(
-        "postgres stopped (immediate) 2s", postgres_stopped("immediate"), needs="postgres", expects_503=True
-    ),
+    Case("postgres stopped (fast)", postgres_stopped("fast"), needs="postgres", expects_503=True),
+    Case("postgres stopped (immediate)", postgres_stopped("immediate"), needs="postgres", expects_503=True),
 ]
 SHORT = [
     "worker SIGKILL mid-batch",
     "worker SIGKILL after taking a job",
     "redis flushed",
     "gunicorn worker SIGKILL",
-    "postgres stopped (immediate) 2s",
+    "postgres stopped (immediate)",
 ]
 
 
@@ -593,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         cases = [c for c in cases if any(part in c.name for part in args.only)]
     warmup, tail = (0.8, 0.5) if args.short else (2.0, 1.0)
+    global OUTAGE_SECONDS
+    OUTAGE_SECONDS = 1.0 if args.short else 2.0
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # stop the stack and the servers on the way out
@@ -608,10 +614,12 @@ def main(argv: list[str] | None = None) -> int:
         redis_url = redis.url
     session = f"{os.getpid()}"
     prefix, queue = (PREFIX, FOLD_QUEUE) if redis else (f"faults-{session}:", f"faults-{session}")
+    say("servers up; migrating")
     upgrade(postgres.url)
+    say("starting the stack")
     settings = Settings.from_env({"DATABASE_URL": postgres.url, "REDIS_URL": redis_url})
     engine = make_engine(settings, pool_size=2)
-    stack = Stack(folder, postgres.url, redis_url, prefix, queue)
+    stack = Stack(folder, postgres.url, redis_url, prefix, queue, web_workers=1 if args.short else 2)
     rows: list[Row] = []
     try:
         stack.wait_ready()
@@ -625,16 +633,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{rows[-1].recovery if rows[-1].recovery is None else round(rows[-1].recovery, 1)}s"
             )
     finally:
+        say("stopping the stack")
         stack.stop()
         engine.dispose()
-        try:
-            postgres.drop()
-        except Exception as error:
-            say(f"could not drop the database: {type(error).__name__}")
+        say("stopping the servers")
         if redis is not None:
             redis.stop()
-        if postgres.server is not None:
-            postgres.server.cleanup()
+        try:
+            if postgres.ours:
+                postgres.stop("immediate")  # its data folder goes with the run's folder
+            else:
+                postgres.drop()
+        except Exception as error:
+            say(f"could not stop Postgres or drop the database: {type(error).__name__}")
+    say("done")
     print(table(rows), flush=True)
     print(
         f"\nbound: every stored event folded within {RECOVERY_BOUND_SECONDS:.0f}s after the fault ends",
