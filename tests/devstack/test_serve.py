@@ -92,7 +92,7 @@ def test_a_dead_worker_is_reported_and_started_again(
     assert process.poll() is None
 
     # The restarted worker folds: an event posted now reaches its customer.
-    event = {"type": "identify", "userId": "serve-user", "messageId": f"serve-{time.time()}"}
+    event: dict[str, object] = {"type": "identify", "userId": "serve-user", "messageId": f"s-{time.time()}"}
     status, _ = call(f"{base}/v1/identify", demo["key"], event)
     assert status == 200
     deadline = time.monotonic() + 30
