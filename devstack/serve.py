@@ -1,8 +1,16 @@
-"""The README's run command: services, migrations, a demo key, web + worker, a curl.
+"""The README's run command: services, migrations, demo keys, supervised web + worker.
 
 With DATABASE_URL / REDIS_URL set, those servers are used; unset, embedded ones start
-under .local/. A team named "demo" and an ingest key for it are made on the first run
-and kept in .local/demo.json, so the printed curl works on every run.
+under .local/ (or `LOCAL_DIR`). A team named "demo", its ingest+read key and its admin key
+are made on the first run and kept in .local/demo.json (mode 0600), so the printed curl
+works on every run and a newcomer can try the keys API; the admin key is printed when it
+is made.
+
+Supervision (docs/operations.md): bin/serve watches gunicorn, the fold worker and the
+embedded Redis. A child that dies is reported with its exit status and started again,
+after a pause that grows with each death (0.5 s, 1 s, 2 s ... 8 s). A child that dies
+`GIVE_UP_AFTER` times within `GIVE_UP_WINDOW_SECONDS` is a crash loop: bin/serve stops
+everything and exits with status 1, naming it. Ctrl-C / SIGTERM stop everything, exit 0.
 """
 
 from __future__ import annotations
@@ -10,17 +18,22 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from devstack.embedded import EmbeddedRedis, start_postgres
+from schemas.keys import SCOPES
 from store.apikeys import create_key, create_team, key_digest
 from store.engine import make_engine
 from store.migrate import upgrade
@@ -28,100 +41,205 @@ from store.models import ApiKey
 from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL = ROOT / ".local"
+GIVE_UP_AFTER = 5
+GIVE_UP_WINDOW_SECONDS = 60.0
+MAX_RESTART_PAUSE_SECONDS = 8.0
 
 
-def ensure_services(env: dict[str, str]) -> list[EmbeddedRedis]:
-    keep: list[EmbeddedRedis] = []
+def say(message: str) -> None:
+    print(f"bin/serve: {message}", file=sys.stderr, flush=True)
+
+
+def local_dir(env: dict[str, str]) -> Path:
+    return Path(env.get("LOCAL_DIR") or ROOT / ".local")
+
+
+def exit_status(code: int) -> str:
+    """A child's exit status in words: 'exit status 3' or 'killed by SIGKILL'."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def ensure_services(env: dict[str, str], local: Path) -> EmbeddedRedis | None:
     if not env.get("DATABASE_URL"):
-        print("DATABASE_URL unset: starting embedded Postgres in .local/postgres", file=sys.stderr)
-        env["DATABASE_URL"] = start_postgres(LOCAL / "postgres")
+        say(f"DATABASE_URL unset: starting embedded Postgres in {local / 'postgres'}")
+        env["DATABASE_URL"] = start_postgres(local / "postgres")
+    redis = None
     if not env.get("REDIS_URL"):
-        print("REDIS_URL unset: starting embedded Redis", file=sys.stderr)
-        redis = EmbeddedRedis(LOCAL / "redis").start()
-        keep.append(redis)
+        say("REDIS_URL unset: starting embedded Redis")
+        redis = EmbeddedRedis(local / "redis").start()
         env["REDIS_URL"] = redis.url
-    return keep
+    return redis
 
 
-def demo_key(settings: Settings) -> str:
-    """The demo team's ingest+read key, made once and kept in .local/demo.json."""
-    stored = LOCAL / "demo.json"
+@dataclass
+class DemoKeys:
+    team_id: int
+    key: str  # ingest + read
+    admin_key: str
+    made_now: list[str] = field(default_factory=list)  # which of them this run made
+
+
+def _usable(engine: Engine, secret: str | None) -> bool:
+    if not secret:
+        return False
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(ApiKey.id).where(
+                ApiKey.digest == key_digest(secret), ApiKey.revoked_at.is_(None), ApiKey.expires_at.is_(None)
+            )
+        ).first()
+    return row is not None
+
+
+def demo_keys(settings: Settings, local: Path) -> DemoKeys:
+    """The demo team's ingest+read and admin keys, made once and kept in demo.json."""
+    stored = local / "demo.json"
     engine = make_engine(settings, pool_size=1)
     try:
-        if stored.exists():
-            secret = json.loads(stored.read_text())["key"]
-            with engine.connect() as connection:
-                row = connection.execute(
-                    select(ApiKey.id).where(
-                        ApiKey.digest == key_digest(secret),
-                        ApiKey.revoked_at.is_(None),
-                        ApiKey.expires_at.is_(None),
-                    )
-                ).first()
-            if row is not None:
-                return str(secret)
+        kept = json.loads(stored.read_text()) if stored.exists() else {}
         now = datetime.now(UTC)
-        with engine.begin() as connection:
-            team, _admin = create_team(connection, "demo", now)
-            new = create_key(connection, team.id, "demo ingest", ("ingest", "read"), now)
-        LOCAL.mkdir(exist_ok=True)
-        stored.write_text(json.dumps({"team_id": team.id, "key": new.secret}))
-        stored.chmod(0o600)
-        return new.secret
+        if _usable(engine, kept.get("key")):
+            demo = DemoKeys(int(kept["team_id"]), kept["key"], kept.get("admin_key", ""))
+        else:
+            with engine.begin() as connection:
+                team, admin = create_team(connection, "demo", now)
+                new = create_key(connection, team.id, "demo ingest", ("ingest", "read"), now)
+            demo = DemoKeys(team.id, new.secret, admin.secret, ["ingest", "admin"])
+        if not _usable(engine, demo.admin_key):  # kept from before admin keys were kept
+            with engine.begin() as connection:
+                admin = create_key(connection, demo.team_id, "demo admin", SCOPES, now)
+            demo.admin_key = admin.secret
+            demo.made_now.append("admin")
+        if demo.made_now:
+            local.mkdir(parents=True, exist_ok=True)
+            kept = {"team_id": demo.team_id, "key": demo.key, "admin_key": demo.admin_key}
+            stored.write_text(json.dumps(kept))
+            stored.chmod(0o600)
+        return demo
     finally:
         engine.dispose()
 
 
-def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], seconds: float = 30) -> None:
+class Child:
+    """One supervised process: how to start it, and its deaths so far."""
+
+    def __init__(
+        self,
+        name: str,
+        start: Callable[[], subprocess.Popen[bytes]],
+        running: subprocess.Popen[bytes] | None = None,
+    ):
+        self.name = name
+        self._start = start
+        self.process = running or start()
+        self.deaths: list[float] = []
+        self.restart_at: float | None = None
+
+    def dead(self) -> int | None:
+        return self.process.poll() if self.restart_at is None else None
+
+    def restart(self) -> None:
+        self.process = self._start()
+        self.restart_at = None
+        say(f"{self.name} started again (pid {self.process.pid})")
+
+
+def start_children(env: dict[str, str], redis: EmbeddedRedis | None) -> list[Child]:
+    bin_dir = Path(sys.executable).parent
+    children = [
+        Child(
+            "web (gunicorn)",
+            lambda: subprocess.Popen(
+                [str(bin_dir / "gunicorn"), "-c", "python:app.gunicorn_config", "app:create_app()"],
+                cwd=ROOT,
+                env=env,
+            ),
+        ),
+        Child("fold worker", lambda: subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env)),
+    ]
+    if redis is not None and redis.process is not None:
+
+        def start_redis() -> subprocess.Popen[bytes]:
+            redis.start()
+            assert redis.process is not None
+            return redis.process
+
+        children.append(Child("embedded redis", start_redis, redis.process))
+    for child in children:
+        say(f"{child.name} started (pid {child.process.pid})")
+    return children
+
+
+def stop_children(children: list[Child]) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            child.process.terminate()
+    for child in children:
+        try:
+            child.process.wait(10)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait(5)
+
+
+def supervise(children: list[Child], stopping: Callable[[], bool], first_pause: float = 0.5) -> int:
+    """Restart children that die until asked to stop (0) or one loops on dying (1)."""
+    while not stopping():
+        now = time.monotonic()
+        for child in children:
+            if child.restart_at is not None and now >= child.restart_at:
+                try:
+                    child.restart()
+                except Exception as error:  # e.g. the port is still taken: count it as a death
+                    say(f"{child.name} could not start again: {error}")
+                    child.restart_at = now + MAX_RESTART_PAUSE_SECONDS
+                continue
+            code = child.dead()
+            if code is None:
+                continue
+            if stopping():  # Ctrl-C reaches the children too: they stop on their own
+                break
+            child.deaths = [t for t in child.deaths if now - t < GIVE_UP_WINDOW_SECONDS] + [now]
+            if len(child.deaths) >= GIVE_UP_AFTER:
+                say(
+                    f"{child.name} (pid {child.process.pid}) exited with {exit_status(code)}: "
+                    f"{len(child.deaths)} deaths in {GIVE_UP_WINDOW_SECONDS:.0f}s, giving up; "
+                    "stopping everything"
+                )
+                return 1
+            pause = min(first_pause * 2 ** (len(child.deaths) - 1), MAX_RESTART_PAUSE_SECONDS)
+            say(
+                f"{child.name} (pid {child.process.pid}) exited with {exit_status(code)}; "
+                f"restarting in {pause:g}s"
+            )
+            child.restart_at = now + pause
+        time.sleep(min(0.2, first_pause))
+    return 0
+
+
+def wait_ready(url: str, children: list[Child], seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in processes):
-            raise SystemExit("a process exited during start-up; see the log above")
+        for child in children:
+            code = child.process.poll()
+            if code is not None:
+                raise SystemExit(f"bin/serve: {child.name} exited during start-up with {exit_status(code)}")
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
                 if response.status == 200:
                     return
         except Exception:
             time.sleep(0.2)
-    raise SystemExit(f"{url}/readyz did not answer 200 within {seconds:.0f}s")
+    raise SystemExit(f"bin/serve: {url}/readyz did not answer 200 within {seconds:.0f}s")
 
 
-def main() -> None:
-    env = dict(os.environ)
-    keep = ensure_services(env)
-    os.environ.update(env)
-    settings = Settings.from_env(env)
-    upgrade(env["DATABASE_URL"])
-    secret = demo_key(settings)
-    port = env.setdefault("PORT", "8000")
-    bin_dir = Path(sys.executable).parent
-    web = subprocess.Popen(
-        [str(bin_dir / "gunicorn"), "-c", "python:app.gunicorn_config", "app:create_app()"],
-        cwd=ROOT,
-        env=env,
-    )
-    worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env)
-    processes = [web, worker]
-
-    def stop(*_: object) -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for redis in keep:
-            redis.stop()
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    base = f"http://127.0.0.1:{port}"
-    wait_ready(base, processes)
-    basic = base64.b64encode(f"{secret}:".encode()).decode()
+def banner(base: str, env: dict[str, str], demo: DemoKeys, local: Path) -> str:
+    basic = base64.b64encode(f"{demo.key}:".encode()).decode()
     event = json.dumps(
         {
             "type": "track",
@@ -131,9 +249,26 @@ def main() -> None:
             "messageId": f"readme-{int(time.time())}",
         }
     )
-    print(
-        f"""
-Ready: web on {base}, fold worker running. Ctrl-C stops both.
+    flask = (
+        f"DATABASE_URL={shlex.quote(env['DATABASE_URL'])} REDIS_URL={shlex.quote(env['REDIS_URL'])} "
+        f"{shlex.quote(str(Path(sys.executable).parent / 'flask'))} --app app"
+    )
+    kept = local / "demo.json"
+    if "admin" in demo.made_now:
+        admin = f"The demo team's admin key (shown this once; kept in {kept}):\n\n  {demo.admin_key}"
+        bearer = demo.admin_key
+    else:
+        admin = f'The demo team\'s admin key is in {kept} ("admin_key"); list its keys:'
+        bearer = "ADMIN_KEY"
+    return f"""
+Ready: web on {base}, fold worker running, supervised. Ctrl-C stops everything.
+
+  Postgres  {env['DATABASE_URL']}
+  Redis     {env['REDIS_URL']}
+
+Run flask commands against this stack (e.g. `teams create NAME`, `keys list --team ID`):
+
+  {flask} teams create my-team
 
 Post an event (the demo team's key, sent the way Segment sends it):
 
@@ -143,13 +278,42 @@ Post an event (the demo team's key, sent the way Segment sends it):
 
 Then read the customer it made:
 
-  curl -sS '{base}/api/v1/customers/lookup?user_id=user-1' -H 'Authorization: Bearer {secret}'
-""",
-        flush=True,
-    )
-    while all(p.poll() is None for p in processes):
-        time.sleep(0.5)
-    stop()
+  curl -sS '{base}/api/v1/customers/lookup?user_id=user-1' -H 'Authorization: Bearer {demo.key}'
+
+{admin}
+
+  curl -sS {base}/api/v1/keys -H 'Authorization: Bearer {bearer}'
+"""
+
+
+def main() -> None:
+    env = dict(os.environ)
+    local = local_dir(env)
+    redis = ensure_services(env, local)
+    os.environ.update(env)
+    settings = Settings.from_env(env)
+    upgrade(env["DATABASE_URL"])
+    demo = demo_keys(settings, local)
+    port = env.setdefault("PORT", "8000")
+    stop_asked: list[int] = []
+
+    def ask_stop(signum: int, frame: FrameType | None) -> None:
+        stop_asked.append(signum)
+
+    signal.signal(signal.SIGTERM, ask_stop)
+    signal.signal(signal.SIGINT, ask_stop)
+    children = start_children(env, redis)
+    status = 0
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, children)
+        print(banner(base, env, demo, local), flush=True)
+        status = supervise(children, lambda: bool(stop_asked))
+    finally:
+        stop_children(children)
+    if status:
+        raise SystemExit(status)
+    say("stopped")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,13 @@
 """Structured logs for every process (web and worker): one JSON object per line.
 
+The web (gunicorn's `logconfig_dict`, app/gunicorn_config.py) and the fold worker
+(`python -m workers`) both use `logging_config()`, so every line has the same fields:
+`time`, `level`, `logger`, `process`, `message`, plus whatever a call passes as `extra`
+(e.g. `team_id`). Library loggers (gunicorn's, RQ's) go through the same handler: RQ adds
+its own plain-text handler only when none is configured, and its colour codes are
+stripped here. Filters on the handler are listed in `FILTERS`: add one there to apply
+it to every line of every process.
+
 Nothing logs a request body or a key: handlers log ids, counts and error class names.
 And whatever a client sends, the one handler masks keys in every record that reaches
 it (store/redaction.py), gunicorn's own lines included.
@@ -7,10 +15,32 @@ it (store/redaction.py), gunicorn's own lines included.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from typing import Any
 
 FIELDS = ["asctime", "levelname", "name", "process", "message"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class PlainText(logging.Filter):
+    """Removes terminal colour codes (RQ colours queue names and job ids on a tty)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b[" in message:
+            record.msg, record.args = _ANSI.sub("", message), None
+        return True
+
+
+# name -> dictConfig filter entry; applied to every line, in this order.
+FILTERS: dict[str, dict[str, Any]] = {
+    "plain_text": {"()": "store.logs.PlainText"},
+    # Last, so it sees the final text: no key reaches a line, whatever a client sends.
+    "redact_secrets": {"()": "store.redaction.RedactSecrets"},
+}
 
 
 def logging_config(level: str | None = None) -> dict[str, Any]:
@@ -20,12 +50,12 @@ def logging_config(level: str | None = None) -> dict[str, Any]:
         "class": "logging.StreamHandler",
         "formatter": "json",
         "stream": "ext://sys.stderr",
-        "filters": ["redact_secrets"],
+        "filters": list(FILTERS),
     }
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact_secrets": {"()": "store.redaction.RedactSecrets"}},
+        "filters": dict(FILTERS),
         "formatters": {
             "json": {
                 "()": "pythonjsonlogger.json.JsonFormatter",
@@ -43,7 +73,7 @@ def logging_config(level: str | None = None) -> dict[str, Any]:
 
 
 def configure_logging(level: str | None = None) -> None:
-    import logging
+    """Apply `logging_config()` to this process (the worker; gunicorn applies it itself)."""
     import logging.config
 
     logging.config.dictConfig(logging_config(level))

@@ -2,8 +2,16 @@
 
 SimpleWorker runs each job in this process (no fork per job), so the engine and its
 connections live as long as the process. A thread runs the sweep every few seconds.
-When Redis goes away the worker waits and starts again; nothing is lost meanwhile,
-because the events wait in Postgres.
+When Redis goes away RQ retries the connection (at most `FoldWorker.max_connection_wait_time`
+apart), and if RQ's loop gives up the worker starts it again; nothing is lost meanwhile,
+because the events wait in Postgres. Logs are JSON lines (store/logs.py), RQ's included.
+
+RQ's own recovery, tuned for a fold job that is short and idempotent (docs/operations.md):
+maintenance every `MAINTENANCE_INTERVAL_SECONDS` fails jobs a dead worker left in the
+intermediate list or the started registry, and an idle worker heartbeats every
+`WORKER_TTL_SECONDS - 15` seconds. The fold itself does not wait for either: a flag whose
+job left the queue holds no wake-up back (store/fold_queue.py), so the next sweep queues
+a new job.
 """
 
 from __future__ import annotations
@@ -11,46 +19,81 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from types import FrameType
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
 
 from store.engine import make_engine, make_redis
+from store.logs import configure_logging
 from store.settings import Settings
 from workers import runtime
-from workers.sweep import sweep
+from workers.sweep import sweep_round
 
 log = logging.getLogger("workers")
 
+WORKER_TTL_SECONDS = 30
+MAINTENANCE_INTERVAL_SECONDS = 30
+
+
+class FoldWorker(SimpleWorker):
+    """RQ's SimpleWorker, reconnecting to Redis within 2 s once it is back (RQ's default
+    backoff doubles up to 60 s, which would hold the fold long after an outage)."""
+
+    max_connection_wait_time = 2.0
+    stop_asked = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_asked = True  # RQ marks only a busy worker as stopping
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
 
 def run_sweeps(rt: runtime.Runtime, stop: threading.Event) -> None:
+    failing = False
     while not stop.is_set():
         try:
-            sweep(rt.engine, rt.redis, rt.settings)
+            sweep_round(rt.engine, rt.redis, rt.settings)
+            if failing:
+                log.info("sweep works again")
+            failing = False
         except Exception as error:  # keep sweeping whatever one round hit
-            log.warning("sweep failed: %s", type(error).__name__)
+            if not failing:
+                log.warning("sweep failed (%s); trying again every round", type(error).__name__)
+            failing = True
         stop.wait(rt.settings.sweep_interval_seconds)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     settings = Settings.from_env()
     rt = runtime.Runtime(settings, make_engine(settings, pool_size=2), make_redis(settings))
     runtime.configure(rt)
     stop = threading.Event()
     threading.Thread(target=run_sweeps, args=(rt, stop), daemon=True, name="sweep").start()
-    # RQ blocks on BLPOP for longer than our short client timeouts: its own connection.
+    # RQ blocks on BLMOVE for longer than our short client timeouts: its own connection.
     rq_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=15)
+    log.info("fold worker started on queue %s", settings.fold_queue)
     try:
         while True:
             try:
-                worker = SimpleWorker([Queue(settings.fold_queue, connection=rq_redis)], connection=rq_redis)
+                worker = FoldWorker(
+                    [Queue(settings.fold_queue, connection=rq_redis)],
+                    connection=rq_redis,
+                    worker_ttl=WORKER_TTL_SECONDS,
+                    maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
+                )
                 worker.work(logging_level="WARNING")
-                return
+                if worker.stop_asked:
+                    log.info("fold worker stopped on request")
+                    return
+                log.warning("rq's work loop quit; starting it again in 1s")
             except RedisError as error:
                 log.warning("redis unavailable (%s); retrying in 1s", type(error).__name__)
-                time.sleep(1)
+            time.sleep(1)
+    except StopRequested:  # a signal between two runs of RQ's loop
+        log.info("fold worker stopped on request")
     finally:
         stop.set()
 

@@ -1,8 +1,11 @@
 """The sweep: find teams with stored-but-unfolded events and queue their fold.
 
 This is what makes a lost queue harmless: after a Redis outage, flush or restart, and
-after a worker died mid-batch, the events are still unfolded in Postgres and the next
-sweep queues them again.
+after a worker died mid-batch or right after it took a job, the events are still
+unfolded in Postgres and the next sweep queues them again (a flag whose job left the
+queue holds nobody back: store/fold_queue.py). Each round logs what it found and did:
+the teams it queued, those already queued, and those whose flagged job had left the
+queue without starting (a worker died holding it, or was just taking it).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import logging
 from redis import Redis
 from sqlalchemy import Engine, text
 
+from store.fold_queue import Wake, wake_fold
 from store.settings import Settings
-from workers.signal import request_fold
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,31 @@ def teams_with_unfolded_events(engine: Engine) -> list[int]:
 
 
 def sweep(engine: Engine, redis: Redis, settings: Settings) -> list[int]:
-    """Queue a fold for every team with unfolded events; returns those teams."""
-    teams = teams_with_unfolded_events(engine)
-    for team_id in teams:
-        request_fold(redis, settings.fold_queue, settings.redis_prefix, team_id)
-    if teams:
-        log.info("sweep queued folds for %d teams", len(teams))
-    return teams
+    """Wake the fold of every team with unfolded events; returns those teams."""
+    return [team for teams in sweep_round(engine, redis, settings).values() for team in teams]
+
+
+def sweep_round(engine: Engine, redis: Redis, settings: Settings) -> dict[Wake, list[int]]:
+    """Wake the fold of every team with unfolded events; the teams by what was done."""
+    done: dict[Wake, list[int]] = {outcome: [] for outcome in Wake}
+    for team_id in teams_with_unfolded_events(engine):
+        outcome, previous = wake_fold(redis, settings.fold_queue, settings.redis_prefix, team_id)
+        done[outcome].append(team_id)
+        if outcome is Wake.REPLACED:
+            log.warning(
+                "team %d: its fold job %s left the queue but never started (its worker died, "
+                "or was just taking it); queued a new one",
+                team_id,
+                previous,
+                extra={"team_id": team_id, "job_id": previous},
+            )
+    if any(done.values()):
+        log.info(
+            "sweep: %d teams with unfolded events; queued %d, already queued %d, replaced %d",
+            sum(len(teams) for teams in done.values()),
+            len(done[Wake.QUEUED]),
+            len(done[Wake.ALREADY_QUEUED]),
+            len(done[Wake.REPLACED]),
+            extra={outcome.name.lower(): teams for outcome, teams in done.items()},
+        )
+    return done

@@ -7,6 +7,7 @@ compare what they fold with a single in-process fold of the same events in anoth
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -187,3 +188,63 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_folds_nothing_twice(
         ).one()
     assert counts.events == counts.distinct_events  # every event once
     assert counts.miscounted == 0  # every customer's count matches its feed
+
+
+# --- a worker killed right after it took a job ------------------------------------------------
+
+RECOVERY_BOUND_SECONDS = 10  # docs/operations.md: every stored event folded within this
+
+
+def blocked_dequeues(redis: Redis) -> int:
+    """Clients blocked in RQ's BLMOVE, i.e. idle workers waiting for a job."""
+    clients = redis.client_list()
+    return sum(1 for client in clients if client.get("cmd") == "blmove" and "b" in client["flags"])
+
+
+def wait_blocked(redis: Redis, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while blocked_dequeues(redis) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} workers waiting for a job"
+        time.sleep(0.02)
+
+
+def stranded_fold_job(redis: Redis, queue: Queue, team_id: int) -> Job | None:
+    """The team's fold job taken from the queue (in RQ's intermediate list) but not started."""
+    for job_id in queue.intermediate_queue.get_job_ids():
+        job = Job.fetch(job_id, connection=redis) if redis.exists(f"rq:job:{job_id}") else None
+        if job is not None and job.args == (team_id,) and job.get_status() == "queued":
+            return job
+    return None
+
+
+def test_a_worker_killed_right_after_taking_a_job_stalls_nothing(
+    engine: Engine, redis: Redis, settings: Settings, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """The job stays in RQ's intermediate list and the team's flag stays set; a healthy
+    second worker must still fold the team's events within the bound."""
+    from workers.signal import request_fold
+
+    events = journeys(12, seed=3)
+    team = new_team(engine)
+    queue = Queue(settings.fold_queue, connection=redis)
+    doomed = start_worker("doomed", batch_size=1000)
+    start_worker("healthy", batch_size=1000)
+    wait_for_workers(redis, queue, 2)
+    stranded = None
+    for attempt in range(6):  # the doomed worker must be the one whose BLMOVE is served
+        wait_blocked(redis, 2)
+        doomed.send_signal(signal.SIGSTOP)  # it stays blocked in BLMOVE, as good as taking a job
+        store(engine, team, events[attempt::6])
+        request_fold(redis, settings.fold_queue, settings.redis_prefix, team)
+        time.sleep(0.5)  # a running worker starts a job in milliseconds
+        stranded = stranded_fold_job(redis, queue, team)
+        if stranded is not None:
+            break
+        doomed.send_signal(signal.SIGCONT)  # the healthy one took it: try again
+    assert stranded is not None, "the stopped worker never took the job"
+    doomed.kill()  # SIGKILL right after it took the job
+    doomed.wait(timeout=5)
+    wait_until_folded(engine, team, timeout=RECOVERY_BOUND_SECONDS)
+    # Each round of the healthy worker's sweep is one JSON line saying what it did.
+    lines = [json.loads(line) for line in (tmp_path / "worker-healthy.log").read_text().splitlines()]
+    assert any(line.get("replaced") == [team] for line in lines if line["message"].startswith("sweep:"))
