@@ -36,7 +36,9 @@ WORKER_CLASSES = [
     "sync",
     pytest.param(
         "gevent",
-        marks=pytest.mark.skipif(importlib.util.find_spec("gevent") is None, reason="gevent is not installed"),
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("gevent") is None, reason="gevent is not installed"
+        ),
     ),
 ]
 
@@ -75,7 +77,9 @@ def _answer(port: int, method: str, path: str, body: bytes, headers: dict[str, s
 
 
 @pytest.fixture(scope="module", params=WORKER_CLASSES)
-def port(request: pytest.FixtureRequest, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def port(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
     """gunicorn (the Procfile's config) with two workers of the class, on a free port."""
     folder = tmp_path_factory.mktemp("gunicorn")
     port = _free_port()
@@ -142,7 +146,9 @@ def test_single_events_and_a_batch_are_stored_through_gunicorn(
 ) -> None:
     headers = {**http_team.basic(http_team.ingest), "Content-Type": "application/json"}
     for n in range(20):
-        status, answer = _answer(port, "POST", "/v1/track", json.dumps(track(f"h{port}-{n}")).encode(), headers)
+        status, answer = _answer(
+            port, "POST", "/v1/track", json.dumps(track(f"h{port}-{n}")).encode(), headers
+        )
         assert (status, json.loads(answer)) == (200, {"success": True})
     batch = {"batch": [track(f"hb{port}-{n}") for n in range(100)]}
     status, answer = _answer(port, "POST", "/v1/batch", json.dumps(batch).encode(), headers)
