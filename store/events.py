@@ -179,19 +179,40 @@ def _insert_group_driver(connection: Connection, group: Sequence[_Request]) -> N
 
 
 def _execute_prepared(driver: psycopg.Connection[object], document: bytes) -> set[tuple[int, str, str]]:
-    """The INSERT, prepared on this connection once, with one JSON parameter; its RETURNING rows."""
-    pgconn = driver.pgconn
+    """The INSERT, prepared on this connection once, with one JSON parameter; its RETURNING rows.
+
+    Which connections hold the statement is remembered, but Postgres has the last word:
+    a connection that lost it (a pooled connection reset) prepares it again, one that
+    already holds it is fine.
+    """
     if driver not in _prepared_on:
-        pgconn.send_prepare(_STATEMENT, _INSERT_PQ, None)
-        _check(driver, driver.wait(pq_execute(pgconn)), pq.ExecStatus.COMMAND_OK)
-        _prepared_on.add(driver)
-    pgconn.send_query_prepared(_STATEMENT, [document])
-    result = _check(driver, driver.wait(pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
+        _prepare(driver)
+    try:
+        result = _run_prepared(driver, document)
+    except pg_errors.InvalidSqlStatementName:
+        _prepare(driver)
+        result = _run_prepared(driver, document)
 
     def text_at(row: int, column: int) -> str:
         return bytes(result.get_value(row, column) or b"").decode()
 
     return {(int(text_at(row, 0)), text_at(row, 1), text_at(row, 2)) for row in range(result.ntuples)}
+
+
+def _prepare(driver: psycopg.Connection[object]) -> None:
+    pgconn = driver.pgconn
+    pgconn.send_prepare(_STATEMENT, _INSERT_PQ, None)
+    try:
+        _check(driver, driver.wait(pq_execute(pgconn)), pq.ExecStatus.COMMAND_OK)
+    except pg_errors.DuplicatePreparedStatement:
+        pass
+    _prepared_on.add(driver)
+
+
+def _run_prepared(driver: psycopg.Connection[object], document: bytes) -> pq.abc.PGresult:
+    pgconn = driver.pgconn
+    pgconn.send_query_prepared(_STATEMENT, [document])
+    return _check(driver, driver.wait(pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
 
 
 def _check(driver: psycopg.Connection[object], results: list[pq.abc.PGresult], want: int) -> pq.abc.PGresult:
