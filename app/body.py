@@ -1,8 +1,9 @@
-"""Reading an ingest body the way Segment's senders write it.
+"""Reading an ingest body the way Segment's senders write it, from the WSGI environ.
 
 Any Content-Type (analytics.js posts text/plain), gzip with a bound on the inflated
-size, strict JSON in UTF-8 (no NaN/Infinity, which Postgres cannot store), and the
-repairs for what JSON allows but JSONB refuses: NUL characters and lone surrogates.
+size, strict JSON in UTF-8 (no NaN/Infinity, which Postgres cannot store). Flask-free:
+the ingest lane (app/ingest.py) reads the environ itself. The repairs for what JSON
+allows but JSONB refuses (NUL, lone surrogates) are Spec rules: `schemas/batch.py`.
 """
 
 from __future__ import annotations
@@ -11,24 +12,28 @@ import json
 import math
 import re
 import zlib
-from typing import Any
+from typing import IO, Any
 
-from flask import request
+import orjson
+from werkzeug.wsgi import get_content_length
 
 from app.errors import ApiError
+from schemas.batch import Scan, make_storable
+from schemas.segment import MAX_DEPTH
+
+__all__ = ["MAX_DEPTH", "MAX_REQUEST_BYTES", "decode_content", "make_storable", "parse_json", "read_raw_body"]
 
 MAX_REQUEST_BYTES = 500 * 1024
-MAX_DEPTH = 64
+# A body over the limit is still read (and dropped) when it is at most this long in all,
+# before the 413: a client that writes its whole body before reading the answer (Python's
+# http.client, many SDKs) would otherwise see a reset or a broken pipe instead of our 413,
+# and retry. Beyond it the 413 is sent at once (docs/ingest.md).
+DRAIN_BYTES = 1024 * 1024
 _READ_CHUNK = 64 * 1024
-
-# Cheap pre-check on the raw bytes: only bodies that match are walked in Python. Strict
-# UTF-8 decoding refuses raw surrogate bytes and JSON refuses raw control characters, so
-# a NUL or a lone surrogate can only arrive as a \u escape.
-_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
-# What Postgres text and JSONB cannot hold: NUL, and UTF-16 surrogates (valid pairs were
-# already joined into one code point by the JSON decoder, so any left here are alone).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-REPLACEMENT = "\ufffd"
+_BOM = b"\xef\xbb\xbf"
+# orjson reads integers beyond 64 bits as floats, where the stdlib keeps them exact: a
+# body with a run of 19 digits anywhere takes the stdlib path.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def _bad_body(code: str, message: str) -> ApiError:
@@ -44,32 +49,56 @@ def _too_large(what: str) -> ApiError:
     )
 
 
-def _read_at_most(limit: int) -> bytes:
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
     """Up to `limit` bytes of the body; a socket read may return less than asked, so loop."""
     chunks: list[bytes] = []
     total = 0
     while total < limit:
-        chunk = request.stream.read(min(_READ_CHUNK, limit - total))
+        chunk = stream.read(min(_READ_CHUNK, limit - total))
         if not chunk:
             break
         chunks.append(chunk)
         total += len(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def read_raw_body() -> bytes:
-    """The request body as sent (still compressed), never more than MAX_REQUEST_BYTES."""
-    if (request.content_length or 0) > MAX_REQUEST_BYTES:
+def _discard(stream: IO[bytes], limit: int) -> None:
+    """Read and drop up to `limit` bytes of the body."""
+    while limit > 0:
+        chunk = stream.read(min(_READ_CHUNK, limit))
+        if not chunk:
+            return
+        limit -= len(chunk)
+
+
+def read_raw_body(environ: dict[str, Any]) -> bytes:
+    """The request body as sent (still compressed), never more than MAX_REQUEST_BYTES.
+
+    As werkzeug reads it: Content-Length bytes, or to the end of a stream the server
+    terminates (a chunked body), or nothing. Over the limit: a 413, once at most
+    DRAIN_BYTES of the body are read and dropped.
+    """
+    stream: IO[bytes] = environ["wsgi.input"]
+    length = get_content_length(environ)
+    if length is not None and length > MAX_REQUEST_BYTES:
+        if length <= DRAIN_BYTES:
+            _discard(stream, length)
         raise _too_large("The request body")
-    data = _read_at_most(MAX_REQUEST_BYTES + 1)
-    if len(data) > MAX_REQUEST_BYTES:
+    if length is None and "wsgi.input_terminated" not in environ:
+        return b""
+    data = _read_at_most(stream, MAX_REQUEST_BYTES + 1 if length is None else length)
+    if len(data) > MAX_REQUEST_BYTES:  # a chunked body that goes past the limit
+        _discard(stream, DRAIN_BYTES - len(data))
         raise _too_large("The request body")
     return data
 
 
-def decode_content(data: bytes) -> bytes:
+def decode_content(environ: dict[str, Any], data: bytes) -> bytes:
     """The body inflated as its Content-Encoding says, never more than MAX_REQUEST_BYTES."""
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    encoding = environ.get("HTTP_CONTENT_ENCODING", "")
+    if not encoding:
+        return data
+    encoding = encoding.strip().lower()
     if encoding in ("gzip", "x-gzip"):
         return _gunzip(data)
     if encoding not in ("", "identity"):
@@ -105,8 +134,19 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def parse_json(data: bytes) -> Any:
-    """Decode strict JSON, or raise a 400 that says what is wrong."""
+def parse_json(data: bytes, scan: Scan = Scan.EVERYTHING) -> Any:
+    """Decode strict JSON, or raise a 400 that says what is wrong.
+
+    Plain bodies (no escape of a NUL or a surrogate, shallow, no integer beyond 64 bits:
+    `scan` and one regex say so) are decoded by orjson, which reads strict UTF-8 JSON as
+    the stdlib path below does, several times faster. Anything else, and anything orjson
+    refuses, goes to the stdlib path, which decides and words the error.
+    """
+    if not (scan.unstorable_text or scan.deep) and _LONG_DIGITS.search(data) is None:
+        try:
+            return orjson.loads(data[3:] if data.startswith(_BOM) else data)
+        except orjson.JSONDecodeError:
+            pass
     if not data.strip():
         raise _bad_body("invalid_json", "The body is empty; send a JSON event or batch.")
     try:
@@ -126,39 +166,3 @@ def parse_json(data: bytes) -> Any:
         # int() refuses numbers of more than 4,300 digits; our own hooks refuse NaN/Infinity.
         reason = "a number has too many digits" if "digits" in str(error) else str(error)
         raise _bad_body("invalid_json", f"The body is not valid JSON: {reason}.") from None
-
-
-def needs_deep_check(data: bytes) -> tuple[bool, bool]:
-    """(may hold NUL or lone surrogates, may be nested deeply): decided on raw bytes."""
-    return bool(_SUSPECT_ESCAPE.search(data)), data.count(b"{") + data.count(b"[") > MAX_DEPTH
-
-
-def make_storable(value: Any) -> Any:
-    """The value with each NUL and lone surrogate (in strings and keys) replaced by U+FFFD.
-
-    JSON allows them, Postgres text and JSONB refuse them. The rest of the event is worth
-    keeping, so the character is replaced rather than the event refused. Call it only on
-    values whose depth was checked: it recurses.
-    """
-    if isinstance(value, str):
-        return _UNSTORABLE.sub(REPLACEMENT, value)
-    if isinstance(value, dict):
-        return {_UNSTORABLE.sub(REPLACEMENT, key): make_storable(child) for key, child in value.items()}
-    if isinstance(value, list):
-        return [make_storable(child) for child in value]
-    return value
-
-
-def depth(value: Any) -> int:
-    """How deeply objects and arrays nest in a decoded value."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in item.values())
-        elif isinstance(item, list):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in item)
-    return deepest

@@ -31,10 +31,11 @@ from typing import IO, Any
 
 from sqlalchemy import Engine
 
-from app.body import depth, make_storable, needs_deep_check, parse_json
+from app.body import parse_json
 from app.errors import ApiError
+from schemas.batch import Scan, prepare_events
 from schemas.rejections import bounded_message, message_id_of, preview_of, preview_of_text, type_label
-from schemas.segment import MAX_DEPTH, MAX_EVENT_BYTES, EventRejected, PreparedEvent, prepare_event
+from schemas.segment import MAX_EVENT_BYTES, EventRejected, PreparedEvent
 from store.imports import BatchResult, event_row, import_batches
 from store.rejections import MAX_PER_CALL, CountKey, Refusal, hour_of
 
@@ -148,37 +149,18 @@ class LineReader:
 def prepare_line(line: bytes, received_at: datetime) -> tuple[Any, PreparedEvent]:
     """One line as ingest would take it as one event: (decoded item, prepared event).
 
-    The same steps and rules as HTTP ingest for each event; the one place an import
-    calls the Spec. Raises LineRefused.
+    The same steps and rules as HTTP ingest for each event (`schemas/batch.py`, which the
+    ingest view calls too); the one place an import calls the Spec. Raises LineRefused.
     """
+    scan = Scan.of_bytes(line)
     try:
-        item = parse_json(line)
+        item = parse_json(line, scan)
     except ApiError as error:
         raise LineRefused(None, EventRejected(error.status, error.code, error.message)) from None
-    check_nul, check_depth = needs_deep_check(line)
-    event = item
-    try:
-        if isinstance(event, dict):
-            if check_depth and depth(event) > MAX_DEPTH:
-                raise EventRejected(
-                    400,
-                    "too_deep",
-                    f"The event nests objects and arrays deeper than {MAX_DEPTH} levels; flatten it.",
-                )
-            if check_nul:
-                event = make_storable(event)
-            if len(line) > MAX_EVENT_BYTES:
-                size = len(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-                if size > MAX_EVENT_BYTES:
-                    raise EventRejected(
-                        413,
-                        "event_too_large",
-                        f"The event is {size / 1024:.1f} KiB; an event may be at most "
-                        f"{MAX_EVENT_BYTES // 1024} KiB. Trim its properties, traits or context.",
-                    )
-        return item, prepare_event(event, received_at)
-    except EventRejected as error:
-        raise LineRefused(item, error) from None
+    prepared = prepare_events([item], received_at, scan=scan)
+    if prepared.rejected:
+        raise LineRefused(item, prepared.rejected[0].error)
+    return item, prepared.events[0]
 
 
 class LineRefused(Exception):

@@ -73,6 +73,11 @@ def request_rejected(reason: str) -> None:
     INGEST_REQUESTS_REJECTED.labels(reason).inc()
 
 
+def request_observed(route: str, status: int, seconds: float) -> None:
+    """One request's latency, for the routes answered in front of Flask (app/ingest.py)."""
+    REQUEST_LATENCY.labels(route, str(status)).observe(seconds)
+
+
 def render(extra: str = "") -> Response:
     if resources().settings.prometheus_multiproc_dir:
         registry = CollectorRegistry()

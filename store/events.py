@@ -20,6 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import orjson
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg.generators import execute as pq_execute
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError
@@ -46,10 +51,15 @@ _INSERT_SQL = """
     RETURNING team_id, message_id, type
 """
 _INSERT = text(_INSERT_SQL.format(rows=":rows"))  # in a caller's SQLAlchemy transaction
-# The committer's own statement goes to psycopg directly, prepared on its connection:
-# SQLAlchemy's execute path (compiling the text() construct, execution context, result
-# wrapping) cost more CPU per request than psycopg's own work for this one statement.
+# The committer's own statement goes to libpq directly (psycopg's `pq` layer, waited on
+# with the connection's own `wait`, so it is cooperative under gevent too), prepared once
+# per connection under our own name: SQLAlchemy's execute path, and then psycopg's
+# cursor machinery (query conversion, adapters, prepare cache, result wrapping), each
+# cost more CPU per request than libpq's own work for this one statement.
 _INSERT_DRIVER = _INSERT_SQL.format(rows="%s")
+_INSERT_PQ = _INSERT_SQL.format(rows="$1").encode()
+_STATEMENT = b"timeline_insert_events"
+_prepared_on: weakref.WeakSet[psycopg.Connection[object]] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -89,12 +99,13 @@ def _insert_group(connection: Connection, group: Sequence[_Request]) -> None:
     document = _rows_document(group)
     inserted = set()
     if document is not None:
-        inserted = {(row[0], row[1], row[2]) for row in connection.execute(_INSERT, {"rows": document})}
+        rows = connection.execute(_INSERT, {"rows": document.decode()})
+        inserted = {(row[0], row[1], row[2]) for row in rows}
     _set_results(group, inserted)
 
 
-def _rows_document(group: Sequence[_Request]) -> str | None:
-    """The group's rows as one JSON document (None: no rows)."""
+def _rows_document(group: Sequence[_Request]) -> bytes | None:
+    """The group's rows as one JSON document, UTF-8 (None: no rows)."""
     rows: list[dict[str, object]] = []
     for request in group:
         received_at = request.received_at.isoformat()
@@ -115,7 +126,12 @@ def _rows_document(group: Sequence[_Request]) -> str | None:
                     "raw": event.raw,
                 }
             )
-    return json.dumps(rows, separators=(",", ":")) if rows else None
+    if not rows:
+        return None
+    try:
+        return orjson.dumps(rows)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits in an event: the stdlib writes it
+        return json.dumps(rows, separators=(",", ":")).encode()
 
 
 def _set_results(group: Sequence[_Request], inserted: set[tuple[int, str, str]]) -> None:
@@ -135,7 +151,7 @@ def _set_results(group: Sequence[_Request], inserted: set[tuple[int, str, str]])
 
 
 def _insert_group_driver(connection: Connection, group: Sequence[_Request]) -> None:
-    """`_insert_group` on an autocommit connection, through psycopg directly (prepared).
+    """`_insert_group` on an autocommit connection, through libpq directly (prepared).
 
     Driver errors are raised as SQLAlchemy's DBAPIError (as `Connection.execute` would),
     marked `connection_invalidated` when the connection is gone.
@@ -146,8 +162,7 @@ def _insert_group_driver(connection: Connection, group: Sequence[_Request]) -> N
         driver = connection.connection.driver_connection
         assert driver is not None
         try:
-            cursor = driver.execute(_INSERT_DRIVER, (document,), prepare=True)
-            inserted = {(row[0], row[1], row[2]) for row in cursor.fetchall()}
+            inserted = _execute_prepared(driver, document)
         except connection.dialect.loaded_dbapi.Error as error:
             dialect = connection.dialect
             gone = dialect.is_disconnect(error, driver, None)
@@ -161,6 +176,55 @@ def _insert_group_driver(connection: Connection, group: Sequence[_Request]) -> N
                 dialect=dialect,
             ) from error
     _set_results(group, inserted)
+
+
+def _execute_prepared(driver: psycopg.Connection[object], document: bytes) -> set[tuple[int, str, str]]:
+    """The INSERT, prepared on this connection once, with one JSON parameter; its RETURNING rows.
+
+    Which connections hold the statement is remembered, but Postgres has the last word:
+    a connection that lost it (a pooled connection reset) prepares it again, one that
+    already holds it is fine.
+    """
+    if driver not in _prepared_on:
+        _prepare(driver)
+    try:
+        result = _run_prepared(driver, document)
+    except pg_errors.InvalidSqlStatementName:
+        _prepare(driver)
+        result = _run_prepared(driver, document)
+
+    def text_at(row: int, column: int) -> str:
+        return bytes(result.get_value(row, column) or b"").decode()
+
+    return {(int(text_at(row, 0)), text_at(row, 1), text_at(row, 2)) for row in range(result.ntuples)}
+
+
+def _prepare(driver: psycopg.Connection[object]) -> None:
+    pgconn = driver.pgconn
+    pgconn.send_prepare(_STATEMENT, _INSERT_PQ, None)
+    try:
+        _check(driver, driver.wait(pq_execute(pgconn)), pq.ExecStatus.COMMAND_OK)
+    except pg_errors.DuplicatePreparedStatement:
+        pass
+    _prepared_on.add(driver)
+
+
+def _run_prepared(driver: psycopg.Connection[object], document: bytes) -> pq.abc.PGresult:
+    pgconn = driver.pgconn
+    pgconn.send_query_prepared(_STATEMENT, [document])
+    return _check(driver, driver.wait(pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
+
+
+def _check(driver: psycopg.Connection[object], results: list[pq.abc.PGresult], want: int) -> pq.abc.PGresult:
+    """The one result of a statement, or the error Postgres answered, raised as psycopg would."""
+    if len(results) != 1:
+        raise psycopg.InternalError(f"expected one result, got {len(results)}")
+    result = results[0]
+    if result.status != want:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise pg_errors.error_from_result(result, encoding=driver.info.encoding)
+        raise psycopg.InternalError(f"unexpected result status {pq.ExecStatus(result.status).name}")
+    return result
 
 
 class _GroupCommit:
