@@ -7,7 +7,7 @@ status, code, message, errors). Exit status: 0 when every line was stored or alr
 stored, 1 when some lines were refused (the rest are stored), 2 when it could not run.
 
 After each committed batch the team's fold is requested (the same SET NX flag as
-ingest's waker, `workers/signal.py`), so the fold catches up in its usual batches while
+ingest's waker, `store/fold_queue.py`), so the fold catches up in its usual batches while
 the import goes on; if Redis is down, the worker's sweep finds the events.
 """
 
@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from app.importer import ImportProgress, ImportUsageError, ReportedLine, find_sources, run_import
 from app.resources import resources
 from store.apikeys import team_exists
-from workers.signal import request_fold
+from store.fold_queue import request_fold
 
 events = AppGroup("events", help="Import a team's events.")
 

@@ -37,7 +37,7 @@ from schemas.batch import MAX_BATCH_EVENTS, PreparedBatch, Scan, body_write_key,
 from schemas.segment import EventRejected
 from store.apikeys import AuthenticatedKey
 from store.events import store_events
-from workers.signal import request_fold
+from store.fold_queue import request_fold
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ingest", __name__)

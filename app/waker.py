@@ -2,12 +2,12 @@
 
 A request that committed events marks its team dirty (`Waker.mark`: memory only, no
 I/O) and answers. The process's waker thread takes the dirty teams at most every
-`interval` seconds and calls `workers.signal.request_fold` for each: the same SET NX
-flag protocol as before (the fold job clears the flag before it reads), so no wake-up
-is lost. The mark happens after the commit, and the thread takes a team only after its
-mark, so every committed event is followed by a `request_fold` for its team; marks that
-arrive while a round runs go to the next round. Many requests of one team inside an
-interval share one Redis round trip instead of paying one each.
+`interval` seconds and calls `store.fold_queue.request_fold` for each (a per-team flag
+naming the waiting fold job; the job clears it before it reads), so no wake-up is lost.
+The mark happens after the commit, and the thread takes a team only after its mark, so
+every committed event is followed by a `request_fold` for its team; marks that arrive
+while a round runs go to the next round. Many requests of one team inside an interval
+share one Redis round trip instead of paying one each.
 
 Redis failing: the teams stay dirty, the thread backs off (`backoff` seconds) and tries
 again; it never dies of it. The worker's periodic sweep covers whatever a process that

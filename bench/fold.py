@@ -23,7 +23,7 @@ import psycopg
 
 from bench.data import BacklogEvent, copy_events, customer_journeys, prepared
 from bench.env import BenchTeam, FoldWorker, RunEnv, busy_cores
-from workers.signal import request_fold
+from store.fold_queue import request_fold
 
 CEILING_BATCH = 1000
 
