@@ -20,6 +20,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -344,3 +345,26 @@ Index(
     Membership.joined_at,
     Membership.customer_id,
 )
+
+
+class FoldFailure(Base):
+    """An event the fold could not fold, set aside with its error so the team's others fold.
+
+    The event itself is marked folded (`folded_at`, no customer): the batch selection, the
+    sweep and the backlog skip it. Erasing the event removes its row (the foreign key).
+    """
+
+    __tablename__ = "fold_failures"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    error_class: Mapped[str] = mapped_column(Text)  # the driver's exception class
+    sqlstate: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    failed_at: Mapped[datetime] = mapped_column(TZ)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "event_id"),
+        ForeignKeyConstraint(
+            ["team_id", "event_id"], ["events.team_id", "events.id"], ondelete="CASCADE"
+        ),
+    )
