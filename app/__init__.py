@@ -24,6 +24,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         cli,
         customers,
         errors,
+        fold_failures,
         groups,
         health,
         ingest,
@@ -41,6 +42,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     customers.init_app(app)
     groups.init_app(app)
     keys.init_app(app)
+    fold_failures.init_app(app)
     openapi.init_app(app)
     cli.init_app(app)
     return app

@@ -23,6 +23,7 @@ from prometheus_client import (
 
 from app.resources import resources
 from schemas.segment import SUPPORTED_TYPES, PreparedEvent
+from store.fold_failures import count_set_aside
 
 EVENTS_ACCEPTED = Counter("events_accepted_total", "Events stored, by type", ["type"])
 EVENTS_REJECTED = Counter("events_rejected_total", "Events refused, by type and reason", ["type", "reason"])
@@ -68,7 +69,21 @@ def request_rejected(reason: str) -> None:
     INGEST_REQUESTS_REJECTED.labels(reason).inc()
 
 
+def fold_set_aside_gauge() -> str:
+    """The `fold_set_aside_events` gauge (workers/poison.py), or nothing if it cannot be read."""
+    try:
+        with resources().engine.connect() as connection:
+            count = count_set_aside(connection)
+    except Exception:
+        return ""
+    return (
+        "# HELP fold_set_aside_events Events the fold could not fold, set aside with their error\n"
+        f"# TYPE fold_set_aside_events gauge\nfold_set_aside_events {count}\n"
+    )
+
+
 def render(extra: str = "") -> Response:
+    extra += fold_set_aside_gauge()
     if resources().settings.prometheus_multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

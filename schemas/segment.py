@@ -429,7 +429,8 @@ _QUICK_OBJECTS = ("context", "integrations", "properties")
 
 def _names_fit(traits: dict[str, Any]) -> bool:
     return all(
-        len(name) <= MAX_TRAIT_NAME and not (type(v) is str and len(v) > MAX_PROFILE_TRAIT and _profile_trait(name))
+        len(name) <= MAX_TRAIT_NAME
+        and not (type(v) is str and len(v) > MAX_PROFILE_TRAIT and _profile_trait(name))
         for name, v in traits.items()
     )
 

@@ -364,7 +364,5 @@ class FoldFailure(Base):
 
     __table_args__ = (
         PrimaryKeyConstraint("team_id", "event_id"),
-        ForeignKeyConstraint(
-            ["team_id", "event_id"], ["events.team_id", "events.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["team_id", "event_id"], ["events.team_id", "events.id"], ondelete="CASCADE"),
     )

@@ -54,7 +54,9 @@ def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
     except DBAPIError as error:
         if not cannot_fold(error):
             raise
-        log.warning("fold of team %s failed on its data (%s); isolating the events at fault", team_id, error.orig)
+        log.warning(
+            "fold of team %s failed on its data (%s); isolating the events at fault", team_id, error.orig
+        )
     with engine.begin() as connection:
         events = take_batch(connection, team_id, batch_size)
         fold_isolating(connection, team_id, events, datetime.now(UTC), fold_events)

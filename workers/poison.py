@@ -82,7 +82,11 @@ def fold_isolating(
     before wrote, as batches do; the result is the fold of the set minus those set aside.
     """
     failed: dict[int, FoldError] = {}
-    pending = [list(events[: len(events) // 2]), list(events[len(events) // 2 :])] if len(events) > 1 else [list(events)]
+    pending = (
+        [list(events[: len(events) // 2]), list(events[len(events) // 2 :])]
+        if len(events) > 1
+        else [list(events)]
+    )
     while pending:
         part = pending.pop(0)
         if not part:

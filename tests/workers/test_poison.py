@@ -8,8 +8,6 @@ the poison one be set aside with its error, never stall the team.
 from __future__ import annotations
 
 import json
-import random
-import string
 import threading
 import time
 from typing import Any
@@ -19,37 +17,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from schemas.segment import MAX_PROFILE_TRAIT, PreparedEvent
+from schemas.segment import MAX_PROFILE_TRAIT
 from tests.conftest import TeamKeys
+from tests.workers.hostile import HUGE, failures, incompressible, poisoned
 from tests.workers.support import customer_of, event, new_team, store
 from workers.fold import FOLD_LOCK_NAMESPACE, fold_pending, fold_until_empty
-
-# Over a btree entry's ~2.7 KB, and incompressible (Postgres compresses a long entry first).
-HUGE = "".join(random.Random(12).choices(string.ascii_letters + string.digits, k=3_000)) + "@example.com"
-
-
-def incompressible(length: int, seed: int) -> str:
-    return "".join(random.Random(seed).choices(string.ascii_letters + string.digits, k=length))
-
-
-def poisoned(message_id: str, minute: float, user: str, **traits: Any) -> PreparedEvent:
-    """An identify whose traits ingest would refuse today, as stored before the bound."""
-    made = event("identify", message_id, minute, userId=user, traits={"plan": "pro"})
-    made.raw["traits"] = {"plan": "pro", **traits}
-    return made
-
-
-def failures(engine: Engine, team_id: int) -> list[tuple[str, str, str]]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                "SELECT e.message_id, f.sqlstate, f.message FROM fold_failures f "
-                "JOIN events e ON e.team_id = f.team_id AND e.id = f.event_id "
-                "WHERE f.team_id = :t ORDER BY f.event_id"
-            ),
-            {"t": team_id},
-        ).all()
-    return [(str(m), str(s), str(msg)) for m, s, msg in rows]
 
 
 def backlog(engine: Engine, team_id: int) -> int:
@@ -151,8 +123,8 @@ def test_a_lost_connection_propagates_and_sets_nothing_aside(engine: Engine) -> 
         for _ in range(500):
             waiting = holder.execute(
                 text(
-                    "SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory' AND pid <> pg_backend_pid()"
-                    " AND query LIKE '%pg_advisory_xact_lock%'"
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory'"
+                    " AND pid <> pg_backend_pid() AND query LIKE '%pg_advisory_xact_lock%'"
                 )
             ).scalar()
             holder.commit()
@@ -184,7 +156,12 @@ def test_email_at_the_bound_in_four_byte_characters_folds(engine: Engine) -> Non
 
 @pytest.mark.parametrize(
     ("where", "key"),
-    [("traits", "email"), ("traits", "First Name"), ("context.traits", "name"), ("context.traits", "last_name")],
+    [
+        ("traits", "email"),
+        ("traits", "First Name"),
+        ("context.traits", "name"),
+        ("context.traits", "last_name"),
+    ],
 )
 def test_ingest_refuses_a_profile_trait_over_the_bound(
     client: FlaskClient, team: TeamKeys, where: str, key: str
@@ -203,7 +180,9 @@ def test_ingest_refuses_a_profile_trait_over_the_bound(
     assert f"{key!r} trait may be at most {MAX_PROFILE_TRAIT} characters" in answer["message"]
 
 
-def test_ingest_keeps_long_values_of_other_traits_and_non_strings(client: FlaskClient, team: TeamKeys) -> None:
+def test_ingest_keeps_long_values_of_other_traits_and_non_strings(
+    client: FlaskClient, team: TeamKeys
+) -> None:
     body = {
         "type": "identify",
         "userId": "ann",
