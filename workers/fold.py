@@ -30,7 +30,7 @@ from workers import derived
 from workers.batch import Batch
 from workers.erase import apply_deletes
 from workers.pending import PENDING_COLUMNS, PendingEvent
-from workers.poison import cannot_fold, fold_isolating
+from workers.poison import cannot_fold, describe, fold_isolating
 from workers.resolve import Resolution
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
         if not cannot_fold(error):
             raise
         log.warning(
-            "fold of team %s failed on its data (%s); isolating the events at fault", team_id, error.orig
+            "fold of team %s failed on its data (%s); isolating the events at fault",
+            team_id,
+            describe(error).message,
         )
     with engine.begin() as connection:
         events = take_batch(connection, team_id, batch_size)
