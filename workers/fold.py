@@ -30,7 +30,7 @@ from workers import derived
 from workers.batch import Batch
 from workers.erase import apply_deletes
 from workers.pending import PENDING_COLUMNS, PendingEvent
-from workers.poison import cannot_fold, describe, fold_isolating
+from workers.poison import cannot_fold, describe, erase_set_aside, fold_isolating
 from workers.resolve import Resolution
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,8 @@ def fold_events(connection: Connection, team_id: int, events: Sequence[PendingEv
     """Fold events (locked, unfolded rows of one team) inside the caller's transaction."""
     batch = Batch(connection, team_id)
     erasure = apply_deletes(batch, list(events))
+    if any(e.type == "delete" for e in events):
+        erase_set_aside(batch)
     events = erasure.events
     identities = Resolution(batch, now)
     identities.recompute |= erasure.changed_customers

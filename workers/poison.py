@@ -23,6 +23,8 @@ from datetime import datetime
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
+from workers.batch import Batch
+from workers.identity import SQL_IS_JUNK
 from workers.pending import PendingEvent
 
 log = logging.getLogger(__name__)
@@ -151,3 +153,26 @@ def set_aside(connection: Connection, team_id: int, failed: dict[int, FoldError]
             error.sqlstate,
             error.message,
         )
+
+
+def erase_set_aside(batch: Batch) -> None:
+    """Erase set-aside events that the team's tombstones cover (a delete's batch calls it).
+
+    The eraser reaches folded events through their customers, and a set-aside event has
+    none; so, by the rules of docs/fold.md "Delete": an event carrying a deleted userId
+    (an alias: or previousId) dated at or before its tombstone, or one whose only id is a
+    tombstoned anonymousId. Its `fold_failures` row goes with it (the foreign key).
+    """
+    user_is_junk = SQL_IS_JUNK.format(column="e.user_id")
+    batch.sql(
+        f"""
+        DELETE FROM events e USING fold_failures f
+        WHERE f.team_id = :team AND e.team_id = :team AND e.id = f.event_id AND EXISTS (
+            SELECT 1 FROM tombstones t
+            WHERE t.team_id = :team AND e.event_time <= t.deleted_at AND (
+                (t.kind = 'user' AND (t.value = e.user_id
+                                      OR (e.type = 'alias' AND t.value = e.previous_id)))
+                OR (t.kind = 'anonymous' AND t.value = e.anonymous_id
+                    AND (e.user_id IS NULL OR {user_is_junk}))))
+        """
+    )

@@ -190,3 +190,28 @@ def test_ingest_keeps_long_values_of_other_traits_and_non_strings(
     }
     response = client.post("/v1/segment", data=json.dumps(body), headers=team.basic(team.ingest))
     assert response.status_code == 200, response.get_json()
+
+
+def test_a_delete_erases_the_persons_set_aside_events(engine: Engine) -> None:
+    team_id = new_team(engine)
+    store(
+        engine,
+        team_id,
+        [poisoned("ann-poison", 1, "ann", email=HUGE), poisoned("bob-poison", 1, "bob", email=HUGE)],
+    )
+    fold_until_empty(engine, team_id)
+    assert [m for m, _, _ in failures(engine, team_id)] == ["ann-poison", "bob-poison"]
+
+    store(engine, team_id, [event("delete", "forget-ann", 5, userId="ann")])
+    fold_until_empty(engine, team_id)
+
+    assert [m for m, _, _ in failures(engine, team_id)] == ["bob-poison"]
+    with engine.connect() as connection:
+        kept = (
+            connection.execute(
+                text("SELECT message_id FROM events WHERE team_id = :t ORDER BY message_id"), {"t": team_id}
+            )
+            .scalars()
+            .all()
+        )
+    assert kept == ["bob-poison"]
