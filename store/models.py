@@ -20,7 +20,6 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
-    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -351,7 +350,8 @@ class FoldFailure(Base):
     """An event the fold could not fold, set aside with its error so the team's others fold.
 
     The event itself is marked folded (`folded_at`, no customer): the batch selection, the
-    sweep and the backlog skip it. Erasing the event removes its row (the foreign key).
+    sweep and the backlog skip it. No foreign key to `events`: bulk loads drop and rebuild
+    its primary key (bench/); whoever erases a set-aside event removes its row too.
     """
 
     __tablename__ = "fold_failures"
@@ -364,5 +364,4 @@ class FoldFailure(Base):
 
     __table_args__ = (
         PrimaryKeyConstraint("team_id", "event_id"),
-        ForeignKeyConstraint(["team_id", "event_id"], ["events.team_id", "events.id"], ondelete="CASCADE"),
     )

@@ -161,18 +161,22 @@ def erase_set_aside(batch: Batch) -> None:
     The eraser reaches folded events through their customers, and a set-aside event has
     none; so, by the rules of docs/fold.md "Delete": an event carrying a deleted userId
     (an alias: or previousId) dated at or before its tombstone, or one whose only id is a
-    tombstoned anonymousId. Its `fold_failures` row goes with it (the foreign key).
+    tombstoned anonymousId. Its `fold_failures` row goes with it.
     """
     user_is_junk = SQL_IS_JUNK.format(column="e.user_id")
     batch.sql(
         f"""
-        DELETE FROM events e USING fold_failures f
-        WHERE f.team_id = :team AND e.team_id = :team AND e.id = f.event_id AND EXISTS (
-            SELECT 1 FROM tombstones t
-            WHERE t.team_id = :team AND e.event_time <= t.deleted_at AND (
-                (t.kind = 'user' AND (t.value = e.user_id
-                                      OR (e.type = 'alias' AND t.value = e.previous_id)))
-                OR (t.kind = 'anonymous' AND t.value = e.anonymous_id
-                    AND (e.user_id IS NULL OR {user_is_junk}))))
+        WITH erased AS (
+            DELETE FROM events e USING fold_failures f
+            WHERE f.team_id = :team AND e.team_id = :team AND e.id = f.event_id AND EXISTS (
+                SELECT 1 FROM tombstones t
+                WHERE t.team_id = :team AND e.event_time <= t.deleted_at AND (
+                    (t.kind = 'user' AND (t.value = e.user_id
+                                          OR (e.type = 'alias' AND t.value = e.previous_id)))
+                    OR (t.kind = 'anonymous' AND t.value = e.anonymous_id
+                        AND (e.user_id IS NULL OR {user_is_junk}))))
+            RETURNING e.id)
+        DELETE FROM fold_failures f USING erased
+        WHERE f.team_id = :team AND f.event_id = erased.id
         """
     )

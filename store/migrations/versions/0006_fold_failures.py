@@ -18,7 +18,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # A new, empty table: no scan of events (the foreign key's check runs per inserted row).
+    # A new, empty table. No foreign key to events: bulk loads drop and rebuild its
+    # primary key; workers/poison.py removes a row with its event.
     op.create_table(
         "fold_failures",
         sa.Column("team_id", sa.BigInteger(), nullable=False),
@@ -27,12 +28,6 @@ def upgrade() -> None:
         sa.Column("sqlstate", sa.Text(), nullable=True),
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["team_id", "event_id"],
-            ["events.team_id", "events.id"],
-            name=op.f("fk_fold_failures_team_id_events"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("team_id", "event_id", name=op.f("pk_fold_failures")),
     )
 
