@@ -362,6 +362,4 @@ class FoldFailure(Base):
     message: Mapped[str] = mapped_column(Text)
     failed_at: Mapped[datetime] = mapped_column(TZ)
 
-    __table_args__ = (
-        PrimaryKeyConstraint("team_id", "event_id"),
-    )
+    __table_args__ = (PrimaryKeyConstraint("team_id", "event_id"),)
