@@ -25,6 +25,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         console,
         customers,
         errors,
+        fold_failures,
         groups,
         health,
         import_cli,
@@ -45,6 +46,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     groups.init_app(app)
     keys.init_app(app)
     rejections.init_app(app)
+    fold_failures.init_app(app)
     openapi.init_app(app)
     console.init_app(app)
     cli.init_app(app)

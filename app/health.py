@@ -19,6 +19,7 @@ from sqlalchemy import text
 from app import metrics
 from app.errors import ApiError
 from app.resources import Resources, resources
+from store.fold_failures import count_set_aside
 from store.migrate import is_current
 
 bp = Blueprint("health", __name__)
@@ -85,6 +86,7 @@ def read_fold_figures(res: Resources) -> metrics.FoldFigures:
     backlog: int | None = None
     lag: float | None = None
     depth: int | None = None
+    set_aside: int | None = None
     try:
         with res.engine.begin() as connection:
             connection.execute(text("SET LOCAL statement_timeout = '2s'"))
@@ -94,6 +96,7 @@ def read_fold_figures(res: Resources) -> metrics.FoldFigures:
                     "FROM events WHERE folded_at IS NULL"
                 )
             ).one()
+            set_aside = count_set_aside(connection)
         backlog, lag = int(count), float(oldest or 0)
     except Exception:
         pass
@@ -101,7 +104,7 @@ def read_fold_figures(res: Resources) -> metrics.FoldFigures:
         depth = int(Queue(res.settings.fold_queue, connection=res.redis).count)
     except Exception:
         pass
-    return metrics.FoldFigures(backlog=backlog, lag_seconds=lag, queue_depth=depth)
+    return metrics.FoldFigures(backlog=backlog, lag_seconds=lag, queue_depth=depth, set_aside=set_aside)
 
 
 @bp.get("/metrics")

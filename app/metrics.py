@@ -120,6 +120,7 @@ class FoldFigures:
     backlog: int | None
     lag_seconds: float | None
     queue_depth: int | None
+    set_aside: int | None = None  # events the fold set aside (workers/poison.py)
 
     def exposition(self) -> str:
         """Prometheus text. A source that could not be read says so (`..._up 0`, values NaN)."""
@@ -145,6 +146,9 @@ class FoldFigures:
             "# HELP fold_queue_depth Fold jobs waiting in RQ",
             "# TYPE fold_queue_depth gauge",
             f"fold_queue_depth {value(self.queue_depth, 'd')}",
+            "# HELP fold_set_aside_events Events the fold could not fold, set aside with their error",
+            "# TYPE fold_set_aside_events gauge",
+            f"fold_set_aside_events {value(self.set_aside, 'd')}",
         ]
         return "\n".join(lines) + "\n"
 

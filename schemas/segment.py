@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,10 @@ MAX_EVENT_BYTES = 32 * 1024
 # Trait names become index keys when folded (a Postgres btree entry holds ~2.7 KB at most):
 # a longer name would make the event impossible to fold.
 MAX_TRAIT_NAME = 255
+# The email and name traits (firstName + lastName make a name too) become the customer's
+# indexed email and name columns: bounded so that even four-byte characters fit an entry.
+MAX_PROFILE_TRAIT = 255
+PROFILE_TRAITS = frozenset(("email", "name", "firstname", "lastname"))
 MAX_DEPTH = 64
 
 # Segment warns that top-level keys arrive in any casing (`messageid`, `MessageId`).
@@ -153,12 +158,22 @@ class ObjectOrNull(fields.Field[Any]):
 
 
 def check_trait_names(traits: dict[str, Any]) -> None:
-    """Raise ValidationError if a trait name is longer than MAX_TRAIT_NAME."""
-    for name in traits:
+    """Raise ValidationError if a trait name is longer than MAX_TRAIT_NAME, or an email or
+    name trait (as the fold normalises its key) is a string longer than MAX_PROFILE_TRAIT."""
+    for name, value in traits.items():
         if len(name) > MAX_TRAIT_NAME:
             raise ValidationError(
                 f"Trait names may be at most {MAX_TRAIT_NAME} characters; {name[:30]!r}... has {len(name)}."
             )
+        if type(value) is str and len(value) > MAX_PROFILE_TRAIT and _profile_trait(name):
+            raise ValidationError(
+                f"The {name[:30]!r} trait may be at most {MAX_PROFILE_TRAIT} characters; it has {len(value)}."
+            )
+
+
+def _profile_trait(name: str) -> bool:
+    """Whether the fold keeps this trait as the email or name (its key normalised as in SQL)."""
+    return (re.sub(r"[\s_.-]+", "", name.lower()) or name) in PROFILE_TRAITS
 
 
 class Traits(ObjectOrNull):
@@ -413,7 +428,11 @@ _QUICK_OBJECTS = ("context", "integrations", "properties")
 
 
 def _names_fit(traits: dict[str, Any]) -> bool:
-    return all(len(name) <= MAX_TRAIT_NAME for name in traits)
+    return all(
+        len(name) <= MAX_TRAIT_NAME
+        and not (type(v) is str and len(v) > MAX_PROFILE_TRAIT and _profile_trait(name))
+        for name, v in traits.items()
+    )
 
 
 def _quick_load(kind: str, event: dict[str, Any]) -> dict[str, Any] | None:

@@ -396,3 +396,22 @@ class IngestCount(Base):
         PrimaryKeyConstraint("team_id", "hour", "source", "type", "outcome", "code"),
         CheckConstraint("outcome IN ('accepted', 'duplicate', 'refused')", name="ck_ingest_counts_outcome"),
     )
+
+
+class FoldFailure(Base):
+    """An event the fold could not fold, set aside with its error so the team's others fold.
+
+    The event itself is marked folded (`folded_at`, no customer): the batch selection, the
+    sweep and the backlog skip it. No foreign key to `events`: bulk loads drop and rebuild
+    its primary key (bench/); whoever erases a set-aside event removes its row too.
+    """
+
+    __tablename__ = "fold_failures"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    error_class: Mapped[str] = mapped_column(Text)  # the driver's exception class
+    sqlstate: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    failed_at: Mapped[datetime] = mapped_column(TZ)
+
+    __table_args__ = (PrimaryKeyConstraint("team_id", "event_id"),)

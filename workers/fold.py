@@ -3,7 +3,9 @@
 `fold_pending` takes one batch of a team's unfolded events in one transaction, under a
 per-team advisory lock, so several workers can run at once without racing on the same
 team's customers; a worker killed mid-batch rolls its transaction back and the events
-stay unfolded for the next one.
+stay unfolded for the next one. An event the fold cannot write (a value an index
+refuses) is set aside with its error and the team's other events fold
+(`workers/poison.py`).
 
 A batch is three steps, each in its own module, all through one `workers.batch.Batch`:
 1. deletes erase the people they name and leave tombstones (`workers/erase.py`);
@@ -22,11 +24,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from workers import derived
 from workers.batch import Batch
 from workers.erase import apply_deletes
 from workers.pending import PENDING_COLUMNS, PendingEvent
+from workers.poison import cannot_fold, describe, erase_set_aside, fold_isolating
 from workers.resolve import Resolution
 
 log = logging.getLogger(__name__)
@@ -35,36 +39,59 @@ FOLD_LOCK_NAMESPACE = 7_301
 
 
 def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
-    """Fold one batch of the team's unfolded events; returns how many were taken."""
-    with engine.begin() as connection:
-        # The team's lock, then two settings for this transaction only: psycopg prepares a
-        # statement after a few runs, and Postgres's generic plan cannot see how many ids
-        # an array holds (measured 10-30x slower); JIT spends 20 ms compiling statements
-        # that run in 2.
-        connection.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(:ns, :team), "
-                "set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true)"
-            ),
-            {"ns": FOLD_LOCK_NAMESPACE, "team": team_id % 2_147_483_647},
+    """Fold one batch of the team's unfolded events; returns how many were taken.
+
+    A batch that fails on its data (`workers.poison.cannot_fold`) is taken again and
+    folded in halves, setting aside the events that cannot be folded; any other error
+    (a lost connection) rolls back and propagates, and the batch is taken again later.
+    """
+    try:
+        with engine.begin() as connection:
+            events = take_batch(connection, team_id, batch_size)
+            if events:
+                fold_events(connection, team_id, events, datetime.now(UTC))
+            return len(events)
+    except DBAPIError as error:
+        if not cannot_fold(error):
+            raise
+        log.warning(
+            "fold of team %s failed on its data (%s); isolating the events at fault",
+            team_id,
+            describe(error).message,
         )
-        rows = connection.execute(
-            text(
-                f"""
-                SELECT {PENDING_COLUMNS}
-                FROM events
-                WHERE team_id = :team AND folded_at IS NULL
-                ORDER BY id
-                LIMIT :limit
-                FOR UPDATE SKIP LOCKED
-                """
-            ),
-            {"team": team_id, "limit": batch_size},
-        ).all()
-        events = [PendingEvent(*row) for row in rows]
-        if events:
-            fold_events(connection, team_id, events, datetime.now(UTC))
+    with engine.begin() as connection:
+        events = take_batch(connection, team_id, batch_size)
+        fold_isolating(connection, team_id, events, datetime.now(UTC), fold_events)
         return len(events)
+
+
+def take_batch(connection: Connection, team_id: int, batch_size: int) -> list[PendingEvent]:
+    """Lock the team for this transaction and take up to `batch_size` of its unfolded events."""
+    # The team's lock, then two settings for this transaction only: psycopg prepares a
+    # statement after a few runs, and Postgres's generic plan cannot see how many ids
+    # an array holds (measured 10-30x slower); JIT spends 20 ms compiling statements
+    # that run in 2.
+    connection.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(:ns, :team), "
+            "set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true)"
+        ),
+        {"ns": FOLD_LOCK_NAMESPACE, "team": team_id % 2_147_483_647},
+    )
+    rows = connection.execute(
+        text(
+            f"""
+            SELECT {PENDING_COLUMNS}
+            FROM events
+            WHERE team_id = :team AND folded_at IS NULL
+            ORDER BY id
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+            """
+        ),
+        {"team": team_id, "limit": batch_size},
+    ).all()
+    return [PendingEvent(*row) for row in rows]
 
 
 def fold_until_empty(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
@@ -81,6 +108,8 @@ def fold_events(connection: Connection, team_id: int, events: Sequence[PendingEv
     """Fold events (locked, unfolded rows of one team) inside the caller's transaction."""
     batch = Batch(connection, team_id)
     erasure = apply_deletes(batch, list(events))
+    if any(e.type == "delete" for e in events):
+        erase_set_aside(batch)
     events = erasure.events
     identities = Resolution(batch, now)
     identities.recompute |= erasure.changed_customers
