@@ -18,7 +18,7 @@ from app.resources import resources
 from schemas.cursors import encode_cursor
 from schemas.fold import FoldFailureListSchema, FoldRetrySchema
 from store.fold_failures import SetAsideEvent, list_failures, retry_failures
-from workers.signal import request_fold
+from store.fold_queue import request_fold
 
 log = logging.getLogger(__name__)
 

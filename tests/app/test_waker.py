@@ -14,8 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue
 
 from app.waker import Waker
+from store.fold_queue import flag_key, request_fold
 from store.settings import Settings
-from workers.signal import flag_key, request_fold
 
 WAIT_SECONDS = 10.0
 

@@ -23,12 +23,12 @@ from rq.job import Job
 from sqlalchemy import Engine, text
 
 from schemas.segment import PreparedEvent
+from store.fold_queue import flag_key
 from store.settings import Settings
 from tests.workers.model import TeamState, expected_state
 from tests.workers.support import journeys, new_team, state, store, store_and_fold
 from tests.workers.test_fold_properties import as_dict
 from workers.fold import FOLD_LOCK_NAMESPACE
-from workers.signal import flag_key
 
 ROOT = Path(__file__).resolve().parents[2]
 StartWorker = Callable[..., subprocess.Popen[bytes]]
@@ -222,7 +222,7 @@ def test_a_worker_killed_right_after_taking_a_job_stalls_nothing(
 ) -> None:
     """The job stays in RQ's intermediate list and the team's flag stays set; a healthy
     second worker must still fold the team's events within the bound."""
-    from workers.signal import request_fold
+    from store.fold_queue import request_fold
 
     events = journeys(12, seed=3)
     team = new_team(engine)

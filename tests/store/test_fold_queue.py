@@ -1,4 +1,4 @@
-"""The fold's wake-up flag (store/fold_queue.py, re-exported by workers/signal.py): it
+"""The fold's wake-up flag (store/fold_queue.py): it
 holds a wake-up back only while its job still waits in the RQ queue."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from redis import Redis
 from rq import Queue
 
+from store.fold_queue import Wake, clear_fold_flag, flag_key, request_fold, wake_fold
 from store.settings import Settings
-from workers.signal import Wake, clear_fold_flag, flag_key, request_fold, wake_fold
 
 
 def team_jobs(queue: Queue, team_id: int) -> list[str]:
