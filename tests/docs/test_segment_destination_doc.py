@@ -135,9 +135,11 @@ def read_doc(source: str) -> Doc:
             elif lang in ("python", "json"):
                 steps.append(Step(heading, lang, code, pending_js))
                 pending_js = None
+            else:  # every sample is run or checked: a block in another language would not be
+                raise AssertionError(f"a ```{lang} block under {heading!r}: the test cannot run it")
         elif line.startswith("#"):
             heading = line.lstrip("#").strip()
-            current = None
+            current = pending_js = None
         elif (summary := TIMELINE.match(line)) and steps:
             current = Expectation("timeline", summary.group(1))
             steps[-1].expectations.append(current)
