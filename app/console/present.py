@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
+from schemas.fields import utc_iso
+
 
 def is_web_url(value: Any) -> bool:
     """True for an absolute http(s) URL with a host: the only URLs rendered as links."""
@@ -47,7 +49,7 @@ def iso(value: str | datetime | None) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return value.isoformat().replace("+00:00", "Z")
+    return utc_iso(value)
 
 
 def headline(item: dict[str, Any]) -> str:
