@@ -28,6 +28,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         health,
         ingest,
         keys,
+        me,
         metrics,
         openapi,
         resources,
@@ -41,6 +42,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     customers.init_app(app)
     groups.init_app(app)
     keys.init_app(app)
+    me.init_app(app)
     openapi.init_app(app)
     cli.init_app(app)
     return app

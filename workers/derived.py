@@ -14,18 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from store.statements import normalised_key
 from workers.batch import Batch
 from workers.pending import PENDING_COLUMNS, PendingEvent
-
-
-def normalised_key(key: str) -> str:
-    """A trait key as compared, in SQL: lower case without spaces, `_`, `.` or `-`.
-
-    So "First Name", "first_name" and "firstName" are one trait; a key made only of
-    those characters is kept as it is.
-    """
-    return f"""COALESCE(NULLIF(regexp_replace(lower({key}), '[[:space:]_.-]+', '', 'g'), ''),
-                        {key})"""
 
 
 def latest_wins(owner: str, alias: str) -> str:
@@ -73,7 +64,8 @@ def upsert_history(customer: str, source: str) -> str:
     it set (the same tie rule inside one event as `upsert_traits`). A re-folded event's
     rows follow it to its customer."""
     return f"""
-    INSERT INTO trait_history AS th (team_id, event_id, key_norm, customer_id, key, value, event_time, tiebreak)
+    INSERT INTO trait_history AS th
+        (team_id, event_id, key_norm, customer_id, key, value, event_time, tiebreak)
     SELECT DISTINCT ON (e.id, t.norm)
            e.team_id, e.id, t.norm, {customer}, t.key, t.value, e.event_time, e.tiebreak
     FROM {source}
@@ -234,9 +226,14 @@ MEMBERSHIP_WINS = """ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
                         OR (excluded.state_at, excluded.state_tiebreak) > (ms.state_at, ms.state_tiebreak)
                       THEN excluded.state_at ELSE ms.state_at END"""
 
-# The joining and leaving calls of the events of a source `e`: group calls join their
-# group; an identify with `traits.company` joins it, or leaves it with `remove: true`.
-MEMBERSHIP_CALLS = f"""
+
+def membership_calls(source: str) -> str:
+    """The joining and leaving calls of the events of `source` (`e`): group calls join
+    their group; an identify with `traits.company` joins it, or leaves it with `remove: true`."""
+    return _MEMBERSHIP_CALLS.replace("{source}", source)
+
+
+_MEMBERSHIP_CALLS = f"""
     SELECT e.id, COALESCE(CASE WHEN e.type = 'group' THEN e.group_id END, {COMPANY_ID}) AS group_id,
            e.event_time, e.tiebreak, NOT (e.type = 'identify' AND {COMPANY_LEAVES}) AS joins
     FROM {{source}}
@@ -256,7 +253,7 @@ def update_memberships(batch: Batch, events: list[tuple[PendingEvent, int]]) -> 
     if identifies:
         customer_of = {e.id: c for e, c in identifies}
         rows = batch.sql(
-            f"SELECT * FROM ({MEMBERSHIP_CALLS.replace('{source}', BATCH_EVENTS)}) calls WHERE group_id IS NOT NULL",
+            f"SELECT * FROM ({membership_calls(BATCH_EVENTS)}) calls WHERE group_id IS NOT NULL",
             ids=[e.id for e, _ in identifies],
             customers=[c for _, c in identifies],
         )
@@ -350,7 +347,7 @@ def recompute_customer(batch: Batch, customer_id: int) -> None:
                (array_agg(joins ORDER BY event_time DESC, tiebreak DESC))[1],
                (array_agg(event_time ORDER BY event_time DESC, tiebreak DESC))[1],
                (array_agg(tiebreak ORDER BY event_time DESC, tiebreak DESC))[1]
-        FROM ({MEMBERSHIP_CALLS.replace('{source}', source)}) calls
+        FROM ({membership_calls(source)}) calls
         WHERE group_id IS NOT NULL
         GROUP BY group_id
         """,

@@ -322,9 +322,12 @@ def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys,
         "traits": None,
         "group_id": None,
         "previous_id": None,
+        "changes": None,
         "context": {
             "page_url": "https://example.com/pricing",
             "page_title": "Pricing",
+            "page_path": "/pricing",  # from properties: context.page has none
+            "page_referrer": None,
             "user_agent": "Mozilla/5.0",
             "ip": "203.0.113.9",
             "library": {"name": "analytics.js", "version": "2.11.1"},
@@ -336,10 +339,11 @@ def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys,
         "Order Completed",
     )
     assert order["context"]["ip"] is None  # not a string: the API promises strings or null
-    assert (identify["traits"], identify["properties"], identify["summary"]) == (
+    assert (identify["traits"], identify["properties"], identify["summary"], identify["changes"]) == (
         {"plan": "pro"},
         None,
         "Traits updated",
+        [{"trait": "plan", "from": None, "to": "pro"}],
     )
     assert (group["group_id"], group["traits"], group["summary"]) == (
         "g1",
@@ -561,6 +565,14 @@ def _odd_raws() -> list[Any]:
             {"context": {"page": value, "userAgent": value, "ip": value, "library": value}},
             {"context": {"page": {"url": value, "title": value}}},
             {"traits": {"name": value}, "groupId": "g-1"},
+            {"properties": {"url": value, "title": value, "path": value, "referrer": value}},
+            {"traits": {"company": value}},
+        ]
+    for company_id in ("c-1", 7, 1.5, "", None, True):
+        raws += [
+            {"traits": {"company": {"id": company_id, "name": "Acme", "remove": True}}},
+            {"traits": {"company": {"id": company_id, "name": 3, "remove": True}}},
+            {"traits": {"company": {"id": company_id, "remove": "true"}}},
         ]
     return raws
 
@@ -603,7 +615,7 @@ def test_the_items_postgres_builds_equal_the_reference_item(engine: Engine, time
     with engine.connect() as connection:
         connection.execute(text(f"SET LOCAL TIME ZONE '{timezone}'"))
         for params in _item_rows():
-            row = connection.execute(statement, params).one()
+            row = connection.execute(statement, {**params, "team": -1}).one()
             built = json.loads(row.item)
             assert built == feed_item(row), params
             assert list(built) == fields, "every key, in the documented order"
