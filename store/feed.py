@@ -85,7 +85,8 @@ _COMPANY_LABEL = (
 # What an identify changed: each trait the event set (trait_history, written by the fold)
 # against the customer's value just before it by (event time, tiebreak), one probe of
 # ix_trait_history_previous per trait, in the primary key's order (normalised key, so no
-# sort); only traits whose value differs (a first value has `from` null). Order-independent: it reads the stored events' history, not arrival.
+# sort); only traits whose value differs (a first value has `from` null). Order-independent:
+# it reads the stored events' history, not their arrival.
 _CHANGES_SQL = """COALESCE((
         SELECT json_agg(json_build_object('trait', h.key, 'from', p.value, 'to', h.value)
                         ORDER BY h.key_norm)

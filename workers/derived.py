@@ -101,7 +101,8 @@ COMPANY_ID = f"""CASE WHEN e.type = 'identify' THEN CASE jsonb_typeof({_COMPANY}
         WHEN 'object' THEN CASE WHEN jsonb_typeof({_COMPANY} -> 'id') IN ('string', 'number')
                            THEN NULLIF({_COMPANY} ->> 'id', '') END
     END END"""
-COMPANY_LEAVES = f"""COALESCE(jsonb_typeof({_COMPANY}) = 'object' AND {_COMPANY} -> 'remove' = 'true'::jsonb, false)"""
+COMPANY_LEAVES = f"""COALESCE(jsonb_typeof({_COMPANY}) = 'object'
+                              AND {_COMPANY} -> 'remove' = 'true'::jsonb, false)"""
 
 
 # The batch's events by primary key, with the customer each was just assigned to:
