@@ -54,6 +54,75 @@ def upgrade() -> None:
     op.add_column("memberships", sa.Column("state_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("memberships", sa.Column("state_tiebreak", sa.BigInteger(), nullable=True))
     op.alter_column("memberships", "joined_at", nullable=True)
+    backfill()
+
+
+# The fold's rules as of this revision (workers/derived.py), copied so that the
+# migration stays what it was when the fold changes later.
+_NORM = "COALESCE(NULLIF(regexp_replace(lower(kv.key), '[[:space:]_.-]+', '', 'g'), ''), kv.key)"
+_COMPANY = "(e.raw -> 'traits' -> 'company')"
+
+
+def backfill() -> None:
+    """Derive the new state from the events already folded: one pass over `events`.
+
+    On a big deployment this is the long step of the upgrade (a scan of the events and
+    an insert of their traits); the fold can keep running: it takes its batches under
+    its own lock, and this runs in the migration's transaction.
+    """
+    op.execute(
+        """
+        INSERT INTO event_summaries (team_id, customer_id, type, name, event_count, first_at, last_at)
+        SELECT team_id, customer_id, type, COALESCE(event_name, ''), count(*), min(event_time), max(event_time)
+        FROM events
+        WHERE customer_id IS NOT NULL AND type IN ('track', 'page', 'screen')
+        GROUP BY team_id, customer_id, type, COALESCE(event_name, '')
+        """
+    )
+    op.execute(
+        f"""
+        INSERT INTO trait_history (team_id, event_id, key_norm, customer_id, key, value, event_time, tiebreak)
+        SELECT DISTINCT ON (e.team_id, e.id, t.norm)
+               e.team_id, e.id, t.norm, e.customer_id, t.key, t.value, e.event_time, e.tiebreak
+        FROM events e
+        CROSS JOIN LATERAL (
+            SELECT kv.key, kv.value, src.priority, {_NORM} AS norm
+            FROM (VALUES (1, CASE WHEN e.type = 'identify' THEN e.raw -> 'traits' END),
+                         (2, e.raw -> 'context' -> 'traits')) AS src(priority, obj)
+            CROSS JOIN LATERAL jsonb_each(
+                CASE WHEN jsonb_typeof(src.obj) = 'object' THEN src.obj ELSE '{{}}'::jsonb END) kv
+        ) t
+        WHERE e.customer_id IS NOT NULL
+        ORDER BY e.team_id, e.id, t.norm, t.priority, t.key COLLATE "C"
+        """
+    )
+    # Memberships again from their calls: group calls, and now identifies' traits.company.
+    op.execute("DELETE FROM memberships")
+    op.execute(
+        f"""
+        INSERT INTO memberships (team_id, customer_id, group_id, joined_at, last_seen, active,
+                                 state_at, state_tiebreak)
+        SELECT team_id, customer_id, group_id, min(event_time) FILTER (WHERE joins), max(event_time),
+               (array_agg(joins ORDER BY event_time DESC, tiebreak DESC))[1],
+               (array_agg(event_time ORDER BY event_time DESC, tiebreak DESC))[1],
+               (array_agg(tiebreak ORDER BY event_time DESC, tiebreak DESC))[1]
+        FROM (
+            SELECT e.team_id, e.customer_id, e.event_time, e.tiebreak,
+                   COALESCE(CASE WHEN e.type = 'group' THEN e.group_id END,
+                            CASE WHEN e.type = 'identify' THEN CASE jsonb_typeof({_COMPANY})
+                                WHEN 'string' THEN NULLIF({_COMPANY} #>> '{{}}', '')
+                                WHEN 'object' THEN CASE WHEN jsonb_typeof({_COMPANY} -> 'id') IN ('string', 'number')
+                                                   THEN NULLIF({_COMPANY} ->> 'id', '') END
+                            END END) AS group_id,
+                   NOT (e.type = 'identify' AND COALESCE(jsonb_typeof({_COMPANY}) = 'object'
+                        AND {_COMPANY} -> 'remove' = 'true'::jsonb, false)) AS joins
+            FROM events e
+            WHERE e.customer_id IS NOT NULL AND e.type IN ('group', 'identify')
+        ) calls
+        WHERE group_id IS NOT NULL
+        GROUP BY team_id, customer_id, group_id
+        """
+    )
 
 
 def downgrade() -> None:
