@@ -942,3 +942,20 @@ def test_me_without_a_usable_key_is_401(client: FlaskClient, headers: dict[str, 
     response = client.get("/api/v1/me", headers=headers)
     assert response.status_code == 401
     assert response.get_json()["code"] in ("missing_key", "invalid_key")
+
+
+def test_me_shows_a_rotated_key_as_expiring_during_its_grace(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    from store.apikeys import create_key, rotate_key
+
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        made = create_key(connection, team.id, "zapier", ["read"], now)
+        rotate_key(connection, team.id, made.key.id, now, grace=timedelta(hours=1))
+    body = client.get("/api/v1/me", headers=team.bearer(made.secret)).get_json()
+    assert (body["key"]["id"], body["key"]["name"], body["key"]["status"]) == (
+        str(made.key.id),
+        "zapier",
+        "expiring",
+    )
