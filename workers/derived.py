@@ -118,23 +118,20 @@ BATCH_EVENTS = """
 
 
 def update_traits(batch: Batch, events: list[tuple[PendingEvent, int]]) -> None:
-    """Traits and trait history of the batch's events, on the customers they were assigned."""
+    """Traits, trait history and per-name event summaries of the batch's events, on the
+    customers they were assigned: one statement that reads the batch's events once (three
+    passes over them cost ~15% of the fold's throughput)."""
     if not events:
         return
-    params = {"ids": [e.id for e, _ in events], "customers": [c for _, c in events]}
-    batch.sql(upsert_traits("x.customer_id", BATCH_EVENTS), **params)
-    batch.sql(upsert_history("x.customer_id", BATCH_EVENTS), **params)
-
-
-def update_summaries(batch: Batch, events: list[tuple[PendingEvent, int]]) -> None:
-    """The per-name event summaries of the batch's track, page and screen events."""
-    named = [(e, c) for e, c in events if e.type in ("track", "page", "screen")]
-    if not named:
-        return
     batch.sql(
-        upsert_summaries("x.customer_id", BATCH_EVENTS),
-        ids=[e.id for e, _ in named],
-        customers=[c for _, c in named],
+        f"""
+        WITH e AS MATERIALIZED (SELECT x.customer_id AS owner, e.* FROM {BATCH_EVENTS}),
+        traits AS ({upsert_traits("e.owner", "e")}),
+        history AS ({upsert_history("e.owner", "e")})
+        {upsert_summaries("e.owner", "e")}
+        """,
+        ids=[e.id for e, _ in events],
+        customers=[c for _, c in events],
     )
 
 

@@ -97,7 +97,6 @@ def fold_events(connection: Connection, team_id: int, events: Sequence[PendingEv
         derived.update_traits(batch, incremental)
         derived.update_groups(batch, [e for e in events if e.type == "group"])
         derived.update_memberships(batch, incremental)
-        derived.update_summaries(batch, incremental)
         if gone:
             identities.forget_anonymous(sorted(gone))
     recompute = {identities.find(c) for c in identities.recompute}
