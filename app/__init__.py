@@ -31,6 +31,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         import_cli,
         ingest,
         keys,
+        me,
         metrics,
         openapi,
         rejections,
@@ -47,6 +48,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     keys.init_app(app)
     rejections.init_app(app)
     fold_failures.init_app(app)
+    me.init_app(app)
     openapi.init_app(app)
     console.init_app(app)
     cli.init_app(app)

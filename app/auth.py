@@ -75,20 +75,7 @@ def authenticate(
 
     `header_key`: what `key_from_header()` returned, when the caller has read it already.
     """
-    secret = header_key or key_from_header() or body_key
-    if not secret:
-        raise ApiError(
-            401,
-            "missing_key",
-            "No API key: send Authorization: Basic base64(KEY:), Bearer KEY, or writeKey.",
-            headers=AUTH_CHALLENGE,
-        )
-    if not KEY_FORMAT.fullmatch(secret):
-        raise _refused()
-    key = resources().keys.lookup(secret)
-    now = datetime.now(UTC)
-    if key is None or not key.usable_at(now):
-        raise _refused()
+    key = _usable_key(header_key or key_from_header() or body_key)
     if scope not in key.scopes:
         raise ApiError(
             403,
@@ -104,4 +91,31 @@ def authenticate(
         )
     if scope != "ingest":
         check_key_rate_limit(key.key_id)
+    return key
+
+
+def identify_caller() -> AuthenticatedKey:
+    """The caller's usable key whatever its scopes, in a rotation's grace too (`GET /api/v1/me`).
+
+    Only for answering what a key is: a pasted key is tested with it, the old one of a
+    rotation included. 401 for no key or one that is unknown, expired or revoked.
+    """
+    key = _usable_key(key_from_header())
+    check_key_rate_limit(key.key_id)
+    return key
+
+
+def _usable_key(secret: str | None) -> AuthenticatedKey:
+    if not secret:
+        raise ApiError(
+            401,
+            "missing_key",
+            "No API key: send Authorization: Basic base64(KEY:), Bearer KEY, or writeKey.",
+            headers=AUTH_CHALLENGE,
+        )
+    if not KEY_FORMAT.fullmatch(secret):
+        raise _refused()
+    key = resources().keys.lookup(secret)
+    if key is None or not key.usable_at(datetime.now(UTC)):
+        raise _refused()
     return key

@@ -13,19 +13,35 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, Flask, Response, jsonify, request, url_for
+from marshmallow import Schema
+from sqlalchemy import Connection
 
 from app.auth import authenticate
 from app.edges import load_query, not_found, path_id
 from app.resources import resources
 from schemas.api import (
+    MAX_EMAIL,
     CustomerListSchema,
     CustomerLookupArgs,
     CustomerSearchArgs,
+    EventSummaryListSchema,
+    ExternalIdListSchema,
     FeedArgs,
     MergedSchema,
+    TraitsArgs,
+    TraitsSchema,
     encode_cursor,
 )
-from store.customers import lookup_customer, read_profile, search_customers
+from schemas.fields import utc_iso
+from store.customers import (
+    customer_state,
+    lookup_customer,
+    read_event_summary,
+    read_external_ids,
+    read_profile,
+    read_traits,
+    search_customers,
+)
 from store.feed import FeedFilter, read_feed_page
 
 bp = Blueprint("customers", __name__, url_prefix="/api/v1")
@@ -35,8 +51,50 @@ _LOOKUP_KINDS = {"user_id": "user", "anonymous_id": "anonymous", "email": "email
 _search_args = CustomerSearchArgs()
 _lookup_args = CustomerLookupArgs()
 _feed_args = FeedArgs()
+_traits_args = TraitsArgs()
+_no_args = Schema.from_dict({}, name="NoArgs")()
 _customer_list = CustomerListSchema()
 _merged_body = MergedSchema()
+_traits = TraitsSchema()
+_external_ids = ExternalIdListSchema()
+_event_summary = EventSummaryListSchema()
+
+
+def customer_ref(connection: Connection, team_id: int, raw: str) -> int:
+    """The customer a path's `{id}` names: a customer id, or `user_id:X`, `email:X`,
+    `anonymous_id:X`, resolved as `/customers/lookup` resolves it; else the 404.
+
+    An external id resolves to the live customer holding it; a customer id may be one
+    merged away (the caller answers 308).
+    """
+    kind, separator, value = raw.partition(":")
+    if separator and kind in _LOOKUP_KINDS:
+        if not value or len(value) > MAX_EMAIL or "\x00" in value:
+            raise not_found()
+        found = lookup_customer(connection, team_id, _LOOKUP_KINDS[kind], value)
+        if found is None:
+            raise not_found()
+        return found
+    return path_id(raw)
+
+
+def _redirect_same_route(endpoint: str, survivor: int) -> Response:
+    """308 to the same route of the survivor, keeping the query string."""
+    location = url_for(endpoint, customer_id=str(survivor))
+    if request.query_string:
+        location += "?" + request.query_string.decode("latin-1")
+    return _merged(survivor, location)
+
+
+def _live_customer(connection: Connection, team_id: int, raw: str) -> int | Response:
+    """The live customer `raw` names, or the 308 to its survivor; 404 when there is none."""
+    customer_id = customer_ref(connection, team_id, raw)
+    exists, merged_into = customer_state(connection, team_id, customer_id)
+    if not exists:
+        raise not_found()
+    if merged_into is not None:
+        return _redirect_same_route(str(request.endpoint), merged_into)
+    return customer_id
 
 
 def _merged(live_id: int, location: str) -> Response:
@@ -133,7 +191,7 @@ def lookup() -> Response:
     return _profile_response(found[1])
 
 
-@bp.get("/customers/<customer_id>")
+@bp.get("/customers/<path:customer_id>")
 def profile(customer_id: str) -> Response:
     """A customer's profile.
     ---
@@ -160,10 +218,9 @@ def profile(customer_id: str) -> Response:
         503: Unavailable
     """
     key = authenticate("read")
-    wanted = path_id(customer_id)
     engine = resources().engine
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        found = read_profile(connection, key.team_id, wanted)
+        found = read_profile(connection, key.team_id, customer_ref(connection, key.team_id, customer_id))
     if found is None:
         raise not_found()
     merged_into, body = found
@@ -177,7 +234,7 @@ def _profile_response(body: str) -> Response:
     return Response(body + "\n", mimetype="application/json")
 
 
-@bp.get("/customers/<customer_id>/feed")
+@bp.get("/customers/<path:customer_id>/feed")
 def feed(customer_id: str) -> Response:
     """A customer's timeline, newest first.
     ---
@@ -220,7 +277,6 @@ def feed(customer_id: str) -> Response:
         since=args.get("since"),
         until=args.get("until"),
     )
-    wanted = path_id(customer_id)
     engine = resources().engine
     # An unfiltered page is one statement (customer, items, cursor): no transaction. A
     # filtered one may add the probe, which must see the page's snapshot.
@@ -229,7 +285,7 @@ def feed(customer_id: str) -> Response:
         page = read_feed_page(
             connection,
             key.team_id,
-            wanted,
+            customer_ref(connection, key.team_id, customer_id),
             limit=args["limit"],
             after=cursor.position if cursor else None,
             newest_first=args["order"] == "desc",
@@ -238,15 +294,137 @@ def feed(customer_id: str) -> Response:
     if page is None:
         raise not_found()
     if page.merged_into is not None:
-        location = url_for(".feed", customer_id=str(page.merged_into))
-        if request.query_string:
-            location += "?" + request.query_string.decode("latin-1")
-        return _merged(page.merged_into, location)
+        return _redirect_same_route(".feed", page.merged_into)
     next_cursor = encode_cursor("feed", args["order"], page.next_position) if page.next_position else None
     # The items are JSON text built by Postgres in FeedItemSchema's shape (see
     # store.feed.FEED_ITEM_SQL), passed through as they are.
     body = f'{{"data":{page.items_json},"next_cursor":{json.dumps(next_cursor)}}}\n'
     return Response(body, mimetype="application/json")
+
+
+@bp.get("/customers/<path:customer_id>/traits")
+def traits(customer_id: str) -> Response:
+    """A customer's traits, optionally with when and by which message each was set.
+    ---
+    get:
+      operationId: getCustomerTraits
+      summary: A customer's traits, with provenance
+      description: >
+        The latest value per trait (by event time). `verbose=true` gives each as
+        {value, updated_at (the event time of the identify that set it), message_id};
+        `include=a,b` picks traits (spellings compare as the fold compares them). An id
+        merged into another customer answers 308 to the survivor's traits.
+      tags: [customers]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - CustomerId
+        - in: query
+          schema: TraitsArgs
+      responses:
+        200:
+          description: The traits.
+          content:
+            application/json:
+              schema: TraitsSchema
+        308: Merged
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: Unavailable
+    """
+    key = authenticate("read")
+    args = load_query(_traits_args)
+    with resources().engine.connect() as connection:
+        live = _live_customer(connection, key.team_id, customer_id)
+        if isinstance(live, Response):
+            return live
+        rows = read_traits(connection, key.team_id, live, args.get("include"))
+    if args["verbose"]:
+        found = {
+            row.key: {"value": row.value, "updated_at": utc_iso(row.updated_at), "message_id": row.message_id}
+            for row in rows
+        }
+    else:
+        found = {row.key: row.value for row in rows}
+    return jsonify(_traits.dump({"traits": found}))
+
+
+@bp.get("/customers/<path:customer_id>/external_ids")
+def external_ids(customer_id: str) -> Response:
+    """A customer's identities, each with its first sighting.
+    ---
+    get:
+      operationId: getCustomerExternalIds
+      summary: A customer's userIds, anonymousIds and email
+      description: >
+        Each identity with the event time of the customer's first event that carried it
+        and that event's messageId (for the email: the identify that first set the
+        current email). Earliest first. An id merged into another customer answers 308.
+      tags: [customers]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - CustomerId
+      responses:
+        200:
+          description: The identities (one page).
+          content:
+            application/json:
+              schema: ExternalIdListSchema
+        308: Merged
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: Unavailable
+    """
+    key = authenticate("read")
+    load_query(_no_args)
+    with resources().engine.connect() as connection:
+        live = _live_customer(connection, key.team_id, customer_id)
+        if isinstance(live, Response):
+            return live
+        rows = read_external_ids(connection, key.team_id, live)
+    return jsonify(_external_ids.dump({"data": rows, "next_cursor": None}))
+
+
+@bp.get("/customers/<path:customer_id>/events/summary")
+def event_summary(customer_id: str) -> Response:
+    """Per event name, how often and when a customer did it.
+    ---
+    get:
+      operationId: getCustomerEventSummary
+      summary: Counts per track event name and per page or screen name
+      description: >
+        Over the customer's whole history: per track event name and per page or screen
+        name, the count and the event times of the first and the latest. Kept by the
+        fold, so it costs the same for a customer with 100,000 events. Most frequent
+        first. An id merged into another customer answers 308.
+      tags: [customers]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - CustomerId
+      responses:
+        200:
+          description: The summary (one page).
+          content:
+            application/json:
+              schema: EventSummaryListSchema
+        308: Merged
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: Unavailable
+    """
+    key = authenticate("read")
+    load_query(_no_args)
+    with resources().engine.connect() as connection:
+        live = _live_customer(connection, key.team_id, customer_id)
+        if isinstance(live, Response):
+            return live
+        rows = read_event_summary(connection, key.team_id, live)
+    return jsonify(_event_summary.dump({"data": rows, "next_cursor": None}))
 
 
 def init_app(app: Flask) -> None:

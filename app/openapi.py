@@ -70,8 +70,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "in": "path",
         "name": "customer_id",
         "required": True,
-        "description": "A customer id as this API returns it.",
-        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+        "description": "A customer id as this API returns it, or `user_id:X`, `email:X` or "
+        "`anonymous_id:X` (URL-encoded), resolved as /customers/lookup resolves it.",
+        "schema": {"type": "string", "pattern": "^([0-9]{1,18}|(user_id|email|anonymous_id):.+)$"},
     },
 }
 

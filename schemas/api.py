@@ -28,6 +28,7 @@ from schemas.segment import SUPPORTED_TYPES
 MAX_QUERY_TEXT = 255  # userIds and anonymousIds are at most 255 characters (SPEC §2)
 MAX_EMAIL = 320
 MAX_EVENT_NAME = 1000
+MAX_INCLUDED_TRAITS = 100
 
 # A delete erases the person, including the delete event itself: it is never in a feed.
 FEED_TYPES = tuple(kind for kind in SUPPORTED_TYPES if kind != "delete")
@@ -221,6 +222,28 @@ class FeedArgs(Schema):
             )
 
 
+class TraitsArgs(Schema):
+    """`GET /customers/{id}/traits`: which traits, and whether with their provenance."""
+
+    class Meta:
+        unknown = RAISE
+
+    verbose = fields.Boolean(
+        load_default=False,
+        truthy={"true", "1"},
+        falsy={"false", "0"},
+        metadata={"description": "`true`: each trait as {value, updated_at, message_id}."},
+    )
+    include = fields.List(
+        QueryText(validate=validate.Length(1, MAX_QUERY_TEXT)),
+        validate=validate.Length(max=MAX_INCLUDED_TRAITS),
+        metadata={
+            "description": "Only these traits, comma-separated (`include=email,plan`); "
+            "spellings compare as the fold compares them (`firstName` = `first_name`)."
+        },
+    )
+
+
 class GroupArgs(Schema):
     """`GET /groups/{group_id}`: paging of its members."""
 
@@ -235,12 +258,22 @@ class GroupArgs(Schema):
 REPEATABLE = {"type", "event", "exclude_event"}
 
 
+# Which arguments list their values comma-separated (`?include=email,plan`), as
+# Segment's Profile API reads `include`; repeating the argument adds more.
+COMMA_SEPARATED = {"include"}
+
+
 def query_arguments(schema: Schema, args: Any) -> dict[str, Any]:
     """A query string (a werkzeug MultiDict or any mapping with getlist) as the schema reads it."""
-    return {
-        name: args.getlist(name) if name in REPEATABLE and name in schema.fields else args.get(name)
-        for name in args.keys()
-    }
+    loaded: dict[str, Any] = {}
+    for name in args.keys():
+        if name in COMMA_SEPARATED and name in schema.fields:
+            loaded[name] = [part.strip() for value in args.getlist(name) for part in value.split(",")]
+        elif name in REPEATABLE and name in schema.fields:
+            loaded[name] = args.getlist(name)
+        else:
+            loaded[name] = args.get(name)
+    return loaded
 
 
 # -- responses -----------------------------------------------------------------------
@@ -316,8 +349,16 @@ class CustomerListSchema(Schema):
 class FeedContextSchema(Schema):
     """What the event's `context` says about where it happened; null where it does not say."""
 
-    page_url = fields.String(required=True, allow_none=True)
-    page_title = fields.String(required=True, allow_none=True)
+    page_url = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "context.page.url, else a page's properties.url."},
+    )
+    page_title = fields.String(required=True, allow_none=True, metadata={"description": "Likewise `title`."})
+    page_path = fields.String(required=True, allow_none=True, metadata={"description": "Likewise `path`."})
+    page_referrer = fields.String(
+        required=True, allow_none=True, metadata={"description": "Likewise `referrer`."}
+    )
     user_agent = fields.String(required=True, allow_none=True)
     ip = fields.String(required=True, allow_none=True)
     library = fields.Dict(
@@ -327,6 +368,17 @@ class FeedContextSchema(Schema):
         allow_none=True,
         metadata={"description": "The sending library, e.g. {name, version}."},
     )
+
+
+class TraitChangeSchema(Schema):
+    """One trait an identify changed: the customer's value just before it (by event time)."""
+
+    trait = fields.String(required=True, metadata={"description": "The key as the identify spelled it."})
+    # `from` is a Python keyword: the attribute is `from_`, the key `from`.
+    from_ = fields.Raw(
+        data_key="from", required=True, allow_none=True, metadata={"description": "null for a first value."}
+    )
+    to = fields.Raw(required=True, allow_none=True)
 
 
 class FeedItemSchema(Schema):
@@ -358,6 +410,15 @@ class FeedItemSchema(Schema):
     )
     group_id = fields.String(required=True, allow_none=True)
     previous_id = fields.String(required=True, allow_none=True, metadata={"description": "alias only."})
+    changes = fields.List(
+        fields.Nested(TraitChangeSchema),
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "identify only: each trait it set whose value differs from the customer's "
+            "value just before it by event time (a first value has `from` null)."
+        },
+    )
     context = fields.Nested(FeedContextSchema, required=True)
 
 
@@ -387,6 +448,89 @@ class GroupSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True)
 
 
+class TraitDetailSchema(Schema):
+    """A trait with its provenance (`verbose=true`)."""
+
+    value = fields.Raw(required=True, allow_none=True)
+    updated_at = Instant(required=True, metadata={"description": "Event time of the identify that set it."})
+    message_id = fields.String(
+        required=True, allow_none=True, metadata={"description": "The messageId of that event."}
+    )
+
+
+class TraitsSchema(Schema):
+    """A customer's traits: latest value per key, or with `verbose=true` its provenance."""
+
+    traits = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(),
+        required=True,
+        metadata={"description": "key -> value, or key -> TraitDetail with `verbose=true`."},
+    )
+
+
+class ExternalIdSchema(Schema):
+    """One of a customer's identities."""
+
+    type = fields.String(required=True, validate=validate.OneOf(("user_id", "anonymous_id", "email")))
+    value = fields.String(required=True)
+    first_seen = Instant(
+        required=True, allow_none=True, metadata={"description": "Event time of the first event carrying it."}
+    )
+    first_message_id = fields.String(
+        required=True, allow_none=True, metadata={"description": "The messageId of that event."}
+    )
+
+
+class ExternalIdListSchema(Schema):
+    data = fields.List(fields.Nested(ExternalIdSchema), required=True)
+    next_cursor = fields.String(
+        required=True, allow_none=True, metadata={"description": "Always null: one page."}
+    )
+
+
+class EventSummarySchema(Schema):
+    """A customer's events of one type and name over the whole history."""
+
+    type = fields.String(required=True, validate=validate.OneOf(("track", "page", "screen")))
+    name = fields.String(
+        required=True, allow_none=True, metadata={"description": "Track event name, page or screen name."}
+    )
+    count = fields.Integer(required=True)
+    first_seen = Instant(required=True, metadata={"description": "Event time of the first."})
+    last_seen = Instant(required=True, metadata={"description": "Event time of the latest."})
+
+
+class EventSummaryListSchema(Schema):
+    data = fields.List(fields.Nested(EventSummarySchema), required=True)
+    next_cursor = fields.String(
+        required=True, allow_none=True, metadata={"description": "Always null: one page."}
+    )
+
+
+class MeTeamSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+
+
+class MeKeySchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    scopes = fields.List(fields.String(), required=True)
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(("active", "expiring")),
+        metadata={"description": "`expiring`: rotated, in its grace period."},
+    )
+
+
+class MeSchema(Schema):
+    """The calling key and its team: what a destination calls to test pasted credentials."""
+
+    team = fields.Nested(MeTeamSchema, required=True)
+    key = fields.Nested(MeKeySchema, required=True)
+
+
 # Registered as named components of the OpenAPI document (nested ones before their users).
 COMPONENTS: dict[str, type[Schema]] = {
     "Error": ErrorSchema,
@@ -396,8 +540,18 @@ COMPONENTS: dict[str, type[Schema]] = {
     "Profile": ProfileSchema,
     "CustomerList": CustomerListSchema,
     "FeedContext": FeedContextSchema,
+    "TraitChange": TraitChangeSchema,
     "FeedItem": FeedItemSchema,
     "FeedPage": FeedPageSchema,
     "GroupMember": GroupMemberSchema,
     "Group": GroupSchema,
+    "TraitDetail": TraitDetailSchema,
+    "Traits": TraitsSchema,
+    "ExternalId": ExternalIdSchema,
+    "ExternalIdList": ExternalIdListSchema,
+    "EventSummary": EventSummarySchema,
+    "EventSummaryList": EventSummaryListSchema,
+    "MeTeam": MeTeamSchema,
+    "MeKey": MeKeySchema,
+    "Me": MeSchema,
 }

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from schemas.api import CustomerPosition
-from store.statements import iso_sql, prepared
+from store.statements import iso_sql, normalised_key, prepared
 
 SUMMARY_COLUMNS = "c.id, c.email, c.name, c.first_seen, c.last_seen, c.event_count"
 
@@ -73,7 +73,7 @@ def _profile_sql() -> str:
                 ) ORDER BY m.joined_at, m.group_id)
                 FROM memberships m
                 LEFT JOIN groups g ON g.team_id = m.team_id AND g.group_id = m.group_id
-                WHERE m.team_id = c.team_id AND m.customer_id = c.id), '[]'),
+                WHERE m.team_id = c.team_id AND m.customer_id = c.id AND m.active), '[]'),
             'first_seen', {iso_sql("c.first_seen")},
             'last_seen', {iso_sql("c.last_seen")},
             'event_count', c.event_count
@@ -237,3 +237,109 @@ def summaries(connection: Connection, team_id: int, rows: Sequence[Any]) -> list
         }
         for row in rows
     ]
+
+
+def customer_state(connection: Connection, team_id: int, customer_id: int) -> tuple[bool, int | None]:
+    """(whether the id is a customer of the team, the customer it was merged into or None)."""
+    row = connection.execute(
+        text("SELECT merged_into FROM customers WHERE team_id = :team AND id = :id"),
+        {"team": team_id, "id": customer_id},
+    ).first()
+    if row is None:
+        return False, None
+    return True, (int(row.merged_into) if row.merged_into is not None else None)
+
+
+def read_traits(
+    connection: Connection, team_id: int, customer_id: int, include: Sequence[str] | None = None
+) -> list[Any]:
+    """A customer's traits (key, value, updated_at, message_id), by key; only `include`'s
+    keys (compared normalised) when given.
+
+    `updated_at` is the event time of the event that set the value; its messageId comes
+    from that event, found by the feed index (the customer's event at that time and
+    tiebreak).
+    """
+    only = ""
+    params: dict[str, Any] = {"team": team_id, "c": customer_id}
+    if include is not None:
+        only = f"AND t.key_norm IN (SELECT {normalised_key('k')} FROM unnest(CAST(:include AS text[])) AS k)"
+        params["include"] = list(include)
+    return list(
+        connection.execute(
+            text(
+                f"""
+                SELECT t.key, t.value, t.event_time AS updated_at, e.message_id
+                FROM customer_traits t
+                LEFT JOIN LATERAL (
+                    SELECT message_id FROM events e
+                    WHERE e.team_id = t.team_id AND e.customer_id = t.customer_id
+                      AND e.event_time = t.event_time AND e.tiebreak = t.tiebreak
+                    LIMIT 1) e ON true
+                WHERE t.team_id = :team AND t.customer_id = :c {only}
+                ORDER BY t.key COLLATE "C"
+                """
+            ),
+            params,
+        ).all()
+    )
+
+
+def read_external_ids(connection: Connection, team_id: int, customer_id: int) -> list[dict[str, Any]]:
+    """A customer's userIds, anonymousIds and email, each with its first event (time, messageId).
+
+    An id's first event is the customer's earliest event carrying it (the feed index,
+    walked in order); the email's is the identify that first set the current email
+    (the trait history).
+    """
+    rows = connection.execute(
+        text(
+            """
+            SELECT CASE i.kind WHEN 'user' THEN 'user_id' ELSE 'anonymous_id' END AS type, i.value,
+                   f.event_time AS first_seen, f.message_id AS first_message_id
+            FROM identities i
+            LEFT JOIN LATERAL (
+                SELECT e.event_time, e.message_id FROM events e
+                WHERE e.team_id = i.team_id AND e.customer_id = i.customer_id
+                  AND CASE WHEN i.kind = 'user' THEN e.user_id = i.value ELSE e.anonymous_id = i.value END
+                ORDER BY e.event_time, e.tiebreak, e.id
+                LIMIT 1) f ON true
+            WHERE i.team_id = :team AND i.customer_id = :c
+            UNION ALL
+            SELECT 'email', c.email, f.event_time, f.message_id
+            FROM customers c
+            LEFT JOIN LATERAL (
+                SELECT h.event_time, e.message_id FROM trait_history h
+                JOIN events e ON e.team_id = h.team_id AND e.id = h.event_id
+                WHERE h.team_id = c.team_id AND h.customer_id = c.id AND h.key_norm = 'email'
+                  AND h.value = to_jsonb(c.email)
+                ORDER BY h.event_time, h.tiebreak
+                LIMIT 1) f ON true
+            WHERE c.team_id = :team AND c.id = :c AND c.email IS NOT NULL
+            ORDER BY first_seen NULLS LAST, type, value
+            """
+        ),
+        {"team": team_id, "c": customer_id},
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def read_event_summary(connection: Connection, team_id: int, customer_id: int) -> list[dict[str, Any]]:
+    """Per track event name and per page or screen name: count, first and last event time.
+
+    Read from `event_summaries`, which the fold keeps per batch: a few rows per customer
+    whatever the length of the history.
+    """
+    rows = connection.execute(
+        text(
+            """
+            SELECT type, NULLIF(name, '') AS name, event_count AS count,
+                   first_at AS first_seen, last_at AS last_seen
+            FROM event_summaries
+            WHERE team_id = :team AND customer_id = :c
+            ORDER BY event_count DESC, type, name COLLATE "C"
+            """
+        ),
+        {"team": team_id, "c": customer_id},
+    )
+    return [dict(row._mapping) for row in rows]

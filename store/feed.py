@@ -70,6 +70,46 @@ def _python_str_sql(value: str) -> str:
     )
 
 
+# The company an identify names in `traits.company` (an object with an id, or a string),
+# when it leaves it (`remove: true`, Intercom's convention): its name, else its id.
+_COMPANY = "(raw -> 'traits' -> 'company')"
+_LEAVES_COMPANY = (
+    f"(jsonb_typeof({_COMPANY}) = 'object' AND {_COMPANY} -> 'remove' = 'true'::jsonb "
+    f"AND jsonb_typeof({_COMPANY} -> 'id') IN ('string', 'number') AND {_COMPANY} ->> 'id' <> '')"
+)
+_COMPANY_LABEL = (
+    f"CASE WHEN jsonb_typeof({_COMPANY} -> 'name') = 'string' THEN {_COMPANY} -> 'name' "
+    f"ELSE {_COMPANY} -> 'id' END"
+)
+
+# What an identify changed: each trait the event set (trait_history, written by the fold)
+# against the customer's value just before it by (event time, tiebreak), one probe of
+# ix_trait_history_previous per trait, in the primary key's order (normalised key, so no
+# sort); only traits whose value differs (a first value has `from` null). Order-independent:
+# it reads the stored events' history, not their arrival.
+_CHANGES_SQL = """COALESCE((
+        SELECT json_agg(json_build_object('trait', h.key, 'from', p.value, 'to', h.value)
+                        ORDER BY h.key_norm)
+        FROM trait_history h
+        LEFT JOIN LATERAL (
+            SELECT q.value FROM trait_history q
+            WHERE q.team_id = h.team_id AND q.customer_id = h.customer_id AND q.key_norm = h.key_norm
+              AND (q.event_time, q.tiebreak) < (h.event_time, h.tiebreak)
+            ORDER BY q.event_time DESC, q.tiebreak DESC
+            LIMIT 1
+        ) p ON true
+        WHERE h.team_id = :team AND h.event_id = id AND (p.value IS NULL OR p.value <> h.value)
+    ), '[]')"""
+
+
+def _page_sql(key: str) -> str:
+    """A page's `key` (url, title, path, referrer): context.page's, else, for a page call,
+    its properties' (server-side `page` calls carry them there)."""
+    page = _string_sql(f"(raw -> 'context' -> 'page' -> '{key}')")
+    properties = _string_sql(f"(raw -> 'properties' -> '{key}')")
+    return f"COALESCE({page}, CASE WHEN type = 'page' THEN {properties} END)"
+
+
 # A feed item, in SQL: the item's JSON text is built by Postgres and passed through, so a
 # page costs Python nothing per item (Python building and re-encoding 50 items cost ~4 ms
 # a page); tests/store/reference.py's `feed_item` is the same in Python, held to it.
@@ -82,7 +122,8 @@ FEED_ITEM_SQL = f"""json_build_object(
         WHEN 'page' THEN CASE WHEN event_name <> '' THEN 'Viewed page ' || event_name ELSE 'Viewed a page' END
         WHEN 'screen' THEN
             CASE WHEN event_name <> '' THEN 'Viewed screen ' || event_name ELSE 'Viewed a screen' END
-        WHEN 'identify' THEN 'Traits updated'
+        WHEN 'identify' THEN CASE WHEN {_LEAVES_COMPANY}
+            THEN 'Left group ' || {_python_str_sql(f"({_COMPANY_LABEL})")} ELSE 'Traits updated' END
         WHEN 'group' THEN 'Joined group ' || {
     _python_str_sql(
         "CASE WHEN jsonb_typeof(raw -> 'traits' -> 'name') = 'string' "
@@ -104,9 +145,12 @@ FEED_ITEM_SQL = f"""json_build_object(
         THEN COALESCE({_object_sql("(raw -> 'traits')")}, '{{}}'::jsonb) END,
     'group_id', CASE WHEN type = 'group' THEN group_id END,
     'previous_id', CASE WHEN type = 'alias' THEN previous_id END,
+    'changes', CASE WHEN type = 'identify' THEN {_CHANGES_SQL} END,
     'context', json_build_object(
-        'page_url', {_string_sql("(raw -> 'context' -> 'page' -> 'url')")},
-        'page_title', {_string_sql("(raw -> 'context' -> 'page' -> 'title')")},
+        'page_url', {_page_sql("url")},
+        'page_title', {_page_sql("title")},
+        'page_path', {_page_sql("path")},
+        'page_referrer', {_page_sql("referrer")},
         'user_agent', {_string_sql("(raw -> 'context' -> 'userAgent')")},
         'ip', {_string_sql("(raw -> 'context' -> 'ip')")},
         'library', {_object_sql("(raw -> 'context' -> 'library')")}

@@ -18,12 +18,23 @@ def load_group(
     limit: int,
     after: MemberPosition | None = None,
 ) -> tuple[dict[str, Any], MemberPosition | None] | None:
-    """A group with its traits and one page of members (by joined_at, then id), or None."""
+    """A group with its traits and its current members, one page (by joined_at, then id), or None.
+
+    A company only ever named in identifies' `traits.company` has no group call: it is
+    answered from its memberships (no name, no traits, seen when they were).
+    """
     params: dict[str, Any] = {"team": team_id, "group": group_id, "limit": limit + 1}
     group = connection.execute(
         text(
-            "SELECT group_id, name, first_seen, last_seen FROM groups "
-            "WHERE team_id = :team AND group_id = :group"
+            """
+            SELECT group_id, name, first_seen, last_seen FROM groups
+            WHERE team_id = :team AND group_id = :group
+            UNION ALL
+            SELECT :group, NULL, min(COALESCE(joined_at, last_seen)), max(last_seen) FROM memberships
+            WHERE team_id = :team AND group_id = :group
+              AND NOT EXISTS (SELECT 1 FROM groups WHERE team_id = :team AND group_id = :group)
+            HAVING count(*) > 0
+            """
         ),
         params,
     ).first()
@@ -34,7 +45,8 @@ def load_group(
         params,
     ).all()
     member_count = connection.execute(
-        text("SELECT count(*) FROM memberships WHERE team_id = :team AND group_id = :group"), params
+        text("SELECT count(*) FROM memberships WHERE team_id = :team AND group_id = :group AND active"),
+        params,
     ).scalar_one()
     keyset = ""
     if after is not None:
@@ -46,7 +58,7 @@ def load_group(
             SELECT {SUMMARY_COLUMNS}, m.joined_at
             FROM memberships m
             JOIN customers c ON c.team_id = m.team_id AND c.id = m.customer_id
-            WHERE m.team_id = :team AND m.group_id = :group AND c.merged_into IS NULL {keyset}
+            WHERE m.team_id = :team AND m.group_id = :group AND m.active AND c.merged_into IS NULL {keyset}
             ORDER BY m.joined_at, m.customer_id
             LIMIT :limit
             """

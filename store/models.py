@@ -296,8 +296,13 @@ class Membership(Base):
     team_id: Mapped[int] = mapped_column(BigInteger)
     customer_id: Mapped[int] = mapped_column(BigInteger)
     group_id: Mapped[str] = mapped_column(Text)
-    joined_at: Mapped[datetime] = mapped_column(TZ)
+    # The earliest joining call (NULL while only a leaving one is known).
+    joined_at: Mapped[datetime | None] = mapped_column(TZ)
     last_seen: Mapped[datetime] = mapped_column(TZ)
+    # The latest (event time, tiebreak) joining or leaving call decides (migration 0007).
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    state_at: Mapped[datetime | None] = mapped_column(TZ)
+    state_tiebreak: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         PrimaryKeyConstraint("team_id", "customer_id", "group_id"),
@@ -415,3 +420,48 @@ class FoldFailure(Base):
     failed_at: Mapped[datetime] = mapped_column(TZ)
 
     __table_args__ = (PrimaryKeyConstraint("team_id", "event_id"),)
+
+
+# Profile API state (SPEC §4; migration 0007)
+
+
+class TraitHistory(Base):
+    """What one event set for one trait of its customer: the feed's `changes` read it.
+
+    The previous value of a trait at an event is the row of the same customer and key
+    just before it by (event time, tiebreak): one probe of `ix_trait_history_previous`,
+    whatever order the events arrived in.
+    """
+
+    __tablename__ = "trait_history"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    key_norm: Mapped[str] = mapped_column(Text)
+    customer_id: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str] = mapped_column(Text)
+    value: Mapped[Any] = mapped_column(JSONB)
+    event_time: Mapped[datetime] = mapped_column(TZ)
+    tiebreak: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "event_id", "key_norm"),
+        Index("ix_trait_history_previous", "team_id", "customer_id", "key_norm", "event_time", "tiebreak"),
+    )
+
+
+class EventSummary(Base):
+    """Per customer, per track event name and per page or screen name: count, first, last.
+
+    `name` is '' for a page or screen without a name (the API shows null).
+    """
+
+    __tablename__ = "event_summaries"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    event_count: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime] = mapped_column(TZ)
+    last_at: Mapped[datetime] = mapped_column(TZ)
+
+    __table_args__ = (PrimaryKeyConstraint("team_id", "customer_id", "type", "name"),)

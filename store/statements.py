@@ -1,4 +1,5 @@
-"""SQL building blocks the read side shares: instants as the API writes them, prepared text.
+"""SQL building blocks the read side shares: instants as the API writes them, prepared text,
+trait keys as the fold compares them.
 
 The profile and the feed are built as JSON by Postgres (`store/customers.py`,
 `store/feed.py`): both write instants through `iso_sql`, and both bind their parameters
@@ -11,6 +12,17 @@ import re
 from functools import lru_cache
 
 from sqlalchemy import TextClause, text
+
+
+def normalised_key(key: str) -> str:
+    """A trait key as compared, in SQL: lower case without spaces, `_`, `.` or `-`.
+
+    So "First Name", "first_name" and "firstName" are one trait; a key made only of
+    those characters is kept as it is. The fold keys traits by it (`workers/derived.py`);
+    the read side finds `?include=` traits by it.
+    """
+    return f"""COALESCE(NULLIF(regexp_replace(lower({key}), '[[:space:]_.-]+', '', 'g'), ''),
+                        {key})"""
 
 
 def iso_sql(column: str) -> str:

@@ -3,7 +3,9 @@
 Once identity resolution (`workers/resolve.py`) has pointed every event of a batch at
 its customer, these set-based statements bring up to date what the read side shows:
 traits and group traits (per normalised key, the latest (event time, tiebreak) wins),
-groups, memberships (joined at the earliest group call, seen at the latest) and each
+the trait history (what each event set, for the feed's `changes`), groups, memberships
+(from group calls and identifies' `traits.company`: joined at the earliest joining call,
+seen at the latest, ended by a later `remove: true`), per-name event summaries and each
 customer's counts, first and last seen, email and name. A customer whose history
 changed under it (a late earlier claim, a delete) is derived again from its events.
 """
@@ -12,18 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from store.statements import normalised_key
 from workers.batch import Batch
 from workers.pending import PENDING_COLUMNS, PendingEvent
-
-
-def normalised_key(key: str) -> str:
-    """A trait key as compared, in SQL: lower case without spaces, `_`, `.` or `-`.
-
-    So "First Name", "first_name" and "firstName" are one trait; a key made only of
-    those characters is kept as it is.
-    """
-    return f"""COALESCE(NULLIF(regexp_replace(lower({key}), '[[:space:]_.-]+', '', 'g'), ''),
-                        {key})"""
 
 
 def latest_wins(owner: str, alias: str) -> str:
@@ -33,6 +26,20 @@ def latest_wins(owner: str, alias: str) -> str:
     SET key = excluded.key, value = excluded.value,
         event_time = excluded.event_time, tiebreak = excluded.tiebreak
     WHERE (excluded.event_time, excluded.tiebreak) > ({alias}.event_time, {alias}.tiebreak)"""
+
+
+def trait_candidates() -> str:
+    """The trait candidates of an event `e` (key, value, priority, norm), as a LATERAL join:
+    identify traits first (priority 1), then context.traits (2)."""
+    return f"""
+    CROSS JOIN LATERAL (
+        SELECT kv.key, kv.value, src.priority,
+               {normalised_key("kv.key")} AS norm
+        FROM (VALUES (1, CASE WHEN e.type = 'identify' THEN e.raw -> 'traits' END),
+                     (2, e.raw -> 'context' -> 'traits')) AS src(priority, obj)
+        CROSS JOIN LATERAL jsonb_each(
+            CASE WHEN jsonb_typeof(src.obj) = 'object' THEN src.obj ELSE '{{}}'::jsonb END) kv
+    ) t"""
 
 
 def upsert_traits(customer: str, source: str) -> str:
@@ -46,17 +53,56 @@ def upsert_traits(customer: str, source: str) -> str:
     SELECT DISTINCT ON ({customer}, t.norm)
            e.team_id, {customer}, t.norm, t.key, t.value, e.event_time, e.tiebreak
     FROM {source}
-    CROSS JOIN LATERAL (
-        SELECT kv.key, kv.value, src.priority,
-               {normalised_key("kv.key")} AS norm
-        FROM (VALUES (1, CASE WHEN e.type = 'identify' THEN e.raw -> 'traits' END),
-                     (2, e.raw -> 'context' -> 'traits')) AS src(priority, obj)
-        CROSS JOIN LATERAL jsonb_each(
-            CASE WHEN jsonb_typeof(src.obj) = 'object' THEN src.obj ELSE '{{}}'::jsonb END) kv
-    ) t
+    {trait_candidates()}
     ORDER BY {customer}, t.norm, e.event_time DESC, e.tiebreak DESC, t.priority, t.key COLLATE "C"
     {latest_wins("customer_id", "ct")}
     """
+
+
+def upsert_history(customer: str, source: str) -> str:
+    """Trait history from the events of `source` (`e`): per event and normalised key, what
+    it set (the same tie rule inside one event as `upsert_traits`). A re-folded event's
+    rows follow it to its customer."""
+    return f"""
+    INSERT INTO trait_history AS th
+        (team_id, event_id, key_norm, customer_id, key, value, event_time, tiebreak)
+    SELECT DISTINCT ON (e.id, t.norm)
+           e.team_id, e.id, t.norm, {customer}, t.key, t.value, e.event_time, e.tiebreak
+    FROM {source}
+    {trait_candidates()}
+    ORDER BY e.id, t.norm, t.priority, t.key COLLATE "C"
+    ON CONFLICT (team_id, event_id, key_norm) DO UPDATE SET customer_id = excluded.customer_id
+    """
+
+
+def upsert_summaries(customer: str, source: str) -> str:
+    """Per-name counts, first and last event time of the track, page and screen events of
+    `source` (`e`), added to what the customers already have."""
+    return f"""
+    INSERT INTO event_summaries AS s (team_id, customer_id, type, name, event_count, first_at, last_at)
+    SELECT e.team_id, {customer}, e.type, COALESCE(e.event_name, ''), count(*),
+           min(e.event_time), max(e.event_time)
+    FROM {source}
+    WHERE e.type IN ('track', 'page', 'screen')
+    GROUP BY e.team_id, {customer}, e.type, COALESCE(e.event_name, '')
+    ON CONFLICT (team_id, customer_id, type, name) DO UPDATE
+    SET event_count = s.event_count + excluded.event_count,
+        first_at = LEAST(s.first_at, excluded.first_at),
+        last_at = GREATEST(s.last_at, excluded.last_at)
+    """
+
+
+# The company an identify names in `traits.company` (Intercom's and Zendesk's
+# convention): an object's `id` (a string or a number), or a string (the company's
+# name, used as its id); NULL when none. `COMPANY_LEAVES`: the object says `remove: true`.
+_COMPANY = "(e.raw -> 'traits' -> 'company')"
+COMPANY_ID = f"""CASE WHEN e.type = 'identify' THEN CASE jsonb_typeof({_COMPANY})
+        WHEN 'string' THEN NULLIF({_COMPANY} #>> '{{}}', '')
+        WHEN 'object' THEN CASE WHEN jsonb_typeof({_COMPANY} -> 'id') IN ('string', 'number')
+                           THEN NULLIF({_COMPANY} ->> 'id', '') END
+    END END"""
+COMPANY_LEAVES = f"""COALESCE(jsonb_typeof({_COMPANY}) = 'object'
+                              AND {_COMPANY} -> 'remove' = 'true'::jsonb, false)"""
 
 
 # The batch's events by primary key, with the customer each was just assigned to:
@@ -72,10 +118,18 @@ BATCH_EVENTS = """
 
 
 def update_traits(batch: Batch, events: list[tuple[PendingEvent, int]]) -> None:
+    """Traits, trait history and per-name event summaries of the batch's events, on the
+    customers they were assigned: one statement that reads the batch's events once (three
+    passes over them cost ~15% of the fold's throughput)."""
     if not events:
         return
     batch.sql(
-        upsert_traits("x.customer_id", BATCH_EVENTS),
+        f"""
+        WITH e AS MATERIALIZED (SELECT x.customer_id AS owner, e.* FROM {BATCH_EVENTS}),
+        traits AS ({upsert_traits("e.owner", "e")}),
+        history AS ({upsert_history("e.owner", "e")})
+        {upsert_summaries("e.owner", "e")}
+        """,
         ids=[e.id for e, _ in events],
         customers=[c for _, c in events],
     )
@@ -148,6 +202,8 @@ def recompute_groups(batch: Batch, group_ids: list[str]) -> None:
     calls = """
         FROM events WHERE team_id = :team AND type = 'group' AND group_id = ANY(:g)
           AND folded_at IS NOT NULL
+          AND NOT EXISTS (  -- a call the fold set aside (workers/poison.py) counts for nothing
+              SELECT 1 FROM fold_failures f WHERE f.team_id = events.team_id AND f.event_id = events.id)
     """
     batch.sql("DELETE FROM group_traits WHERE team_id = :team AND group_id = ANY(:g)", **params)
     batch.sql("DELETE FROM groups WHERE team_id = :team AND group_id = ANY(:g)", **params)
@@ -155,30 +211,83 @@ def recompute_groups(batch: Batch, group_ids: list[str]) -> None:
     update_groups(batch, [PendingEvent(*row) for row in rows])
 
 
+# A membership's state: the latest (event time, tiebreak) joining or leaving call wins, so
+# a late older call never undoes a newer one; joined_at is the earliest joining call.
+MEMBERSHIP_WINS = """ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
+    SET joined_at = LEAST(ms.joined_at, excluded.joined_at),
+        last_seen = GREATEST(ms.last_seen, excluded.last_seen),
+        active = CASE WHEN ms.state_at IS NULL
+                        OR (excluded.state_at, excluded.state_tiebreak) > (ms.state_at, ms.state_tiebreak)
+                      THEN excluded.active ELSE ms.active END,
+        state_tiebreak = CASE WHEN ms.state_at IS NULL
+                        OR (excluded.state_at, excluded.state_tiebreak) > (ms.state_at, ms.state_tiebreak)
+                      THEN excluded.state_tiebreak ELSE ms.state_tiebreak END,
+        state_at = CASE WHEN ms.state_at IS NULL
+                        OR (excluded.state_at, excluded.state_tiebreak) > (ms.state_at, ms.state_tiebreak)
+                      THEN excluded.state_at ELSE ms.state_at END"""
+
+
+def membership_calls(source: str) -> str:
+    """The joining and leaving calls of the events of `source` (`e`): group calls join
+    their group; an identify with `traits.company` joins it, or leaves it with `remove: true`."""
+    return _MEMBERSHIP_CALLS.replace("{source}", source)
+
+
+_MEMBERSHIP_CALLS = f"""
+    SELECT e.id, COALESCE(CASE WHEN e.type = 'group' THEN e.group_id END, {COMPANY_ID}) AS group_id,
+           e.event_time, e.tiebreak, NOT (e.type = 'identify' AND {COMPANY_LEAVES}) AS joins
+    FROM {{source}}
+    WHERE e.type IN ('group', 'identify')
+"""
+
+
 def update_memberships(batch: Batch, events: list[tuple[PendingEvent, int]]) -> None:
-    """Memberships from the batch's group calls: joined at the first, seen at the last."""
-    spans: dict[tuple[int, str], tuple[datetime, datetime]] = {}
-    for event, customer in events:
-        if event.type == "group" and event.group_id is not None:
-            key = (customer, event.group_id)
-            first, last = spans.get(key, (event.event_time, event.event_time))
-            spans[key] = (min(first, event.event_time), max(last, event.event_time))
-    if not spans:
+    """Memberships from the batch's group calls and company identifies: joined at the first
+    joining call, seen at the last call, member or not as the latest call says."""
+    calls: list[tuple[int, str, datetime, int, bool]] = [
+        (customer, event.group_id, event.event_time, event.tiebreak, True)
+        for event, customer in events
+        if event.type == "group" and event.group_id is not None
+    ]
+    identifies = [(e, c) for e, c in events if e.type == "identify"]
+    if identifies:
+        customer_of = {e.id: c for e, c in identifies}
+        rows = batch.sql(
+            f"SELECT * FROM ({membership_calls(BATCH_EVENTS)}) calls WHERE group_id IS NOT NULL",
+            ids=[e.id for e, _ in identifies],
+            customers=[c for _, c in identifies],
+        )
+        calls += [(customer_of[int(i)], str(g), t, int(b), bool(j)) for i, g, t, b, j in rows]
+    state: dict[tuple[int, str], tuple[datetime | None, datetime, tuple[datetime, int], bool]] = {}
+    for customer, group, time, tiebreak, joins in calls:
+        key = (customer, group)
+        joined, last, stamp, active = state.get(key, (None, time, (time, tiebreak), joins))
+        if joins:
+            joined = time if joined is None else min(joined, time)
+        if (time, tiebreak) >= stamp:
+            stamp, active = (time, tiebreak), joins
+        state[key] = (joined, max(last, time), stamp, active)
+    if not state:
         return
+    values = list(state.values())
     batch.sql(
-        """
-        INSERT INTO memberships AS m (team_id, customer_id, group_id, joined_at, last_seen)
-        SELECT :team, x.c, x.g, x.f, x.l
+        f"""
+        INSERT INTO memberships AS ms
+            (team_id, customer_id, group_id, joined_at, last_seen, active, state_at, state_tiebreak)
+        SELECT :team, x.c, x.g, x.f, x.l, x.a, x.st, x.sb
         FROM unnest(CAST(:customers AS bigint[]), CAST(:groups AS text[]),
-                    CAST(:firsts AS timestamptz[]), CAST(:lasts AS timestamptz[])) AS x(c, g, f, l)
-        ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
-        SET joined_at = LEAST(m.joined_at, excluded.joined_at),
-            last_seen = GREATEST(m.last_seen, excluded.last_seen)
+                    CAST(:firsts AS timestamptz[]), CAST(:lasts AS timestamptz[]),
+                    CAST(:actives AS boolean[]), CAST(:stamps AS timestamptz[]),
+                    CAST(:ties AS bigint[])) AS x(c, g, f, l, a, st, sb)
+        {MEMBERSHIP_WINS}
         """,
-        customers=[c for c, _ in spans],
-        groups=[g for _, g in spans],
-        firsts=[f for f, _ in spans.values()],
-        lasts=[last for _, last in spans.values()],
+        customers=[c for c, _ in state],
+        groups=[g for _, g in state],
+        firsts=[v[0] for v in values],
+        lasts=[v[1] for v in values],
+        actives=[v[3] for v in values],
+        stamps=[v[2][0] for v in values],
+        ties=[v[2][1] for v in values],
     )
 
 
@@ -221,19 +330,26 @@ def update_customers(batch: Batch, events: list[tuple[PendingEvent, int]], other
 
 
 def recompute_customer(batch: Batch, customer_id: int) -> None:
-    """Derive a customer's traits, memberships and counts again from its events."""
+    """Derive a customer's traits, trait history, memberships, summaries and counts again
+    from its events."""
     params = {"c": customer_id}
-    batch.sql("DELETE FROM customer_traits WHERE team_id = :team AND customer_id = :c", **params)
+    for table in ("customer_traits", "trait_history", "memberships", "event_summaries"):
+        batch.sql(f"DELETE FROM {table} WHERE team_id = :team AND customer_id = :c", **params)
     source = "(SELECT * FROM events WHERE team_id = :team AND customer_id = :c) AS e"
     batch.sql(upsert_traits("e.customer_id", source), **params)
-    batch.sql("DELETE FROM memberships WHERE team_id = :team AND customer_id = :c", **params)
+    batch.sql(upsert_history("e.customer_id", source), **params)
+    batch.sql(upsert_summaries("e.customer_id", source), **params)
     batch.sql(
-        """
-        INSERT INTO memberships (team_id, customer_id, group_id, joined_at, last_seen)
-        SELECT team_id, customer_id, group_id, min(event_time), max(event_time)
-        FROM events
-        WHERE team_id = :team AND customer_id = :c AND type = 'group' AND group_id IS NOT NULL
-        GROUP BY team_id, customer_id, group_id
+        f"""
+        INSERT INTO memberships (team_id, customer_id, group_id, joined_at, last_seen, active,
+                                 state_at, state_tiebreak)
+        SELECT :team, :c, group_id, min(event_time) FILTER (WHERE joins), max(event_time),
+               (array_agg(joins ORDER BY event_time DESC, tiebreak DESC))[1],
+               (array_agg(event_time ORDER BY event_time DESC, tiebreak DESC))[1],
+               (array_agg(tiebreak ORDER BY event_time DESC, tiebreak DESC))[1]
+        FROM ({membership_calls(source)}) calls
+        WHERE group_id IS NOT NULL
+        GROUP BY group_id
         """,
         **params,
     )
@@ -267,20 +383,43 @@ def move_derived(batch: Batch, params: dict[str, list[int]], pairs: str) -> None
         """,
         **params,
     )
+    latest = "ORDER BY t.state_at DESC NULLS LAST, t.state_tiebreak DESC NULLS LAST"
     batch.sql(
         f"""
-        INSERT INTO memberships AS ms (team_id, customer_id, group_id, joined_at, last_seen)
-        SELECT :team, m.s, t.group_id, min(t.joined_at), max(t.last_seen)
+        INSERT INTO memberships AS ms
+            (team_id, customer_id, group_id, joined_at, last_seen, active, state_at, state_tiebreak)
+        SELECT :team, m.s, t.group_id, min(t.joined_at), max(t.last_seen),
+               (array_agg(t.active {latest}))[1], (array_agg(t.state_at {latest}))[1],
+               (array_agg(t.state_tiebreak {latest}))[1]
         FROM memberships t JOIN {pairs} ON t.customer_id = m.l
         WHERE t.team_id = :team AND t.customer_id = ANY(:losers)
         GROUP BY m.s, t.group_id
-        ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
-        SET joined_at = LEAST(ms.joined_at, excluded.joined_at),
-            last_seen = GREATEST(ms.last_seen, excluded.last_seen)
+        {MEMBERSHIP_WINS}
         """,
         **params,
     )
-    for table in ("customer_traits", "memberships"):
+    batch.sql(
+        f"""
+        INSERT INTO event_summaries AS s (team_id, customer_id, type, name, event_count, first_at, last_at)
+        SELECT :team, m.s, t.type, t.name, sum(t.event_count), min(t.first_at), max(t.last_at)
+        FROM event_summaries t JOIN {pairs} ON t.customer_id = m.l
+        WHERE t.team_id = :team AND t.customer_id = ANY(:losers)
+        GROUP BY m.s, t.type, t.name
+        ON CONFLICT (team_id, customer_id, type, name) DO UPDATE
+        SET event_count = s.event_count + excluded.event_count,
+            first_at = LEAST(s.first_at, excluded.first_at),
+            last_at = GREATEST(s.last_at, excluded.last_at)
+        """,
+        **params,
+    )
+    batch.sql(
+        f"""
+        UPDATE trait_history t SET customer_id = m.s FROM {pairs}
+        WHERE t.team_id = :team AND t.customer_id = m.l
+        """,
+        **params,
+    )
+    for table in ("customer_traits", "memberships", "event_summaries"):
         batch.sql(f"DELETE FROM {table} WHERE team_id = :team AND customer_id = ANY(:losers)", **params)
     batch.sql(
         f"""

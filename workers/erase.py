@@ -21,7 +21,7 @@ A customer that held an erased userId is taken apart: its remaining events (date
 the tombstones, or of other userIds it had been merged with) are marked unfolded again
 and folded in this same batch as if new, so the result is what folding the survivors
 alone would give. A customer that only lost some anonymous events keeps its id and has
-its traits, memberships and counts derived again.
+its traits, trait history, memberships, summaries and counts derived again.
 """
 
 from __future__ import annotations
@@ -305,6 +305,8 @@ class _Eraser:
             "DELETE FROM identities WHERE team_id = :team AND customer_id = ANY(:c)",
             "DELETE FROM customer_traits WHERE team_id = :team AND customer_id = ANY(:c)",
             "DELETE FROM memberships WHERE team_id = :team AND customer_id = ANY(:c)",
+            "DELETE FROM trait_history WHERE team_id = :team AND customer_id = ANY(:c)",
+            "DELETE FROM event_summaries WHERE team_id = :team AND customer_id = ANY(:c)",
             "DELETE FROM customers WHERE team_id = :team AND (id = ANY(:c) OR merged_into = ANY(:c))",
         ):
             self.sql(statement, **params)

@@ -322,9 +322,12 @@ def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys,
         "traits": None,
         "group_id": None,
         "previous_id": None,
+        "changes": None,
         "context": {
             "page_url": "https://example.com/pricing",
             "page_title": "Pricing",
+            "page_path": "/pricing",  # from properties: context.page has none
+            "page_referrer": None,
             "user_agent": "Mozilla/5.0",
             "ip": "203.0.113.9",
             "library": {"name": "analytics.js", "version": "2.11.1"},
@@ -336,10 +339,11 @@ def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys,
         "Order Completed",
     )
     assert order["context"]["ip"] is None  # not a string: the API promises strings or null
-    assert (identify["traits"], identify["properties"], identify["summary"]) == (
+    assert (identify["traits"], identify["properties"], identify["summary"], identify["changes"]) == (
         {"plan": "pro"},
         None,
         "Traits updated",
+        [{"trait": "plan", "from": None, "to": "pro"}],
     )
     assert (group["group_id"], group["traits"], group["summary"]) == (
         "g1",
@@ -561,6 +565,14 @@ def _odd_raws() -> list[Any]:
             {"context": {"page": value, "userAgent": value, "ip": value, "library": value}},
             {"context": {"page": {"url": value, "title": value}}},
             {"traits": {"name": value}, "groupId": "g-1"},
+            {"properties": {"url": value, "title": value, "path": value, "referrer": value}},
+            {"traits": {"company": value}},
+        ]
+    for company_id in ("c-1", 7, 1.5, "", None, True):
+        raws += [
+            {"traits": {"company": {"id": company_id, "name": "Acme", "remove": True}}},
+            {"traits": {"company": {"id": company_id, "name": 3, "remove": True}}},
+            {"traits": {"company": {"id": company_id, "remove": "true"}}},
         ]
     return raws
 
@@ -603,7 +615,7 @@ def test_the_items_postgres_builds_equal_the_reference_item(engine: Engine, time
     with engine.connect() as connection:
         connection.execute(text(f"SET LOCAL TIME ZONE '{timezone}'"))
         for params in _item_rows():
-            row = connection.execute(statement, params).one()
+            row = connection.execute(statement, {**params, "team": -1}).one()
             built = json.loads(row.item)
             assert built == feed_item(row), params
             assert list(built) == fields, "every key, in the documented order"
@@ -676,3 +688,274 @@ def test_the_profile_postgres_builds_equals_the_schema_dump(
     assert list(profile) == list(get(client, team, "/api/v1/customers/lookup?user_id=u1"))
     assert profile["first_seen"] == "2024-03-01T12:00:00.250000Z"
     assert [group["id"] for group in profile["groups"]] == ["g-a", "g-b"]
+
+
+# -- external ids, traits, identities, event summary, changes (issue 16) ---------------
+
+
+def identify(
+    user: str, minute: float, message_id: str, anonymous_id: str | None = None, **traits: Any
+) -> Any:
+    event = {
+        "type": "identify",
+        "userId": user,
+        "timestamp": at(minute),
+        "messageId": message_id,
+        "traits": traits,
+    }
+    if anonymous_id:
+        event["anonymousId"] = anonymous_id
+    return event
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["user_id:u%2F1", "email:ADA%40example.com", "anonymous_id:v%201", "user_id:u/1"],
+    ids=["user_id", "email any case", "anonymous_id", "unencoded slash"],
+)
+@pytest.mark.parametrize("route", ["", "/feed", "/traits", "/external_ids", "/events/summary"])
+def test_every_customer_route_takes_an_external_id(
+    client: FlaskClient, team: TeamKeys, engine: Engine, ref: str, route: str
+) -> None:
+    send(
+        engine,
+        team,
+        {"type": "page", "anonymousId": "v 1", "name": "Home", "timestamp": at(0), "messageId": "p0"},
+        identify("u/1", 1, "i1", anonymous_id="v 1", email="ada@example.com"),
+    )
+    by_id = get(client, team, f"/api/v1/customers/{customer_of(client, team, 'u%2F1')}{route}")
+    assert get(client, team, f"/api/v1/customers/{ref}{route}") == by_id
+
+
+@pytest.mark.parametrize(
+    "ref", ["user_id:nobody", "email:no%40one.test", "anonymous_id:", "phone:1", "user_id:a%00b"]
+)
+def test_an_unknown_external_id_is_404(client: FlaskClient, team: TeamKeys, engine: Engine, ref: str) -> None:
+    send(engine, team, identify("u1", 1, "i1"))
+    for route in ("", "/feed", "/traits", "/external_ids", "/events/summary"):
+        assert get(client, team, f"/api/v1/customers/{ref}{route}", 404)["code"] == "not_found"
+
+
+def test_another_teams_external_id_is_404(
+    client: FlaskClient, team: TeamKeys, other_team: TeamKeys, engine: Engine
+) -> None:
+    send(engine, other_team, identify("theirs", 1, "i1"))
+    get(client, team, "/api/v1/customers/user_id:theirs/traits", 404)
+
+
+@pytest.mark.parametrize("route", ["/traits?verbose=true", "/external_ids", "/events/summary"])
+def test_a_merged_away_id_answers_308_on_the_new_routes(
+    client: FlaskClient, team: TeamKeys, engine: Engine, route: str
+) -> None:
+    merged, live = merged_pair(engine, team)
+    response = client.get(f"/api/v1/customers/{merged}{route}", headers=team.bearer(team.read))
+    assert response.status_code == 308
+    assert response.headers["Location"] == f"/api/v1/customers/{live}{route}"
+    assert response.get_json()["id"] == str(live)
+
+
+@pytest.mark.parametrize("order", ["newer last", "newer first"])
+def test_traits_verbose_say_when_and_by_which_message(
+    client: FlaskClient, team: TeamKeys, engine: Engine, order: str
+) -> None:
+    older = identify("u1", 1, "old", plan="free", email="a@x.test")
+    newer = identify("u1", 2, "new", plan="pro")
+    send(engine, team, *((older, newer) if order == "newer last" else (newer, older)))
+    ref = "/api/v1/customers/user_id:u1/traits"
+    assert get(client, team, ref) == {"traits": {"email": "a@x.test", "plan": "pro"}}
+    assert get(client, team, ref + "?verbose=true") == {
+        "traits": {
+            "email": {"value": "a@x.test", "updated_at": at(1), "message_id": "old"},
+            "plan": {"value": "pro", "updated_at": at(2), "message_id": "new"},
+        }
+    }
+    # include picks traits, spelled any way the fold reads as the same key
+    assert get(client, team, ref + "?include=PLAN,nope") == {"traits": {"plan": "pro"}}
+    assert get(client, team, ref + "?include=plan&include=e-mail") == {
+        "traits": {"email": "a@x.test", "plan": "pro"}
+    }
+
+
+@pytest.mark.parametrize("query", ["verbose=yes", "include=", "include=a,,b", "includes=plan"])
+def test_bad_traits_arguments_are_a_400(
+    client: FlaskClient, team: TeamKeys, engine: Engine, query: str
+) -> None:
+    send(engine, team, identify("u1", 1, "i1", plan="pro"))
+    body = get(client, team, f"/api/v1/customers/user_id:u1/traits?{query}", 400)
+    assert body["code"] == "invalid_query" and body["errors"]
+
+
+def test_external_ids_with_first_seen_and_first_message(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    send(
+        engine,
+        team,
+        track("u1", "Late", 5, anonymousId="v1"),
+        {"type": "page", "anonymousId": "v1", "name": "Home", "timestamp": at(0), "messageId": "p0"},
+        identify("u1", 2, "i1", anonymous_id="v1", email="first@x.test"),
+        identify("u1", 3, "i2", email="first@x.test"),
+    )
+    assert get(client, team, "/api/v1/customers/user_id:u1/external_ids") == {
+        "data": [
+            {"type": "anonymous_id", "value": "v1", "first_seen": at(0), "first_message_id": "p0"},
+            {"type": "email", "value": "first@x.test", "first_seen": at(2), "first_message_id": "i1"},
+            {"type": "user_id", "value": "u1", "first_seen": at(2), "first_message_id": "i1"},
+        ],
+        "next_cursor": None,
+    }
+
+
+@pytest.mark.parametrize("order", ["in order", "reversed"])
+def test_event_summary_counts_per_name_through_a_merge(
+    client: FlaskClient, team: TeamKeys, engine: Engine, order: str
+) -> None:
+    events = [
+        {"type": "page", "anonymousId": "v1", "name": "Pricing", "timestamp": at(0), "messageId": "p0"},
+        {"type": "page", "anonymousId": "v1", "timestamp": at(1), "messageId": "p1"},
+        track("u1", "Paid", 2),
+        track("u1", "Paid", 4),
+        {"type": "screen", "userId": "u1", "name": "Home", "timestamp": at(3), "messageId": "s0"},
+        identify("u1", 5, "i1", anonymous_id="v1"),  # the visitor joins u1
+    ]
+    for event in events if order == "in order" else events[::-1]:
+        send(engine, team, event)
+    assert get(client, team, "/api/v1/customers/user_id:u1/events/summary")["data"] == [
+        {"type": "track", "name": "Paid", "count": 2, "first_seen": at(2), "last_seen": at(4)},
+        {"type": "page", "name": None, "count": 1, "first_seen": at(1), "last_seen": at(1)},
+        {"type": "page", "name": "Pricing", "count": 1, "first_seen": at(0), "last_seen": at(0)},
+        {"type": "screen", "name": "Home", "count": 1, "first_seen": at(3), "last_seen": at(3)},
+    ]
+
+
+def test_event_summary_follows_a_delete(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
+    send(engine, team, track("u1", "Paid", 1), track("u1", "Paid", 2))
+    send(engine, team, {"type": "delete", "userId": "u1", "timestamp": at(1.5), "messageId": "d1"})
+    assert get(client, team, "/api/v1/customers/user_id:u1/events/summary")["data"] == [
+        {"type": "track", "name": "Paid", "count": 1, "first_seen": at(2), "last_seen": at(2)},
+    ]
+
+
+def changes_of(client: FlaskClient, team: TeamKeys) -> dict[str, Any]:
+    feed = get(client, team, "/api/v1/customers/user_id:u1/feed?type=identify&order=asc")
+    return {item["message_id"]: item["changes"] for item in feed["data"]}
+
+
+@pytest.mark.parametrize("order", ["in order", "reversed", "middle last"])
+def test_identify_items_say_what_changed_whatever_the_arrival_order(
+    client: FlaskClient, team: TeamKeys, engine: Engine, order: str
+) -> None:
+    first = identify("u1", 1, "i1", plan="free", email="a@x.test")
+    middle = identify("u1", 2, "i2", plan="pro", email="a@x.test")
+    last = {**identify("u1", 3, "i3", Plan="enterprise"), "context": {"traits": {"seats": 5}}}
+    arrival = {
+        "in order": [first, middle, last],
+        "reversed": [last, middle, first],
+        "middle last": [first, last, middle],
+    }
+    for event in arrival[order]:
+        send(engine, team, event)
+    assert changes_of(client, team) == {
+        "i1": [
+            {"trait": "email", "from": None, "to": "a@x.test"},
+            {"trait": "plan", "from": None, "to": "free"},
+        ],
+        "i2": [{"trait": "plan", "from": "free", "to": "pro"}],  # the email did not change
+        "i3": [
+            {"trait": "Plan", "from": "pro", "to": "enterprise"},
+            {"trait": "seats", "from": None, "to": 5},
+        ],
+    }
+
+
+def test_changes_follow_a_visitor_who_signs_in(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
+    send(
+        engine,
+        team,
+        identify("u1", 5, "i-known", plan="pro"),
+        {
+            "type": "identify",
+            "anonymousId": "v1",
+            "timestamp": at(1),
+            "messageId": "i-anon",
+            "traits": {"plan": "trial"},
+        },
+    )
+    assert changes_of(client, team) == {"i-known": [{"trait": "plan", "from": None, "to": "pro"}]}
+    claim = {
+        "type": "track",
+        "userId": "u1",
+        "anonymousId": "v1",
+        "event": "X",
+        "timestamp": at(2),
+        "messageId": "t1",
+    }
+    send(engine, team, claim)
+    assert changes_of(client, team) == {
+        "i-anon": [{"trait": "plan", "from": None, "to": "trial"}],
+        "i-known": [{"trait": "plan", "from": "trial", "to": "pro"}],
+    }
+
+
+def test_server_side_page_calls_show_their_properties_url(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    send(
+        engine,
+        team,
+        {"type": "page", "userId": "u1", "name": "Docs", "timestamp": at(0), "messageId": "p0",
+         "properties": {"url": "https://x.test/docs?a=1", "title": "Docs", "path": "/docs",
+                        "referrer": "https://search.test/"}},
+        {"type": "page", "userId": "u1", "timestamp": at(1), "messageId": "p1",
+         "properties": {"url": "https://x.test/props"},
+         "context": {"page": {"url": "https://x.test/context", "title": "From context"}}},
+        track("u1", "Clicked", 2, properties={"url": "https://x.test/track"}),
+    )  # fmt: skip
+    contexts = [
+        item["context"] for item in get(client, team, "/api/v1/customers/user_id:u1/feed?order=asc")["data"]
+    ]
+    assert [(c["page_url"], c["page_title"], c["page_path"], c["page_referrer"]) for c in contexts] == [
+        ("https://x.test/docs?a=1", "Docs", "/docs", "https://search.test/"),
+        ("https://x.test/context", "From context", None, None),  # context.page first
+        (None, None, None, None),  # a track's properties are not a page
+    ]
+
+
+def test_me_shows_the_calling_key_whatever_its_scope(client: FlaskClient, team: TeamKeys) -> None:
+    for secret, name, scopes in [(team.read, "read", ["read"]), (team.ingest, "ingest", ["ingest"]),
+                                 (team.admin, "admin", ["admin", "ingest", "read"])]:  # fmt: skip
+        response = client.get("/api/v1/me", headers=team.basic(secret))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        body = response.get_json()
+        assert body["team"] == {"id": str(team.id), "name": "test team"}
+        assert (body["key"]["name"], sorted(body["key"]["scopes"]), body["key"]["status"]) == (
+            name,
+            scopes,
+            "active",
+        )
+        assert set(body["key"]) == {"id", "name", "scopes", "status"}
+        assert secret not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}], ids=["no key", "bad key"])
+def test_me_without_a_usable_key_is_401(client: FlaskClient, headers: dict[str, str]) -> None:
+    response = client.get("/api/v1/me", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["code"] in ("missing_key", "invalid_key")
+
+
+def test_me_shows_a_rotated_key_as_expiring_during_its_grace(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    from store.apikeys import create_key, rotate_key
+
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        made = create_key(connection, team.id, "zapier", ["read"], now)
+        rotate_key(connection, team.id, made.key.id, now, grace=timedelta(hours=1))
+    body = client.get("/api/v1/me", headers=team.bearer(made.secret)).get_json()
+    assert (body["key"]["id"], body["key"]["name"], body["key"]["status"]) == (
+        str(made.key.id),
+        "zapier",
+        "expiring",
+    )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
@@ -106,3 +107,83 @@ def test_bad_member_paging_is_a_400(client: FlaskClient, team: TeamKeys, engine:
     send(engine, team, joins("u1", "g", 0))
     assert get(client, team, "/api/v1/groups/g?limit=0", status=400)["code"] == "invalid_query"
     assert get(client, team, "/api/v1/groups/g?cursor=xyz", status=400)["code"] == "invalid_cursor"
+
+
+# -- companies from identify's traits.company (Intercom's and Zendesk's convention) ----
+
+
+def company(user: str, minute: float, value: Any, message_id: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "userId": user,
+        "timestamp": at(minute),
+        "messageId": message_id or f"{user}-company-{minute}",
+        "traits": {"company": value},
+    }
+
+
+def profile_groups(client: FlaskClient, team: TeamKeys, user: str) -> list[str]:
+    return [g["id"] for g in get(client, team, f"/api/v1/customers/user_id:{user}")["groups"]]
+
+
+def test_an_identify_company_makes_a_membership(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
+    send(
+        engine,
+        team,
+        company("u-bo", 1, {"id": "c-9", "name": "Initech", "plan": "gold"}),
+        company("u-cy", 2, "Globex"),  # a name alone is the company's id
+        company("u-di", 3, {"id": 42}),
+        company("u-ed", 4, {"name": "no id"}),  # not a company we can name
+    )
+    assert profile_groups(client, team, "u-bo") == ["c-9"]
+    assert profile_groups(client, team, "u-cy") == ["Globex"]
+    assert profile_groups(client, team, "u-di") == ["42"]
+    assert profile_groups(client, team, "u-ed") == []
+    group = get(client, team, "/api/v1/groups/c-9")
+    assert (group["member_count"], [m["user_ids"] for m in group["members"]]) == (1, [["u-bo"]])
+    assert (group["first_seen"], group["last_seen"]) == (at(1), at(1))
+
+
+@pytest.mark.parametrize("order", ["leave last", "leave first"])
+def test_company_remove_ends_a_membership_and_an_older_call_never_undoes_it(
+    client: FlaskClient, team: TeamKeys, engine: Engine, order: str
+) -> None:
+    join_call = joins("u-bo", "acme", 1, name="Acme")
+    join_identify = company("u-bo", 2, {"id": "acme"})
+    leave = company("u-bo", 3, {"id": "acme", "name": "Acme Inc", "remove": True})
+    arrivals = (
+        [join_call, join_identify, leave] if order == "leave last" else [leave, join_identify, join_call]
+    )
+    for event in arrivals:
+        send(engine, team, event)
+    assert profile_groups(client, team, "u-bo") == []
+    group = get(client, team, "/api/v1/groups/acme")
+    assert (group["member_count"], group["members"]) == (0, [])
+    feed = get(client, team, "/api/v1/customers/user_id:u-bo/feed?order=asc")["data"]
+    assert [item["summary"] for item in feed] == [
+        "Joined group Acme",
+        "Traits updated",
+        "Left group Acme Inc",
+    ]
+    assert [item["type"] for item in feed] == ["group", "identify", "identify"]
+    # A newer join brings the customer back, whenever it arrives.
+    send(engine, team, joins("u-bo", "acme", 4))
+    assert profile_groups(client, team, "u-bo") == ["acme"]
+    send(engine, team, company("u-bo", 0, {"id": "acme", "remove": True}, "older-leave"))
+    assert profile_groups(client, team, "u-bo") == ["acme"]
+
+
+def test_a_membership_follows_a_merge_by_its_latest_call(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    send(
+        engine,
+        team,
+        company("old-id", 1, {"id": "acme"}),
+        company("new-id", 2, {"id": "acme", "remove": True}),
+        company("old-id", 3, {"id": "globex"}),
+    )
+    send(engine, team, {"type": "alias", "previousId": "old-id", "userId": "new-id", "timestamp": at(4),
+                        "messageId": "a1"})  # fmt: skip
+    assert profile_groups(client, team, "new-id") == ["globex"]
+    assert get(client, team, "/api/v1/groups/acme")["member_count"] == 0

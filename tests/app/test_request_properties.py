@@ -103,7 +103,7 @@ def requests_to_any_route(draw: st.DrawFn, app: Flask) -> dict[str, Any]:
 
 def test_every_route_is_drawn(app: Flask) -> None:
     rules = {rule for _, rule, _ in routes(app)}
-    assert {"/v1/batch", "/api/v1/customers/<customer_id>/feed", "/api/v1/keys/<key_id>"} <= rules
+    assert {"/v1/batch", "/api/v1/customers/<path:customer_id>/feed", "/api/v1/keys/<key_id>"} <= rules
     assert OPEN_ROUTES - {"/static/<path:filename>"} <= rules
 
 

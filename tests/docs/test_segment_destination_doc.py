@@ -57,7 +57,6 @@ DOC = ROOT / "docs" / "segment-destination.md"
 DOC_TEXT = DOC.read_text()
 KEY_PLACEHOLDER = "YOUR_INGEST_KEY"
 HOST_PLACEHOLDER = "https://YOUR-DESTINATION-HOST"
-NEEDS_CODE = pytest.mark.xfail(reason="needs issue 16's code branch", strict=False)
 WAIT_SECONDS = 30.0
 
 
@@ -412,18 +411,6 @@ def journey(server: Server, engine: Engine) -> Iterator[Journey]:
 
 # --- the checks, one test each -------------------------------------------------------------------
 
-# Checks of what issue 16's code branch adds; the integrator drops these marks after the merge.
-NEEDS_CODE_BRANCH = {
-    "Page-1-item-1-context.page_url",
-    "Page-1-item-1-context.page_title",
-    "Page-1-item-1-context.page_path",
-    "Page-1-item-1-context.page_referrer",
-    "Identify-2-item-1-changes",
-    "Companies from Identify-1-profile-groups[*].id",
-    "Companies from Identify-2-item-1-summary",
-}
-
-
 @dataclass(frozen=True)
 class Check:
     step: int
@@ -464,17 +451,11 @@ def doc_checks() -> list[Any]:
         for index, (path, status) in enumerate(step.answers):
             checks.append((f"{step_id}-answer-{path}", Check(number, "answer", index, path, status)))
         for check_id, check in checks:
-            marks = [NEEDS_CODE] if check_id in NEEDS_CODE_BRANCH else []
-            params.append(pytest.param(check, id=check_id, marks=marks))
+            params.append(pytest.param(check, id=check_id))
     return params
 
 
 DOC_CHECKS = doc_checks()
-
-
-def test_every_marked_check_is_in_the_doc() -> None:
-    ids = {param.id for param in DOC_CHECKS}
-    assert NEEDS_CODE_BRANCH <= ids, NEEDS_CODE_BRANCH - ids
 
 
 def test_the_doc_has_a_sample_and_a_timeline_line_for_every_method() -> None:
@@ -646,7 +627,6 @@ def test_a_key_made_as_the_doc_says_ingests_and_only_ingests(
     assert keys.status_code == 403
 
 
-@NEEDS_CODE
 def test_me_names_the_team_and_key_as_the_doc_says(server: Server, engine: Engine) -> None:
     team = make_team(engine, "Acme")
     me = run_bash(bash_block("/api/v1/me"), server, API_KEY=team.ingest)
@@ -656,7 +636,6 @@ def test_me_names_the_team_and_key_as_the_doc_says(server: Server, engine: Engin
     assert (me["key"]["name"], me["key"]["scopes"], me["key"]["status"]) == ("ingest", ["ingest"], "active")
 
 
-@NEEDS_CODE
 def test_me_refuses_an_unknown_key_with_401(server: Server) -> None:
     answer = requests.get(f"{server.url}/api/v1/me", auth=("tlk_" + "0" * 32, ""), timeout=10)
     assert (answer.status_code, answer.json()["code"]) == (401, "invalid_key")

@@ -87,16 +87,23 @@ def load_feed(
     return items, page.next_position
 
 
-def feed_item(row: Any) -> dict[str, Any]:
+def feed_item(row: Any, changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A timeline entry as agents read it (SPEC §4), ready for JSON: every key always present.
 
     The reference for `store.feed.FEED_ITEM_SQL`, which the feed runs: Postgres builds the
     items' JSON and the route passes it through. tests/app/test_customers.py holds the two
-    to the same output.
+    to the same output. `changes`: what an identify changed (the fold's trait history;
+    none for rows outside a folded team).
     """
     raw: dict[str, Any] = row.raw if isinstance(row.raw, dict) else {}
     context = _object(raw.get("context")) or {}
     page = _object(context.get("page")) or {}
+    properties = (_object(raw.get("properties")) or {}) if row.type == "page" else {}
+
+    def page_field(key: str) -> str | None:
+        found = _string(page.get(key))
+        return found if found is not None else _string(properties.get(key))
+
     has_traits = row.type in ("identify", "group")
     return {
         "id": str(row.id),
@@ -113,9 +120,12 @@ def feed_item(row: Any) -> dict[str, Any]:
         "traits": (_object(raw.get("traits")) or {}) if has_traits else None,
         "group_id": row.group_id if row.type == "group" else None,
         "previous_id": row.previous_id if row.type == "alias" else None,
+        "changes": (changes or []) if row.type == "identify" else None,
         "context": {
-            "page_url": _string(page.get("url")),
-            "page_title": _string(page.get("title")),
+            "page_url": page_field("url"),
+            "page_title": page_field("title"),
+            "page_path": page_field("path"),
+            "page_referrer": page_field("referrer"),
             "user_agent": _string(context.get("userAgent")),
             "ip": _string(context.get("ip")),
             "library": _object(context.get("library")),
@@ -132,6 +142,10 @@ def summary(kind: str, name: str | None, raw: dict[str, Any]) -> str:
     if kind == "screen":
         return f"Viewed screen {name}" if name else "Viewed a screen"
     if kind == "identify":
+        company = _object((_object(raw.get("traits")) or {}).get("company"))
+        if company and company.get("remove") is True and _company_id(company.get("id")):
+            label = company["name"] if isinstance(company.get("name"), str) else company["id"]
+            return f"Left group {_python_str(label)}"
         return "Traits updated"
     if kind == "group":
         traits = _object(raw.get("traits")) or {}
@@ -140,6 +154,18 @@ def summary(kind: str, name: str | None, raw: dict[str, Any]) -> str:
     if kind == "alias":
         return f"Identified as {raw.get('userId')}"
     return kind
+
+
+def _company_id(value: Any) -> bool:
+    """A usable company id: a non-empty string, or a number."""
+    return (isinstance(value, str) and value != "") or (
+        isinstance(value, int | float) and not isinstance(value, bool)
+    )
+
+
+def _python_str(value: Any) -> str:
+    """A label as the SQL writes it: strings as they are, JSON numbers as JSON writes them."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _object(value: Any) -> dict[str, Any] | None:

@@ -58,9 +58,15 @@ SELECT :team, 'o' || g, 'track', 'Other', 'user-' || (2 + g % 5000),
        2 + g % 5000, now()
 FROM generate_series(1, 50000) g;
 
+-- What the fold's trait history would hold: each identify set the customer's plan.
+INSERT INTO trait_history (team_id, event_id, key_norm, customer_id, key, value, event_time, tiebreak)
+SELECT team_id, id, 'plan', customer_id, 'plan', to_jsonb(id % 3), event_time, tiebreak
+FROM events WHERE team_id = :team AND type = 'identify';
+
 ANALYZE events;
 ANALYZE customers;
 ANALYZE identities;
+ANALYZE trait_history;
 """
 
 
@@ -191,3 +197,15 @@ def test_an_unfiltered_feed_page_is_one_statement_that_also_resolves_the_custome
     shape = describe(plans[0])
     assert "Index Scan(ix_events_feed)" in shape and "Sort" not in shape, shape
     assert "Seq Scan" not in shape, shape
+
+
+def test_an_identify_page_reads_each_change_by_index(big: tuple[Connection, int]) -> None:
+    connection, team = big
+    items, _ = load_feed(connection, team, 1, limit=50, filters=FeedFilter(types=("identify",)))
+    assert len(items) == 50 and all(item["changes"] for item in items)  # the plans differ in turn
+    plans = plans_of(
+        connection, lambda c: load_feed(c, team, 1, limit=50, filters=FeedFilter(types=("identify",)))
+    )
+    shape = describe(plans[0])
+    assert "Index Scan(ix_trait_history_previous)" in shape and "pk_trait_history" in shape, shape
+    assert "Seq Scan" not in shape and "Sort" not in shape, shape

@@ -11,6 +11,7 @@ fold that is wrong the same way in every order is caught too.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -25,12 +26,21 @@ from workers.identity import usable_id
 
 CustomerKey = tuple[tuple[str, ...], tuple[str, ...]]  # (sorted userIds, sorted anonymousIds)
 Traits = dict[str, tuple[str, Any]]  # normalised key -> (key as sent, value)
+# group -> (joined at: the earliest joining call or None, seen at: the latest call, a
+# member now: the latest (event time, tiebreak) call joins)
+Memberships = dict[str, tuple[datetime | None, datetime, bool]]
+# (messageId, normalised key) -> (key as sent, value): what each event set (trait history)
+History = dict[tuple[str, str], tuple[str, Any]]
+# (type, name or "") -> (count, first event time, last event time)
+Summary = dict[tuple[str, str], tuple[int, datetime, datetime]]
 
 
 @dataclass
 class CustomerState:
     traits: Traits = field(default_factory=dict)
-    memberships: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    memberships: Memberships = field(default_factory=dict)
+    history: History = field(default_factory=dict)
+    summary: Summary = field(default_factory=dict)
     feed: list[str] = field(default_factory=list)  # message ids by (event time, tiebreak)
     email: str | None = None
     name: str | None = None
@@ -91,6 +101,66 @@ def _latest_wins(candidates: Iterable[tuple[datetime, int, int, str, Any]]) -> T
         ):
             best[norm] = candidate
     return {norm: (c[3], c[4]) for norm, c in best.items()}
+
+
+def event_traits(event: PreparedEvent) -> dict[str, tuple[str, Any]]:
+    """What one event sets, per normalised key: identify traits before context.traits,
+    then the smaller key (byte order)."""
+    found: dict[str, tuple[int, bytes, str, Any]] = {}
+    for priority, obj in _objects(event):
+        for key, value in obj.items():
+            norm = norm_key(key)
+            candidate = (priority, key.encode(), key, value)
+            if norm not in found or candidate[:2] < found[norm][:2]:
+                found[norm] = candidate
+    return {norm: (c[2], c[3]) for norm, c in found.items()}
+
+
+def company_call(event: PreparedEvent) -> tuple[str, bool] | None:
+    """The company an identify names in `traits.company` and whether it joins it: an
+    object's `id` (string or number; `remove: true` leaves), or a string (its name)."""
+    traits = event.raw.get("traits")
+    if event.type != "identify" or not isinstance(traits, dict):
+        return None
+    company = traits.get("company")
+    if isinstance(company, str):
+        return (company, True) if company else None
+    if isinstance(company, dict):
+        ident = company.get("id")
+        if isinstance(ident, bool) or not isinstance(ident, str | int | float) or ident == "":
+            return None
+        return (ident if isinstance(ident, str) else json.dumps(ident), company.get("remove") is not True)
+    return None
+
+
+def memberships_of(events: list[PreparedEvent]) -> Memberships:
+    """Per group: joined at the earliest joining call, seen at the latest call, and a
+    member when the latest (event time, tiebreak) call joins."""
+    calls: dict[str, list[tuple[datetime, int, bool]]] = defaultdict(list)
+    for event in events:
+        if event.type == "group" and event.group_id is not None:
+            calls[event.group_id].append((event.event_time, event.tiebreak, True))
+        elif (found := company_call(event)) is not None:
+            calls[found[0]].append((event.event_time, event.tiebreak, found[1]))
+    return {
+        group: (
+            min((t for t, _, joins in made if joins), default=None),
+            max(t for t, _, _ in made),
+            max(made)[2],
+        )
+        for group, made in calls.items()
+    }
+
+
+def summary_of(events: list[PreparedEvent]) -> Summary:
+    """Per track event name and per page or screen name: count, first and last time."""
+    found: Summary = {}
+    for event in events:
+        if event.type in ("track", "page", "screen"):
+            key = (event.type, event.event_name or "")
+            count, first, last = found.get(key, (0, event.event_time, event.event_time))
+            found[key] = (count + 1, min(first, event.event_time), max(last, event.event_time))
+    return found
 
 
 def _neg(key: str) -> tuple[int, ...]:
@@ -225,13 +295,9 @@ def expected_state(events: list[PreparedEvent]) -> TeamState:
             for priority, obj in _objects(e)
             for key, value in obj.items()
         )
-        for event in own:
-            if event.type == "group" and event.group_id is not None:
-                joined, last = state.memberships.get(event.group_id, (event.event_time, event.event_time))
-                state.memberships[event.group_id] = (
-                    min(joined, event.event_time),
-                    max(last, event.event_time),
-                )
+        state.memberships = memberships_of(own)
+        state.history = {(e.message_id, norm): set_ for e in own for norm, set_ in event_traits(e).items()}
+        state.summary = summary_of(own)
         state.email, state.name = profile_fields(state.traits)
         customers[(tuple(sorted(user_ids)), tuple(sorted(anon_ids)))] = state
 
@@ -325,10 +391,33 @@ def snapshot(connection: Connection, team_id: int) -> TeamState:
         assert row.customer_id in live, "traits of a dead customer"
         customers[key_of[row.customer_id]].traits[row.key_norm] = (row.key, row.value)
     for row in rows(
-        "SELECT customer_id, group_id, joined_at, last_seen FROM memberships WHERE team_id = :team"
+        "SELECT customer_id, group_id, joined_at, last_seen, active FROM memberships WHERE team_id = :team"
     ):
         assert row.customer_id in live, "membership of a dead customer"
-        customers[key_of[row.customer_id]].memberships[row.group_id] = (row.joined_at, row.last_seen)
+        customers[key_of[row.customer_id]].memberships[row.group_id] = (
+            row.joined_at,
+            row.last_seen,
+            row.active,
+        )
+    for row in rows(
+        "SELECT h.customer_id, e.message_id, e.customer_id AS owner, h.key_norm, h.key, h.value, "
+        "h.event_time = e.event_time AND h.tiebreak = e.tiebreak AS same_stamp "
+        "FROM trait_history h LEFT JOIN events e ON e.team_id = h.team_id AND e.id = h.event_id "
+        "WHERE h.team_id = :team"
+    ):
+        assert row.message_id is not None, "trait history of an erased event"
+        assert row.owner == row.customer_id and row.same_stamp, "trait history not on its event's customer"
+        customers[key_of[row.customer_id]].history[(row.message_id, row.key_norm)] = (row.key, row.value)
+    for row in rows(
+        "SELECT customer_id, type, name, event_count, first_at, last_at FROM event_summaries "
+        "WHERE team_id = :team"
+    ):
+        assert row.customer_id in live, "event summary of a dead customer"
+        customers[key_of[row.customer_id]].summary[(row.type, row.name)] = (
+            row.event_count,
+            row.first_at,
+            row.last_at,
+        )
 
     groups = {
         r.group_id: GroupState(name=r.name, traits={}, first_seen=r.first_seen, last_seen=r.last_seen)

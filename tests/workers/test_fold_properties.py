@@ -29,6 +29,19 @@ JUNK = ["null", "undefined", "0", "anonymous", "", "NULL", " 0 ", "\tundefined\n
 TRAIT_KEYS = ["email", "Email", "firstName", "first_name", "First Name", "lastName", "name", "plan"]
 TRAIT_VALUES = ["ann@example.com", "bob@example.com", "Ann", "Bob", 1, None, True]
 GROUPS = ["g1", "g2"]
+# traits.company of an identify: joins (an object with an id, a name string), leaves
+# (remove: true), or names no company.
+COMPANIES: list[Any] = [
+    {"id": "g1"},
+    {"id": "g2", "name": "Acme"},
+    "g1",
+    {"id": "g1", "remove": True},
+    {"id": "g2", "remove": True},
+    {"name": "no id", "remove": True},
+    {"id": "g1", "remove": "yes"},
+]
+TRACK_NAMES = ["Clicked", "Paid"]
+PAGE_NAMES = [None, "Home", "Pricing"]
 MINUTES = [0, 1, 2, 3, 4, 5]  # few instants, so equal event times (and the tiebreak) are common
 
 traits = st.dictionaries(st.sampled_from(TRAIT_KEYS), st.sampled_from(TRAIT_VALUES), max_size=3)
@@ -38,7 +51,7 @@ maybe_anon = st.sampled_from([None, *ANONS, *ANONS, "junk"])
 
 @st.composite
 def one_event(draw: Any, message_id: str, deletes: bool) -> PreparedEvent:
-    kinds = ["identify", "identify", "track", "page", "group", "alias", "alias"]
+    kinds = ["identify", "identify", "identify", "track", "page", "group", "alias", "alias"]
     kind = draw(st.sampled_from(kinds + (["delete"] if deletes else [])))
     minute = draw(st.sampled_from(MINUTES))
     fields: dict[str, Any] = {}
@@ -58,6 +71,12 @@ def one_event(draw: Any, message_id: str, deletes: bool) -> PreparedEvent:
         fields["anonymousId"] = draw(st.sampled_from(ANONS))
     if kind == "identify":
         fields["traits"] = draw(traits)
+        if draw(st.integers(0, 2)) == 0:
+            fields["traits"]["company"] = draw(st.sampled_from(COMPANIES))
+    if kind == "track":
+        fields["event"] = draw(st.sampled_from(TRACK_NAMES))
+    if kind == "page" and (name := draw(st.sampled_from(PAGE_NAMES))) is not None:
+        fields["name"] = name
     if kind == "group":
         fields["groupId"] = draw(st.sampled_from(GROUPS))
         fields["traits"] = draw(
