@@ -133,6 +133,7 @@ def search() -> Response:
               schema: CustomerListSchema
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         503: Unavailable
     """
@@ -175,6 +176,7 @@ def lookup() -> Response:
               schema: ProfileSchema
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         404: NotFound
         503: Unavailable
@@ -213,6 +215,7 @@ def profile(customer_id: str) -> Response:
               schema: ProfileSchema
         308: Merged
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         404: NotFound
         503: Unavailable
@@ -263,6 +266,7 @@ def feed(customer_id: str) -> Response:
         308: Merged
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         404: NotFound
         503: Unavailable
@@ -329,6 +333,7 @@ def traits(customer_id: str) -> Response:
         308: Merged
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         404: NotFound
         503: Unavailable
@@ -374,6 +379,7 @@ def external_ids(customer_id: str) -> Response:
         308: Merged
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         404: NotFound
         503: Unavailable
@@ -413,6 +419,7 @@ def event_summary(customer_id: str) -> Response:
         308: Merged
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         404: NotFound
         503: Unavailable

@@ -68,6 +68,7 @@ def fold_failures() -> Response:
               schema: FoldFailureListSchema
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         503: Unavailable
     """
@@ -101,6 +102,7 @@ def retry_fold_failures() -> Response:
             application/json:
               schema: FoldRetrySchema
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         503: Unavailable
     """

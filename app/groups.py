@@ -46,6 +46,7 @@ def group(group_id: str) -> Response:
               schema: GroupSchema
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         404: NotFound
         503: Unavailable

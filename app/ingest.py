@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,13 +47,6 @@ SINGLE_ROUTES = ("track", "identify", "page", "screen", "group", "alias")
 # The common answer, encoded once (what jsonify would write for it).
 _SUCCESS_BODY = b'{"success":true}\n'
 _SUCCESS_HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len(_SUCCESS_BODY)))]
-
-# One key check at a time in a process. A cached lookup takes microseconds, but when the
-# key cache's entry expires (every 0.5 s) every request in flight would load the key
-# from Postgres at once: under gevent, with 8 requests in flight per worker, that herd
-# was 28% of the web CPU (py-spy, bin/bench). Behind this lock one request loads and
-# the others find it cached. (The right home is a single-flight load in KeyCache.)
-_KEY_CHECK = threading.Lock()
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 StartResponse = Callable[..., Any]
@@ -99,13 +91,13 @@ def _ingest(route: Route, environ: dict[str, Any]) -> Answer:
     # inflated and parsed, so a bad key is a 401 whatever the body, and costs little.
     raw = read_raw_body(environ)
     header_key = key_from_header()
-    key = _authenticate(header_key=header_key) if header_key else None
+    key = authenticate("ingest", header_key=header_key) if header_key else None
     ingest_ledger.begin(key, raw)  # the team's debugger keeps what is refused from here on
     data = decode_content(environ, raw)
     scan = Scan.of_bytes(data)
     body = parse_json(data, scan)
     if key is None:
-        key = _authenticate(body_key=body_write_key(body))
+        key = authenticate("ingest", body_write_key(body))
         ingest_ledger.begin(key, raw)
     batch = _prepared(route, body, received_at, scan)
     try:
@@ -127,12 +119,6 @@ def _ingest(route: Route, environ: dict[str, Any]) -> Answer:
     }
     encoded = (json.dumps(answer, separators=(",", ":")) + "\n").encode()
     return 200, [("Content-Type", "application/json"), ("Content-Length", str(len(encoded)))], encoded
-
-
-def _authenticate(*, header_key: str | None = None, body_key: str | None = None) -> AuthenticatedKey:
-    """The caller's key with the `ingest` scope (app/auth.py), one check at a time."""
-    with _KEY_CHECK:
-        return authenticate("ingest", body_key, header_key=header_key)
 
 
 def _prepared(route: Route, body: Any, received_at: datetime, scan: Scan) -> PreparedBatch:

@@ -102,13 +102,7 @@ def create_api_key() -> tuple[Response, int]:
               schema: ErrorSchema
         401: Unauthorized
         403: Forbidden
-        429:
-          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
-          headers:
-            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
-          content:
-            application/json:
-              schema: ErrorSchema
+        429: TooManyRequests
         503: Unavailable
     """
     actor = authenticate("admin")
@@ -146,13 +140,7 @@ def list_api_keys() -> Response:
         400: BadRequest
         401: Unauthorized
         403: Forbidden
-        429:
-          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
-          headers:
-            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
-          content:
-            application/json:
-              schema: ErrorSchema
+        429: TooManyRequests
         503: Unavailable
     """
     actor = authenticate("admin")
@@ -204,13 +192,7 @@ def rotate_api_key(key_id: str) -> tuple[Response, int]:
               schema: ErrorSchema
         401: Unauthorized
         403: Forbidden
-        429:
-          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
-          headers:
-            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
-          content:
-            application/json:
-              schema: ErrorSchema
+        429: TooManyRequests
         404: NotFound
         409:
           description: The key is already expiring, expired or revoked.
@@ -259,13 +241,7 @@ def revoke_api_key(key_id: str) -> Response:
           description: Revoked.
         401: Unauthorized
         403: Forbidden
-        429:
-          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
-          headers:
-            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
-          content:
-            application/json:
-              schema: ErrorSchema
+        429: TooManyRequests
         404: NotFound
         409:
           description: It is the team's last active admin key.
@@ -308,13 +284,7 @@ def key_audit() -> Response:
         400: BadRequest
         401: Unauthorized
         403: Forbidden
-        429:
-          description: This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.
-          headers:
-            Retry-After: {schema: {type: integer}, description: Seconds to wait.}
-          content:
-            application/json:
-              schema: ErrorSchema
+        429: TooManyRequests
         503: Unavailable
     """
     actor = authenticate("admin")

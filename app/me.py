@@ -44,6 +44,7 @@ def me() -> Response:
             application/json:
               schema: MeSchema
         401: Unauthorized
+        429: TooManyRequests
         503: Unavailable
     """
     key = identify_caller()

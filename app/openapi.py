@@ -58,6 +58,10 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "Forbidden": _error_response("The key lacks the scope this route needs."),
     "NotFound": _error_response("No such thing in the key's team (another team's ids answer this too)."),
     "Unavailable": _error_response("Storage is unavailable; retry.", {"Retry-After": _RETRY_AFTER}),
+    "TooManyRequests": _error_response(
+        "This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.",
+        {"Retry-After": _RETRY_AFTER},
+    ),
     "Merged": {
         "description": "The customer was merged into another; `Location` is the same request for it.",
         "headers": {"Location": {"schema": {"type": "string"}, "required": True}},

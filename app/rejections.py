@@ -59,6 +59,7 @@ def rejections() -> Response:
               schema: RejectionListSchema
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         503: Unavailable
     """
@@ -99,6 +100,7 @@ def summary() -> Response:
               schema: IngestSummarySchema
         400: BadRequest
         401: Unauthorized
+        429: TooManyRequests
         403: Forbidden
         503: Unavailable
     """
