@@ -34,11 +34,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         me,
         metrics,
         openapi,
+        ratelimit,
         rejections,
         resources,
     )
 
     resources.init_app(app, settings)
+    ratelimit.init_app(app, settings)
     errors.init_app(app)
     metrics.init_app(app)
     health.init_app(app)

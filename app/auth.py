@@ -22,7 +22,7 @@ from flask import request
 from app.errors import ApiError
 from app.ratelimit import check_key_rate_limit
 from app.resources import resources
-from store.apikeys import AuthenticatedKey
+from store.apikeys import AuthenticatedKey, KeyCache
 
 AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="segment-timeline"'}
 KEY_FORMAT = re.compile(r"tlk_[A-Za-z0-9]{32}")
@@ -40,8 +40,12 @@ def _bad_basic() -> ApiError:
 
 
 def key_from_header() -> str | None:
-    """The key in `Authorization`: Basic base64(KEY:) as Segment sends it, or Bearer KEY."""
-    header = request.headers.get("Authorization", "")
+    """The key in this request's `Authorization` (see `credentials_in`)."""
+    return credentials_in(request.headers.get("Authorization", ""))
+
+
+def credentials_in(header: str) -> str | None:
+    """The key in an `Authorization` value: Basic base64(KEY:) as Segment sends it, or Bearer KEY."""
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer" and value:
@@ -75,7 +79,18 @@ def authenticate(
 
     `header_key`: what `key_from_header()` returned, when the caller has read it already.
     """
-    key = _usable_key(header_key or key_from_header() or body_key)
+    key = check_key(resources().keys, header_key or key_from_header() or body_key, scope)
+    if scope != "ingest":
+        check_key_rate_limit(key.key_id)
+    return key
+
+
+def check_key(keys: KeyCache, secret: str | None, scope: str) -> AuthenticatedKey:
+    """The key `secret` names, if usable now and for `scope`; raises 401/403 with what to fix.
+
+    No Flask in it: the ingest lane (app/ingest.py) calls it with its app's key cache.
+    """
+    key = _usable_key(keys, secret)
     if scope not in key.scopes:
         raise ApiError(
             403,
@@ -89,8 +104,6 @@ def authenticate(
             "This key was rotated: during its grace period it only sends events (ingest). "
             "Use its replacement.",
         )
-    if scope != "ingest":
-        check_key_rate_limit(key.key_id)
     return key
 
 
@@ -100,12 +113,12 @@ def identify_caller() -> AuthenticatedKey:
     Only for answering what a key is: a pasted key is tested with it, the old one of a
     rotation included. 401 for no key or one that is unknown, expired or revoked.
     """
-    key = _usable_key(key_from_header())
+    key = _usable_key(resources().keys, key_from_header())
     check_key_rate_limit(key.key_id)
     return key
 
 
-def _usable_key(secret: str | None) -> AuthenticatedKey:
+def _usable_key(keys: KeyCache, secret: str | None) -> AuthenticatedKey:
     if not secret:
         raise ApiError(
             401,
@@ -115,7 +128,7 @@ def _usable_key(secret: str | None) -> AuthenticatedKey:
         )
     if not KEY_FORMAT.fullmatch(secret):
         raise _refused()
-    key = resources().keys.lookup(secret)
+    key = keys.lookup(secret)
     if key is None or not key.usable_at(datetime.now(UTC)):
         raise _refused()
     return key

@@ -6,10 +6,10 @@ finds stored-but-unfolded events later. See docs/ingest.md for every rule and wh
 
 One request: read the body, authenticate, prepare the batch (`schemas/batch.py`),
 take from the rate limit, store, wake the fold, answer. These are the hottest routes:
-`IngestLane` answers their POSTs in front of Flask's dispatch (in the app's own
-process, config and request context, so the keys, the rate limit and the error
-handlers are the app's), without the routing, the hooks and the Response objects
-that cost more CPU than the request's own work. The Flask views below run the same
+`IngestLane` answers their POSTs in front of Flask's dispatch, with the app's own key
+cache, rate limits, debugger ledger and fold waker (`Lane`, gathered at start-up) and
+the app's error handlers, but without the request context, the routing, the hooks and
+the Response objects that cost more CPU than the request's own work. The Flask views below run the same
 steps; they document the routes (OpenAPI) and answer when the lane is not in front.
 """
 
@@ -26,15 +26,15 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request
 
 from app import ingest_ledger, metrics
-from app.auth import authenticate, key_from_header
+from app.auth import check_key, credentials_in
 from app.body import decode_content, parse_json, read_raw_body
 from app.errors import ApiError
-from app.ratelimit import check_rate_limit
-from app.resources import Resources, resources
+from app.ingest_ledger import IngestLedger
+from app.ratelimit import RateLimits
+from app.resources import Resources
 from app.waker import Waker
 from schemas.batch import MAX_BATCH_EVENTS, PreparedBatch, Scan, body_write_key, prepare_batch
 from schemas.segment import EventRejected
-from store.apikeys import AuthenticatedKey
 from store.events import store_events
 from store.fold_queue import request_fold
 
@@ -73,42 +73,67 @@ ROUTES = {
 }
 
 
-def ingest(route: Route) -> Answer:
-    """One ingest request, in the current request context: (status, headers, body)."""
+@dataclass
+class Lane:
+    """What an ingest request uses of its app, gathered once at `init_app`.
+
+    Plain objects, no Flask: the lane answers without pushing a request context.
+    `resources` is the app's own (`app.extensions["timeline"]`); its key cache is read
+    on each request, so a test that swaps it is obeyed.
+    """
+
+    resources: Resources
+    limits: RateLimits
+    ledger: IngestLedger
+    waker: Waker
+
+
+def lane_of(app: Flask) -> Lane:
+    found: Lane = app.extensions["ingest_lane"]
+    return found
+
+
+def ingest(lane: Lane, route: Route, environ: dict[str, Any]) -> Answer:
+    """One ingest request: (status, headers, body), or the ApiError to answer."""
+    notes = ingest_ledger.RequestNotes(route.rule)
     try:
-        return _ingest(route, request.environ)
+        return _ingest(lane, route, environ, notes)
     except ApiError as error:
         metrics.request_rejected(error.code)
-        ingest_ledger.request_refused(error)
+        ingest_ledger.request_refused(lane.ledger, notes, error)
         raise
 
 
-def _ingest(route: Route, environ: dict[str, Any]) -> Answer:
+def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ingest_ledger.RequestNotes) -> Answer:
     received_at = datetime.now(UTC)
+    keys = lane.resources.keys
     # The body is read first (bounded): answering before reading it would make the
     # server close a socket with unread data, and the client may see a reset instead
     # of our 401, and retry. A key in the header is then checked before the body is
     # inflated and parsed, so a bad key is a 401 whatever the body, and costs little.
     raw = read_raw_body(environ)
-    header_key = key_from_header()
-    key = authenticate("ingest", header_key=header_key) if header_key else None
-    ingest_ledger.begin(key, raw)  # the team's debugger keeps what is refused from here on
+    header_key = credentials_in(environ.get("HTTP_AUTHORIZATION", ""))
+    key = check_key(keys, header_key, "ingest") if header_key else None
+    ingest_ledger.begin(notes, key, raw)  # the team's debugger keeps what is refused from here on
     data = decode_content(environ, raw)
     scan = Scan.of_bytes(data)
     body = parse_json(data, scan)
     if key is None:
-        key = authenticate("ingest", body_write_key(body))
-        ingest_ledger.begin(key, raw)
-    batch = _prepared(route, body, received_at, scan)
+        key = check_key(keys, body_write_key(body), "ingest")
+        ingest_ledger.begin(notes, key, raw)
+    batch = _prepared(lane, notes, route, body, received_at, scan)
     try:
-        check_rate_limit(key.team_id, len(batch.events))
+        lane.limits.take_events(key.team_id, len(batch.events))
     except ApiError:
         metrics.events_rate_limited(batch.events)
         raise
-    result = store_events(resources().engine, key.team_id, batch.events, received_at)
+    result = store_events(lane.resources.engine, key.team_id, batch.events, received_at)
     metrics.events_accepted(batch.events)
-    ingest_ledger.events_stored(batch.events, result)
-    _wake_fold(key)
+    ingest_ledger.events_stored(lane.ledger, notes, batch.events, result)
+    # Wake the fold after the commit (app/waker.py): memory only here, the process's
+    # waker thread makes the Redis call; a Redis failure only delays the fold (the sweep
+    # queues stored-but-unfolded events).
+    lane.waker.mark(key.team_id)
     if not batch.is_batch:
         return 200, _SUCCESS_HEADERS, _SUCCESS_BODY
     answer = {
@@ -121,7 +146,9 @@ def _ingest(route: Route, environ: dict[str, Any]) -> Answer:
     return 200, [("Content-Type", "application/json"), ("Content-Length", str(len(encoded)))], encoded
 
 
-def _prepared(route: Route, body: Any, received_at: datetime, scan: Scan) -> PreparedBatch:
+def _prepared(
+    lane: Lane, notes: ingest_ledger.RequestNotes, route: Route, body: Any, received_at: datetime, scan: Scan
+) -> PreparedBatch:
     """The body prepared (schemas/batch.py); a refusal of the whole request as an ApiError."""
     try:
         batch = prepare_batch(
@@ -131,7 +158,7 @@ def _prepared(route: Route, body: Any, received_at: datetime, scan: Scan) -> Pre
         raise _api_error(error) from None
     for item, rejection in zip(batch.rejected_items, batch.rejected, strict=True):
         metrics.events_rejected(item, rejection.error.code)
-        ingest_ledger.event_refused(item, rejection.error)
+        ingest_ledger.event_refused(lane.ledger, notes, item, rejection.error)
     refusal = batch.refusal()
     if refusal is not None:
         raise _api_error(refusal)
@@ -145,11 +172,13 @@ def _api_error(error: EventRejected) -> ApiError:
 class IngestLane:
     """WSGI middleware: POSTs to the ingest routes answered in front of Flask's dispatch.
 
-    Inside the app (installed as `app.wsgi_app`), with the app's request context pushed,
-    so `authenticate`, the rate limit and the resources are the app's. Errors are
-    rendered by the app's own error handlers (the one envelope). Anything else (other
-    paths, other methods) goes to Flask unchanged. Flask's before/after-request hooks
-    do not run for these POSTs; the request latency metric is observed here instead.
+    Inside the app (installed as `app.wsgi_app`), with the app's own key cache, limits,
+    debugger ledger and fold waker (`Lane`), and no request context: creating and
+    pushing one cost more CPU than the request's own Python work. Errors are rendered
+    by the app's own error handlers (the one envelope), in a request context pushed
+    then. Anything else (other paths, other methods) goes to Flask unchanged. Flask's
+    before/after-request hooks do not run for these POSTs; the request latency metric is
+    observed here instead.
     """
 
     def __init__(self, app: Flask, inner: WSGIApp):
@@ -161,13 +190,13 @@ class IngestLane:
         if route is None or environ.get("REQUEST_METHOD") != "POST":
             return self.inner(environ, start_response)
         started = time.perf_counter()
-        with self.app.request_context(environ):
-            try:
-                status, headers, body = ingest(route)
-            except Exception as error:
+        try:
+            status, headers, body = ingest(lane_of(self.app), route, environ)
+        except Exception as error:
+            with self.app.request_context(environ):
                 response = self._error_response(error)
-                metrics.request_observed(route.rule, response.status_code, time.perf_counter() - started)
-                return response(environ, start_response)
+            metrics.request_observed(route.rule, response.status_code, time.perf_counter() - started)
+            return response(environ, start_response)
         metrics.request_observed(route.rule, status, time.perf_counter() - started)
         start_response("200 OK", headers)
         return [body]
@@ -182,7 +211,8 @@ class IngestLane:
 
 def _view(route: Route) -> Callable[[], Response]:
     def view() -> Response:
-        status, headers, body = ingest(route)
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        status, headers, body = ingest(lane_of(app), route, request.environ)
         return Response(body, status=status, headers=headers)
 
     return view
@@ -211,19 +241,6 @@ def _register_routes() -> None:
 _register_routes()
 
 
-def _wake_fold(key: AuthenticatedKey) -> None:
-    """Make sure a fold is queued for the team, after the commit (app/waker.py).
-
-    Memory only on the request path: the process's waker thread does the Redis call. A
-    Redis failure only delays the fold (the sweep queues stored-but-unfolded events).
-    """
-    waker = current_app.extensions.get("ingest_waker")
-    if waker is None:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        waker = current_app.extensions.setdefault("ingest_waker", _make_waker(app))
-    waker.mark(key.team_id)
-
-
 def _make_waker(app: Flask) -> Waker:
     res: Resources = app.extensions["timeline"]
     redis, queue, prefix = res.redis, res.settings.fold_queue, res.settings.redis_prefix
@@ -239,5 +256,12 @@ def _make_waker(app: Flask) -> Waker:
 
 
 def init_app(app: Flask) -> None:
+    res: Resources = app.extensions["timeline"]
+    app.extensions["ingest_lane"] = Lane(
+        resources=res,
+        limits=app.extensions["rate_limits"],
+        ledger=ingest_ledger.init_app(app, res.engine),
+        waker=_make_waker(app),
+    )
     app.register_blueprint(bp)
     app.wsgi_app = IngestLane(app, app.wsgi_app)  # type: ignore[method-assign]

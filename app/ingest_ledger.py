@@ -1,9 +1,9 @@
 """HTTP ingest's half of the team's debugger: refusals and counts, off the request path.
 
-Ingest calls four functions (see docs/ingest-debugger.md for the exact hook):
-`begin(key, raw)` once the key is known, `event_refused(item, error)` per refused event,
-`events_stored(prepared, result)` after the commit, and `request_refused(error)` when the
-whole request is answered with an error. They only add to this process's memory: an
+Ingest keeps a `RequestNotes` per request and calls four functions (see
+docs/ingest-debugger.md for the exact hook): `begin` once the key is known,
+`event_refused` per refused event, `events_stored` after the commit, and
+`request_refused` when the whole request is answered with an error. They only add to this process's memory: an
 accepted request pays no statement at all, and neither does a refused one. A daemon
 thread (started on first use, so after gunicorn's fork) writes what gathered at most
 every `FLUSH_INTERVAL_SECONDS` with `store.rejections.record_rejections`, one
@@ -27,11 +27,12 @@ import os
 import threading
 import zlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask
 from sqlalchemy import Engine
 
 from app.errors import ApiError
@@ -128,36 +129,41 @@ class IngestLedger:
                 log.exception("ingest debugger: flush failed")
 
 
-def _ledger() -> IngestLedger:
-    found = current_app.extensions.get("ingest_ledger")
-    if found is None:
-        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        engine = app.extensions["timeline"].engine
-        found = app.extensions.setdefault(
-            "ingest_ledger", IngestLedger(engine, inline=bool(app.config.get("TESTING")))
-        )
-    return found  # type: ignore[no-any-return]
+@dataclass
+class RequestNotes:
+    """What the debugger knows of one ingest request: its route, then its team and body."""
+
+    route: str
+    team_id: int | None = None
+    raw: bytes = b""
+    events_refused: bool = False
 
 
-def begin(key: AuthenticatedKey | None, raw: bytes) -> None:
+def init_app(app: Flask, engine: Engine) -> IngestLedger:
+    """The app's ledger (TESTING: flushed inline, at the end of each request)."""
+    ledger = app.extensions["ingest_ledger"] = IngestLedger(engine, inline=bool(app.config.get("TESTING")))
+    return ledger
+
+
+def begin(notes: RequestNotes, key: AuthenticatedKey | None, raw: bytes) -> None:
     """The request's team is known (memory only): later refusals are the team's."""
     if key is not None:
-        g.ingest_team_id = key.team_id
-        g.ingest_raw = raw
+        notes.team_id = key.team_id
+        notes.raw = raw
 
 
-def event_refused(item: Any, error: EventRejected) -> None:
+def event_refused(ledger: IngestLedger, notes: RequestNotes, item: Any, error: EventRejected) -> None:
     """One event of the request was refused (it may still be answered 200 in a batch)."""
-    team_id = g.get("ingest_team_id")
+    team_id = notes.team_id
     if team_id is None:
         return
-    g.ingest_events_refused = True
+    notes.events_refused = True
     now = datetime.now(UTC)
     kind = type_label(item)
     refusal = Refusal(
         at=now,
         source="http",
-        route=request.path,
+        route=notes.route,
         status=error.status,
         code=error.code,
         message=bounded_message(error.message),
@@ -165,56 +171,60 @@ def event_refused(item: Any, error: EventRejected) -> None:
         type=kind if kind != "other" else None,
         preview=preview_of(item),
     )
-    _ledger().add(team_id, refusal, CountKey(hour_of(now), "http", kind, "refused", error.code))
+    ledger.add(team_id, refusal, CountKey(hour_of(now), "http", kind, "refused", error.code))
 
 
-def events_stored(prepared: list[PreparedEvent], result: StoreResult) -> None:
+def events_stored(
+    ledger: IngestLedger, notes: RequestNotes, prepared: Sequence[PreparedEvent], result: StoreResult
+) -> None:
     """The committed events, counted as accepted or duplicate per type (memory only).
 
     StoreResult says how many were new, not which: when a batch of several types has
     both, its split per type is unknown, and the counts go under type `mixed`.
     """
-    team_id = g.get("ingest_team_id")
+    team_id = notes.team_id
     if team_id is None or not prepared:
         return
-    ledger = _ledger()
     hour = hour_of(datetime.now(UTC))
-    types = {event.type for event in prepared}
-    if result.duplicates == 0 or result.accepted == 0 or len(types) == 1:
-        outcome = "accepted" if result.duplicates == 0 else "duplicate"
-        if result.accepted and result.duplicates:  # one type, both outcomes
-            kind = prepared[0].type
-            ledger.add(team_id, None, CountKey(hour, "http", kind, "accepted"), result.accepted)
-            ledger.add(team_id, None, CountKey(hour, "http", kind, "duplicate"), result.duplicates)
-        else:
-            for kind in types:
-                n = sum(1 for event in prepared if event.type == kind)
-                ledger.add(team_id, None, CountKey(hour, "http", kind, outcome), n)
+    if len(prepared) == 1:  # the common case
+        outcome = "accepted" if result.accepted else "duplicate"
+        ledger.add(team_id, None, CountKey(hour, "http", prepared[0].type, outcome))
     else:
-        ledger.add(team_id, None, CountKey(hour, "http", "mixed", "accepted"), result.accepted)
-        ledger.add(team_id, None, CountKey(hour, "http", "mixed", "duplicate"), result.duplicates)
+        types = {event.type for event in prepared}
+        if result.duplicates == 0 or result.accepted == 0 or len(types) == 1:
+            outcome = "accepted" if result.duplicates == 0 else "duplicate"
+            if result.accepted and result.duplicates:  # one type, both outcomes
+                kind = prepared[0].type
+                ledger.add(team_id, None, CountKey(hour, "http", kind, "accepted"), result.accepted)
+                ledger.add(team_id, None, CountKey(hour, "http", kind, "duplicate"), result.duplicates)
+            else:
+                for kind in types:
+                    n = sum(1 for event in prepared if event.type == kind)
+                    ledger.add(team_id, None, CountKey(hour, "http", kind, outcome), n)
+        else:
+            ledger.add(team_id, None, CountKey(hour, "http", "mixed", "accepted"), result.accepted)
+            ledger.add(team_id, None, CountKey(hour, "http", "mixed", "duplicate"), result.duplicates)
     if ledger.inline:
         ledger.flush()
 
 
-def request_refused(error: ApiError) -> None:
+def request_refused(ledger: IngestLedger, notes: RequestNotes, error: ApiError) -> None:
     """The whole request was answered with an error: keep it, unless its events were."""
-    team_id = g.get("ingest_team_id")
+    team_id = notes.team_id
     if team_id is None or error.code in _NOT_RECORDED:
         return
-    ledger = _ledger()
-    if not g.get("ingest_events_refused"):
+    if not notes.events_refused:
         now = datetime.now(UTC)
         refusal = Refusal(
             at=now,
             source="http",
-            route=request.path,
+            route=notes.route,
             status=error.status,
             code=error.code,
             message=bounded_message(error.message),
             message_id=None,
             type=None,
-            preview=_body_preview(g.get("ingest_raw") or b""),
+            preview=_body_preview(notes.raw),
         )
         ledger.add(team_id, refusal, CountKey(hour_of(now), "http", "request", "refused", error.code))
     if ledger.inline:

@@ -45,9 +45,17 @@ REQUEST_LATENCY = Histogram(
 )
 
 
+# The ingest lane's children, by label values (bounded: event types; route x status).
+# `labels()` takes a lock and builds its key on every call; a dict lookup does not.
+_accepted: dict[str, Any] = {}
+_latency: dict[tuple[str, int], Any] = {}
+
+
 def events_accepted(events: Sequence[PreparedEvent]) -> None:
     if len(events) == 1:  # the common case: no tally
-        EVENTS_ACCEPTED.labels(events[0].type).inc()
+        kind = events[0].type
+        child = _accepted.get(kind) or _accepted.setdefault(kind, EVENTS_ACCEPTED.labels(kind))
+        child.inc()
         return
     for kind, count in TallyCounter(event.type for event in events).items():
         EVENTS_ACCEPTED.labels(kind).inc(count)
@@ -75,7 +83,10 @@ def request_rejected(reason: str) -> None:
 
 def request_observed(route: str, status: int, seconds: float) -> None:
     """One request's latency, for the routes answered in front of Flask (app/ingest.py)."""
-    REQUEST_LATENCY.labels(route, str(status)).observe(seconds)
+    child = _latency.get((route, status))
+    if child is None:
+        child = _latency.setdefault((route, status), REQUEST_LATENCY.labels(route, str(status)))
+    child.observe(seconds)
 
 
 def render(extra: str = "") -> Response:

@@ -23,10 +23,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from flask import current_app
+from flask import Flask, current_app
 
 from app.errors import ApiError
-from app.resources import resources
+from store.settings import Settings
 
 
 class TokenBucket:
@@ -56,61 +56,82 @@ class TokenBucket:
 
 @dataclass
 class TeamLimiter:
-    """The buckets of one app, by team."""
+    """Buckets by owner (team or key), each at `limit / processes` a second."""
 
+    limit: float
+    burst: float
+    processes: int
     buckets: dict[int, TokenBucket] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def take(self, owner: int, cost: float) -> float:
+        """0 if taken, else seconds until it could be (`TokenBucket.take`)."""
+        with self.lock:
+            bucket = self.buckets.get(owner)
+            if bucket is None:
+                rate = self.limit / self.processes
+                bucket = self.buckets[owner] = TokenBucket(rate, max(self.burst / self.processes, rate))
+            return bucket.take(cost)
 
-def _share() -> int:
-    return resources().settings.web_processes
+
+class RateLimits:
+    """One app's limits, made from its settings once (`init_app`); no Flask inside, so the
+    ingest lane (app/ingest.py) calls it directly."""
+
+    def __init__(self, settings: Settings):
+        processes = settings.web_processes
+        self.ingest_limit = settings.ingest_rate_limit
+        self.api_limit = settings.api_rate_limit
+        self.ingest = TeamLimiter(settings.ingest_rate_limit, settings.ingest_rate_burst, processes)
+        self.api = TeamLimiter(settings.api_rate_limit, settings.api_rate_burst, processes)
+
+    def take_events(self, team_id: int, events: int) -> None:
+        """Take `events` (the request's cost: one per event) from the team's bucket, or raise
+        429 with Retry-After (nothing taken)."""
+        if self.ingest_limit <= 0:
+            return
+        wait = self.ingest.take(team_id, events)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"This team is over its limit of {self.ingest_limit:g} events per second; "
+                f"nothing was stored. Retry after {retry} seconds.",
+                headers={"Retry-After": str(retry)},
+            )
+
+    def take_request(self, key_id: int) -> None:
+        """One request of this key on a read or key route, or 429 with Retry-After."""
+        if self.api_limit <= 0:
+            return
+        wait = self.api.take(key_id, 1)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"This API key is over its limit of {self.api_limit:g} requests per second. "
+                f"Retry after {retry} seconds.",
+                headers={"Retry-After": str(retry)},
+            )
 
 
-def _limiter(name: str = "ingest_rate_limiter") -> TeamLimiter:
-    limiter: TeamLimiter = current_app.extensions.setdefault(name, TeamLimiter())
-    return limiter
+def init_app(app: Flask, settings: Settings) -> None:
+    app.extensions["rate_limits"] = RateLimits(settings)
 
 
-def _take(limiter: TeamLimiter, owner: int, limit: float, burst: float, cost: float) -> float:
-    share = _share()
-    with limiter.lock:
-        bucket = limiter.buckets.get(owner)
-        if bucket is None:
-            rate = limit / share
-            bucket = limiter.buckets[owner] = TokenBucket(rate, max(burst / share, rate))
-        return bucket.take(cost)
+def rate_limits() -> RateLimits:
+    """The current app's limits."""
+    found: RateLimits = current_app.extensions["rate_limits"]
+    return found
 
 
 def check_rate_limit(team_id: int, events: int) -> None:
-    """Take `events` (the request's cost: one per event) from the team's bucket, or raise
-    429 with Retry-After (nothing taken)."""
-    settings = resources().settings
-    if settings.ingest_rate_limit <= 0:
-        return
-    wait = _take(_limiter(), team_id, settings.ingest_rate_limit, settings.ingest_rate_burst, events)
-    if wait > 0:
-        retry = max(1, math.ceil(wait))
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"This team is over its limit of {settings.ingest_rate_limit:g} events per second; "
-            f"nothing was stored. Retry after {retry} seconds.",
-            headers={"Retry-After": str(retry)},
-        )
+    """`RateLimits.take_events` of the current app."""
+    rate_limits().take_events(team_id, events)
 
 
 def check_key_rate_limit(key_id: int) -> None:
-    """One request of this key on a read or key route, or 429 with Retry-After."""
-    settings = resources().settings
-    limit = settings.api_rate_limit
-    if limit <= 0:
-        return
-    wait = _take(_limiter("api_rate_limiter"), key_id, limit, settings.api_rate_burst, 1)
-    if wait > 0:
-        retry = max(1, math.ceil(wait))
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"This API key is over its limit of {limit:g} requests per second. Retry after {retry} seconds.",
-            headers={"Retry-After": str(retry)},
-        )
+    """`RateLimits.take_request` of the current app."""
+    rate_limits().take_request(key_id)
