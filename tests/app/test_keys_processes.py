@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,20 +24,15 @@ from sqlalchemy import Engine
 
 from store.settings import Settings
 from tests.conftest import TeamKeys, make_team
+from tests.servers import GunicornServer
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENT = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-processes-1"}
 
 
-@dataclass
-class Server:
-    url: str
-    log_path: Path
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+class Server(GunicornServer):
+    """The server, and what its JSON log lines say."""
 
     def log_records(self) -> list[dict[str, Any]]:
         records = []
@@ -61,62 +51,11 @@ class Server:
         return {r.get("process") for r in self.log_records() if r.get("message") == wanted}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _gunicorn() -> str:
-    local = ROOT / ".venv" / "bin" / "gunicorn"
-    return str(local if local.exists() else Path(sys.executable).parent / "gunicorn")
-
-
 @pytest.fixture(scope="module")
 def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """gunicorn with two sync workers on a free loopback port, logging at debug to a file."""
-    folder = tmp_path_factory.mktemp("gunicorn")
-    port = _free_port()
-    env = {
-        **os.environ,  # DATABASE_URL, REDIS_URL, FOLD_QUEUE, REDIS_PREFIX: set by the session fixtures
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "LOG_LEVEL": "debug",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-    }
-    log_path = folder / "gunicorn.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [_gunicorn(), "-c", "python:app.gunicorn_config", "app:create_app()"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited at start-up:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /healthz:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield Server(url=url, log_path=log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with Server(tmp_path_factory.mktemp("gunicorn"), {"LOG_LEVEL": "debug"}) as server:
+        yield server
 
 
 def send(server: Server, secret: str) -> int:
