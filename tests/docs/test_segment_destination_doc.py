@@ -47,6 +47,7 @@ from segment.analytics import Client
 from sqlalchemy import Engine, text
 
 from devstack.embedded import free_port
+from store.apikeys import KEY_FORMAT
 from tests.conftest import TeamKeys, make_team
 from tests.servers import GunicornServer as Server
 from tests.servers import venv_bin
@@ -542,7 +543,7 @@ def test_a_key_made_as_the_doc_says_ingests_and_only_ingests(
 ) -> None:
     team = make_team(engine)
     made = run_bash(bash_block(contains), server, TEAM_ID=str(team.id), ADMIN_KEY=team.admin)
-    assert re.fullmatch(r"tlk_[A-Za-z0-9]{32}", made["key"])
+    assert KEY_FORMAT.fullmatch(made["key"])
     assert (made["status"], made["scopes"], made["name"]) == ("active", ["ingest"], "Segment production")
     assert ingests(server, made["key"]).status_code == 200
     feed = requests.get(f"{server.url}/api/v1/customers", headers=team.bearer(made["key"]), timeout=10)
