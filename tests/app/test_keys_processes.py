@@ -58,6 +58,19 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield server
 
 
+def post_key(server: Server, admin: str, name: str, scopes: list[str]) -> dict[str, Any]:
+    """A new key made through the API with this admin key: its 201 body, secret included."""
+    made = requests.post(
+        f"{server.url}/api/v1/keys",
+        json={"name": name, "scopes": scopes},
+        headers=TeamKeys.bearer(admin),
+        timeout=5,
+    )
+    assert made.status_code == 201, made.text
+    body: dict[str, Any] = made.json()
+    return body
+
+
 def send(server: Server, secret: str) -> int:
     """Segment posting one event with this key, on a fresh connection."""
     response = requests.post(
@@ -77,14 +90,8 @@ def burst(server: Server, secret: str, count: int) -> list[int]:
 
 def test_revocation_reaches_both_workers_within_a_second(server: Server, engine: Engine) -> None:
     team = make_team(engine)
-    made = requests.post(
-        f"{server.url}/api/v1/keys",
-        json={"name": "Segment", "scopes": ["ingest"]},
-        headers=TeamKeys.bearer(team.admin),
-        timeout=5,
-    )
-    assert made.status_code == 201
-    victim, victim_id = made.json()["key"], made.json()["id"]
+    made = post_key(server, team.admin, "Segment", ["ingest"])
+    victim, victim_id = made["key"], made["id"]
 
     # Warm both workers' caches with the key.
     deadline = time.monotonic() + 10
@@ -115,9 +122,7 @@ def test_no_secret_reaches_the_logs_or_any_later_answer(server: Server, engine: 
     team = make_team(engine)
     url = server.url
     admin = TeamKeys.bearer(team.admin)
-    made = requests.post(
-        f"{url}/api/v1/keys", json={"name": "Segment", "scopes": ["ingest"]}, headers=admin, timeout=5
-    ).json()
+    made = post_key(server, team.admin, "Segment", ["ingest"])
     rotated = requests.post(
         f"{url}/api/v1/keys/{made['id']}/rotate", json={"grace_seconds": 0}, headers=admin, timeout=5
     ).json()
@@ -244,12 +249,7 @@ def test_no_form_of_a_key_reaches_any_log_line_whatever_the_client_sends(
 def test_a_slow_body_sent_across_a_revoke_creates_nothing(server: Server, engine: Engine) -> None:
     """The request is authenticated before the revoke; its body arrives after the 204."""
     team = make_team(engine)
-    second = requests.post(
-        f"{server.url}/api/v1/keys",
-        json={"name": "second admin", "scopes": ["admin"]},
-        headers=TeamKeys.bearer(team.admin),
-        timeout=5,
-    ).json()
+    second = post_key(server, team.admin, "second admin", ["admin"])
     body = json.dumps({"name": "minted after the revoke", "scopes": ["admin"]}).encode()
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as slow:
@@ -281,12 +281,7 @@ def test_a_revoked_admin_key_mints_nothing_through_another_workers_cache(
     server: Server, engine: Engine
 ) -> None:
     team = make_team(engine)
-    made = requests.post(
-        f"{server.url}/api/v1/keys",
-        json={"name": "second admin", "scopes": ["admin"]},
-        headers=TeamKeys.bearer(team.admin),
-        timeout=5,
-    ).json()
+    made = post_key(server, team.admin, "second admin", ["admin"])
     victim, victim_id = made["key"], made["id"]
 
     def list_keys(_: int) -> int:
