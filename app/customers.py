@@ -11,6 +11,8 @@ operation (`app/openapi.py` collects it); schema names refer to `schemas.api.COM
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request, url_for
 from marshmallow import Schema
@@ -95,6 +97,37 @@ def _live_customer(connection: Connection, team_id: int, raw: str) -> int | Resp
     if merged_into is not None:
         return _redirect_same_route(str(request.endpoint), merged_into)
     return customer_id
+
+
+def _read_live(
+    customer_id: str,
+    args_schema: Schema,
+    answer: Callable[[Connection, int, int, Mapping[str, Any]], Response],
+) -> Response:
+    """The frame of a read of one live customer: authenticate with `read`, load the query
+    through `args_schema` (400), resolve `customer_id` (404; a merged id answers 308 to the
+    same route of its survivor, query kept), then `answer(connection, team_id,
+    live_customer_id, args)`."""
+    key = authenticate("read")
+    args = load_query(args_schema)
+    with resources().engine.connect() as connection:
+        live = _live_customer(connection, key.team_id, customer_id)
+        if isinstance(live, Response):
+            return live
+        return answer(connection, key.team_id, live, args)
+
+
+def _live_list(
+    customer_id: str, read: Callable[[Connection, int, int], Sequence[Any]], page: Schema
+) -> Response:
+    """One live customer's whole list (no query arguments), as the one page of `page`."""
+    return _read_live(
+        customer_id,
+        _no_args,
+        lambda connection, team_id, live, _: jsonify(
+            page.dump({"data": read(connection, team_id, live), "next_cursor": None})
+        ),
+    )
 
 
 def _merged(live_id: int, location: str) -> Response:
@@ -338,21 +371,23 @@ def traits(customer_id: str) -> Response:
         404: NotFound
         503: Unavailable
     """
-    key = authenticate("read")
-    args = load_query(_traits_args)
-    with resources().engine.connect() as connection:
-        live = _live_customer(connection, key.team_id, customer_id)
-        if isinstance(live, Response):
-            return live
-        rows = read_traits(connection, key.team_id, live, args.get("include"))
-    if args["verbose"]:
-        found = {
-            row.key: {"value": row.value, "updated_at": utc_iso(row.updated_at), "message_id": row.message_id}
-            for row in rows
-        }
-    else:
-        found = {row.key: row.value for row in rows}
-    return jsonify(_traits.dump({"traits": found}))
+
+    def answer(connection: Connection, team_id: int, live: int, args: Mapping[str, Any]) -> Response:
+        rows = read_traits(connection, team_id, live, args.get("include"))
+        if args["verbose"]:
+            found = {
+                row.key: {
+                    "value": row.value,
+                    "updated_at": utc_iso(row.updated_at),
+                    "message_id": row.message_id,
+                }
+                for row in rows
+            }
+        else:
+            found = {row.key: row.value for row in rows}
+        return jsonify(_traits.dump({"traits": found}))
+
+    return _read_live(customer_id, _traits_args, answer)
 
 
 @bp.get("/customers/<path:customer_id>/external_ids")
@@ -384,14 +419,7 @@ def external_ids(customer_id: str) -> Response:
         404: NotFound
         503: Unavailable
     """
-    key = authenticate("read")
-    load_query(_no_args)
-    with resources().engine.connect() as connection:
-        live = _live_customer(connection, key.team_id, customer_id)
-        if isinstance(live, Response):
-            return live
-        rows = read_external_ids(connection, key.team_id, live)
-    return jsonify(_external_ids.dump({"data": rows, "next_cursor": None}))
+    return _live_list(customer_id, read_external_ids, _external_ids)
 
 
 @bp.get("/customers/<path:customer_id>/events/summary")
@@ -424,14 +452,7 @@ def event_summary(customer_id: str) -> Response:
         404: NotFound
         503: Unavailable
     """
-    key = authenticate("read")
-    load_query(_no_args)
-    with resources().engine.connect() as connection:
-        live = _live_customer(connection, key.team_id, customer_id)
-        if isinstance(live, Response):
-            return live
-        rows = read_event_summary(connection, key.team_id, live)
-    return jsonify(_event_summary.dump({"data": rows, "next_cursor": None}))
+    return _live_list(customer_id, read_event_summary, _event_summary)
 
 
 def init_app(app: Flask) -> None:

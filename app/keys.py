@@ -11,11 +11,13 @@ shared responses (`BadRequest`, `Unauthorized`, ...) come from `schemas/api.py`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from flask import Blueprint, Flask, Response, jsonify
 from marshmallow import Schema
+from sqlalchemy import Connection
 
 from app import edges
 from app.auth import AUTH_CHALLENGE, authenticate
@@ -68,6 +70,43 @@ def _as_api_error(error: KeyManagementError, actor_key_id: int) -> ApiError:
         return ApiError(401, error.code, error.message, headers=AUTH_CHALLENGE)
     status = 404 if isinstance(error, KeyNotFound) else 409
     return ApiError(status, error.code, error.message)
+
+
+class _Listed(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+_Row = TypeVar("_Row", bound=_Listed)
+_Row_co = TypeVar("_Row_co", bound=_Listed, covariant=True)
+
+
+class _ListRead(Protocol[_Row_co]):
+    """`store.apikeys.list_keys`, `list_audit`: a team's rows, newest id first."""
+
+    def __call__(
+        self, connection: Connection, team_id: int, *, limit: int | None = ..., before_id: int | None = ...
+    ) -> Sequence[_Row_co]: ...
+
+
+def _newest_first_page(
+    cursor_kind: str,
+    read: _ListRead[_Row],
+    fields: Callable[[_Row, datetime], dict[str, Any]],
+    schema: Schema,
+) -> Response:
+    """One page of a list of the admin's team, newest id first: `read` asked for one row more
+    than `?limit` (to know if a page follows), from before `?cursor` (a `cursor_kind` cursor:
+    the last id shown); each row shown as `fields(row, now)`."""
+    actor = authenticate("admin")
+    limit = edges.query_limit()
+    before_id = edges.query_cursor_id(cursor_kind)
+    now = datetime.now(UTC)
+    with resources().engine.connect() as connection:
+        rows = read(connection, actor.team_id, limit=limit + 1, before_id=before_id)
+    page = rows[:limit]
+    next_cursor = encode_cursor(cursor_kind, page[-1].id) if len(rows) > limit else None
+    return jsonify(schema.dump({"data": [fields(row, now) for row in page], "next_cursor": next_cursor}))
 
 
 # --- routes ----------------------------------------------------------------------------
@@ -143,18 +182,7 @@ def list_api_keys() -> Response:
         429: TooManyRequests
         503: Unavailable
     """
-    actor = authenticate("admin")
-    limit = edges.query_limit()
-    before_id = edges.query_cursor_id("k")
-    now = datetime.now(UTC)
-    with resources().engine.connect() as connection:
-        keys = list_keys(connection, actor.team_id, limit=limit + 1, before_id=before_id)
-    page = keys[:limit]
-    next_cursor = encode_cursor("k", page[-1].id) if len(keys) > limit else None
-    body = ApiKeyListSchema().dump(
-        {"data": [key_fields(key, now) for key in page], "next_cursor": next_cursor}
-    )
-    return jsonify(body)
+    return _newest_first_page("k", list_keys, key_fields, ApiKeyListSchema())
 
 
 @bp.post("/keys/<key_id>/rotate")
@@ -287,17 +315,7 @@ def key_audit() -> Response:
         429: TooManyRequests
         503: Unavailable
     """
-    actor = authenticate("admin")
-    limit = edges.query_limit()
-    before_id = edges.query_cursor_id("a")
-    with resources().engine.connect() as connection:
-        entries = list_audit(connection, actor.team_id, limit=limit + 1, before_id=before_id)
-    page = entries[:limit]
-    next_cursor = encode_cursor("a", page[-1].id) if len(entries) > limit else None
-    body = KeyAuditListSchema().dump(
-        {"data": [audit_fields(entry) for entry in page], "next_cursor": next_cursor}
-    )
-    return jsonify(body)
+    return _newest_first_page("a", list_audit, lambda entry, _now: audit_fields(entry), KeyAuditListSchema())
 
 
 def init_app(app: Flask) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import string
 import threading
@@ -42,6 +43,8 @@ KEY_PREFIX = "tlk_"
 SECRET_LENGTH = 32
 DISPLAY_PREFIX_LENGTH = 12  # "tlk_" + 8 characters: enough to tell keys apart
 _ALPHABET = string.ascii_letters + string.digits
+# What new_secret makes, and so the only shape worth looking up (app/auth.py refuses any other).
+KEY_FORMAT = re.compile(rf"{re.escape(KEY_PREFIX)}[A-Za-z0-9]{{{SECRET_LENGTH}}}")
 
 DEFAULT_GRACE = timedelta(seconds=DEFAULT_GRACE_SECONDS)
 MAX_GRACE = timedelta(seconds=MAX_GRACE_SECONDS)

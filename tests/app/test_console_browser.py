@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +30,7 @@ from schemas.segment import prepare_event
 from store.apikeys import create_key, revoke_key
 from store.events import store_events
 from tests.conftest import TeamKeys, make_team
+from tests.servers import GunicornServer
 from workers.fold import fold_until_empty
 
 pytestmark = pytest.mark.slow
@@ -224,61 +222,11 @@ class Console:
         assert self.driver.execute_script("return window.__pwned === undefined")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _gunicorn() -> str:
-    local = ROOT / ".venv" / "bin" / "gunicorn"
-    return str(local if local.exists() else Path(sys.executable).parent / "gunicorn")
-
-
 @pytest.fixture(scope="module")
 def served(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """gunicorn with two sync workers on a free loopback port."""
-    folder = tmp_path_factory.mktemp("console-gunicorn")
-    port = _free_port()
-    env = {
-        **os.environ,  # DATABASE_URL, REDIS_URL, FOLD_QUEUE, REDIS_PREFIX from the session fixtures
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-    }
-    log_path = folder / "gunicorn.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [_gunicorn(), "-c", "python:app.gunicorn_config", "app:create_app()"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited at start-up:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /healthz:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with GunicornServer(tmp_path_factory.mktemp("console-gunicorn")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

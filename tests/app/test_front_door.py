@@ -10,14 +10,11 @@ bound a working server meets by a factor of a hundred.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,68 +22,25 @@ import requests
 from sqlalchemy import Engine, text
 
 from store.settings import Settings
-from tests.app.test_keys_processes import ROOT, _free_port, _gunicorn
 from tests.conftest import TeamKeys, make_team
+from tests.servers import GunicornServer as Server
 
 pytestmark = pytest.mark.slow
 
 DEADLINE_SECONDS = 2.0  # head, body and idle, for this server
 
 
-@dataclass
-class Server:
-    url: str
-    port: int
-    log_path: Path
-
-
 @pytest.fixture(scope="module")
 def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("front-door")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
+    env: dict[str, str | None] = {
         "LOG_LEVEL": "info",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
         "REQUEST_HEAD_SECONDS": str(DEADLINE_SECONDS),
         "REQUEST_BODY_SECONDS": str(DEADLINE_SECONDS),
         "GUNICORN_KEEPALIVE": str(int(DEADLINE_SECONDS)),
+        "GUNICORN_WORKER_CLASS": None,  # the configured default, as in production
     }
-    env.pop("GUNICORN_WORKER_CLASS", None)  # the configured default, as in production
-    log_path = folder / "gunicorn.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [_gunicorn(), "-c", "python:app.gunicorn_config", "app:create_app()"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited at start-up:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /healthz:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield Server(url=url, port=port, log_path=log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with Server(tmp_path_factory.mktemp("front-door"), env) as server:
+        yield server
 
 
 @pytest.fixture

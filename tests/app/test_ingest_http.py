@@ -12,13 +12,8 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -27,10 +22,10 @@ from app.body import DRAIN_BYTES, MAX_REQUEST_BYTES
 from store.settings import Settings
 from tests.app.test_ingest import stored, track
 from tests.conftest import TeamKeys, make_team
+from tests.servers import GunicornServer
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 KIB = 1024
 WORKER_CLASSES = [
     "sync",
@@ -41,18 +36,6 @@ WORKER_CLASSES = [
         ),
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _gunicorn() -> str:
-    local = ROOT / ".venv" / "bin" / "gunicorn"
-    return str(local if local.exists() else Path(sys.executable).parent / "gunicorn")
 
 
 class _SmallBufferConnection(http.client.HTTPConnection):
@@ -81,46 +64,9 @@ def port(
     request: pytest.FixtureRequest, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[int]:
     """gunicorn (the Procfile's config) with two workers of the class, on a free port."""
-    folder = tmp_path_factory.mktemp("gunicorn")
-    port = _free_port()
-    env = {
-        **os.environ,  # DATABASE_URL, REDIS_URL, FOLD_QUEUE, REDIS_PREFIX: set by the session fixtures
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_WORKER_CLASS": request.param,
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-    }
-    log_path = folder / "gunicorn.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [_gunicorn(), "-c", "python:app.gunicorn_config", "app:create_app()"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited at start-up:\n{log_path.read_text()[-3000:]}")
-            try:
-                if _answer(port, "GET", "/healthz", b"", {})[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /healthz:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    env = {"GUNICORN_WORKER_CLASS": request.param}
+    with GunicornServer(tmp_path_factory.mktemp("gunicorn"), env) as server:
+        yield server.port
 
 
 @pytest.fixture

@@ -347,23 +347,40 @@ def test_audit_lists_who_did_what_and_when(client: FlaskClient, team: TeamKeys) 
     assert new["key"] not in response.get_data(as_text=True)
 
 
+def pages_of(client: FlaskClient, team: TeamKeys, path: str, limit: int) -> list[list[dict[str, Any]]]:
+    """Every page of a key list, following next_cursor until it is null."""
+    pages: list[list[dict[str, Any]]] = []
+    cursor = None
+    while True:
+        query = f"{path}?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(query, headers=auth(team.admin)).get_json()
+        pages.append(page["data"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return pages
+
+
 def test_lists_page_with_an_opaque_cursor(client: FlaskClient, team: TeamKeys) -> None:
     for n in range(3):
         create(client, team.admin, f"key {n}")
-    seen: list[str] = []
-    cursor = None
-    while True:
-        query = "/api/v1/keys?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        page = client.get(query, headers=auth(team.admin)).get_json()
-        assert len(page["data"]) <= 2
-        seen += [key["name"] for key in page["data"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert seen == ["key 2", "key 1", "key 0", "read", "ingest", "admin"]
-    bad = client.get("/api/v1/keys?cursor=nonsense", headers=auth(team.admin))
-    assert bad.status_code == 400 and bad.get_json()["code"] == "invalid_cursor"
-    assert client.get("/api/v1/keys?limit=0", headers=auth(team.admin)).status_code == 400
+    pages = pages_of(client, team, "/api/v1/keys", 2)
+    assert [len(page) for page in pages] == [2, 2, 2]  # a full last page ends the list: no empty page
+    assert [key["name"] for page in pages for key in page] == [
+        "key 2",
+        "key 1",
+        "key 0",
+        "read",
+        "ingest",
+        "admin",
+    ]
+    audit = client.get("/api/v1/keys/audit?limit=200", headers=auth(team.admin)).get_json()["data"]
+    audit_pages = pages_of(client, team, "/api/v1/keys/audit", 2)
+    assert all(len(page) == 2 for page in audit_pages[:-1]) and len(audit_pages[-1]) in (1, 2)
+    assert [entry for page in audit_pages for entry in page] == audit
+    for path in ("/api/v1/keys", "/api/v1/keys/audit"):
+        bad = client.get(f"{path}?cursor=nonsense", headers=auth(team.admin))
+        assert bad.status_code == 400 and bad.get_json()["code"] == "invalid_cursor"
+        assert client.get(f"{path}?limit=0", headers=auth(team.admin)).status_code == 400
 
 
 def test_last_used_at_is_written_about_once_a_minute(

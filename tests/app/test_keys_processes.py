@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,20 +24,15 @@ from sqlalchemy import Engine
 
 from store.settings import Settings
 from tests.conftest import TeamKeys, make_team
+from tests.servers import GunicornServer
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENT = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-processes-1"}
 
 
-@dataclass
-class Server:
-    url: str
-    log_path: Path
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+class Server(GunicornServer):
+    """The server, and what its JSON log lines say."""
 
     def log_records(self) -> list[dict[str, Any]]:
         records = []
@@ -61,62 +51,24 @@ class Server:
         return {r.get("process") for r in self.log_records() if r.get("message") == wanted}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _gunicorn() -> str:
-    local = ROOT / ".venv" / "bin" / "gunicorn"
-    return str(local if local.exists() else Path(sys.executable).parent / "gunicorn")
-
-
 @pytest.fixture(scope="module")
 def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """gunicorn with two sync workers on a free loopback port, logging at debug to a file."""
-    folder = tmp_path_factory.mktemp("gunicorn")
-    port = _free_port()
-    env = {
-        **os.environ,  # DATABASE_URL, REDIS_URL, FOLD_QUEUE, REDIS_PREFIX: set by the session fixtures
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "LOG_LEVEL": "debug",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-    }
-    log_path = folder / "gunicorn.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [_gunicorn(), "-c", "python:app.gunicorn_config", "app:create_app()"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited at start-up:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /healthz:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield Server(url=url, log_path=log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with Server(tmp_path_factory.mktemp("gunicorn"), {"LOG_LEVEL": "debug"}) as server:
+        yield server
+
+
+def post_key(server: Server, admin: str, name: str, scopes: list[str]) -> dict[str, Any]:
+    """A new key made through the API with this admin key: its 201 body, secret included."""
+    made = requests.post(
+        f"{server.url}/api/v1/keys",
+        json={"name": name, "scopes": scopes},
+        headers=TeamKeys.bearer(admin),
+        timeout=5,
+    )
+    assert made.status_code == 201, made.text
+    body: dict[str, Any] = made.json()
+    return body
 
 
 def send(server: Server, secret: str) -> int:
@@ -138,14 +90,8 @@ def burst(server: Server, secret: str, count: int) -> list[int]:
 
 def test_revocation_reaches_both_workers_within_a_second(server: Server, engine: Engine) -> None:
     team = make_team(engine)
-    made = requests.post(
-        f"{server.url}/api/v1/keys",
-        json={"name": "Segment", "scopes": ["ingest"]},
-        headers=TeamKeys.bearer(team.admin),
-        timeout=5,
-    )
-    assert made.status_code == 201
-    victim, victim_id = made.json()["key"], made.json()["id"]
+    made = post_key(server, team.admin, "Segment", ["ingest"])
+    victim, victim_id = made["key"], made["id"]
 
     # Warm both workers' caches with the key.
     deadline = time.monotonic() + 10
@@ -176,9 +122,7 @@ def test_no_secret_reaches_the_logs_or_any_later_answer(server: Server, engine: 
     team = make_team(engine)
     url = server.url
     admin = TeamKeys.bearer(team.admin)
-    made = requests.post(
-        f"{url}/api/v1/keys", json={"name": "Segment", "scopes": ["ingest"]}, headers=admin, timeout=5
-    ).json()
+    made = post_key(server, team.admin, "Segment", ["ingest"])
     rotated = requests.post(
         f"{url}/api/v1/keys/{made['id']}/rotate", json={"grace_seconds": 0}, headers=admin, timeout=5
     ).json()
@@ -305,12 +249,7 @@ def test_no_form_of_a_key_reaches_any_log_line_whatever_the_client_sends(
 def test_a_slow_body_sent_across_a_revoke_creates_nothing(server: Server, engine: Engine) -> None:
     """The request is authenticated before the revoke; its body arrives after the 204."""
     team = make_team(engine)
-    second = requests.post(
-        f"{server.url}/api/v1/keys",
-        json={"name": "second admin", "scopes": ["admin"]},
-        headers=TeamKeys.bearer(team.admin),
-        timeout=5,
-    ).json()
+    second = post_key(server, team.admin, "second admin", ["admin"])
     body = json.dumps({"name": "minted after the revoke", "scopes": ["admin"]}).encode()
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as slow:
@@ -342,12 +281,7 @@ def test_a_revoked_admin_key_mints_nothing_through_another_workers_cache(
     server: Server, engine: Engine
 ) -> None:
     team = make_team(engine)
-    made = requests.post(
-        f"{server.url}/api/v1/keys",
-        json={"name": "second admin", "scopes": ["admin"]},
-        headers=TeamKeys.bearer(team.admin),
-        timeout=5,
-    ).json()
+    made = post_key(server, team.admin, "second admin", ["admin"])
     victim, victim_id = made["key"], made["id"]
 
     def list_keys(_: int) -> int:

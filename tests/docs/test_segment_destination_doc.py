@@ -33,7 +33,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +47,10 @@ from segment.analytics import Client
 from sqlalchemy import Engine, text
 
 from devstack.embedded import free_port
+from store.apikeys import KEY_FORMAT
 from tests.conftest import TeamKeys, make_team
+from tests.servers import GunicornServer as Server
+from tests.servers import venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -193,116 +195,38 @@ def value_at(document: Any, path: str) -> Any:
 # --- the live server -----------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    url: str
-    log_path: Path
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-
-def _venv_bin(name: str) -> str:
-    local = ROOT / ".venv" / "bin" / name
-    return str(local if local.exists() else Path(sys.executable).parent / name)
-
-
-def _await_health(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited at start-up:\n{log_path.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"gunicorn did not answer /healthz:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-def server_environment(folder: Path, port: int, **changes: str) -> dict[str, str]:
+def server_environment(**changes: str) -> dict[str, str | None]:
     """The session's servers (set by its fixtures), with a queue and Redis prefix of this module's own."""
     return {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
         "WEB_CONCURRENCY": "1",  # one process: the rate limit is not divided
         "INGEST_RATE_LIMIT": "1",
         "INGEST_RATE_BURST": "100",
         "FOLD_QUEUE": os.environ["FOLD_QUEUE"] + "-doc",
         "REDIS_PREFIX": os.environ["REDIS_PREFIX"] + "doc:",
         "SWEEP_INTERVAL_SECONDS": "0.5",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
         **changes,
     }
-
-
-def start_processes(folder: Path, env: dict[str, str], *, worker: bool) -> list[subprocess.Popen[bytes]]:
-    log_path = folder / "server.log"
-    processes = []
-    with log_path.open("wb") as log_file:
-        processes.append(
-            subprocess.Popen(
-                [_venv_bin("gunicorn"), "-c", "python:app.gunicorn_config", "app:create_app()"],
-                cwd=ROOT,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        if worker:
-            processes.append(
-                subprocess.Popen(
-                    [_venv_bin("python"), "-m", "workers"],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    return processes
 
 
 @pytest.fixture(scope="module")
 def server(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """gunicorn and a fold worker, as the Procfile runs them."""
     folder = tmp_path_factory.mktemp("doc-server")
-    port = free_port()
-    processes = start_processes(folder, server_environment(folder, port), worker=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _await_health(url, processes[0], folder / "server.log")
-        yield Server(url, folder / "server.log")
-    finally:
-        _stop(processes)
+    worker = [venv_bin("python"), "-m", "workers"]
+    with Server(
+        folder, server_environment(), companions=[worker], ready_seconds=30, log_name="server.log"
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def dead_storage_server(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """gunicorn whose Postgres is a closed port."""
     folder = tmp_path_factory.mktemp("doc-dead-server")
-    port = free_port()
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    processes = start_processes(folder, server_environment(folder, port, DATABASE_URL=dead), worker=False)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _await_health(url, processes[0], folder / "server.log")
-        yield Server(url, folder / "server.log")
-    finally:
-        _stop(processes)
+    env = server_environment(DATABASE_URL=dead)
+    with Server(folder, env, ready_seconds=30, log_name="server.log") as server:
+        yield server
 
 
 def wait_until_folded(engine: Engine, team_id: int) -> None:
@@ -410,6 +334,7 @@ def journey(server: Server, engine: Engine) -> Iterator[Journey]:
 
 
 # --- the checks, one test each -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Check:
@@ -618,7 +543,7 @@ def test_a_key_made_as_the_doc_says_ingests_and_only_ingests(
 ) -> None:
     team = make_team(engine)
     made = run_bash(bash_block(contains), server, TEAM_ID=str(team.id), ADMIN_KEY=team.admin)
-    assert re.fullmatch(r"tlk_[A-Za-z0-9]{32}", made["key"])
+    assert KEY_FORMAT.fullmatch(made["key"])
     assert (made["status"], made["scopes"], made["name"]) == ("active", ["ingest"], "Segment production")
     assert ingests(server, made["key"]).status_code == 200
     feed = requests.get(f"{server.url}/api/v1/customers", headers=team.bearer(made["key"]), timeout=10)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from store.apikeys import (
     DISPLAY_PREFIX_LENGTH,
+    KEY_FORMAT,
     SECRET_LENGTH,
     KeyCache,
     LastAdminKey,
@@ -43,6 +44,8 @@ def test_a_key_has_a_prefix_and_over_128_secret_bits() -> None:
     made = {new_secret() for _ in range(1000)}
     assert len(made) == 1000
     assert all(s.startswith("tlk_") and len(s) == 4 + SECRET_LENGTH and s[4:].isalnum() for s in made)
+    assert KEY_FORMAT.pattern == "tlk_[A-Za-z0-9]{32}"
+    assert all(KEY_FORMAT.fullmatch(s) for s in made)
     hidden_characters = 4 + SECRET_LENGTH - DISPLAY_PREFIX_LENGTH  # what the listed prefix does not show
     assert hidden_characters * math.log2(62) >= 128
 

@@ -1,0 +1,118 @@
+"""gunicorn as the Procfile starts it, on a free loopback port, for the tests that need real
+processes and sockets (tests/app/test_front_door.py, test_keys_processes.py, test_ingest_http.py,
+test_console_browser.py, tests/docs/test_segment_destination_doc.py).
+
+    with GunicornServer(folder, {"LOG_LEVEL": "debug"}) as server:
+        requests.get(f"{server.url}/healthz")
+
+The environment is the test process's own (DATABASE_URL, REDIS_URL, FOLD_QUEUE and
+REDIS_PREFIX are set there by the session fixtures) with HOST, PORT, two workers and a
+Prometheus folder, then the test's own changes on top (None removes a variable). All the
+processes' output goes to one log file in `folder`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Self
+
+import pytest
+import requests
+
+from devstack.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def venv_bin(name: str) -> str:
+    """A program from the project's .venv, else from beside the running Python."""
+    local = ROOT / ".venv" / "bin" / name
+    return str(local if local.exists() else Path(sys.executable).parent / name)
+
+
+class GunicornServer:
+    """gunicorn (`app.gunicorn_config`, `app:create_app()`) and any companions given, started
+    on entering once /healthz answers 200, stopped on leaving. Subclass it to add readers."""
+
+    def __init__(
+        self,
+        folder: Path,
+        env: Mapping[str, str | None] = {},  # noqa: B006 (read, never changed)
+        *,
+        companions: Sequence[Sequence[str]] = (),
+        ready_seconds: float = 20.0,
+        log_name: str = "gunicorn.log",
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = folder / log_name
+        merged: dict[str, str | None] = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(folder),
+            **env,
+        }
+        self.env = {name: value for name, value in merged.items() if value is not None}
+        self.commands = [
+            [venv_bin("gunicorn"), "-c", "python:app.gunicorn_config", "app:create_app()"],
+            *(list(command) for command in companions),
+        ]
+        self.ready_seconds = ready_seconds
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def __enter__(self) -> Self:
+        with self.log_path.open("wb") as log_file:
+            for command in self.commands:
+                self.processes.append(
+                    subprocess.Popen(
+                        command, cwd=ROOT, env=self.env, stdout=log_file, stderr=subprocess.STDOUT
+                    )
+                )
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_ready(self) -> None:
+        """Until gunicorn answers /healthz with 200; a test failure, with the log's tail, if it
+        exits first or does not answer within `ready_seconds`."""
+        gunicorn = self.processes[0]
+        deadline = time.monotonic() + self.ready_seconds
+        while True:
+            if gunicorn.poll() is not None:
+                pytest.fail(f"gunicorn exited at start-up:\n{self.log_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not answer /healthz:\n{self.log_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM to each process, then up to 10 s for each to exit before SIGKILL."""
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self.processes = []
