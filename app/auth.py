@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from datetime import UTC, datetime
 
 from flask import request
@@ -22,10 +21,9 @@ from flask import request
 from app.errors import ApiError
 from app.ratelimit import check_key_rate_limit
 from app.resources import resources
-from store.apikeys import AuthenticatedKey, KeyCache
+from store.apikeys import KEY_FORMAT, AuthenticatedKey, KeyCache
 
 AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="segment-timeline"'}
-KEY_FORMAT = re.compile(r"tlk_[A-Za-z0-9]{32}")
 # Long enough for base64 of "KEY:" with slack; anything longer is not our credentials.
 _MAX_CREDENTIALS = 256
 
