@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
@@ -307,7 +307,9 @@ def canonical_keys(event: dict[str, Any]) -> dict[str, Any]:
 
     Where two casings of one key are sent, the canonical spelling wins.
     """
-    if all(key in _CANONICAL_SPELLINGS or key.lower() not in CANONICAL_KEYS for key in event):
+    # Most events use only canonical spellings and unknown keys: one set difference in C,
+    # then a look at the few keys outside the canonical spellings.
+    if all(key.lower() not in CANONICAL_KEYS for key in event.keys() - _CANONICAL_SPELLINGS):
         return event
     result: dict[str, Any] = {}
     for key, value in event.items():
@@ -427,6 +429,24 @@ _QUICK_IDS = {"messageId": MAX_MESSAGE_ID, "userId": MAX_ID, "anonymousId": MAX_
 _QUICK_OBJECTS = ("context", "integrations", "properties")
 
 
+# The timestamps SDKs and Segment's archives send, RFC 3339 in UTC or with an offset
+# (`2024-03-01T09:30:00.123Z`): `datetime.fromisoformat` reads exactly these as
+# `parse_timestamp` does, several times faster. Anything else goes to parse_timestamp.
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)", re.ASCII
+)
+
+
+def _quick_timestamp(stamp: str) -> datetime | None:
+    """`parse_timestamp(stamp)` for the common RFC 3339 form, else None (ask parse_timestamp)."""
+    if _RFC3339.fullmatch(stamp) is None:
+        return None
+    try:
+        return datetime.fromisoformat(stamp).astimezone(UTC)
+    except ValueError:  # not a real date (month 13): parse_timestamp words the error
+        return None
+
+
 def _names_fit(traits: dict[str, Any]) -> bool:
     return all(
         len(name) <= MAX_TRAIT_NAME
@@ -470,10 +490,13 @@ def _quick_load(kind: str, event: dict[str, Any]) -> dict[str, Any] | None:
         elif not stamp.strip():
             loaded["timestamp"] = None
         else:
-            try:
-                loaded["timestamp"] = parse_timestamp(stamp)
-            except TimestampError:
-                return None
+            quick = _quick_timestamp(stamp)
+            if quick is None:
+                try:
+                    quick = parse_timestamp(stamp)
+                except TimestampError:
+                    return None
+            loaded["timestamp"] = quick
     user_id, anonymous_id = loaded.get("userId"), loaded.get("anonymousId")
     if kind == "track":
         name = get("event")
