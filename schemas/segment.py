@@ -443,7 +443,7 @@ def _quick_timestamp(stamp: str) -> datetime | None:
         return None
     try:
         return datetime.fromisoformat(stamp).astimezone(UTC)
-    except ValueError:  # not a real date (month 13): parse_timestamp words the error
+    except (ValueError, OverflowError):  # month 13, year 0 in UTC: parse_timestamp words it
         return None
 
 
