@@ -336,7 +336,7 @@ def run_import(
                             "",
                         )
                         continue
-                    if not line.strip():
+                    if line.isspace():  # no copy of the line, unlike strip()
                         progress.read -= 1  # blank lines are not events
                         continue
                     try:

@@ -388,10 +388,10 @@ def prepare_event(event: Any, received_at: datetime, *, forced_type: str | None 
     loaded = _quick_load(kind, event)
     if loaded is None:  # not the common shape: the schema decides, and says what is wrong
         loaded = _schema_load(kind, schema, event)
+        for key in _ID_KEYS:  # (the fast path takes string ids only)
+            if key in loaded and isinstance(event.get(key), int | float):
+                event[key] = loaded[key]  # validated by the schema: numbers stored as strings
     event.pop("writeKey", None)
-    for key in _ID_KEYS:
-        if key in loaded and isinstance(event.get(key), int | float):
-            event[key] = loaded[key]  # validated by the schema: numbers stored as strings
     message_id = loaded.get("messageId")
     if not message_id:
         message_id = derive_message_id(event)
