@@ -41,6 +41,9 @@ from store.rejections import MAX_PER_CALL, CountKey, Refusal, hour_of
 
 BATCH_EVENTS = 20_000
 BATCH_BYTES = 32 * 1024 * 1024
+# Rows are handed to the writer thread in chunks of at most this many events or bytes.
+CHUNK_EVENTS = 1000
+CHUNK_BYTES = 1024 * 1024
 # A line longer than this is refused without being held in memory whole (an event is at
 # most 32 KiB; ingest refuses a request over 500 KiB before parsing it).
 MAX_LINE_BYTES = 500 * 1024
@@ -271,14 +274,15 @@ def run_import(
         # the batch's rows are unique and the first line of a key is the one stored.
         keys: set[tuple[str, str]] = set()
         repeated: Counter[str] = Counter()
-        staged_events = staged_bytes = 0
+        staged_events = staged_bytes = chunk_bytes = 0
         done_bytes = 0
 
         def stage() -> None:
-            nonlocal rows, types
+            nonlocal rows, types, chunk_bytes
             if rows:
                 batches.stage(rows, types)
                 rows, types = [], []
+                chunk_bytes = 0
 
         def commit() -> None:
             nonlocal staged_events, staged_bytes, counts, keys, repeated
@@ -346,6 +350,7 @@ def run_import(
                         continue
                     staged_events += 1
                     staged_bytes += len(line)
+                    chunk_bytes += len(line)
                     key = (event.message_id, event.type)
                     if key in keys:
                         repeated[event.type] += 1
@@ -353,7 +358,7 @@ def run_import(
                         keys.add(key)
                         rows.append(event_row(team_id, received_at, event))
                         types.append(event.type)
-                    if len(rows) >= 1000:  # stream them into the open COPY
+                    if len(rows) >= CHUNK_EVENTS or chunk_bytes >= CHUNK_BYTES:  # into the open COPY
                         stage()
                         progress.bytes_done = done_bytes + reader.consumed
                         on_progress(progress)

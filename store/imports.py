@@ -72,6 +72,9 @@ _MOVE = f"""
     SELECT type, count(*) FROM inserted GROUP BY type
 """
 DEDUPE_CONSTRAINT = "uq_events_team_id_message_id_type"
+# Chunks of rows (at most 1,000 events or 1 MiB each, app/importer.py) waiting for the
+# writer: enough for the reader to go on while a batch commits.
+QUEUED_CHUNKS = 16
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,7 @@ class BatchWriter:
     def __init__(self, batches: ImportBatches, on_commit: Callable[[BatchResult], None]):
         self.batches = batches
         self.on_commit = on_commit
-        self.work: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=8)
+        self.work: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=QUEUED_CHUNKS)
         self.error: BaseException | None = None
         self.abort = False
         self.thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
