@@ -150,7 +150,7 @@ class ImportBatches:
         self.rows.append(rows)
         self.staged.update(types)
         if not self.direct:
-            return
+            return  # staged at the commit
         try:
             if self._copy is None:
                 self._open(_COPY_EVENTS)
@@ -204,9 +204,12 @@ class ImportBatches:
         # The COPY (and the move) went to psycopg directly: if SQLAlchemy had no statement
         # of its own in this batch, its commit was a no-op, so commit the driver too.
         self.driver.commit()
+        # A batch that met stored events is likely followed by more (a run again after
+        # a kill, an archive imported twice): the next one goes straight to staging, and
+        # COPY into events resumes after a staged batch that found nothing stored.
+        self.direct = not staged or accepted == dict(self.staged)
         self.staged = Counter()
         self.rows = []
-        self.direct = True
         return BatchResult(accepted, dict(duplicates), staged)
 
     def abandon(self) -> None:

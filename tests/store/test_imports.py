@@ -51,9 +51,17 @@ def test_a_new_batch_is_copied_into_events_and_a_batch_with_a_stored_event_is_st
         batches.stage(rows(team.id, ["c"]), ["track"])
         batches.stage(rows(team.id, ["b", "d"]), ["track"] * 2)  # b is stored already
         second = batches.commit([], {}, {}, RECEIVED)
+        # After a batch that met a stored event, the next is staged from the start...
+        batches.stage(rows(team.id, ["e", "f"]), ["track"] * 2)
+        third = batches.commit([], {}, {}, RECEIVED)
+        # ... and after a staged batch that met none, COPY into events resumes.
+        batches.stage(rows(team.id, ["g"]), ["track"])
+        fourth = batches.commit([], {}, {}, RECEIVED)
     assert first == BatchResult({"track": 2}, {"track": 1}, staged=False)
     assert second == BatchResult({"track": 2}, {"track": 1}, staged=True)
-    assert stored(engine, team.id) == ["a", "b", "c", "d"]
+    assert third == BatchResult({"track": 2}, {}, staged=True)
+    assert fourth == BatchResult({"track": 1}, {}, staged=False)
+    assert stored(engine, team.id) == ["a", "b", "c", "d", "e", "f", "g"]
 
 
 def test_an_event_ingested_while_the_batch_is_copied_is_a_duplicate_not_an_error(
