@@ -29,7 +29,8 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import errors
+from psycopg import errors, pq
+from psycopg.adapt import Dumper
 from sqlalchemy import Connection, Engine
 
 from schemas.segment import PreparedEvent
@@ -50,6 +51,21 @@ EVENT_COLUMNS = (
     "tiebreak",
     "raw",
 )
+# Their Postgres types, in the same order: the COPY is binary, so the types must be exact.
+EVENT_TYPES = (
+    "bigint",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "bigint",
+    "jsonb",
+)
 _COLUMNS = ", ".join(EVENT_COLUMNS)
 _CREATE_STAGING = """
     CREATE TEMP TABLE IF NOT EXISTS import_staging (
@@ -58,8 +74,11 @@ _CREATE_STAGING = """
         tiebreak bigint, raw jsonb
     ) ON COMMIT DELETE ROWS
 """
-_COPY_EVENTS = f"COPY events ({_COLUMNS}) FROM STDIN"
-_COPY_STAGING = f"COPY import_staging ({_COLUMNS}) FROM STDIN"
+# Binary COPY: psycopg writes a row in half the CPU of the text format (no escaping, no
+# timestamps and numbers as text), and the writer thread holds the GIL that much less.
+_COPY_EVENTS = f"COPY events ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGING = f"COPY import_staging ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_JSONB_OID = 3802
 # Staging order is file order (and the rows are unique within the batch), so the first of
 # two lines with one dedupe key is the one stored, as the first of two deliveries over HTTP.
 _MOVE = f"""
@@ -99,7 +118,7 @@ def already_stored(error: BaseException) -> bool:
 
 
 def event_row(team_id: int, received_at: datetime, event: PreparedEvent) -> tuple[Any, ...]:
-    """One row of `EVENT_COLUMNS` for a prepared event."""
+    """One row of `EVENT_COLUMNS` for a prepared event (the raw event as JSON bytes)."""
     return (
         team_id,
         event.message_id,
@@ -116,12 +135,26 @@ def event_row(team_id: int, received_at: datetime, event: PreparedEvent) -> tupl
     )
 
 
-def encode_raw(raw: dict[str, Any]) -> str:
-    """The raw event as compact JSON text (orjson; the stdlib for an integer beyond 64 bits)."""
+def encode_raw(raw: dict[str, Any]) -> bytes:
+    """The raw event as compact UTF-8 JSON (orjson; the stdlib for an integer beyond 64 bits)."""
     try:
-        return orjson.dumps(raw).decode()
+        return orjson.dumps(raw)
     except orjson.JSONEncodeError:
-        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class JsonbBytes:
+    """Marks the jsonb column of the import's binary COPY (never instantiated)."""
+
+
+class JsonbBytesDumper(Dumper):
+    """jsonb in binary for COPY: a version byte, then JSON already encoded (`encode_raw`)."""
+
+    format = pq.Format.BINARY
+    oid = _JSONB_OID
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + bytes(obj)
 
 
 class ImportBatches:
@@ -135,6 +168,8 @@ class ImportBatches:
         assert isinstance(driver, psycopg.Connection)
         self.driver: psycopg.Connection[Any] = driver
         self.cursor = self.driver.cursor()
+        # By oid: `set_types` picks it for the jsonb column (on this cursor only).
+        self.cursor.adapters.register_dumper(JsonbBytes, JsonbBytesDumper)
         self.staged: Counter[str] = Counter()
         # The open batch's rows, in order, kept until it commits in case it must be staged.
         self.rows: list[Sequence[tuple[Any, ...]]] = []
@@ -224,6 +259,7 @@ class ImportBatches:
     def _open(self, statement: str) -> None:
         self._copy_manager = self.cursor.copy(statement)
         self._copy = self._copy_manager.__enter__()
+        self._copy.set_types(EVENT_TYPES)
 
     def _close(self) -> None:
         manager, self._copy_manager, self._copy = self._copy_manager, None, None

@@ -71,7 +71,8 @@ def test_an_event_ingested_while_the_batch_is_copied_is_a_duplicate_not_an_error
     outcome: dict[str, Any] = {}
     with engine.connect() as ingest, engine.connect() as connection:
         # HTTP ingest stores c2 in a transaction still open when the COPY reaches c2.
-        ingest.execute(INSERT, dict(zip(EVENT_COLUMNS, batch[2], strict=True)))
+        values = dict(zip(EVENT_COLUMNS, batch[2], strict=True))
+        ingest.execute(INSERT, {**values, "raw": values["raw"].decode()})
         batches = ImportBatches(connection, team.id, RECEIVED)
         batches.stage(batch, ["track"] * 5)
 
@@ -96,7 +97,7 @@ def test_another_error_of_the_copy_is_raised_and_nothing_of_the_batch_is_kept(
     engine: Engine, team: TeamKeys
 ) -> None:
     bad = list(rows(team.id, ["x"])[0])
-    bad[EVENT_COLUMNS.index("raw")] = "{not json"
+    bad[EVENT_COLUMNS.index("raw")] = b"{not json"
     with engine.connect() as connection:
         batches = ImportBatches(connection, team.id, RECEIVED)
         with pytest.raises(psycopg.errors.InvalidTextRepresentation):
