@@ -1,7 +1,7 @@
 """Storing an import: COPY straight into events, or through a staging table when it must.
 
 Each batch is one transaction. Its rows (already deduplicated within the batch by the
-caller, the first line of a key kept) are streamed with COPY (psycopg 3's
+caller, the first line of a key kept) are streamed with binary COPY (psycopg 3's
 `cursor.copy`) straight into `events`: when none of them is stored yet, which is the
 common case of a first import, that is all the storing costs, done while the caller
 reads the next lines. When one is stored already (an earlier run, HTTP ingest, an
@@ -13,6 +13,9 @@ batch's refusals and counts (`store/rejections.py`) are written in the same
 transaction. A run killed at any point loses only its open batch, which was never
 committed; run again, every event already stored is a duplicate, so each is stored
 exactly once. The staging table is `ON COMMIT DELETE ROWS`: each commit empties it.
+After a batch that met stored events the next one is staged from the start (a run
+again after a kill would otherwise COPY most batches twice); COPY into events resumes
+after a staged batch that found nothing stored.
 """
 
 from __future__ import annotations
