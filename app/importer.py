@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import sys
 import time
@@ -29,11 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from sqlalchemy import Engine
 
 from app.body import parse_json
 from app.errors import ApiError
-from schemas.batch import Scan, prepare_events
+from schemas.batch import Scan, prepare_one
 from schemas.rejections import bounded_message, message_id_of, preview_of, preview_of_text, type_label
 from schemas.segment import MAX_EVENT_BYTES, EventRejected, PreparedEvent
 from store.imports import BatchResult, event_row, import_batches
@@ -41,6 +41,9 @@ from store.rejections import MAX_PER_CALL, CountKey, Refusal, hour_of
 
 BATCH_EVENTS = 20_000
 BATCH_BYTES = 32 * 1024 * 1024
+# Rows are handed to the writer thread in chunks of at most this many events or bytes.
+CHUNK_EVENTS = 1000
+CHUNK_BYTES = 1024 * 1024
 # A line longer than this is refused without being held in memory whole (an event is at
 # most 32 KiB; ingest refuses a request over 500 KiB before parsing it).
 MAX_LINE_BYTES = 500 * 1024
@@ -48,6 +51,12 @@ ARCHIVE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
 STDIN = "-"
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_CHUNK = 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+# `parse_json` sends a line with a run of 19 digits (an integer orjson would read as a
+# float) to the stdlib; this finds such a run ten times faster than its regex: digits
+# become "0", everything else ".", and bytes.find does the rest.
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x2E for byte in range(256))
+_LONG_RUN = b"0" * 19
 
 
 class ImportUsageError(Exception):
@@ -153,14 +162,24 @@ def prepare_line(line: bytes, received_at: datetime) -> tuple[Any, PreparedEvent
     ingest view calls too); the one place an import calls the Spec. Raises LineRefused.
     """
     scan = Scan.of_bytes(line)
+    item = _decode(line, scan)
     try:
-        item = parse_json(line, scan)
+        return item, prepare_one(item, received_at, scan=scan)
+    except EventRejected as error:
+        raise LineRefused(item, error) from None
+
+
+def _decode(line: bytes, scan: Scan) -> Any:
+    """`parse_json(line, scan)`, its orjson path tried first with a cheaper digit check."""
+    if not (scan.unstorable_text or scan.deep) and _LONG_RUN not in line.translate(_DIGITS):
+        try:
+            return orjson.loads(line[3:] if line.startswith(_BOM) else line)
+        except orjson.JSONDecodeError:
+            pass  # parse_json words the error
+    try:
+        return parse_json(line, scan)
     except ApiError as error:
         raise LineRefused(None, EventRejected(error.status, error.code, error.message)) from None
-    prepared = prepare_events([item], received_at, scan=scan)
-    if prepared.rejected:
-        raise LineRefused(item, prepared.rejected[0].error)
-    return item, prepared.events[0]
 
 
 class LineRefused(Exception):
@@ -238,7 +257,6 @@ def run_import(
     progress = ImportProgress(files=len(sources))
     sizes = [source.size for source in sources]
     progress.bytes_total = None if any(size is None for size in sizes) else sum(s or 0 for s in sizes)
-    encode = _json_encoder()
 
     def committed(result: BatchResult) -> None:  # on the writer's thread
         progress.stored += sum(result.accepted.values())
@@ -252,21 +270,27 @@ def run_import(
         counts: dict[CountKey, int] = {}
         rows: list[tuple[Any, ...]] = []
         types: list[str] = []
-        staged_events = staged_bytes = 0
+        # The batch's dedupe keys: a later line with one is a duplicate, left out here, so
+        # the batch's rows are unique and the first line of a key is the one stored.
+        keys: set[tuple[str, str]] = set()
+        repeated: Counter[str] = Counter()
+        staged_events = staged_bytes = chunk_bytes = 0
         done_bytes = 0
 
         def stage() -> None:
-            nonlocal rows, types
+            nonlocal rows, types, chunk_bytes
             if rows:
                 batches.stage(rows, types)
                 rows, types = [], []
+                chunk_bytes = 0
 
         def commit() -> None:
-            nonlocal staged_events, staged_bytes, counts
+            nonlocal staged_events, staged_bytes, counts, keys, repeated
             stage()
-            batches.commit(list(refusals), counts, datetime.now(UTC))
+            batches.commit(list(refusals), counts, repeated, datetime.now(UTC))
             refusals.clear()
             counts = {}
+            keys, repeated = set(), Counter()
             staged_events = staged_bytes = 0
 
         def refuse(source: Source, number: int, item: Any, error: EventRejected, text: str) -> None:
@@ -316,7 +340,7 @@ def run_import(
                             "",
                         )
                         continue
-                    if not line.strip():
+                    if line.isspace():  # no copy of the line, unlike strip()
                         progress.read -= 1  # blank lines are not events
                         continue
                     try:
@@ -324,11 +348,17 @@ def run_import(
                     except LineRefused as refused:
                         refuse(source, number, refused.item, refused.error, line.decode("utf-8", "replace"))
                         continue
-                    rows.append(event_row(event, encode))
-                    types.append(event.type)
                     staged_events += 1
                     staged_bytes += len(line)
-                    if len(rows) >= 1000:  # stream them into the open COPY
+                    chunk_bytes += len(line)
+                    key = (event.message_id, event.type)
+                    if key in keys:
+                        repeated[event.type] += 1
+                    else:
+                        keys.add(key)
+                        rows.append(event_row(team_id, received_at, event))
+                        types.append(event.type)
+                    if len(rows) >= CHUNK_EVENTS or chunk_bytes >= CHUNK_BYTES:  # into the open COPY
                         stage()
                         progress.bytes_done = done_bytes + reader.consumed
                         on_progress(progress)
@@ -350,8 +380,3 @@ def run_import(
             on_progress(progress)
         commit()
     return progress
-
-
-def _json_encoder() -> Callable[[Any], str]:
-    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-    return encoder.encode

@@ -55,15 +55,24 @@ class Scan:
     @classmethod
     def of_bytes(cls, data: bytes) -> Scan:
         """Decided on the raw (inflated) body: one regex scan and two counts, in C."""
-        return cls(
-            unstorable_text=_SUSPECT_ESCAPE.search(data) is not None,
-            deep=data.count(b"{") + data.count(b"[") > MAX_DEPTH,
-            # A body no larger than the limit cannot hold a larger event.
-            large=len(data) > MAX_EVENT_BYTES,
-        )
+        return _SCANS[
+            (
+                _SUSPECT_ESCAPE.search(data) is not None,
+                data.count(b"{") + data.count(b"[") > MAX_DEPTH,
+                # A body no larger than the limit cannot hold a larger event.
+                len(data) > MAX_EVENT_BYTES,
+            )
+        ]
 
 
 Scan.EVERYTHING = Scan(unstorable_text=True, deep=True, large=True)
+# The eight possible answers, made once (`of_bytes` runs once per request or imported line).
+_SCANS = {
+    (unstorable, deep, large): Scan(unstorable, deep, large)
+    for unstorable in (False, True)
+    for deep in (False, True)
+    for large in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,15 @@ def prepare_events(
             prepared.rejected.append(Rejection(index, _message_id_of(item), error))
             prepared.rejected_items.append(item)
     return prepared
+
+
+def prepare_one(item: Any, received_at: datetime, *, scan: Scan = Scan.EVERYTHING) -> PreparedEvent:
+    """One decoded event prepared as `prepare_events([item], ...)` would, or EventRejected.
+
+    For a caller that takes events one at a time (the import, a line each): the same
+    steps, without a PreparedBatch around each event.
+    """
+    return _prepare_one(item, received_at, None, None, scan)
 
 
 def _batch_items(envelope: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
@@ -307,7 +307,9 @@ def canonical_keys(event: dict[str, Any]) -> dict[str, Any]:
 
     Where two casings of one key are sent, the canonical spelling wins.
     """
-    if all(key in _CANONICAL_SPELLINGS or key.lower() not in CANONICAL_KEYS for key in event):
+    # Most events use only canonical spellings and unknown keys: one set difference in C,
+    # then a look at the few keys outside the canonical spellings.
+    if all(key.lower() not in CANONICAL_KEYS for key in event.keys() - _CANONICAL_SPELLINGS):
         return event
     result: dict[str, Any] = {}
     for key, value in event.items():
@@ -386,10 +388,10 @@ def prepare_event(event: Any, received_at: datetime, *, forced_type: str | None 
     loaded = _quick_load(kind, event)
     if loaded is None:  # not the common shape: the schema decides, and says what is wrong
         loaded = _schema_load(kind, schema, event)
+        for key in _ID_KEYS:  # (the fast path takes string ids only)
+            if key in loaded and isinstance(event.get(key), int | float):
+                event[key] = loaded[key]  # validated by the schema: numbers stored as strings
     event.pop("writeKey", None)
-    for key in _ID_KEYS:
-        if key in loaded and isinstance(event.get(key), int | float):
-            event[key] = loaded[key]  # validated by the schema: numbers stored as strings
     message_id = loaded.get("messageId")
     if not message_id:
         message_id = derive_message_id(event)
@@ -425,6 +427,24 @@ def _schema_load(kind: str, schema: Schema, event: dict[str, Any]) -> dict[str, 
 # the errors. tests/schemas/test_quick_load.py holds the two to the same answers.
 _QUICK_IDS = {"messageId": MAX_MESSAGE_ID, "userId": MAX_ID, "anonymousId": MAX_ID}
 _QUICK_OBJECTS = ("context", "integrations", "properties")
+
+
+# The timestamps SDKs and Segment's archives send, RFC 3339 in UTC or with an offset
+# (`2024-03-01T09:30:00.123Z`): `datetime.fromisoformat` reads exactly these as
+# `parse_timestamp` does, several times faster. Anything else goes to parse_timestamp.
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)", re.ASCII
+)
+
+
+def _quick_timestamp(stamp: str) -> datetime | None:
+    """`parse_timestamp(stamp)` for the common RFC 3339 form, else None (ask parse_timestamp)."""
+    if _RFC3339.fullmatch(stamp) is None:
+        return None
+    try:
+        return datetime.fromisoformat(stamp).astimezone(UTC)
+    except (ValueError, OverflowError):  # month 13, year 0 in UTC: parse_timestamp words it
+        return None
 
 
 def _names_fit(traits: dict[str, Any]) -> bool:
@@ -470,10 +490,13 @@ def _quick_load(kind: str, event: dict[str, Any]) -> dict[str, Any] | None:
         elif not stamp.strip():
             loaded["timestamp"] = None
         else:
-            try:
-                loaded["timestamp"] = parse_timestamp(stamp)
-            except TimestampError:
-                return None
+            quick = _quick_timestamp(stamp)
+            if quick is None:
+                try:
+                    quick = parse_timestamp(stamp)
+                except TimestampError:
+                    return None
+            loaded["timestamp"] = quick
     user_id, anonymous_id = loaded.get("userId"), loaded.get("anonymousId")
     if kind == "track":
         name = get("event")

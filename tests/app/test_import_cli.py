@@ -177,6 +177,61 @@ def test_stdin_import_and_events_without_message_id_dedupe_on_rerun(
     assert all(m.startswith("derived-") for m in stored_ids(engine, team.id))
 
 
+def stored_raw(engine: Engine, team_id: int) -> dict[tuple[str, str], dict[str, Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT message_id, type, raw FROM events WHERE team_id = :t"), {"t": team_id}
+        ).all()
+    return {(m, kind): raw for m, kind, raw in rows}
+
+
+def test_the_first_line_of_a_key_is_stored_whatever_batch_the_repeats_fall_in(
+    app: Flask, engine: Engine, team: TeamKeys, tmp_path: Path
+) -> None:
+    def event(n: int, kind: str = "track", version: int = 1) -> dict[str, Any]:
+        made = {"type": kind, "userId": "u1", "messageId": f"r{n}", "timestamp": at(n),
+                "properties": {"version": version}}  # fmt: skip
+        if kind == "track":
+            made["event"] = "Viewed"
+        return made
+
+    lines = [event(n) for n in range(250)]
+    lines.insert(10, event(3, version=2))  # repeated in the same batch, after the first
+    lines.insert(20, event(3, kind="page"))  # the same messageId, another type: its own event
+    lines.insert(150, event(5, version=3))  # repeated in a later batch of this run
+    lines.append(event(200, version=4))  # repeated in the same (last) batch
+    path = tmp_path / "repeats.jsonl"
+    write_jsonl(path, lines)
+    report = tmp_path / "r.jsonl"
+    args = ("--team", str(team.id), "--batch", "100", "--report", str(report), str(path))
+
+    code, summary, _ = run_import(app, *args)
+
+    assert code == 0
+    assert summary["read"] == len(lines)
+    assert summary["stored"] == 251 and summary["duplicates"] == 3
+    assert summary["stored_by_type"] == {"page": 1, "track": 250}
+    assert summary["duplicates_by_type"] == {"track": 3}
+    raw = stored_raw(engine, team.id)
+    assert len(raw) == 251
+    assert {raw[(f"r{n}", "track")]["properties"]["version"] for n in (3, 5, 200)} == {1}
+    assert ("r3", "page") in raw
+    with engine.connect() as connection:
+        counted = dict(
+            connection.execute(
+                text(
+                    "SELECT outcome, sum(count) FROM ingest_counts WHERE team_id = :t AND source = 'import'"
+                    " GROUP BY outcome"
+                ),
+                {"t": team.id},
+            ).all()
+        )
+    assert counted == {"accepted": 251, "duplicate": 3}
+
+    code, again, _ = run_import(app, *args)
+    assert code == 0 and again["stored"] == 0 and again["duplicates"] == len(lines)
+
+
 def test_broken_gzip_is_reported_and_the_next_files_are_imported(
     app: Flask, engine: Engine, team: TeamKeys, tmp_path: Path
 ) -> None:
