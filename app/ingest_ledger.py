@@ -25,6 +25,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -80,7 +81,8 @@ class IngestLedger:
             pending.counts[key] = pending.counts.get(key, 0) + n
         if not self.inline:
             self._ensure_thread()
-            self.wake.set()
+            if not self.wake.is_set():  # set: a flush is coming anyway
+                self.wake.set()
 
     def flush(self) -> None:
         """Write everything pending (one transaction per team)."""
@@ -139,6 +141,20 @@ class RequestNotes:
     events_refused: bool = False
 
 
+_hour: tuple[float, datetime] = (0.0, datetime.min)  # (when it ends, epoch seconds; the hour)
+
+
+def _this_hour() -> datetime:
+    """`hour_of(now)`, computed once an hour instead of on every accepted request."""
+    global _hour
+    ends, hour = _hour
+    now = time.time()
+    if now >= ends:
+        hour = hour_of(datetime.fromtimestamp(now, UTC))
+        _hour = (hour.timestamp() + 3600, hour)
+    return hour
+
+
 def init_app(app: Flask, engine: Engine) -> IngestLedger:
     """The app's ledger (TESTING: flushed inline, at the end of each request)."""
     ledger = app.extensions["ingest_ledger"] = IngestLedger(engine, inline=bool(app.config.get("TESTING")))
@@ -185,7 +201,7 @@ def events_stored(
     team_id = notes.team_id
     if team_id is None or not prepared:
         return
-    hour = hour_of(datetime.now(UTC))
+    hour = _this_hour()
     if len(prepared) == 1:  # the common case
         outcome = "accepted" if result.accepted else "duplicate"
         ledger.add(team_id, None, CountKey(hour, "http", prepared[0].type, outcome))

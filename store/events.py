@@ -110,14 +110,18 @@ def _insert_group(connection: Connection, group: Sequence[_Request]) -> None:
 
 
 def _rows_document(group: Sequence[_Request]) -> bytes | None:
-    """The group's rows as one JSON document, UTF-8 (None: no rows)."""
+    """The group's rows as one JSON document, UTF-8 (None: no rows).
+
+    orjson writes the datetimes itself (RFC 3339, as `isoformat` would).
+    """
     rows: list[dict[str, object]] = []
     for request in group:
-        received_at = request.received_at.isoformat()
+        received_at = request.received_at
+        team_id = request.team_id
         for event in request.events:
             rows.append(
                 {
-                    "team_id": request.team_id,
+                    "team_id": team_id,
                     "message_id": event.message_id,
                     "type": event.type,
                     "event_name": event.event_name,
@@ -125,7 +129,7 @@ def _rows_document(group: Sequence[_Request]) -> bytes | None:
                     "anonymous_id": event.anonymous_id,
                     "group_id": event.group_id,
                     "previous_id": event.previous_id,
-                    "event_time": event.event_time.isoformat(),
+                    "event_time": event.event_time,
                     "received_at": received_at,
                     "tiebreak": event.tiebreak,
                     "raw": event.raw,
@@ -136,7 +140,13 @@ def _rows_document(group: Sequence[_Request]) -> bytes | None:
     try:
         return orjson.dumps(rows)
     except orjson.JSONEncodeError:  # an integer beyond 64 bits in an event: the stdlib writes it
-        return json.dumps(rows, separators=(",", ":")).encode()
+        return json.dumps(rows, separators=(",", ":"), default=_isoformat).encode()
+
+
+def _isoformat(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _set_results(group: Sequence[_Request], inserted: set[tuple[int, str, str]]) -> None:
