@@ -33,6 +33,21 @@ def figures(details: dict[str, Any]) -> list[Figure]:
     rows: list[Figure] = []
     if "ingest" in details:
         rows += _ingest_rows(details["ingest"], details["ingest_bare"])
+    if "ingest_few" in details:
+        few = details["ingest_few"]
+        app, bare_few = few["app"], few["bare"]
+        bare_cpu = bare_few["web_cpu_ms_per_request"]
+        cpu = app["web_cpu_ms_per_request"] / bare_cpu if bare_cpu else 0
+        rows.append(
+            Figure(
+                f"Ingest: single-event POSTs/s with only {few['connections']} connections",
+                f"{app['rate']:,.0f}/s, {app['web_cpu_ms_per_request']:.2f} ms CPU",
+                f"{bare_few['rate']:,.0f}/s, {bare_few['web_cpu_ms_per_request']:.2f} ms bare",
+                f"{_pct(app['rate'], bare_few['rate']):.0f}%, {cpu:.1f}x CPU",
+                "reported",
+                None,
+            )
+        )
     if "ingest_batch" in details:
         batch, bare = details["ingest_batch"], details["ingest_bare_batch"]
         share = _pct(batch["events_rate"], bare["events_rate"])
@@ -164,7 +179,7 @@ def _ingest_rows(ingest: dict[str, Any], bare: dict[str, Any]) -> list[Figure]:
     )
     return [
         Figure(
-            "Ingest: single-event POSTs/s, kept alive (durable)",
+            f"Ingest: single-event POSTs/s, kept alive (durable), {ingest.get('connections', '?')} conns",
             f"{ingest['rate']:,.0f}/s",
             f"{bare['rate']:,.0f}/s bare WSGI",
             f"{share:.0f}%",

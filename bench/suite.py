@@ -80,7 +80,8 @@ class Sizes:
 FULL = Sizes(
     ingest_seconds=5,
     ingest_rounds=3,
-    ingest_concurrency=16,
+    # Enough connections to saturate either server (bench/ingest.py says why 64).
+    ingest_concurrency=64,
     ingest_processes=2,
     fold_events=100_000,
     lag_rate=500,
@@ -247,6 +248,8 @@ def run_suite(options: Options) -> dict[str, Any]:
                 both = measure_ingest(run, teams["ingest"], shape, web)
                 details["ingest_bare"], details["ingest"] = both["bare"], both["app"]
                 details["ingest_bare_batch"], details["ingest_batch"] = both["bare_batch"], both["batch"]
+                if both["few"]:
+                    details["ingest_few"] = both["few"]
                 if options.profile:
                     details["ingest"]["profile"] = profile_ingest(run, teams["ingest"], web, sizes)
                 discard_unfolded(write_url, redis, run.fold_queue, teams["ingest"].id)
