@@ -9,8 +9,9 @@ take from the rate limit, store, wake the fold, answer. These are the hottest ro
 `IngestLane` answers their POSTs in front of Flask's dispatch, with the app's own key
 cache, rate limits, debugger ledger and fold waker (`Lane`, gathered at start-up) and
 the app's error handlers, but without the request context, the routing, the hooks and
-the Response objects that cost more CPU than the request's own work. The Flask views below run the same
-steps; they document the routes (OpenAPI) and answer when the lane is not in front.
+the Response objects that cost more CPU than the request's own work. The Flask views
+below run the same steps; they document the routes (OpenAPI) and answer when the lane
+is not in front.
 """
 
 from __future__ import annotations

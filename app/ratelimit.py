@@ -55,7 +55,7 @@ class TokenBucket:
 
 
 @dataclass
-class TeamLimiter:
+class Limiter:
     """Buckets by owner (team or key), each at `limit / processes` a second."""
 
     limit: float
@@ -82,8 +82,8 @@ class RateLimits:
         processes = settings.web_processes
         self.ingest_limit = settings.ingest_rate_limit
         self.api_limit = settings.api_rate_limit
-        self.ingest = TeamLimiter(settings.ingest_rate_limit, settings.ingest_rate_burst, processes)
-        self.api = TeamLimiter(settings.api_rate_limit, settings.api_rate_burst, processes)
+        self.ingest = Limiter(settings.ingest_rate_limit, settings.ingest_rate_burst, processes)
+        self.api = Limiter(settings.api_rate_limit, settings.api_rate_burst, processes)
 
     def take_events(self, team_id: int, events: int) -> None:
         """Take `events` (the request's cost: one per event) from the team's bucket, or raise
@@ -125,11 +125,6 @@ def rate_limits() -> RateLimits:
     """The current app's limits."""
     found: RateLimits = current_app.extensions["rate_limits"]
     return found
-
-
-def check_rate_limit(team_id: int, events: int) -> None:
-    """`RateLimits.take_events` of the current app."""
-    rate_limits().take_events(team_id, events)
 
 
 def check_key_rate_limit(key_id: int) -> None:

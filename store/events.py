@@ -237,7 +237,9 @@ def _wait(driver: psycopg.Connection[object], gen: PQGen[RV]) -> RV:
     a poll object, a watcher per call and a timer for the interval: more CPU than this
     whole statement costs libpq. psycopg's `Wait` and `Ready` values are libev's READ (1)
     and WRITE (2) bits, so what the generator waits for is what the watcher watches,
-    and what it is told is ready.
+    and what it is told is ready (both, after a wait for either: libpq's reads and
+    flushes are non-blocking, so a side that was not ready costs nothing). No timeout,
+    as with psycopg's own wait.
     """
     get_hub = _gevent_hub()
     if get_hub is None:
