@@ -3,8 +3,9 @@
 Ingest keeps a `RequestNotes` per request and calls four functions (see
 docs/ingest-debugger.md for the exact hook): `begin` once the key is known,
 `event_refused` per refused event, `events_stored` after the commit, and
-`request_refused` when the whole request is answered with an error. They only add to this process's memory: an
-accepted request pays no statement at all, and neither does a refused one. A daemon
+`request_refused` when the whole request is answered with an error. They only add to
+this process's memory: an accepted request pays no statement at all, and neither does a
+refused one. A daemon
 thread (started on first use, so after gunicorn's fork) writes what gathered at most
 every `FLUSH_INTERVAL_SECONDS` with `store.rejections.record_rejections`, one
 transaction per team.
