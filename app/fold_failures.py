@@ -58,8 +58,8 @@ def fold_failures() -> Response:
       tags: [fold]
       security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
-        - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 200, default: 50}}
-        - {name: cursor, in: query, schema: {type: string}, description: next_cursor of the previous page}
+        - Limit
+        - Cursor
       responses:
         200:
           description: A page of set-aside events.

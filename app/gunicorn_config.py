@@ -46,6 +46,13 @@ raw_env = [
 ]
 
 
+def post_worker_init(worker: object) -> None:
+    """The app is loaded: under gevent, psycopg waits on the hub (store/waiting.py)."""
+    from store.waiting import install
+
+    install()
+
+
 def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 

@@ -155,19 +155,14 @@ def prepare_line(line: bytes, received_at: datetime) -> tuple[Any, PreparedEvent
     ingest view calls too); the one place an import calls the Spec. Raises LineRefused.
     """
     scan = Scan.of_bytes(line)
-    item = _decode(line, scan)
+    try:
+        item = parse_json(line, scan)
+    except ApiError as error:
+        raise LineRefused(None, EventRejected(error.status, error.code, error.message)) from None
     try:
         return item, prepare_one(item, received_at, scan=scan)
     except EventRejected as error:
         raise LineRefused(item, error) from None
-
-
-def _decode(line: bytes, scan: Scan) -> Any:
-    """`parse_json(line, scan)`, its refusal as the line's."""
-    try:
-        return parse_json(line, scan)
-    except ApiError as error:
-        raise LineRefused(None, EventRejected(error.status, error.code, error.message)) from None
 
 
 class LineRefused(Exception):

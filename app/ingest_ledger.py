@@ -26,7 +26,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -142,20 +141,6 @@ class RequestNotes:
     events_refused: bool = False
 
 
-_hour: tuple[float, datetime] = (0.0, datetime.min)  # (when it ends, epoch seconds; the hour)
-
-
-def _this_hour() -> datetime:
-    """`hour_of(now)`, computed once an hour instead of on every accepted request."""
-    global _hour
-    ends, hour = _hour
-    now = time.time()
-    if now >= ends:
-        hour = hour_of(datetime.fromtimestamp(now, UTC))
-        _hour = (hour.timestamp() + 3600, hour)
-    return hour
-
-
 def init_app(app: Flask, engine: Engine) -> IngestLedger:
     """The app's ledger (TESTING: flushed inline, at the end of each request)."""
     ledger = app.extensions["ingest_ledger"] = IngestLedger(engine, inline=bool(app.config.get("TESTING")))
@@ -171,24 +156,11 @@ def begin(notes: RequestNotes, key: AuthenticatedKey | None, raw: bytes) -> None
 
 def event_refused(ledger: IngestLedger, notes: RequestNotes, item: Any, error: EventRejected) -> None:
     """One event of the request was refused (it may still be answered 200 in a batch)."""
-    team_id = notes.team_id
-    if team_id is None:
+    if notes.team_id is None:
         return
     notes.events_refused = True
-    now = datetime.now(UTC)
-    kind = type_label(item)
-    refusal = Refusal(
-        at=now,
-        source="http",
-        route=notes.route,
-        status=error.status,
-        code=error.code,
-        message=bounded_message(error.message),
-        message_id=message_id_of(item),
-        type=kind if kind != "other" else None,
-        preview=preview_of(item),
-    )
-    ledger.add(team_id, refusal, CountKey(hour_of(now), "http", kind, "refused", error.code))
+    kind, message_id = type_label(item), message_id_of(item)
+    _keep(ledger, notes, error, kind=kind, message_id=message_id, preview=preview_of(item))
 
 
 def events_stored(
@@ -202,50 +174,60 @@ def events_stored(
     team_id = notes.team_id
     if team_id is None or not prepared:
         return
-    hour = _this_hour()
-    if len(prepared) == 1:  # the common case
-        outcome = "accepted" if result.accepted else "duplicate"
-        ledger.add(team_id, None, CountKey(hour, "http", prepared[0].type, outcome))
-    else:
-        types = {event.type for event in prepared}
-        if result.duplicates == 0 or result.accepted == 0 or len(types) == 1:
-            outcome = "accepted" if result.duplicates == 0 else "duplicate"
-            if result.accepted and result.duplicates:  # one type, both outcomes
-                kind = prepared[0].type
-                ledger.add(team_id, None, CountKey(hour, "http", kind, "accepted"), result.accepted)
-                ledger.add(team_id, None, CountKey(hour, "http", kind, "duplicate"), result.duplicates)
-            else:
-                for kind in types:
-                    n = sum(1 for event in prepared if event.type == kind)
-                    ledger.add(team_id, None, CountKey(hour, "http", kind, outcome), n)
+    hour = hour_of(datetime.now(UTC))
+    types = {event.type for event in prepared}
+    if result.duplicates == 0 or result.accepted == 0 or len(types) == 1:
+        outcome = "accepted" if result.duplicates == 0 else "duplicate"
+        if result.accepted and result.duplicates:  # one type, both outcomes
+            kind = prepared[0].type
+            ledger.add(team_id, None, CountKey(hour, "http", kind, "accepted"), result.accepted)
+            ledger.add(team_id, None, CountKey(hour, "http", kind, "duplicate"), result.duplicates)
         else:
-            ledger.add(team_id, None, CountKey(hour, "http", "mixed", "accepted"), result.accepted)
-            ledger.add(team_id, None, CountKey(hour, "http", "mixed", "duplicate"), result.duplicates)
+            for kind in types:
+                n = sum(1 for event in prepared if event.type == kind)
+                ledger.add(team_id, None, CountKey(hour, "http", kind, outcome), n)
+    else:
+        ledger.add(team_id, None, CountKey(hour, "http", "mixed", "accepted"), result.accepted)
+        ledger.add(team_id, None, CountKey(hour, "http", "mixed", "duplicate"), result.duplicates)
     if ledger.inline:
         ledger.flush()
 
 
 def request_refused(ledger: IngestLedger, notes: RequestNotes, error: ApiError) -> None:
     """The whole request was answered with an error: keep it, unless its events were."""
-    team_id = notes.team_id
-    if team_id is None or error.code in _NOT_RECORDED:
+    if notes.team_id is None or error.code in _NOT_RECORDED:
         return
     if not notes.events_refused:
-        now = datetime.now(UTC)
-        refusal = Refusal(
-            at=now,
-            source="http",
-            route=notes.route,
-            status=error.status,
-            code=error.code,
-            message=bounded_message(error.message),
-            message_id=None,
-            type=None,
-            preview=_body_preview(notes.raw),
-        )
-        ledger.add(team_id, refusal, CountKey(hour_of(now), "http", "request", "refused", error.code))
+        _keep(ledger, notes, error, kind="request", message_id=None, preview=_body_preview(notes.raw))
     if ledger.inline:
         ledger.flush()
+
+
+def _keep(
+    ledger: IngestLedger,
+    notes: RequestNotes,
+    error: ApiError | EventRejected,
+    *,
+    kind: str,
+    message_id: str | None,
+    preview: str,
+) -> None:
+    """One refusal of the request's team, kept and counted under `kind` (an event type,
+    `other`, or `request` for a refused request as a whole)."""
+    assert notes.team_id is not None
+    now = datetime.now(UTC)
+    refusal = Refusal(
+        at=now,
+        source="http",
+        route=notes.route,
+        status=error.status,
+        code=error.code,
+        message=bounded_message(error.message),
+        message_id=message_id,
+        type=None if kind in ("other", "request") else kind,
+        preview=preview,
+    )
+    ledger.add(notes.team_id, refusal, CountKey(hour_of(now), "http", kind, "refused", error.code))
 
 
 def _body_preview(raw: bytes) -> str:

@@ -168,8 +168,8 @@ def list_api_keys() -> Response:
       tags: [keys]
       security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
-        - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 200, default: 50}}
-        - {name: cursor, in: query, schema: {type: string}, description: next_cursor of the previous page}
+        - Limit
+        - Cursor
       responses:
         200:
           description: A page of keys.
@@ -301,8 +301,8 @@ def key_audit() -> Response:
       tags: [keys]
       security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
-        - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 200, default: 50}}
-        - {name: cursor, in: query, schema: {type: string}, description: next_cursor of the previous page}
+        - Limit
+        - Cursor
       responses:
         200:
           description: A page of audit entries.

@@ -78,6 +78,18 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "`anonymous_id:X` (URL-encoded), resolved as /customers/lookup resolves it.",
         "schema": {"type": "string", "pattern": "^([0-9]{1,18}|(user_id|email|anonymous_id):.+)$"},
     },
+    # A keyset-paged list's two arguments (keys, the audit list, the set-aside events).
+    "Limit": {
+        "in": "query",
+        "name": "limit",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+    },
+    "Cursor": {
+        "in": "query",
+        "name": "cursor",
+        "schema": {"type": "string"},
+        "description": "next_cursor of the previous page",
+    },
 }
 
 

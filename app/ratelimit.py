@@ -88,33 +88,29 @@ class RateLimits:
     def take_events(self, team_id: int, events: int) -> None:
         """Take `events` (the request's cost: one per event) from the team's bucket, or raise
         429 with Retry-After (nothing taken)."""
-        if self.ingest_limit <= 0:
-            return
-        wait = self.ingest.take(team_id, events)
-        if wait > 0:
-            retry = max(1, math.ceil(wait))
-            raise ApiError(
-                429,
-                "rate_limited",
+        if self.ingest_limit > 0:
+            _refuse_over(
+                self.ingest.take(team_id, events),
                 f"This team is over its limit of {self.ingest_limit:g} events per second; "
-                f"nothing was stored. Retry after {retry} seconds.",
-                headers={"Retry-After": str(retry)},
+                "nothing was stored.",
             )
 
     def take_request(self, key_id: int) -> None:
         """One request of this key on a read or key route, or 429 with Retry-After."""
-        if self.api_limit <= 0:
-            return
-        wait = self.api.take(key_id, 1)
-        if wait > 0:
-            retry = max(1, math.ceil(wait))
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"This API key is over its limit of {self.api_limit:g} requests per second. "
-                f"Retry after {retry} seconds.",
-                headers={"Retry-After": str(retry)},
+        if self.api_limit > 0:
+            _refuse_over(
+                self.api.take(key_id, 1),
+                f"This API key is over its limit of {self.api_limit:g} requests per second.",
             )
+
+
+def _refuse_over(wait: float, over: str) -> None:
+    """Nothing when `wait` is 0 (taken); else the 429 that says when to retry."""
+    if wait > 0:
+        retry = max(1, math.ceil(wait))
+        raise ApiError(
+            429, "rate_limited", f"{over} Retry after {retry} seconds.", headers={"Retry-After": str(retry)}
+        )
 
 
 def init_app(app: Flask, settings: Settings) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from schemas.segment import PreparedEvent, prepare_event
+from store.imports import EVENT_COLUMNS
 
 CONTEXT = {
     "library": {"name": "analytics.js", "version": "2.11.1"},
@@ -36,21 +37,6 @@ CONTEXT = {
     "(KHTML, like Gecko) Chrome/46.0.2490.86 Safari/537.36",
     "ip": "108.0.78.21",
 }
-
-EVENT_COLUMNS = (
-    "team_id",
-    "message_id",
-    "type",
-    "event_name",
-    "user_id",
-    "anonymous_id",
-    "group_id",
-    "previous_id",
-    "event_time",
-    "received_at",
-    "tiebreak",
-    "raw",
-)
 
 
 def track_body(run: str) -> str:

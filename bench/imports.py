@@ -30,10 +30,11 @@ from typing import Any
 import psycopg
 from rq import Queue
 
-from bench.data import EVENT_COLUMNS, BacklogEvent, customer_journeys, event_rows, prepared
+from bench.data import BacklogEvent, customer_journeys, event_rows, prepared
 from bench.env import ROOT, BenchTeam, FoldWorker, RunEnv, busy_cores, make_team
 from bench.fold import wait_until_folded
 from store.fold_queue import flag_key, request_fold
+from store.imports import EVENT_COLUMNS
 
 FILES = 4
 # Events in the archive, per mode of bin/bench.

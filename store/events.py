@@ -12,24 +12,19 @@ of its requests is tried again alone, so one request's bad data never fails anot
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.abc import RV, PQGen
 from psycopg.generators import execute as pq_execute
-from psycopg.waiting import Ready
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError
@@ -227,46 +222,7 @@ def _prepare(driver: psycopg.Connection[object]) -> None:
 def _run_prepared(driver: psycopg.Connection[object], document: bytes) -> pq.abc.PGresult:
     pgconn = driver.pgconn
     pgconn.send_query_prepared(_STATEMENT, [document])
-    return _check(driver, _wait(driver, pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
-
-
-def _wait(driver: psycopg.Connection[object], gen: PQGen[RV]) -> RV:
-    """`driver.wait(gen)`; under gevent, on one watcher of the hub's own loop.
-
-    psycopg picks `wait_poll` when `select` is patched, and gevent's `select.poll` builds
-    a poll object, a watcher per call and a timer for the interval: more CPU than this
-    whole statement costs libpq. psycopg's `Wait` and `Ready` values are libev's READ (1)
-    and WRITE (2) bits, so what the generator waits for is what the watcher watches,
-    and what it is told is ready (both, after a wait for either: libpq's reads and
-    flushes are non-blocking, so a side that was not ready costs nothing). No timeout,
-    as with psycopg's own wait.
-    """
-    get_hub = _gevent_hub()
-    if get_hub is None:
-        return driver.wait(gen)
-    hub = get_hub()
-    fileno = driver.pgconn.socket
-    try:
-        wait_for = next(gen)
-        while True:
-            hub.wait(hub.loop.io(fileno, int(wait_for)))
-            wait_for = gen.send(Ready(int(wait_for)))
-    except StopIteration as done:
-        result: RV = done.value
-        return result
-
-
-@functools.cache
-def _gevent_hub() -> Callable[[], Any] | None:
-    """gevent's `get_hub` when gevent has patched this process (gunicorn's gevent worker
-    does, before the app is loaded), else None."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("select"):
-        return None
-    from gevent import get_hub
-
-    hub: Callable[[], Any] = get_hub
-    return hub
+    return _check(driver, driver.wait(pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
 
 
 def _check(driver: psycopg.Connection[object], results: list[pq.abc.PGresult], want: int) -> pq.abc.PGresult:

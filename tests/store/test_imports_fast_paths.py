@@ -1,7 +1,7 @@
 """The import's fast paths give what the paths they shortcut give (no database needed).
 
-- `app.importer._decode` (orjson first, a translate-based check for 19-digit runs) and
-  `app.body.parse_json`: the same value, or the same refusal;
+(Decoding is `app.body.parse_json` itself; tests/app/test_ingest_json.py holds its
+orjson and stdlib paths to one answer.)
 - `app.importer.prepare_line` (one event, `schemas.batch.prepare_one`) and
   `prepare_events([item])`, the ingest path: the same prepared event, or the same refusal;
 - `schemas.segment._quick_timestamp` (`datetime.fromisoformat`) and `parse_timestamp`.
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from app.body import parse_json
 from app.errors import ApiError
-from app.importer import LineRefused, _decode, prepare_line
+from app.importer import LineRefused, prepare_line
 from schemas.batch import Scan, prepare_events
 from schemas.segment import _quick_timestamp
 from schemas.timestamps import TimestampError, parse_timestamp
@@ -59,30 +59,6 @@ events = st.fixed_dictionaries(
 def exactly(value: Any) -> str:
     """The value as JSON text: 10**20 and 1e20 compare equal in Python, not here."""
     return json.dumps(value, sort_keys=True)
-
-
-def decoded(line: bytes) -> tuple[str, Any]:
-    try:
-        return "ok", exactly(parse_json(line, Scan.of_bytes(line)))
-    except ApiError as error:
-        return "refused", error.code
-
-
-def decoded_fast(line: bytes) -> tuple[str, Any]:
-    try:
-        return "ok", exactly(_decode(line, Scan.of_bytes(line)))
-    except LineRefused as refused:
-        return "refused", refused.error.code
-
-
-@given(event=values, junk=st.sampled_from(["", "\n", "x", "\ufeff", "NaN", "\\u0000", "1" * 19]))
-@example(event={"n": 10**20}, junk="")
-@example(event={"s": "\x00\ud800"}, junk="")
-def test_decoding_a_line_agrees_with_parse_json(event: Any, junk: str) -> None:
-    text = json.dumps(event)
-    for line in (text, junk + text, text + junk, "\ufeff" + text):
-        data = line.encode("utf-8", "surrogatepass")
-        assert decoded_fast(data) == decoded(data)
 
 
 def prepared_as_ingest(line: bytes) -> tuple[str, Any]:

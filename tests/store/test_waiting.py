@@ -1,0 +1,77 @@
+"""psycopg under gevent waits on the hub (store/waiting.py), in a real patched process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from sqlalchemy import make_url
+
+from tests.servers import ROOT
+
+SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey
+    monkey.patch_all()
+    import json, sys
+    import gevent, psycopg, psycopg.waiting
+    from store.waiting import cooperative_wait, install
+
+    url = sys.argv[1]
+    installed = install()
+    marks = []
+
+    def slow():
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("SELECT pg_sleep(0.5)")
+            marks.append("slow done")
+
+    def quick():
+        gevent.sleep(0.05)
+        marks.append("quick ran")  # while the slow statement is still waiting
+
+    def cancelled():
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("SET statement_timeout = '100ms'")
+            try:
+                connection.execute("SELECT pg_sleep(5)")
+            except psycopg.errors.QueryCanceled:
+                return "QueryCanceled"
+            return "not cancelled"
+
+    def rows():
+        with psycopg.connect(url) as connection:
+            return connection.execute("SELECT count(*) FROM generate_series(1, 3000)").fetchone()[0]
+
+    jobs = [gevent.spawn(slow), gevent.spawn(quick), gevent.spawn(cancelled), gevent.spawn(rows)]
+    gevent.joinall(jobs, timeout=20)
+    print(json.dumps({
+        "installed": installed,
+        "wait_is_ours": psycopg.waiting.wait is cooperative_wait,
+        "marks": marks,
+        "cancelled": jobs[2].value,
+        "count": jobs[3].value,
+    }))
+    """
+)
+
+
+def test_under_gevent_psycopg_waits_on_the_hub_and_other_greenlets_run(database_url: str) -> None:
+    libpq_url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, libpq_url], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["installed"] and outcome["wait_is_ours"]
+    assert outcome["marks"] == ["quick ran", "slow done"], done.stderr[-3000:]  # the wait yielded
+    assert outcome["cancelled"] == "QueryCanceled"  # an error Postgres answers still comes back
+    assert outcome["count"] == 3000
+
+
+def test_outside_gevent_nothing_is_installed() -> None:
+    from store.waiting import install
+
+    assert install() is False
