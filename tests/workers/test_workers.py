@@ -192,8 +192,6 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_folds_nothing_twice(
 
 # --- a worker killed right after it took a job ------------------------------------------------
 
-RECOVERY_BOUND_SECONDS = 10  # docs/operations.md: every stored event folded within this
-
 
 def blocked_dequeues(redis: Redis) -> int:
     """Clients blocked in RQ's BLMOVE, i.e. idle workers waiting for a job."""
@@ -221,30 +219,36 @@ def test_a_worker_killed_right_after_taking_a_job_stalls_nothing(
     engine: Engine, redis: Redis, settings: Settings, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     """The job stays in RQ's intermediate list and the team's flag stays set; a healthy
-    second worker must still fold the team's events within the bound."""
+    worker must still fold the team's events, and it is the sweep that frees them.
+
+    Deterministic by construction: the doomed worker is the only one blocked in BLMOVE
+    when the job is queued, and Redis serves a blocked client on the push itself, so the
+    stopped process takes the job whatever the machine's load. The 10 s recovery bound
+    (docs/operations.md) is a figure `bin/faults` measures, not a wall-clock assertion here.
+    """
     from store.fold_queue import request_fold
 
     events = journeys(12, seed=3)
     team = new_team(engine)
     queue = Queue(settings.fold_queue, connection=redis)
     doomed = start_worker("doomed", batch_size=1000)
-    start_worker("healthy", batch_size=1000)
-    wait_for_workers(redis, queue, 2)
-    stranded = None
-    for attempt in range(6):  # the doomed worker must be the one whose BLMOVE is served
-        wait_blocked(redis, 2)
-        doomed.send_signal(signal.SIGSTOP)  # it stays blocked in BLMOVE, as good as taking a job
-        store(engine, team, events[attempt::6])
-        request_fold(redis, settings.fold_queue, settings.redis_prefix, team)
-        time.sleep(0.5)  # a running worker starts a job in milliseconds
-        stranded = stranded_fold_job(redis, queue, team)
-        if stranded is not None:
-            break
-        doomed.send_signal(signal.SIGCONT)  # the healthy one took it: try again
-    assert stranded is not None, "the stopped worker never took the job"
+    wait_for_workers(redis, queue, 1)
+    wait_blocked(redis, 1)
+    doomed.send_signal(signal.SIGSTOP)  # still blocked in BLMOVE: Redis hands it the next job
+    store(engine, team, events)
+    request_fold(redis, settings.fold_queue, settings.redis_prefix, team)
+    deadline = time.monotonic() + 30
+    while (stranded := stranded_fold_job(redis, queue, team)) is None:
+        assert time.monotonic() < deadline, "the stopped worker never took the job"
+        time.sleep(0.02)
     doomed.kill()  # SIGKILL right after it took the job
     doomed.wait(timeout=5)
-    wait_until_folded(engine, team, timeout=RECOVERY_BOUND_SECONDS)
+    assert queue.count == 0 and stranded.id in queue.intermediate_queue.get_job_ids()
+
+    # RQ itself frees a job stuck in its intermediate list only after a minute; the sweep
+    # sees that the flag names a job no longer queued and queues a new one.
+    start_worker("healthy", batch_size=1000)
+    wait_until_folded(engine, team, timeout=60)
     # Each round of the healthy worker's sweep is one JSON line saying what it did.
     lines = [json.loads(line) for line in (tmp_path / "worker-healthy.log").read_text().splitlines()]
     assert any(line.get("replaced") == [team] for line in lines if line["message"].startswith("sweep:"))
