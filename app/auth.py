@@ -105,6 +105,27 @@ def check_key(keys: KeyCache, secret: str | None, scope: str) -> AuthenticatedKe
     return key
 
 
+_POWERS = {"admin": "administer", "read": "read"}
+
+
+def check_browser_key(key: AuthenticatedKey, origin: str | None) -> None:
+    """A browser's request (it names its `Origin`) may only use an ingest-only key; else a 403.
+
+    A key in a web page is public: anyone can copy it from the page's source. A key that
+    can also read or administer would hand them the team's customers, so it is refused
+    from a browser even though it has the ingest scope (SPEC §2, docs/keys.md).
+    """
+    extra = sorted(key.scopes - {"ingest"})
+    if origin is not None and extra:
+        raise ApiError(
+            403,
+            "browser_key_not_ingest_only",
+            f"This key can also {' and '.join(_POWERS.get(scope, scope) for scope in extra)}, and "
+            "a key in a web page is public: use an ingest-only key in browsers (a key whose "
+            "only scope is ingest).",
+        )
+
+
 def identify_caller() -> AuthenticatedKey:
     """The caller's usable key whatever its scopes, in a rotation's grace too (`GET /api/v1/me`).
 

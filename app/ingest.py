@@ -26,8 +26,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from app import ingest_ledger, metrics
-from app.auth import check_key, credentials_in
+from app import cors, ingest_ledger, metrics
+from app.auth import check_browser_key, check_key, credentials_in
 from app.body import decode_content, parse_json, read_raw_body
 from app.errors import ApiError
 from app.ingest_ledger import IngestLedger
@@ -42,9 +42,14 @@ from store.fold_queue import request_fold
 log = logging.getLogger(__name__)
 bp = Blueprint("ingest", __name__)
 
-__all__ = ["MAX_BATCH_EVENTS", "SINGLE_ROUTES", "IngestLane", "init_app"]
+__all__ = ["MAX_BATCH_EVENTS", "SHORT_ROUTES", "SINGLE_ROUTES", "IngestLane", "init_app"]
 
 SINGLE_ROUTES = ("track", "identify", "page", "screen", "group", "alias")
+# analytics.js posts each event to `/v1/` + the first letter of its type, a batch to `/v1/b`.
+SHORT_ROUTES = {kind[0]: kind for kind in SINGLE_ROUTES}
+# analytics.js's own usage counters (`{"series": [...]}`, no key), posted to `apiHost/m`
+# once apiHost names us: answered 200 and dropped, so the page logs no error.
+METRICS_RULE = "/v1/m"
 # The common answer, encoded once (what jsonify would write for it).
 _SUCCESS_BODY = b'{"success":true}\n'
 _SUCCESS_HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len(_SUCCESS_BODY)))]
@@ -70,8 +75,12 @@ ROUTES = {
         Route("/v1/batch", batch_only=True),
         Route("/v1/import", batch_only=True),
         *(Route(f"/v1/{kind}", forced_type=kind) for kind in SINGLE_ROUTES),
+        Route("/v1/b", batch_only=True),
+        *(Route(f"/v1/{short}", forced_type=kind) for short, kind in SHORT_ROUTES.items()),
     )
 }
+# The paths that answer CORS (app/cors.py): the ingest routes and analytics.js's counters.
+CORS_PATHS = frozenset([*ROUTES, METRICS_RULE])
 
 
 @dataclass
@@ -122,6 +131,7 @@ def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ingest_led
     if key is None:
         key = check_key(keys, body_write_key(body), "ingest")
         ingest_ledger.begin(notes, key, raw)
+    check_browser_key(key, environ.get("HTTP_ORIGIN"))
     batch = _prepared(lane, notes, route, body, received_at, scan)
     try:
         lane.limits.take_events(key.team_id, len(batch.events))
@@ -151,9 +161,10 @@ def _prepared(
     lane: Lane, notes: ingest_ledger.RequestNotes, route: Route, body: Any, received_at: datetime, scan: Scan
 ) -> PreparedBatch:
     """The body prepared (schemas/batch.py); a refusal of the whole request as an ApiError."""
+    body, batch_only = _array_as_batch(route, body)
     try:
         batch = prepare_batch(
-            body, received_at, forced_type=route.forced_type, batch_only=route.batch_only, scan=scan
+            body, received_at, forced_type=route.forced_type, batch_only=batch_only, scan=scan
         )
     except EventRejected as error:
         raise _api_error(error) from None
@@ -164,6 +175,25 @@ def _prepared(
     if refusal is not None:
         raise _api_error(refusal)
     return batch
+
+
+def _array_as_batch(route: Route, body: Any) -> tuple[Any, bool]:
+    """A top-level array of events as the batch it is: (body, batch_only) for prepare_batch.
+
+    Segment's Webhook destination, batching on, posts a bare JSON array. It is a batch
+    wherever a batch is taken, with every batch rule (SPEC §2); it has no top level, so
+    no batch-level context or integrations to merge. A per-type route takes one event:
+    an array there is a 400 that names the route to use.
+    """
+    if not isinstance(body, list):
+        return body, route.batch_only
+    if route.forced_type is not None:
+        message = (
+            f"{route.rule} takes one {route.forced_type} event as a JSON object, not an array; "
+            "send an array of events to /v1/batch."
+        )
+        raise ApiError(400, "invalid_event", message, {"body": [message]})
+    return {"batch": body}, True
 
 
 def _api_error(error: EventRejected) -> ApiError:
@@ -177,9 +207,10 @@ class IngestLane:
     debugger ledger and fold waker (`Lane`), and no request context: creating and
     pushing one cost more CPU than the request's own Python work. Errors are rendered
     by the app's own error handlers (the one envelope), in a request context pushed
-    then. Anything else (other paths, other methods) goes to Flask unchanged. Flask's
-    before/after-request hooks do not run for these POSTs; the request latency metric is
-    observed here instead.
+    then. Every answer on an ingest path carries the CORS headers, and a preflight
+    `OPTIONS` is answered here (app/cors.py). Anything else (other paths, other methods)
+    goes to Flask. Flask's before/after-request hooks do not run for these POSTs; the
+    request latency metric is observed here instead.
     """
 
     def __init__(self, app: Flask, inner: WSGIApp):
@@ -187,9 +218,21 @@ class IngestLane:
         self.inner = inner
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        route = ROUTES.get(environ.get("PATH_INFO", ""))
-        if route is None or environ.get("REQUEST_METHOD") != "POST":
+        path = environ.get("PATH_INFO", "")
+        if path not in CORS_PATHS:
             return self.inner(environ, start_response)
+        return self._answer(path, environ, cors.answering(start_response))
+
+    def _answer(self, path: str, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """An ingest path's answer, CORS headers added by `start_response` (app/cors.py)."""
+        method = environ.get("REQUEST_METHOD")
+        if method == "OPTIONS":
+            return cors.preflight(environ, start_response)
+        route = ROUTES.get(path)
+        if method != "POST":
+            return self.inner(environ, start_response)  # Flask's 405, with CORS headers
+        if route is None:
+            return self._metrics_counters(environ, start_response)
         started = time.perf_counter()
         try:
             status, headers, body = ingest(lane_of(self.app), route, environ)
@@ -201,6 +244,17 @@ class IngestLane:
         metrics.request_observed(route.rule, status, time.perf_counter() - started)
         start_response("200 OK", headers)
         return [body]
+
+    def _metrics_counters(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """analytics.js's usage counters (METRICS_RULE): read (bounded), dropped, 200."""
+        try:
+            read_raw_body(environ)  # bounded: over 500 KiB is a 413
+        except Exception as error:
+            with self.app.request_context(environ):
+                response = self._error_response(error)
+            return response(environ, start_response)
+        start_response("200 OK", _SUCCESS_HEADERS)
+        return [_SUCCESS_BODY]
 
     def _error_response(self, error: Exception) -> Response:
         """The app's error handlers' answer (app/errors.py), as Flask would give it."""
@@ -237,6 +291,27 @@ def _register_routes() -> None:
     for kind in SINGLE_ROUTES:
         doc = f"Tracking API {kind}: one event, its type given by the route."
         _register(ROUTES[f"/v1/{kind}"], f"single_{kind}", doc)
+    _register_short_routes()
+
+
+def _register_short_routes() -> None:
+    """analytics.js's short routes, each its long twin (SPEC §2).
+
+    Its counters' route (METRICS_RULE) is the lane's alone: it takes no key, and the
+    read API's documents list only what a key is needed for.
+    """
+    _register(ROUTES["/v1/b"], "short_batch", "analytics.js batching: the Tracking API batch at /v1/b.")
+    for short, kind in SHORT_ROUTES.items():
+        doc = f"analytics.js {kind}: /v1/{kind} at the route analytics.js posts it to."
+        _register(ROUTES[f"/v1/{short}"], f"short_{kind}", doc)
+
+
+@bp.after_request
+def _cors_headers(response: Response) -> Response:
+    """CORS on the views' answers too, for an app served without the lane in front."""
+    for name, value in cors.ANSWER_HEADERS:
+        response.headers[name] = value
+    return response
 
 
 _register_routes()

@@ -1,10 +1,11 @@
 """The README's run command: services, migrations, demo keys, supervised web + worker.
 
 With DATABASE_URL / REDIS_URL set, those servers are used; unset, embedded ones start
-under .local/ (or `LOCAL_DIR`). A team named "demo", its ingest+read key and its admin key
-are made on the first run and kept in .local/demo.json (mode 0600), so the printed curl
-works on every run and a newcomer can try the keys API; the admin key is printed when it
-is made.
+under .local/ (or `LOCAL_DIR`). A team named "demo" and three keys are made on the first
+run and kept in .local/demo.json (mode 0600), so the printed curls work on every run: an
+ingest-only key for Segment and browsers (a key in a web page is public, so a browser may
+only use one that cannot read: SPEC §2), a read key for the console and the read API, and
+an admin key for the keys API, printed when it is made.
 
 Supervision (docs/operations.md): bin/serve watches gunicorn, the fold worker and the
 embedded Redis. A child that dies is reported with its exit status and started again,
@@ -76,12 +77,21 @@ def ensure_services(env: dict[str, str], local: Path) -> EmbeddedRedis | None:
     return redis
 
 
+# The demo keys by their name in demo.json: their scopes and what each is for.
+DEMO_KEYS = {
+    "ingest_key": (("ingest",), "demo ingest", "Segment, SDKs and browsers (ingest only)"),
+    "read_key": (("read",), "demo read", "the console and the read API"),
+    "admin_key": (SCOPES, "demo admin", "the keys API (admin)"),
+}
+
+
 @dataclass
 class DemoKeys:
     team_id: int
-    key: str  # ingest + read
+    ingest_key: str  # ingest only: safe in a web page
+    read_key: str  # the console and the read API
     admin_key: str
-    made_now: list[str] = field(default_factory=list)  # which of them this run made
+    made_now: list[str] = field(default_factory=list)  # which of them this run made (demo.json names)
 
 
 def _usable(engine: Engine, secret: str | None) -> bool:
@@ -97,28 +107,39 @@ def _usable(engine: Engine, secret: str | None) -> bool:
 
 
 def demo_keys(settings: Settings, local: Path) -> DemoKeys:
-    """The demo team's ingest+read and admin keys, made once and kept in demo.json."""
+    """The demo team's ingest-only, read and admin keys, made once and kept in demo.json.
+
+    A key that is missing or no longer usable is made again (a demo.json from before the
+    keys were split kept one ingest+read "key": its team is kept, the key left unused).
+    """
     stored = local / "demo.json"
     engine = make_engine(settings, pool_size=1)
     try:
         kept = json.loads(stored.read_text()) if stored.exists() else {}
         now = datetime.now(UTC)
-        if _usable(engine, kept.get("key")):
-            demo = DemoKeys(int(kept["team_id"]), kept["key"], kept.get("admin_key", ""))
-        else:
+        made: list[str] = []
+        secrets = {name: kept.get(name) for name in DEMO_KEYS}
+        team_id = int(kept.get("team_id") or 0)
+        if not any(_usable(engine, secret) for secret in (*secrets.values(), kept.get("key"))):
             with engine.begin() as connection:
                 team, admin = create_team(connection, "demo", now)
-                new = create_key(connection, team.id, "demo ingest", ("ingest", "read"), now)
-            demo = DemoKeys(team.id, new.secret, admin.secret, ["ingest", "admin"])
-        if not _usable(engine, demo.admin_key):  # kept from before admin keys were kept
-            with engine.begin() as connection:
-                admin = create_key(connection, demo.team_id, "demo admin", SCOPES, now)
-            demo.admin_key = admin.secret
-            demo.made_now.append("admin")
-        if demo.made_now:
+            team_id, secrets["admin_key"] = team.id, admin.secret
+            made.append("admin_key")
+        for name, (scopes, label, _) in DEMO_KEYS.items():
+            if not _usable(engine, secrets[name]):
+                with engine.begin() as connection:
+                    secrets[name] = create_key(connection, team_id, label, scopes, now).secret
+                made.append(name)
+        demo = DemoKeys(
+            team_id,
+            str(secrets["ingest_key"]),
+            str(secrets["read_key"]),
+            str(secrets["admin_key"]),
+            made,
+        )
+        if made:
             local.mkdir(parents=True, exist_ok=True)
-            kept = {"team_id": demo.team_id, "key": demo.key, "admin_key": demo.admin_key}
-            stored.write_text(json.dumps(kept))
+            stored.write_text(json.dumps({"team_id": demo.team_id, **secrets}))
             stored.chmod(0o600)
         return demo
     finally:
@@ -239,7 +260,7 @@ def wait_ready(url: str, children: list[Child], seconds: float = 30) -> None:
 
 
 def banner(base: str, env: dict[str, str], demo: DemoKeys, local: Path) -> str:
-    basic = base64.b64encode(f"{demo.key}:".encode()).decode()
+    basic = base64.b64encode(f"{demo.ingest_key}:".encode()).decode()
     event = json.dumps(
         {
             "type": "track",
@@ -254,7 +275,7 @@ def banner(base: str, env: dict[str, str], demo: DemoKeys, local: Path) -> str:
         f"{shlex.quote(str(Path(sys.executable).parent / 'flask'))} --app app"
     )
     kept = local / "demo.json"
-    if "admin" in demo.made_now:
+    if "admin_key" in demo.made_now:
         admin = f"The demo team's admin key (shown this once; kept in {kept}):\n\n  {demo.admin_key}"
         bearer = demo.admin_key
     else:
@@ -263,22 +284,27 @@ def banner(base: str, env: dict[str, str], demo: DemoKeys, local: Path) -> str:
     return f"""
 Ready: web on {base}, fold worker running, supervised. Ctrl-C stops everything.
 
-  Postgres  {env['DATABASE_URL']}
-  Redis     {env['REDIS_URL']}
+  Postgres  {env["DATABASE_URL"]}
+  Redis     {env["REDIS_URL"]}
 
 Run flask commands against this stack (e.g. `teams create NAME`, `keys list --team ID`):
 
   {flask} teams create my-team
 
-Post an event (the demo team's key, sent the way Segment sends it):
+The demo team's keys (kept in {kept}):
+
+  ingest-only  {demo.ingest_key}  {DEMO_KEYS["ingest_key"][2]}
+  read         {demo.read_key}  {DEMO_KEYS["read_key"][2]}
+
+Post an event with the ingest-only key, sent the way Segment sends it:
 
   curl -sS -X POST {base}/v1/segment \\
     -H 'Authorization: Basic {basic}' -H 'Content-Type: application/json' \\
     -d '{event}'
 
-Then read the customer it made:
+Then read the customer it made with the read key (or sign in to {base}/console with it):
 
-  curl -sS '{base}/api/v1/customers/lookup?user_id=user-1' -H 'Authorization: Bearer {demo.key}'
+  curl -sS '{base}/api/v1/customers/lookup?user_id=user-1' -H 'Authorization: Bearer {demo.read_key}'
 
 {admin}
 

@@ -84,12 +84,13 @@ class Rejection:
     error: EventRejected
 
     def as_answer(self) -> dict[str, Any]:
-        """`{index, messageId, errors, message}` (SPEC §2)."""
+        """`{index, messageId, errors, message, status}` (SPEC §2); `status`: the event's alone."""
         return {
             "index": self.index,
             "messageId": self.message_id,
             "errors": self.error.errors or {"_event": [self.error.message]},
             "message": self.error.message,
+            "status": self.error.status,
         }
 
 

@@ -214,7 +214,7 @@ def test_utf8_byte_order_mark_is_accepted(client: FlaskClient, team: TeamKeys) -
     assert send(client, team, b"\xef\xbb\xbf" + encoded(track("m1"))).status_code == 200
 
 
-@pytest.mark.parametrize("body", [[], [track("m1")], "track", 42, None, True])
+@pytest.mark.parametrize("body", ["track", 42, None, True])
 def test_body_that_is_not_an_object_is_400(client: FlaskClient, team: TeamKeys, body: Any) -> None:
     response = send(client, team, encoded(body))
     assert response.status_code == 400

@@ -18,12 +18,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from devstack.embedded import free_port
-from devstack.serve import Child, exit_status, supervise
+from devstack.serve import Child, demo_keys, exit_status, supervise
+from store.apikeys import KeyCache, create_key, create_team
 from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +44,10 @@ def wait_for(path: Path, pattern: str, timeout: float = 60) -> re.Match[str]:
         time.sleep(0.1)
 
 
-def call(url: str, key: str, body: dict[str, object] | None = None) -> tuple[int, object]:
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+def call(
+    url: str, key: str, body: dict[str, object] | None = None, more: dict[str, str] | None = None
+) -> tuple[int, object]:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **(more or {})}
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
@@ -83,7 +88,10 @@ def test_a_dead_worker_is_reported_and_started_again(
     text = output.read_text()
     assert os.environ["DATABASE_URL"] in text and os.environ["REDIS_URL"] in text
     demo = json.loads((tmp_path / "local" / "demo.json").read_text())
-    assert demo["admin_key"] in text  # shown on the first run, kept beside the ingest key
+    assert demo["admin_key"] in text  # shown on the first run, kept beside the other keys
+    # The ingest-only key (for Segment and browsers) and the read key, each with its use.
+    assert re.search(rf"ingest-only +{demo['ingest_key']} +Segment, SDKs and browsers", text)
+    assert re.search(rf"read +{demo['read_key']} +the console and the read API", text)
 
     worker_pid = int(wait_for(output, r"fold worker started \(pid (\d+)\)").group(1))
     os.kill(worker_pid, signal.SIGKILL)
@@ -93,10 +101,13 @@ def test_a_dead_worker_is_reported_and_started_again(
 
     # The restarted worker folds: an event posted now reaches its customer.
     event: dict[str, object] = {"type": "identify", "userId": "serve-user", "messageId": f"s-{time.time()}"}
-    status, _ = call(f"{base}/v1/identify", demo["key"], event)
-    assert status == 200
+    status, _ = call(f"{base}/v1/identify", demo["ingest_key"], event, {"Origin": "https://shop.example"})
+    assert status == 200  # the ingest-only key is taken from a browser
+    assert call(f"{base}/v1/identify", demo["read_key"], event)[0] == 403  # it cannot ingest
+    assert call(f"{base}/api/v1/me", demo["ingest_key"])[0] == 200
+    assert call(f"{base}/api/v1/customers/lookup?user_id=x", demo["ingest_key"])[0] == 403  # nor read
     deadline = time.monotonic() + 30
-    while call(f"{base}/api/v1/customers/lookup?user_id=serve-user", demo["key"])[0] != 200:
+    while call(f"{base}/api/v1/customers/lookup?user_id=serve-user", demo["read_key"])[0] != 200:
         assert time.monotonic() < deadline, "the restarted worker never folded the event"
         time.sleep(0.2)
     assert call(f"{base}/api/v1/keys", demo["admin_key"])[0] == 200
@@ -134,3 +145,30 @@ def test_a_child_that_keeps_dying_ends_the_run_non_zero_naming_it(capsys: pytest
 def test_exit_status_in_words() -> None:
     assert exit_status(-9) == "killed by SIGKILL"
     assert exit_status(0) == "exit status 0"
+
+
+def test_a_demo_json_from_before_the_split_gets_an_ingest_only_and_a_read_key(
+    settings: Settings, tmp_path: Path, engine: Engine
+) -> None:
+    """The team is kept; its old ingest+read key is left, and the split keys are made."""
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        team, admin = create_team(connection, "demo", now)
+        old = create_key(connection, team.id, "demo ingest", ("ingest", "read"), now)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "demo.json").write_text(json.dumps({"team_id": team.id, "key": old.secret}))
+    demo = demo_keys(settings, local)
+    assert demo.team_id == team.id and demo.made_now == ["ingest_key", "read_key", "admin_key"]
+    kept = json.loads((local / "demo.json").read_text())
+    assert (kept["ingest_key"], kept["read_key"], kept["admin_key"]) == (
+        demo.ingest_key,
+        demo.read_key,
+        demo.admin_key,
+    )
+    cache = KeyCache(engine)
+    scopes = {name: cache.lookup(kept[name]).scopes for name in ("ingest_key", "read_key")}  # type: ignore[union-attr]
+    assert scopes == {"ingest_key": {"ingest"}, "read_key": {"read"}}
+    again = demo_keys(settings, local)
+    assert again.made_now == [] and again.ingest_key == demo.ingest_key
+    assert admin.secret != demo.admin_key  # the team's first admin key was never kept: a new one
