@@ -8,7 +8,8 @@ driven by its chromedriver, as tests/app/test_console_browser.py does) opens it 
 from `protocol`). In each delivery mode of analytics.js (standard, standard with
 `keepalive`, and `batching`, which posts to /v1/b), the page calls page, identify, track,
 group and alias: each lands once, in call order, and the browser logs no error, CORS
-included. Each mode uses its own team's ingest-only key, as a website must.
+included. Each mode uses its own team's ingest-only key, as a website must. The page
+sample of docs/segment-destination.md runs the same way, its placeholders filled in.
 
 The package comes from tests/browser/package-lock.json (`npm ci` in tests/browser; CI runs
 it): nothing is downloaded at test time. Without it the test fails saying so. Skipped,
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,8 @@ BUNDLE = PACKAGE / "node_modules" / "@segment" / "analytics-next" / "dist" / "um
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CALLS = ["page", "identify", "track", "group", "alias"]
+DOC = ROOT / "docs" / "segment-destination.md"
+CDN_SCRIPT = "https://cdn.jsdelivr.net/npm/@segment/analytics-next@1.84.3/dist/umd/index.js"
 MODES = ["standard", "keepalive", "batching"]
 
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
@@ -62,13 +67,21 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 
 
+@dataclass(frozen=True)
+class Shop:
+    """The shop's origin and the folder it serves."""
+
+    url: str
+    folder: Path
+
+
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
         pass
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """The shop's origin: the page and analytics.js's bundle, on a port of their own."""
     if not (BUNDLE / "index.js").exists():
         pytest.fail(
@@ -85,7 +98,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Shop(f"http://127.0.0.1:{port}", site)
     finally:
         server.shutdown()
         server.server_close()
@@ -149,13 +162,13 @@ def wait_for(what: str, condition: Any, seconds: float = 60) -> Any:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_analytics_js_on_another_origin_lands_every_call_once_in_order(
-    mode: str, shop: str, served: GunicornServer, browser: WebDriver, engine: Engine
+    mode: str, shop: Shop, served: GunicornServer, browser: WebDriver, engine: Engine
 ) -> None:
     team = make_team(engine, f"browser {mode}")
     user = f"browser-{mode}-{time.time_ns()}"
     browser.get_log("browser")  # type: ignore[attr-defined]  # drop what an earlier mode logged
     host = served.url.removeprefix("http://")
-    browser.get(f"{shop}/index.html?mode={mode}&apiHost={host}/v1&key={team.ingest}&user={user}")
+    browser.get(f"{shop.url}/index.html?mode={mode}&apiHost={host}/v1&key={team.ingest}&user={user}")
 
     wait_for("the page's calls to resolve", lambda: browser.execute_script("return window.__done === true"))
     page: dict[str, Any] = browser.execute_script(
@@ -179,7 +192,7 @@ def test_analytics_js_on_another_origin_lands_every_call_once_in_order(
     assert alias["previousId"] == user and alias["userId"], (
         alias
     )  # what analytics.js makes of alias(to, from)
-    assert rows[0].raw["context"]["page"]["url"].startswith(shop)
+    assert rows[0].raw["context"]["page"]["url"].startswith(shop.url)
 
     # Nothing refused, nothing retried: no error, CORS or other, in the browser's console.
     logged = browser.get_log("browser")  # type: ignore[attr-defined]
@@ -192,3 +205,36 @@ def test_analytics_js_on_another_origin_lands_every_call_once_in_order(
         )
         == []
     )
+
+
+def test_the_docs_page_sample_lands_its_calls(
+    shop: Shop, served: GunicornServer, browser: WebDriver, engine: Engine
+) -> None:
+    """docs/segment-destination.md's analytics.js page, with an ingest key and our host put in."""
+    team = make_team(engine, "browser doc sample")
+    [sample] = re.findall(r"^```html\n(.*?)^```$", DOC.read_text(), flags=re.S | re.M)
+    assert CDN_SCRIPT in sample, "the doc's page sample loads another analytics.js: update CDN_SCRIPT"
+    filled = (
+        sample.replace(CDN_SCRIPT, "/analytics-next/bundles/index.js")  # served here: nothing downloaded
+        .replace('protocol: "https"', 'protocol: "http"')
+        .replace("YOUR_INGEST_KEY", team.ingest)
+        .replace("YOUR-DESTINATION-HOST/v1", served.url.removeprefix("http://") + "/v1")
+    )
+    page = f"doc-sample-{team.id}.html"
+    (shop.folder / page).write_text(
+        f'<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,">{filled}'
+    )
+    browser.get_log("browser")  # type: ignore[attr-defined]
+    browser.get(f"{shop.url}/{page}")
+    rows = wait_for("3 stored events", lambda: len(stored(engine, team.id)) >= 3 and stored(engine, team.id))
+    # The sample does not wait for one call before the next: they land in any order (the
+    # timeline orders them by event time).
+    assert sorted((row.type, row.raw.get("event") or row.raw.get("name") or "") for row in rows) == [
+        ("identify", ""),
+        ("page", "Pricing"),
+        ("track", "Signed Up"),
+    ]
+    [identify] = [row.raw for row in rows if row.type == "identify"]
+    assert identify["userId"] == "u-browser" and identify["traits"]["email"] == "ada@example.com"
+    logged = browser.get_log("browser")  # type: ignore[attr-defined]
+    assert not [entry["message"] for entry in logged if entry["level"] in ("SEVERE", "WARNING")], logged

@@ -18,6 +18,7 @@ How the doc is read (its source comment says the same, for its authors):
 - ```js blocks are compared call by call with the ```python block after them.
 - The Delete ```json block is posted as written, with its times set to now.
 - ```bash blocks run in bash; the refusal table's rows are sent and must answer as listed.
+- The ```html block (analytics.js on a website) is run in Chromium by tests/app/test_browser_sdk.py.
 
 Checks that need issue 16's code branch (page fields from `properties`, trait changes,
 companies from identify, `GET /api/v1/me`) are marked xfail until it is merged.
@@ -96,6 +97,7 @@ class Doc:
     steps: list[Step]
     bash: list[str]
     refusals: list[dict[str, str]]
+    html: list[str] = field(default_factory=list)  # run by tests/app/test_browser_sdk.py
 
 
 FENCE = re.compile(r"^\s*```(\w*)\s*$")
@@ -110,6 +112,7 @@ def read_doc(source: str) -> Doc:
     setup: str | None = None
     steps: list[Step] = []
     bash: list[str] = []
+    html: list[str] = []
     heading = ""
     pending_js: str | None = None
     current: Expectation | None = None
@@ -129,6 +132,8 @@ def read_doc(source: str) -> Doc:
             current = None
             if lang == "bash":
                 bash.append(code)
+            elif lang == "html":
+                html.append(code)
             elif lang == "js":
                 pending_js = code
             elif lang == "python" and setup is None:
@@ -156,7 +161,7 @@ def read_doc(source: str) -> Doc:
                 steps[-1].answers.append((path, int(status)))
         index += 1
     assert setup is not None, "the doc has no set-up python block"
-    return Doc(setup, steps, bash, read_refusals(source))
+    return Doc(setup, steps, bash, read_refusals(source), html)
 
 
 def read_refusals(source: str) -> list[dict[str, str]]:
@@ -502,7 +507,7 @@ def bash_block(contains: str) -> str:
     return found[0]
 
 
-BASH_CHECKED = ("flask keys create", '/api/v1/keys"', "/api/v1/me", "/rotate")
+BASH_CHECKED = ("flask keys create", '/api/v1/keys"', "/api/v1/me", "/rotate", '"wh-1"')
 
 
 def test_every_bash_block_is_checked() -> None:
@@ -714,6 +719,9 @@ SENDERS: dict[str, Sender] = {
     ),
     "rate_limited": limited,
     "unsupported_type": lambda s, t, e: post_event(s.url, t.ingest, json.dumps({**TRACK, "type": "Track"})),
+    "browser_key_not_ingest_only": lambda s, t, e: post_event(
+        s.url, t.admin, json.dumps(TRACK), Origin="https://shop.example"
+    ),
 }
 
 
@@ -770,3 +778,29 @@ def test_in_a_batch_invalid_events_are_rejected_and_the_others_stored(server: Se
     assert answer.status_code == 200
     body = answer.json()
     assert (body["accepted"], [r["index"] for r in body["rejected"]]) == (1, [1])
+
+
+# --- Ways to connect -----------------------------------------------------------------------------
+
+
+def test_the_webhook_batch_lands_as_the_doc_says(server: Server, engine: Engine) -> None:
+    """Segment's Webhook destination, batching on: a bare array; the invalid third listed with its status."""
+    team = make_team(engine)
+    answer = run_bash(bash_block('"wh-1"'), server, API_KEY=team.ingest)
+    prose = " ".join(DOC_TEXT.split())
+    assert 'It answers `200` with `"accepted": 2`' in prose and '`"status": 400`' in prose
+    assert (answer["success"], answer["accepted"], answer["duplicates"]) == (True, 2, 0)
+    [rejected] = answer["rejected"]
+    assert (rejected["index"], rejected["messageId"], rejected["status"]) == (2, "wh-3", 400)
+    assert rejected["message"] and "event" in rejected["errors"]
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT message_id FROM events WHERE team_id = :t ORDER BY id"), {"t": team.id}
+        ).scalars()
+        assert list(rows) == ["wh-1", "wh-2"]
+
+
+def test_the_doc_has_one_analytics_js_page_sample() -> None:
+    """Run by tests/app/test_browser_sdk.py, whose page it is, with the placeholders filled in."""
+    [page] = DOC_READ.html
+    assert KEY_PLACEHOLDER in page and '"YOUR-DESTINATION-HOST/v1"' in page
