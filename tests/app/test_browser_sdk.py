@@ -238,3 +238,22 @@ def test_the_docs_page_sample_lands_its_calls(
     assert identify["userId"] == "u-browser" and identify["traits"]["email"] == "ada@example.com"
     logged = browser.get_log("browser")  # type: ignore[attr-defined]
     assert not [entry["message"] for entry in logged if entry["level"] in ("SEVERE", "WARNING")], logged
+
+
+def test_a_key_that_can_read_is_refused_and_the_browser_reads_the_refusal(
+    shop: Shop, served: GunicornServer, browser: WebDriver, engine: Engine
+) -> None:
+    """An admin key in a page: each call is a 403 that analytics.js reads (CORS on errors too),
+    so it drops the event instead of retrying it for ever, and nothing is stored."""
+    team = make_team(engine, "browser admin key")
+    host = served.url.removeprefix("http://")
+    browser.get_log("browser")  # type: ignore[attr-defined]
+    browser.get(f"{shop.url}/index.html?mode=standard&apiHost={host}/v1&key={team.admin}&user=leaky")
+    wait_for("the page's calls to resolve", lambda: browser.execute_script("return window.__done === true"))
+    # failedDelivery is set only for a status the page could read: a CORS failure is a
+    # network error, which analytics.js retries instead.
+    assert browser.execute_script("return window.__failed") == CALLS
+    logged = browser.get_log("browser")  # type: ignore[attr-defined]
+    assert not [entry for entry in logged if "CORS" in entry["message"]], logged
+    assert [entry for entry in logged if "403" in entry["message"]], logged
+    assert stored(engine, team.id) == []
