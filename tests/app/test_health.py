@@ -1,7 +1,7 @@
 """/readyz and /metrics (issue 13): cheap per call, nothing leaked, a token when one is set,
 and fold gauges that say when their source cannot be read instead of vanishing.
 
-"Cheap" is proven by counting the SQL statements the app's engine runs, not by timing.
+"Cheap" is proven by counting the SQL statements the app's health engine runs, not by timing.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ def make_app(settings: Settings) -> Iterator[Callable[..., Flask]]:
 
     yield build
     for app in made:
-        app.extensions["timeline"].engine.dispose()
+        app.extensions["timeline"].dispose()
 
 
 def statements(app: Flask) -> list[str]:
-    """Every SQL statement the app's engine runs from now on."""
+    """Every SQL statement the app's health engine (/readyz, /metrics) runs from now on."""
     seen: list[str] = []
     event.listen(
-        app.extensions["timeline"].engine,
+        app.extensions["timeline"].health,
         "before_cursor_execute",
         lambda conn, cursor, statement, *rest: seen.append(statement),
     )
