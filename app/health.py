@@ -7,7 +7,7 @@ METRICS_TOKEN is set, and its fold figures are read at most every
 METRICS_REFRESH_SECONDS (app/metrics.py). docs/operations.md has the settings.
 
 Both read Postgres through the health engine (`resources().health`, two connections of
-their own with a 2 s statement bound): busy read or write pools do not make readiness
+their own, `DB_HEALTH_TIMEOUT_MS` a statement): busy read or write pools do not make readiness
 say Postgres is down (docs/serving.md, "Postgres budgets").
 """
 

@@ -83,6 +83,21 @@ def test_readyz_is_cheap_when_called_in_a_loop(make_app: Callable[..., Flask]) -
     assert len(seen) <= 5  # a check a second at most, and migrations read once
 
 
+def test_readyz_says_postgres_ok_while_every_pool_the_routes_use_is_busy(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(db_pool_size=1, db_read_pool_size=1)
+    resources = app.extensions["timeline"]
+    held = [resources.engine.connect(), resources.engine.connect(), resources.reads.connect()]
+    try:  # the write pool (1 + 1 overflow) and the read pool (1) are all checked out
+        response = app.test_client().get("/readyz")
+    finally:
+        for connection in held:
+            connection.close()
+    assert response.status_code == 200
+    assert response.get_json()["checks"]["postgres"] == "ok"
+
+
 def test_readyz_names_no_error_class_host_or_secret_when_down(
     make_app: Callable[..., Flask], settings: Settings
 ) -> None:
