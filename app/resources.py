@@ -4,7 +4,8 @@ Views and helpers read configuration from `resources().settings`, never the envi
 Postgres is three budgets (docs/serving.md, "Postgres budgets"): `engine` for ingest,
 keys and admin; `reads` for the agents' reads (its own pool, a per-team bound on
 expensive reads, and its statements cancelled when their client goes); `health` for
-`/readyz` and `/metrics`.
+`/readyz` and `/metrics`. `imports` is the import command's (`flask events import`): no
+statement bound, since its COPY stays open while it reads its source, however slow.
 """
 
 from __future__ import annotations
@@ -116,12 +117,13 @@ class Resources:
     engine: Engine
     reads: Reads
     health: Engine
+    imports: Engine
     redis: Redis
     keys: KeyCache
 
     def dispose(self) -> None:
-        """Close every Postgres connection of the app's three budgets."""
-        for engine in (self.engine, self.reads.engine, self.health):
+        """Close every Postgres connection of the app's engines."""
+        for engine in (self.engine, self.reads.engine, self.health, self.imports):
             engine.dispose()
 
 
@@ -136,6 +138,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         engine=engine,
         reads=reads,
         health=make_health_engine(settings),
+        imports=make_engine(settings, pool_size=1, name="timeline-import"),  # connects on first use
         redis=make_redis(settings),
         keys=KeyCache(engine, ttl=settings.key_cache_ttl_seconds),
     )
