@@ -84,7 +84,10 @@ def client_closed(client_fd: int) -> bool:
     A peek on the raw descriptor: nothing is consumed, and the socket's blocking mode and
     gevent's own wrapper are left as they are.
     """
-    peek = _socket.socket(fileno=client_fd)
+    try:
+        peek = _socket.socket(fileno=client_fd)
+    except OSError:
+        return True  # the descriptor is no longer a socket: its client is gone
     try:
         return peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
