@@ -110,7 +110,7 @@ def _read_live(
     live_customer_id, args)`."""
     key = authenticate("read")
     args = load_query(args_schema)
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(key.team_id) as connection:
         live = _live_customer(connection, key.team_id, customer_id)
         if isinstance(live, Response):
             return live
@@ -173,7 +173,7 @@ def search() -> Response:
     key = authenticate("read")
     args = load_query(_search_args)
     cursor = args.get("cursor")
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(key.team_id) as connection:
         customers, next_position = search_customers(
             connection,
             key.team_id,
@@ -217,7 +217,7 @@ def lookup() -> Response:
     key = authenticate("read")
     args = load_query(_lookup_args)
     (param, value), *_ = args.items()
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(key.team_id) as connection:
         customer_id = lookup_customer(connection, key.team_id, _LOOKUP_KINDS[param], value)
         found = read_profile(connection, key.team_id, customer_id) if customer_id else None
     # lookup_customer answers live customers; one merged meanwhile is not found, as before.
@@ -254,8 +254,8 @@ def profile(customer_id: str) -> Response:
         503: Unavailable
     """
     key = authenticate("read")
-    engine = resources().engine
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    engine = resources().reads
+    with engine.connect(key.team_id).execution_options(isolation_level="AUTOCOMMIT") as connection:
         found = read_profile(connection, key.team_id, customer_ref(connection, key.team_id, customer_id))
     if found is None:
         raise not_found()
@@ -314,11 +314,11 @@ def feed(customer_id: str) -> Response:
         since=args.get("since"),
         until=args.get("until"),
     )
-    engine = resources().engine
+    engine = resources().reads
     # An unfiltered page is one statement (customer, items, cursor): no transaction. A
     # filtered one may add the probe, which must see the page's snapshot.
     isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
-    with engine.connect().execution_options(isolation_level=isolation) as connection:
+    with engine.connect(key.team_id).execution_options(isolation_level=isolation) as connection:
         page = read_feed_page(
             connection,
             key.team_id,

@@ -56,7 +56,7 @@ def group(group_id: str) -> Response:
     if "\x00" in group_id or len(group_id) > MAX_QUERY_TEXT:
         raise not_found("group")  # no stored groupId looks like this
     cursor = args.get("cursor")
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(key.team_id) as connection:
         found = load_group(
             connection,
             key.team_id,

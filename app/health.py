@@ -5,6 +5,10 @@
 is open to whoever can reach the port. `/metrics` wants a bearer token when
 METRICS_TOKEN is set, and its fold figures are read at most every
 METRICS_REFRESH_SECONDS (app/metrics.py). docs/operations.md has the settings.
+
+Both read Postgres through the health engine (`resources().health`, two connections of
+their own, `DB_HEALTH_TIMEOUT_MS` a statement): busy read or write pools do not make readiness
+say Postgres is down (docs/serving.md, "Postgres budgets").
 """
 
 from __future__ import annotations
@@ -56,11 +60,11 @@ class Readiness:
     def _check(self, res: Resources) -> dict[str, str]:
         checks: dict[str, str] = {}
         try:
-            with res.engine.connect() as connection:
+            with res.health.connect() as connection:
                 connection.execute(text("SELECT 1"))
             checks["postgres"] = "ok"
             if not self._migrations_current:
-                self._migrations_current = is_current(res.engine)
+                self._migrations_current = is_current(res.health)
             checks["migrations"] = "ok" if self._migrations_current else "behind"
         except Exception:
             checks["postgres"] = "unavailable"
@@ -88,8 +92,7 @@ def read_fold_figures(res: Resources) -> metrics.FoldFigures:
     depth: int | None = None
     set_aside: int | None = None
     try:
-        with res.engine.begin() as connection:
-            connection.execute(text("SET LOCAL statement_timeout = '2s'"))
+        with res.health.begin() as connection:
             count, oldest = connection.execute(
                 text(
                     "SELECT count(*), EXTRACT(EPOCH FROM now() - min(received_at)) "

@@ -171,7 +171,7 @@ def events_import(team_id: int, report_path: Path | None, batch_events: int, pat
 
         try:
             progress = run_import(
-                res.engine,
+                res.imports,
                 team_id,
                 sources,
                 report,

@@ -68,7 +68,7 @@ def rejections() -> Response:
     where = RejectionFilter(
         code=args.get("code"), source=args.get("source"), since=args.get("since"), until=args.get("until")
     )
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(key.team_id) as connection:
         page, next_id = list_rejections(connection, key.team_id, where, args["limit"], args.get("cursor"))
     next_cursor = encode_rejection_cursor(next_id) if next_id is not None else None
     return jsonify(_list.dump({"data": page, "next_cursor": next_cursor}))
@@ -106,7 +106,7 @@ def summary() -> Response:
     """
     key = authenticate("read")
     edges.load_query(_summary_args)
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(key.team_id) as connection:
         found = summarize_ingest(connection, key.team_id, datetime.now(UTC))
     return jsonify(_summary.dump(found))
 

@@ -54,6 +54,15 @@ class Settings:
     # A web process's database pool, and how long it trusts a cached API key (docs/keys.md).
     db_pool_size: int = 5
     key_cache_ttl_seconds: float = 0.5
+    # Postgres budgets of a web process (docs/serving.md, "Postgres budgets"): reads have a
+    # pool of their own and a short wait for it; each kind of statement has a time bound in
+    # milliseconds; at most `expensive_reads_per_team` expensive reads per team per process.
+    db_read_pool_size: int = 4
+    db_read_pool_wait_seconds: float = 0.5
+    db_read_timeout_ms: int = 5000
+    db_write_timeout_ms: int = 15000
+    db_health_timeout_ms: int = 2000
+    expensive_reads_per_team: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,4 +92,10 @@ class Settings:
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             db_pool_size=_whole(env, "DB_POOL_SIZE", 5),
             key_cache_ttl_seconds=float(env.get("KEY_CACHE_TTL", "0.5")),
+            db_read_pool_size=_whole(env, "DB_READ_POOL_SIZE", 4),
+            db_read_pool_wait_seconds=float(env.get("DB_READ_POOL_WAIT", "0.5")),
+            db_read_timeout_ms=_whole(env, "DB_READ_TIMEOUT_MS", 5000),
+            db_write_timeout_ms=_whole(env, "DB_WRITE_TIMEOUT_MS", 15000),
+            db_health_timeout_ms=_whole(env, "DB_HEALTH_TIMEOUT_MS", 2000),
+            expensive_reads_per_team=_whole(env, "EXPENSIVE_READS_PER_TEAM", 2),
         )

@@ -110,7 +110,7 @@ def redis(settings: Settings) -> Redis:
 def app(settings: Settings) -> Iterator[Flask]:
     app = create_app({"TESTING": True, "SETTINGS": settings})
     yield app
-    app.extensions["timeline"].engine.dispose()
+    app.extensions["timeline"].dispose()
 
 
 @pytest.fixture

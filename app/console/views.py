@@ -229,7 +229,7 @@ def home() -> str:
         raise BadRequest(_problem(error)) from None
     query = args["q"].strip()
     cursor = args.get("cursor")
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(g.agent.team_id) as connection:
         customers, position = data.search_customers(
             connection,
             g.agent.team_id,
@@ -300,11 +300,11 @@ def customer(customer_id: str) -> Any:
     """A customer's profile and journey, newest first; `cursor` starts at an older page."""
     wanted = _customer_id(customer_id)
     filters, after, chosen = _feed_query()
-    engine = resources().engine
+    engine = resources().reads
     # As the API reads them: each statement its own snapshot, no transaction, unless a
     # filtered page may need its probe in the page's snapshot (store.customers.read_feed_page).
     isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
-    with engine.connect().execution_options(isolation_level=isolation) as connection:
+    with engine.connect(g.agent.team_id).execution_options(isolation_level=isolation) as connection:
         merged_into, profile = data.load_profile(connection, g.agent.team_id, wanted)
         timeline = None
         if profile is not None:
@@ -332,9 +332,9 @@ def timeline(customer_id: str) -> Any:
     """The next older page of the timeline as HTML items, for the page's "Older" button."""
     wanted = _customer_id(customer_id)
     filters, after, chosen = _feed_query()
-    engine = resources().engine
+    engine = resources().reads
     isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
-    with engine.connect().execution_options(isolation_level=isolation) as connection:
+    with engine.connect(g.agent.team_id).execution_options(isolation_level=isolation) as connection:
         found = data.load_timeline(
             connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
         )
@@ -381,7 +381,7 @@ def lookup() -> Any:
     value = value.strip() if kind == "email" else value
     if len(value) > 320 or "\x00" in value:
         return _not_found("customer", f"{label} {value[:320]}")
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(g.agent.team_id) as connection:
         customer_id = data.lookup_customer(connection, g.agent.team_id, kind, value)
     if customer_id is None:
         return _not_found("customer", f"{label} {value}")
@@ -404,7 +404,7 @@ def group(group_id: str) -> Any:
     if "\x00" in group_id or len(group_id) > 255:
         return _not_found("group", f"group {group_id[:255]}")
     cursor = args.get("cursor")
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(g.agent.team_id) as connection:
         found = data.load_group(
             connection,
             g.agent.team_id,

@@ -152,4 +152,4 @@ def test_metrics_count_the_set_aside_events(settings: Settings, engine: Engine, 
     before = gauge(client)
     set_aside_in(engine, team, 2)
     assert gauge(client) == before + 2
-    app.extensions["timeline"].engine.dispose()
+    app.extensions["timeline"].dispose()

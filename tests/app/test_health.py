@@ -1,7 +1,7 @@
 """/readyz and /metrics (issue 13): cheap per call, nothing leaked, a token when one is set,
 and fold gauges that say when their source cannot be read instead of vanishing.
 
-"Cheap" is proven by counting the SQL statements the app's engine runs, not by timing.
+"Cheap" is proven by counting the SQL statements the app's health engine runs, not by timing.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ def make_app(settings: Settings) -> Iterator[Callable[..., Flask]]:
 
     yield build
     for app in made:
-        app.extensions["timeline"].engine.dispose()
+        app.extensions["timeline"].dispose()
 
 
 def statements(app: Flask) -> list[str]:
-    """Every SQL statement the app's engine runs from now on."""
+    """Every SQL statement the app's health engine (/readyz, /metrics) runs from now on."""
     seen: list[str] = []
     event.listen(
-        app.extensions["timeline"].engine,
+        app.extensions["timeline"].health,
         "before_cursor_execute",
         lambda conn, cursor, statement, *rest: seen.append(statement),
     )
@@ -81,6 +81,21 @@ def test_readyz_is_cheap_when_called_in_a_loop(make_app: Callable[..., Flask]) -
     for _ in range(50):
         assert client.get("/readyz").status_code == 200
     assert len(seen) <= 5  # a check a second at most, and migrations read once
+
+
+def test_readyz_says_postgres_ok_while_every_pool_the_routes_use_is_busy(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(db_pool_size=1, db_read_pool_size=1)
+    resources = app.extensions["timeline"]
+    held = [resources.engine.connect(), resources.engine.connect(), resources.reads.connect()]
+    try:  # the write pool (1 + 1 overflow) and the read pool (1) are all checked out
+        response = app.test_client().get("/readyz")
+    finally:
+        for connection in held:
+            connection.close()
+    assert response.status_code == 200
+    assert response.get_json()["checks"]["postgres"] == "ok"
 
 
 def test_readyz_names_no_error_class_host_or_secret_when_down(

@@ -44,7 +44,7 @@ def make_app(settings: Settings) -> Iterator[AppFactory]:
 
     yield build
     for app in built:
-        app.extensions["timeline"].engine.dispose()
+        app.extensions["timeline"].dispose()
         app.extensions["timeline"].redis.close()
 
 

@@ -559,7 +559,7 @@ def test_the_acting_key_is_checked_in_postgres_not_in_the_cache(
         assert "minted" not in {k["name"] for k in keys.values()}
         assert keys[first]["status"] == "active"
     finally:
-        slow_cache.extensions["timeline"].engine.dispose()
+        slow_cache.extensions["timeline"].dispose()
 
 
 def _arabic_indic(number: str) -> str:

@@ -31,7 +31,7 @@ def limited_app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
     yield build
     for app in made:
-        app.extensions["timeline"].engine.dispose()
+        app.extensions["timeline"].dispose()
 
 
 def events(count: int, tag: str) -> list[dict[str, Any]]:

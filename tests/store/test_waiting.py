@@ -75,3 +75,62 @@ def test_outside_gevent_nothing_is_installed() -> None:
     from store.waiting import install
 
     assert install() is False
+
+
+WATCH_SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey
+    monkey.patch_all()
+    import json, socket, sys
+    import gevent, psycopg
+    from store.waiting import install, unwatch_client, watch_client
+
+    url = sys.argv[1]
+    install()
+
+    def read(client_fd, leave):
+        # A read's statement, watched for a client: `leave` closes the client's far end.
+        with psycopg.connect(url, autocommit=True) as connection:
+            watch = watch_client(client_fd)
+            watch.add(connection)
+            gevent.spawn_later(0.2, leave)
+            try:
+                connection.execute("SELECT pg_sleep(30)")
+                outcome = "finished"
+            except psycopg.errors.QueryCanceled:
+                outcome = "cancelled"
+            unwatch_client()
+            return outcome, watch.gone, watch.talking
+
+    gone_near, gone_far = socket.socketpair()
+    talk_near, talk_far = socket.socketpair()
+
+    def cancel_from_outside():
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+            )
+
+    def talk():
+        talk_far.sendall(b"GET / HTTP/1.1")  # bytes, not EOF: the watch stops, nothing is cancelled
+        gevent.spawn_later(0.3, cancel_from_outside)
+
+    left = gevent.spawn(read, gone_near.fileno(), gone_far.close)
+    talking = gevent.spawn(read, talk_near.fileno(), talk)
+    gevent.joinall([left, talking], timeout=20)
+    print(json.dumps({"left": left.value, "talking": talking.value}))
+    """
+)
+
+
+def test_a_watched_statement_is_cancelled_when_its_client_closes_and_only_then(database_url: str) -> None:
+    libpq_url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    done = subprocess.run(
+        [sys.executable, "-c", WATCH_SCRIPT, libpq_url], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["left"] == ["cancelled", True, False]  # EOF: cancelled in Postgres by the wait
+    # Bytes from a client that stays are not a leaving: the wait stops watching it, and the
+    # statement ran on until the test cancelled it from outside.
+    assert outcome["talking"] == ["cancelled", False, True]
