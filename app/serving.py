@@ -120,7 +120,7 @@ class DeadlineSocket:
 
     def begin_idle(self) -> None:
         self.phase, self.deadline, self.request = _IDLE, time.monotonic() + self.keepalive, None
-        if self.slots is not None:
+        if self.slots is not None and not self.closed_idle:
             self.slots.idle[self] = None  # the newest idle one: closed last
 
     def close_idle(self) -> None:
@@ -133,6 +133,8 @@ class DeadlineSocket:
 
     def begin_body(self, request: Any) -> None:
         self.phase, self.deadline, self.request = _BODY, time.monotonic() + REQUEST_BODY_SECONDS, request
+        if self.slots is not None:  # a pipelined request's head came from the buffer, not recv
+            self.slots.idle.pop(self, None)
 
     @property
     def head_started(self) -> bool:

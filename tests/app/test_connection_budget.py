@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from app.serving import ConnectionSlots, DeadlineSocket
 from store.settings import Settings
 from tests.servers import GunicornServer as Server
 from tests.servers import assert_envelope, connect, exchange, read_answer
@@ -120,3 +121,32 @@ def test_with_every_slot_busy_a_new_connection_gets_a_json_503_with_retry_after(
         assert time.monotonic() < deadline, "slots still full after the busy connections closed"
         time.sleep(0.1)
     assert answer is not None and answer.status == 200
+
+
+def test_each_connection_holds_one_slot_until_it_ends_or_is_closed_as_idle() -> None:
+    slots = ConnectionSlots(4)  # past 3 open, a new connection closes the oldest idle one
+    pairs = [socket.socketpair() for _ in range(6)]
+    try:
+        opened = []
+        for ours, _ in pairs[:3]:
+            assert slots.admit()
+            opened.append(DeadlineSocket(ours, 30.0, slots))
+        opened[0].begin_body(None)  # the oldest is in a request: never closed to make room
+        assert slots.admit()  # the 4th closes the oldest idle one, the 2nd
+        opened.append(DeadlineSocket(pairs[3][0], 30.0, slots))
+        assert opened[1].closed_idle and opened[1].recv(1) == b""
+        assert pairs[1][1].recv(1) == b""  # the client sees the close
+        assert not opened[0].closed_idle and not opened[2].closed_idle
+        opened[1].begin_idle()  # what its greenlet does on its way out: no slot taken again
+        for index in (2, 3):  # requests start on the other connections: no idle one left
+            pairs[index][1].send(b"G")
+            assert opened[index].recv(1) == b"G"
+        assert slots.admit()  # 3 open of 4: a slot, though none could be closed
+        assert not slots.admit() and slots.refused == 1  # 4 open, all busy: refused
+        for conn in opened:
+            slots.release(conn)
+        assert slots.open == 1 and not slots.idle  # only the one admitted without a socket here
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
