@@ -32,6 +32,7 @@ def small_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     env: dict[str, str | None] = {
         "WEB_CONCURRENCY": "1",
         "GUNICORN_WORKER_CONNECTIONS": str(SLOTS),
+        "REQUEST_HEAD_SECONDS": "60",  # a busy connection stays busy for the whole test
         "GUNICORN_WORKER_CLASS": None,  # the configured default, as in production
     }
     with Server(tmp_path_factory.mktemp("small-slots"), env) as server:

@@ -151,7 +151,7 @@ def test_a_flood_of_refused_events_is_answered_429_and_counted_in_the_debugger(
 def test_refused_events_in_a_stored_batch_are_charged_as_well_as_the_stored_ones(
     limited_app: Callable[..., Flask], team: TeamKeys
 ) -> None:
-    client = limited_app(ingest_rate_limit=10.0, ingest_rate_burst=100.0).test_client()
+    client = limited_app(ingest_rate_limit=0.05, ingest_rate_burst=100.0).test_client()  # a token per 20 s
     mixed = events(10, "good") + refused_events(90)
     answer = client.post("/v1/batch", json={"batch": mixed}, headers=team.basic(team.ingest))
     assert answer.status_code == 200 and answer.get_json()["accepted"] == 10
@@ -183,7 +183,7 @@ def test_accepted_and_refused_bytes_are_both_charged(
 
 
 def test_a_team_has_a_budget_of_requests_on_ingest(limited_app: Callable[..., Flask], team: TeamKeys) -> None:
-    client = limited_app(ingest_request_limit=1.0, ingest_request_burst=3.0).test_client()
+    client = limited_app(ingest_request_limit=0.05, ingest_request_burst=3.0).test_client()
     statuses = [
         client.post("/v1/track", json=event, headers=team.basic(team.ingest)).status_code
         for event in events(4, "r")
