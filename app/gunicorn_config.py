@@ -17,7 +17,11 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "app.serving.FrontDoorWorker")
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))  # gthread only
-worker_connections = 1000  # open connections per worker (greenlets); past it, accepts wait
+# Connection slots per worker (greenlets; docs/serving.md has the measured memory per idle
+# connection). Past 90% of them each new connection closes the oldest idle one; with every
+# slot busy in a request, a new connection gets a JSON 503 with Retry-After (app/serving.py).
+# Lowered to what the process's file descriptor limit allows.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))
 # Idle kept-alive connections are closed after this many seconds (docs/serving.md); a
 # proxy in front should close its idle upstream connections sooner than this.
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "30"))

@@ -36,6 +36,7 @@ from app.resources import Resources
 from app.waker import Waker
 from schemas.batch import MAX_BATCH_EVENTS, PreparedBatch, Scan, body_write_key, prepare_batch
 from schemas.segment import EventRejected
+from store.apikeys import AuthenticatedKey
 from store.events import store_events
 from store.fold_queue import request_fold
 
@@ -111,6 +112,9 @@ def ingest(lane: Lane, route: Route, environ: dict[str, Any]) -> Answer:
     except ApiError as error:
         metrics.request_rejected(error.code)
         ingest_ledger.request_refused(lane.ledger, notes, error)
+        refused_content = 400 <= error.status < 500 and error.status != 429
+        if notes.team_id is not None and refused_content and not notes.events_refused:
+            lane.limits.charge_refused(notes.team_id, 1)  # a body refused whole costs an event
         raise
 
 
@@ -124,13 +128,15 @@ def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ingest_led
     raw = read_raw_body(environ)
     header_key = credentials_in(environ.get("HTTP_AUTHORIZATION", ""))
     key = check_key(keys, header_key, "ingest") if header_key else None
-    ingest_ledger.begin(notes, key, raw)  # the team's debugger keeps what is refused from here on
+    _begin(lane, notes, key, raw, len(raw))
     data = decode_content(environ, raw)
+    if key is not None and len(data) > len(raw):
+        lane.limits.charge_bytes(key.team_id, len(data) - len(raw))  # an inflated body pays its size
     scan = Scan.of_bytes(data)
     body = parse_json(data, scan)
     if key is None:
         key = check_key(keys, body_write_key(body), "ingest")
-        ingest_ledger.begin(notes, key, raw)
+        _begin(lane, notes, key, raw, max(len(raw), len(data)))
     check_browser_key(key, environ.get("HTTP_ORIGIN"))
     batch = _prepared(lane, notes, route, body, received_at, scan)
     try:
@@ -157,6 +163,16 @@ def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ingest_led
     return 200, [("Content-Type", "application/json"), ("Content-Length", str(len(encoded)))], encoded
 
 
+def _begin(
+    lane: Lane, notes: ingest_ledger.RequestNotes, key: AuthenticatedKey | None, raw: bytes, size: int
+) -> None:
+    """The team is known: the debugger keeps what is refused from here on, and the team's
+    ingest budgets are checked before any parsing (a 429, cheaply, for a team over them)."""
+    ingest_ledger.begin(notes, key, raw)
+    if key is not None:
+        lane.limits.admit(key.team_id, size)
+
+
 def _prepared(
     lane: Lane, notes: ingest_ledger.RequestNotes, route: Route, body: Any, received_at: datetime, scan: Scan
 ) -> PreparedBatch:
@@ -171,6 +187,8 @@ def _prepared(
     for item, rejection in zip(batch.rejected_items, batch.rejected, strict=True):
         metrics.events_rejected(item, rejection.error.code)
         ingest_ledger.event_refused(lane.ledger, notes, item, rejection.error)
+    if batch.rejected and notes.team_id is not None:
+        lane.limits.charge_refused(notes.team_id, len(batch.rejected))  # paid like stored ones
     refusal = batch.refusal()
     if refusal is not None:
         raise _api_error(refusal)

@@ -1,4 +1,5 @@
-"""Rate limits: events per team on ingest, requests per key on the read and key routes.
+"""Rate limits: ingest budgets per team (events, requests, bytes), requests per key on the
+read and key routes.
 
 Token buckets kept in each web process. Each process enforces `limit / processes`
 (`Settings.web_processes`: WEB_CONCURRENCY, which the gunicorn config hands its workers)
@@ -9,11 +10,19 @@ the check is worth, and ingest must keep working when Redis is down.
 A request pays for everything it carries: a batch of 2,500 events takes 2,500 tokens,
 even when the burst is smaller. Such a batch is let through once the bucket holds a
 full burst, and leaves the bucket in debt, so the events that follow wait until the
-team is back under its rate (docs/rate-limits.md).
+team is back under its rate.
 
-Settings: INGEST_RATE_LIMIT (events/s per team, 0 turns it off) and INGEST_RATE_BURST;
-API_RATE_LIMIT (requests/s per key on the read and key routes, 0 turns it off) and
-API_RATE_BURST.
+Ingest pays what it costs the machine, refused or not (docs/rate-limits.md has the
+defaults' derivation): `admit` takes one request and the body's bytes as soon as the
+team is known, before the body is parsed, and refuses (429) a team over any of its
+budgets, so a flood of invalid events is answered 429 as cheaply as a valid one;
+`take_events` takes the events of a stored request, and `charge_refused` the events of
+a refused one (whatever the balance: they were already paid for in work).
+
+Settings: INGEST_RATE_LIMIT / INGEST_RATE_BURST (events/s per team),
+INGEST_REQUEST_LIMIT / INGEST_REQUEST_BURST (requests/s per team), INGEST_BYTE_LIMIT /
+INGEST_BYTE_BURST (body bytes/s per team); API_RATE_LIMIT / API_RATE_BURST (requests/s
+per key on the read and key routes). A limit of 0 turns that budget off.
 """
 
 from __future__ import annotations
@@ -44,14 +53,25 @@ class TokenBucket:
         A cost above the burst is let through when the bucket is full and leaves it in
         debt (tokens below zero): every token is paid, none is skipped.
         """
+        wait = self.wait(count)
+        if wait == 0.0:
+            self.tokens -= count
+        return wait
+
+    def wait(self, count: float) -> float:
+        """Seconds until `count` tokens could be taken (0: now); nothing taken."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
         self.updated = now
         needed = min(count, self.burst)
         if self.tokens >= needed:
-            self.tokens -= count
             return 0.0
         return (needed - self.tokens) / self.rate
+
+    def charge(self, count: float) -> None:
+        """Take `count` tokens whatever the balance (debt allowed): work already done."""
+        self.wait(count)
+        self.tokens -= count
 
 
 @dataclass
@@ -64,14 +84,18 @@ class Limiter:
     buckets: dict[int, TokenBucket] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def bucket(self, owner: int) -> TokenBucket:
+        """The owner's bucket (made full on first use); call with `lock` held."""
+        bucket = self.buckets.get(owner)
+        if bucket is None:
+            rate = self.limit / self.processes
+            bucket = self.buckets[owner] = TokenBucket(rate, max(self.burst / self.processes, rate))
+        return bucket
+
     def take(self, owner: int, cost: float) -> float:
         """0 if taken, else seconds until it could be (`TokenBucket.take`)."""
         with self.lock:
-            bucket = self.buckets.get(owner)
-            if bucket is None:
-                rate = self.limit / self.processes
-                bucket = self.buckets[owner] = TokenBucket(rate, max(self.burst / self.processes, rate))
-            return bucket.take(cost)
+            return self.bucket(owner).take(cost)
 
 
 class RateLimits:
@@ -81,9 +105,47 @@ class RateLimits:
     def __init__(self, settings: Settings):
         processes = settings.web_processes
         self.ingest_limit = settings.ingest_rate_limit
+        self.request_limit = settings.ingest_request_limit
+        self.byte_limit = settings.ingest_byte_limit
         self.api_limit = settings.api_rate_limit
         self.ingest = Limiter(settings.ingest_rate_limit, settings.ingest_rate_burst, processes)
+        self.ingest_requests = Limiter(self.request_limit, settings.ingest_request_burst, processes)
+        self.ingest_bytes = Limiter(self.byte_limit, settings.ingest_byte_burst, processes)
         self.api = Limiter(settings.api_rate_limit, settings.api_rate_burst, processes)
+
+    def admit(self, team_id: int, size: int) -> None:
+        """A team's ingest request, before its body is parsed: one request and `size` bytes
+        taken, or 429 with Retry-After (nothing taken) when the team is over its request or
+        byte budget, or has no event left to spend (in debt after a large or refused batch)."""
+        waits: list[tuple[float, str]] = []
+        if self.ingest_limit > 0:
+            with self.ingest.lock:
+                waits.append((self.ingest.bucket(team_id).wait(1), f"{self.ingest_limit:g} events"))
+        budgets = (
+            (self.ingest_requests, self.request_limit, 1, "requests"),
+            (self.ingest_bytes, self.byte_limit, size, "bytes of body"),
+        )
+        for limiter, limit, cost, unit in budgets:
+            if limit > 0:
+                with limiter.lock:
+                    waits.append((limiter.bucket(team_id).wait(cost), f"{limit:g} {unit}"))
+        wait, over = max(waits, default=(0.0, ""))
+        if wait > 0:
+            _refuse_over(
+                wait,
+                f"This team is over its ingest budget of {over} per second (refused events count "
+                "too); nothing was stored.",
+            )
+        for limiter, limit, cost, _ in budgets:
+            if limit > 0:
+                with limiter.lock:
+                    limiter.bucket(team_id).charge(cost)
+
+    def charge_bytes(self, team_id: int, size: int) -> None:
+        """Body bytes the team sent beyond those `admit` took (a gzipped body's inflated size)."""
+        if self.byte_limit > 0:
+            with self.ingest_bytes.lock:
+                self.ingest_bytes.bucket(team_id).charge(size)
 
     def take_events(self, team_id: int, events: int) -> None:
         """Take `events` (the request's cost: one per event) from the team's bucket, or raise
@@ -94,6 +156,13 @@ class RateLimits:
                 f"This team is over its limit of {self.ingest_limit:g} events per second; "
                 "nothing was stored.",
             )
+
+    def charge_refused(self, team_id: int, events: int) -> None:
+        """Refused events are paid for like stored ones: taken whatever the balance, so the
+        team's next request is answered 429 until it is back under its rate."""
+        if self.ingest_limit > 0:
+            with self.ingest.lock:
+                self.ingest.bucket(team_id).charge(events)
 
     def take_request(self, key_id: int) -> None:
         """One request of this key on a read or key route, or 429 with Retry-After."""

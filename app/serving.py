@@ -19,6 +19,12 @@ What this module adds to `gunicorn.workers.ggevent.GeventWorker`:
     and close.
 - A body that gunicorn cannot parse while the app reads it (a malformed chunk) is an
   `ApiError` 400 too, instead of an unexpected exception (a 500) in the app.
+- Connection slots (`ConnectionSlots`): a process holds at most `worker_connections`
+  connections. Past nine tenths of them, each new connection first closes the oldest
+  idle one (a kept-alive connection between requests, or one that has not sent a byte
+  yet); when every slot is busy with a request, a new connection gets a JSON 503 with
+  Retry-After at once and is closed, never the silence of an accept queue that nobody
+  reads. The pool gunicorn sizes is the slots plus a reserve for these answers.
 - `handle_error`: gunicorn's own answers (request line too long, headers too large,
   malformed requests, the head deadline) in the one envelope `{"message", "code",
   "errors"}` instead of HTML. The log line names the error's kind and the peer, never a
@@ -29,9 +35,11 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import time
 import traceback
+from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -49,6 +57,17 @@ REQUEST_HEAD_SECONDS = float(os.environ.get("REQUEST_HEAD_SECONDS", "10"))
 REQUEST_BODY_SECONDS = float(os.environ.get("REQUEST_BODY_SECONDS", "30"))
 # A response that the client does not read: give up on the connection after this long.
 RESPONSE_SEND_SECONDS = 30.0
+# Past this share of a process's connection slots, each new connection closes the
+# oldest idle one first (docs/serving.md).
+CLOSE_IDLE_ABOVE_SHARE = 0.9
+# A connection refused for want of a slot: Retry-After, and how long its 503 lingers
+# reading what the client sent (gunicorn's `close_graceful`: no reset that would lose
+# the answer).
+FULL_RETRY_AFTER_SECONDS = 1
+FULL_LINGER_SECONDS = 1.0
+# File descriptors a process keeps for itself beyond its connections (the listener,
+# Postgres and Redis connections, logs, the Prometheus files).
+RESERVED_DESCRIPTORS = 256
 
 
 class HeadTimeout(Exception):
@@ -86,26 +105,44 @@ class DeadlineSocket:
     so each call gets only what is left of the phase's deadline.
     """
 
-    __slots__ = ("sock", "phase", "deadline", "keepalive", "request")
+    __slots__ = ("sock", "phase", "deadline", "keepalive", "request", "slots", "closed_idle")
 
-    def __init__(self, sock: socket.socket, keepalive: float):
+    def __init__(self, sock: socket.socket, keepalive: float, slots: ConnectionSlots | None = None):
         self.sock = sock
         self.keepalive = keepalive
         self.request: Any = None
         self.phase: type = _IDLE
         self.deadline = time.monotonic() + keepalive
+        self.slots = slots
+        self.closed_idle = False  # closed by `ConnectionSlots` to make room
+        if slots is not None:
+            slots.idle[self] = None
 
     def begin_idle(self) -> None:
         self.phase, self.deadline, self.request = _IDLE, time.monotonic() + self.keepalive, None
+        if self.slots is not None and not self.closed_idle:
+            self.slots.idle[self] = None  # the newest idle one: closed last
+
+    def close_idle(self) -> None:
+        """Closed between requests to make room: its `recv` sees the end at once."""
+        self.closed_idle = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the greenlet waiting in recv
+        except OSError:
+            pass
 
     def begin_body(self, request: Any) -> None:
         self.phase, self.deadline, self.request = _BODY, time.monotonic() + REQUEST_BODY_SECONDS, request
+        if self.slots is not None:  # a pipelined request's head came from the buffer, not recv
+            self.slots.idle.pop(self, None)
 
     @property
     def head_started(self) -> bool:
         return self.phase is _HEAD
 
     def recv(self, size: int) -> bytes:
+        if self.closed_idle:
+            return b""
         remaining = self.deadline - time.monotonic()
         try:
             if remaining <= 0:
@@ -116,6 +153,8 @@ class DeadlineSocket:
             return self._expired()
         if data and self.phase is _IDLE:  # the first byte of a request: its head's clock starts
             self.phase, self.deadline = _HEAD, time.monotonic() + REQUEST_HEAD_SECONDS
+            if self.slots is not None:
+                self.slots.idle.pop(self, None)
         return data
 
     def _expired(self) -> bytes:
@@ -137,6 +176,55 @@ class DeadlineSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
+
+
+class ConnectionSlots:
+    """One process's connection slots: how many are open, and which are idle, oldest first.
+
+    A connection is idle from its accept until the first byte of a request, and again
+    from each answer until the next request: closing it then loses nothing (HTTP lets
+    a server close a kept-alive connection between requests; a client that has just
+    sent on it retries, as it does after the keep-alive timeout). One greenlet runs at
+    a time, so no lock.
+    """
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.close_idle_above = max(1, int(cap * CLOSE_IDLE_ABOVE_SHARE))
+        self.open = 0
+        self.idle: OrderedDict[DeadlineSocket, None] = OrderedDict()
+        self.idle_closed = 0
+        self.refused = 0
+
+    def admit(self) -> bool:
+        """A slot for a new connection, closing the oldest idle ones once past
+        `close_idle_above`; False when every slot is busy with a request."""
+        while self.open >= self.close_idle_above and self.idle:
+            oldest, _ = self.idle.popitem(last=False)
+            oldest.close_idle()
+            self.open -= 1
+            self.idle_closed += 1
+        if self.open >= self.cap:
+            self.refused += 1
+            return False
+        self.open += 1
+        return True
+
+    def release(self, sock: DeadlineSocket) -> None:
+        """The connection has ended (one closed as idle gave its slot back already)."""
+        if not sock.closed_idle:
+            self.open -= 1
+            self.idle.pop(sock, None)
+
+
+def connection_cap(configured: int) -> int:
+    """`worker_connections`, lowered to what the process's file descriptors allow (each
+    connection is one descriptor, and the refusal reserve needs its own)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    usable = max(1, int((soft - RESERVED_DESCRIPTORS) / 1.1))
+    return min(configured, usable)
 
 
 def _client_error(exc: BaseException, cfg: Any) -> tuple[int, str, str, str, str] | None:
@@ -221,15 +309,27 @@ def _client_error(exc: BaseException, cfg: Any) -> tuple[int, str, str, str, str
     return None
 
 
-def json_error(status: int, reason: str, code: str, message: str, part: str) -> bytes:
-    """A whole HTTP/1.1 response carrying the error envelope; the connection closes after it."""
+def json_error(status: int, reason: str, code: str, message: str, part: str, extra: str = "") -> bytes:
+    """A whole HTTP/1.1 response carrying the error envelope; the connection closes after it.
+    `extra`: more header lines, each ending in CRLF."""
     envelope = {"message": message, "code": code, "errors": {part: [message]}}
     body = json.dumps(envelope, separators=(",", ":")).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
     ).encode("latin-1")
     return head + body
+
+
+SLOTS_FULL = json_error(
+    503,
+    "Service Unavailable",
+    "server_busy",
+    f"Every connection slot of this server is busy with a request; retry after {FULL_RETRY_AFTER_SECONDS} "
+    "second.",
+    "connection",
+    f"Retry-After: {FULL_RETRY_AFTER_SECONDS}\r\n",
+)
 
 
 class CheckedBody:
@@ -272,14 +372,49 @@ class CheckedBody:
 
 
 class FrontDoorWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no types
-    """gunicorn's gevent worker with per-phase read deadlines and JSON error answers."""
+    """gunicorn's gevent worker with per-phase read deadlines, connection slots whose idle
+    connections make room for new ones, and JSON error answers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = ConnectionSlots(connection_cap(int(self.cfg.worker_connections)))
+        # gunicorn's run() sizes its gevent Pool with this: the slots, plus a reserve of
+        # greenlets that answer 503 when the slots are full (each lives at most
+        # FULL_LINGER_SECONDS), so the listener is still read then.
+        self.worker_connections = self.slots.cap + max(100, self.slots.cap // 10)
+        self.full_logged = 0.0
 
     def timeout_ctx(self) -> AbstractContextManager[None]:
         return nullcontext()  # the deadlines live in DeadlineSocket, per phase
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         client.setblocking(1)
-        super().handle(listener, DeadlineSocket(client, float(self.cfg.keepalive or 0)), addr)
+        if not self.slots.admit():
+            self.refuse_for_want_of_slots(client)
+            return
+        sock = DeadlineSocket(client, float(self.cfg.keepalive or 0), self.slots)
+        try:
+            super().handle(listener, sock, addr)
+        finally:
+            self.slots.release(sock)
+
+    def refuse_for_want_of_slots(self, client: Any) -> None:
+        """Every slot is busy with a request: a JSON 503 with Retry-After now, then close."""
+        now = time.monotonic()
+        if now - self.full_logged >= 10:  # a flood of connections must not flood the log
+            self.full_logged = now
+            self.log.warning(
+                "Connection slots full (%d busy): %d connections refused with 503, %d idle closed so far",
+                self.slots.open,
+                self.slots.refused,
+                self.slots.idle_closed,
+            )
+        try:
+            util.write_nonblock(client, SLOTS_FULL)
+        except OSError:
+            util.close(client)
+            return
+        util.close_graceful(client, timeout=FULL_LINGER_SECONDS)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
         if isinstance(sock, DeadlineSocket):

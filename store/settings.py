@@ -34,9 +34,16 @@ class Settings:
     # RQ queue for fold jobs and the prefix of our own Redis keys; tests isolate on them.
     fold_queue: str = "fold"
     redis_prefix: str = "tl:"
-    # Per-team ingest limit in events per second (token bucket); 0 turns it off.
-    ingest_rate_limit: float = 20000.0
-    ingest_rate_burst: float = 40000.0
+    # Ingest budgets per team (app/ratelimit.py; docs/rate-limits.md derives the defaults: a
+    # quarter of what the Procfile's deployment, two web processes on two cores, was
+    # measured to take). Refused events and bytes are charged as well as accepted ones.
+    # Events, requests and body bytes per second, each with its burst; 0 turns one off.
+    ingest_rate_limit: float = 6000.0
+    ingest_rate_burst: float = 12000.0
+    ingest_request_limit: float = 1250.0
+    ingest_request_burst: float = 2500.0
+    ingest_byte_limit: float = 4.0 * 2**20
+    ingest_byte_burst: float = 8.0 * 2**20
     # Per-key limit on the read and key routes, in requests per second; 0 turns it off.
     api_rate_limit: float = 100.0
     api_rate_burst: float = 500.0
@@ -80,8 +87,12 @@ class Settings:
             redis_url=redis_url,
             fold_queue=env.get("FOLD_QUEUE", "fold"),
             redis_prefix=env.get("REDIS_PREFIX", "tl:"),
-            ingest_rate_limit=float(env.get("INGEST_RATE_LIMIT", "20000")),
-            ingest_rate_burst=float(env.get("INGEST_RATE_BURST", "40000")),
+            ingest_rate_limit=float(env.get("INGEST_RATE_LIMIT", cls.ingest_rate_limit)),
+            ingest_rate_burst=float(env.get("INGEST_RATE_BURST", cls.ingest_rate_burst)),
+            ingest_request_limit=float(env.get("INGEST_REQUEST_LIMIT", cls.ingest_request_limit)),
+            ingest_request_burst=float(env.get("INGEST_REQUEST_BURST", cls.ingest_request_burst)),
+            ingest_byte_limit=float(env.get("INGEST_BYTE_LIMIT", cls.ingest_byte_limit)),
+            ingest_byte_burst=float(env.get("INGEST_BYTE_BURST", cls.ingest_byte_burst)),
             api_rate_limit=float(env.get("API_RATE_LIMIT", "100")),
             api_rate_burst=float(env.get("API_RATE_BURST", "500")),
             metrics_token=env.get("METRICS_TOKEN", ""),

@@ -9,17 +9,23 @@ The environment is the test process's own (DATABASE_URL, REDIS_URL, FOLD_QUEUE a
 REDIS_PREFIX are set there by the session fixtures) with HOST, PORT, two workers and a
 Prometheus folder, then the test's own changes on top (None removes a variable). All the
 processes' output goes to one log file in `folder`.
+
+Beside it, raw-socket helpers for the tests that speak HTTP/1.1 themselves (`connect`,
+`exchange`, `read_answer`, `assert_envelope`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import pytest
 import requests
@@ -116,3 +122,55 @@ class GunicornServer:
                 process.kill()
                 process.wait(timeout=5)
         self.processes = []
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def read_answer(sock: socket.socket, buffer: bytearray) -> Answer | None:
+    """One HTTP/1.1 response from `sock` (bytes past it stay in `buffer`); None if closed first."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        rest += chunk
+    buffer[:] = rest[length:]
+    return Answer(int(lines[0].split()[1]), headers, rest[:length])
+
+
+def connect(server: GunicornServer, timeout: float = 5.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def exchange(server: GunicornServer, request: bytes) -> Answer | None:
+    with connect(server) as sock:
+        sock.sendall(request)
+        return read_answer(sock, bytearray())
+
+
+def assert_envelope(answer: Answer | None, status: int, code: str) -> dict[str, Any]:
+    assert answer is not None, "the server closed without answering"
+    assert answer.status == status, answer.body
+    assert answer.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = answer.json()
+    assert body["code"] == code
+    assert body["message"] and isinstance(body["errors"], dict)
+    return body

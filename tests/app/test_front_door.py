@@ -10,12 +10,9 @@ bound a working server meets by a factor of a hundred.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 import requests
@@ -24,6 +21,7 @@ from sqlalchemy import Engine, text
 from store.settings import Settings
 from tests.conftest import TeamKeys, make_team
 from tests.servers import GunicornServer as Server
+from tests.servers import assert_envelope, connect, exchange, read_answer
 
 pytestmark = pytest.mark.slow
 
@@ -60,58 +58,6 @@ def post_request(keys: TeamKeys, body: bytes, path: str = "/v1/segment") -> byte
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def read_answer(sock: socket.socket, buffer: bytearray) -> Answer | None:
-    """One HTTP/1.1 response from `sock` (bytes past it stay in `buffer`); None if closed first."""
-    while b"\r\n\r\n" not in buffer:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None
-        buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None
-        rest += chunk
-    buffer[:] = rest[length:]
-    return Answer(int(lines[0].split()[1]), headers, rest[:length])
-
-
-def connect(server: Server, timeout: float = 5.0) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def exchange(server: Server, request: bytes) -> Answer | None:
-    with connect(server) as sock:
-        sock.sendall(request)
-        return read_answer(sock, bytearray())
-
-
-def assert_envelope(answer: Answer | None, status: int, code: str) -> dict[str, Any]:
-    assert answer is not None, "the server closed without answering"
-    assert answer.status == status, answer.body
-    assert answer.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = answer.json()
-    assert body["code"] == code
-    assert body["message"] and isinstance(body["errors"], dict)
-    return body
 
 
 class Trickler:

@@ -195,7 +195,8 @@ def test_rate_limit_of_zero_turns_it_off(make_app: AppFactory, team: TeamKeys) -
 
 
 def test_default_rate_limit_is_generous(settings: Settings) -> None:
-    assert settings.ingest_rate_limit >= 10_000
+    # Generous, yet a quarter of what the deployment takes (docs/rate-limits.md, issue 20).
+    assert settings.ingest_rate_limit >= 5_000
 
 
 @pytest.mark.usefixtures("one_process")

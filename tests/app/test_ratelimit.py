@@ -1,22 +1,28 @@
 """Rate limits (issue 13): a batch pays for every event it carries; the read and key routes
-have a per-key limit with 429 and Retry-After.
+have a per-key limit with 429 and Retry-After. Ingest budgets (issue 20): refused events
+and bytes are charged as well as accepted ones, and a team has a budget of requests.
 
 Each test builds its own app with small limits, so the buckets are fresh and the
-figures exact; WEB_CONCURRENCY is 1, so this one process enforces the whole limit.
+figures exact; WEB_CONCURRENCY is 1, so this one process enforces the whole limit. The
+last test floods real gunicorn, with the default budgets, as the issue measured it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 
 from app import create_app
 from store.settings import Settings
 from tests.conftest import TeamKeys
+from tests.servers import GunicornServer
 
 
 @pytest.fixture
@@ -103,3 +109,117 @@ def test_zero_turns_the_key_limit_off(limited_app: Callable[..., Flask], team: T
     assert {client.get("/api/v1/keys", headers=team.bearer(team.admin)).status_code for _ in range(5)} == {
         200
     }
+
+
+# --- Ingest budgets that fit the machine (issue 20): refused events and bytes are charged ---
+
+
+def refused_events(count: int, size: int = 0) -> list[dict[str, Any]]:
+    """Events the Spec refuses (a track without its event name), padded to about `size` bytes."""
+    return [
+        {"type": "track", "userId": "u1", "messageId": f"bad-{n}", "properties": {"pad": "x" * size}}
+        for n in range(count)
+    ]
+
+
+def test_a_flood_of_refused_events_is_answered_429_and_counted_in_the_debugger(
+    limited_app: Callable[..., Flask], team: TeamKeys, other_team: TeamKeys
+) -> None:
+    client = limited_app(ingest_rate_limit=0.05, ingest_rate_burst=20.0).test_client()  # a token per 20 s
+    statuses = [
+        client.post("/v1/track", json=refused_events(1)[0], headers=team.basic(team.ingest)).status_code
+        for _ in range(40)
+    ]
+    assert statuses[:20] == [400] * 20  # the burst, each refused for its content...
+    assert set(statuses[20:]) == {429}  # ...then the team is over its budget: nothing more is parsed
+    # Bad JSON with a valid key is charged too, and is answered 429 as well now.
+    bad_json = client.post("/v1/segment", data=b"{not json", headers=team.basic(team.ingest))
+    assert bad_json.status_code == 429 and int(bad_json.headers["Retry-After"]) >= 1
+    assert "refused events count too" in bad_json.get_json()["message"]
+    # Another team's budget is its own.
+    assert (
+        client.post(
+            "/v1/track", json=events(1, "o")[0], headers=other_team.basic(other_team.ingest)
+        ).status_code
+        == 200
+    )
+    summary = client.get("/api/v1/ingest/summary", headers=team.bearer(team.read)).get_json()["last_24h"]
+    assert summary["refused_by_code"]["rate_limited"]["request"] == 21
+    assert summary["refused"] == 41
+
+
+def test_refused_events_in_a_stored_batch_are_charged_as_well_as_the_stored_ones(
+    limited_app: Callable[..., Flask], team: TeamKeys
+) -> None:
+    client = limited_app(ingest_rate_limit=0.05, ingest_rate_burst=100.0).test_client()  # a token per 20 s
+    mixed = events(10, "good") + refused_events(90)
+    answer = client.post("/v1/batch", json={"batch": mixed}, headers=team.basic(team.ingest))
+    assert answer.status_code == 200 and answer.get_json()["accepted"] == 10
+    after = client.post("/v1/track", json=events(1, "after")[0], headers=team.basic(team.ingest))
+    assert after.status_code == 429  # 100 events paid, not 10
+
+
+def test_accepted_and_refused_bytes_are_both_charged(
+    limited_app: Callable[..., Flask], team: TeamKeys, other_team: TeamKeys
+) -> None:
+    budget = {"ingest_rate_limit": 0.0, "ingest_byte_limit": 100.0, "ingest_byte_burst": 21_000.0}
+    client = limited_app(**budget).test_client()
+    padded = refused_events(1, size=4000)[0]
+    refused = [
+        client.post("/v1/track", json=padded, headers=team.basic(team.ingest)).status_code for _ in range(6)
+    ]
+    assert refused[:5] == [400] * 5 and refused[5] == 429  # 5 x 4 KB refused: the 20 KB burst is spent
+    accepted = {**events(1, "big")[0], "properties": {"pad": "x" * 4000}}
+    answers = [
+        client.post(
+            "/v1/track",
+            json={**accepted, "messageId": f"big-{n}"},
+            headers=other_team.basic(other_team.ingest),
+        )
+        for n in range(6)
+    ]
+    assert [a.status_code for a in answers] == [200] * 5 + [429]  # accepted bytes pay the same budget
+    assert "bytes of body" in answers[-1].get_json()["message"]
+
+
+def test_a_team_has_a_budget_of_requests_on_ingest(limited_app: Callable[..., Flask], team: TeamKeys) -> None:
+    client = limited_app(ingest_request_limit=0.05, ingest_request_burst=3.0).test_client()
+    statuses = [
+        client.post("/v1/track", json=event, headers=team.basic(team.ingest)).status_code
+        for event in events(4, "r")
+    ]
+    assert statuses == [200, 200, 200, 429]
+
+
+@pytest.mark.slow
+def test_the_default_budgets_answer_a_flood_of_refused_32_kib_events_with_429(
+    settings: Settings, tmp_path: Path, team: TeamKeys, other_team: TeamKeys
+) -> None:
+    """The issue's flood: 32 KiB events the Spec refuses, from one public ingest key, as fast
+    as one client sends them (in batches of 15, under the 500 KiB body limit)."""
+    body = json.dumps({"batch": refused_events(15, size=32 * 1024 - 200)}).encode()
+    env: dict[str, str | None] = {"GUNICORN_WORKER_CLASS": None, **dict.fromkeys(BUDGET_VARIABLES)}
+    with GunicornServer(tmp_path, env) as server, requests.Session() as flood:
+        statuses: list[int] = []
+        # Until the first 429: the burst (8 MiB) is 17 such bodies, the rate (4 MiB/s) 8.5 a
+        # second; the cap, 140 MB, is far more than any machine parses under that rate.
+        while len(statuses) < 300 and 429 not in statuses:
+            answer = flood.post(
+                f"{server.url}/v1/batch", data=body, headers=team.basic(team.ingest), timeout=10
+            )
+            statuses.append(answer.status_code)
+        assert statuses[-1] == 429, f"{len(statuses)} refused batches of 15 x 32 KiB, never a 429"
+        assert set(statuses[:-1]) == {400}  # refused for their content until then
+        assert "bytes of body" in answer.json()["message"] and int(answer.headers["Retry-After"]) >= 1
+        other = requests.post(
+            f"{server.url}/v1/track",
+            json=events(1, "quiet")[0],
+            headers=other_team.basic(other_team.ingest),
+            timeout=10,
+        )
+        assert other.status_code == 200
+
+
+BUDGET_VARIABLES = [
+    f"INGEST_{name}_{kind}" for name in ("RATE", "REQUEST", "BYTE") for kind in ("LIMIT", "BURST")
+]
