@@ -20,6 +20,7 @@ Without node and npm the tests fail and say what to install.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -66,7 +67,10 @@ def built() -> Path:
     installed = PACKAGE / "node_modules" / ".package-lock.json"
     lockfile = PACKAGE / "package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lockfile.stat().st_mtime:
-        _run(["npm", "ci", "--no-audit", "--no-fund"], "npm ci (installing the node packages from the lockfile)")
+        _run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            "npm ci (installing the node packages from the lockfile)",
+        )
     _run(["npm", "run", "build"], "npm run build")
     dist = PACKAGE / "dist" / "index.js"
     assert dist.exists(), "npm run build wrote no segment-actions/dist/index.js"
@@ -109,8 +113,6 @@ def multistatus(answer: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def server(settings: Any, built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     """gunicorn and a fold worker, as the Procfile runs them, with a queue and prefix of their own."""
-    import os
-
     folder = tmp_path_factory.mktemp("actions-server")
     env: dict[str, str | None] = {
         "FOLD_QUEUE": os.environ["FOLD_QUEUE"] + "-actions",
@@ -142,15 +144,22 @@ def stored_count(engine: Engine, team_id: int) -> int:
     return count
 
 
-def customer_of(url: str, team: TeamKeys, user_id: str) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
+def customer_of(
+    url: str, team: TeamKeys, user_id: str
+) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
     """The lookup's status, and the profile and feed (oldest first) of the customer with `user_id`."""
     read = team.bearer(team.read)
-    found = requests.get(f"{url}/api/v1/customers/lookup", params={"user_id": user_id}, headers=read, timeout=10)
+    found = requests.get(
+        f"{url}/api/v1/customers/lookup", params={"user_id": user_id}, headers=read, timeout=10
+    )
     if found.status_code != 200:
         return found.status_code, None, []
     profile: dict[str, Any] = found.json()
     feed = requests.get(
-        f"{url}/api/v1/customers/{profile['id']}/feed", params={"order": "asc", "limit": 200}, headers=read, timeout=10
+        f"{url}/api/v1/customers/{profile['id']}/feed",
+        params={"order": "asc", "limit": 200},
+        headers=read,
+        timeout=10,
     )
     assert feed.status_code == 200, feed.text
     items: list[dict[str, Any]] = feed.json()["data"]
@@ -180,7 +189,14 @@ def segment_events() -> list[dict[str, Any]]:
             continue
         event.setdefault("timestamp", event["receivedAt"])
         events.append(event)
-    assert sorted(event["type"] for event in events) == ["alias", "group", "identify", "page", "screen", "track"]
+    assert sorted(event["type"] for event in events) == [
+        "alias",
+        "group",
+        "identify",
+        "page",
+        "screen",
+        "track",
+    ]
     return events
 
 
@@ -194,20 +210,28 @@ def classic(server: GunicornServer, engine: Engine) -> dict[str, Any]:
     team = make_team(engine, "classic")
     events = segment_events()
     for event in events:
-        response = requests.post(f"{server.url}/v1/segment", json=event, headers=team.basic(team.ingest), timeout=10)
+        response = requests.post(
+            f"{server.url}/v1/segment", json=event, headers=team.basic(team.ingest), timeout=10
+        )
         assert response.status_code == 200, response.text
     wait_until_folded(engine, team.id)
     return timeline_view(server.url, team, user_ids_of(events))
 
 
-def assert_same_timelines(server: GunicornServer, engine: Engine, team: TeamKeys, classic: dict[str, Any]) -> None:
+def assert_same_timelines(
+    server: GunicornServer, engine: Engine, team: TeamKeys, classic: dict[str, Any]
+) -> None:
     events = segment_events()
     wait_until_folded(engine, team.id)
     assert stored_count(engine, team.id) == len(events)  # each event once
     view = timeline_view(server.url, team, user_ids_of(events))
-    for event in events:  # each in its customer's feed, once (Segment's samples share messageIds across types)
+    for (
+        event
+    ) in events:  # each in its customer's feed, once (Segment's samples share messageIds across types)
         feed = view[str(event["userId"])]["feed"]
-        assert [(item["type"], item["message_id"]) for item in feed].count((event["type"], event["messageId"])) == 1
+        assert [(item["type"], item["message_id"]) for item in feed].count(
+            (event["type"], event["messageId"])
+        ) == 1
     assert view == classic
 
 
@@ -225,7 +249,8 @@ def test_test_authentication_accepts_an_ingest_key_and_says_credentials_are_inva
 
     assert not wrong["ok"]
     assert wrong["error"]["message"] == (
-        "Credentials are invalid: 401 The API key is unknown, expired or revoked; copy a current key from your settings."
+        "Credentials are invalid: 401 The API key is unknown, expired or revoked; "
+        "copy a current key from your settings."
     )
     assert not read_only["ok"]
     assert "cannot send events: it lacks the ingest scope" in read_only["error"]["message"]
@@ -289,7 +314,9 @@ def test_a_batch_with_one_refused_event_lands_the_others_and_a_redelivery_lands_
 def test_on_delete_erases_the_person(server: GunicornServer, engine: Engine) -> None:
     team = make_team(engine, "deletion")
     batch = [track(0, user_id="u-gone"), track(1, user_id="u-gone"), track(2, user_id="u-stays")]
-    assert [r["status"] for r in multistatus(timeline_call("onBatch", server, team.ingest, events=batch))] == [200] * 3
+    assert [
+        r["status"] for r in multistatus(timeline_call("onBatch", server, team.ingest, events=batch))
+    ] == [200] * 3
     wait_until_folded(engine, team.id)
     assert customer_of(server.url, team, "u-gone")[0] == 200
 
@@ -305,7 +332,9 @@ def test_on_delete_erases_the_person(server: GunicornServer, engine: Engine) -> 
 
 
 def webhook_call(call: str, server: GunicornServer, key: str, **more: Any) -> dict[str, Any]:
-    return run_node({"destination": "webhook", "call": call, "url": f"{server.url}/v1/segment", "apiKey": key, **more})
+    return run_node(
+        {"destination": "webhook", "call": call, "url": f"{server.url}/v1/segment", "apiKey": key, **more}
+    )
 
 
 def test_segments_webhook_one_event_a_request_lands_every_event_once(
@@ -325,7 +354,9 @@ def test_segments_webhook_with_batching_on_lands_every_event_once(
     """Batching on, the Webhook posts a top-level JSON array of the events to the URL."""
     team = make_team(engine, "webhook batched")
 
-    results = multistatus(webhook_call("onBatch", server, team.ingest, events=segment_events(), batchSize=1000))
+    results = multistatus(
+        webhook_call("onBatch", server, team.ingest, events=segment_events(), batchSize=1000)
+    )
 
     assert [result["status"] for result in results] == [200] * 6, results
     assert_same_timelines(server, engine, team, classic)
