@@ -15,7 +15,7 @@ export const context = {
     title: 'Pricing - Example',
     url: 'https://example.com/pricing?utm_source=google'
   },
-  campaign: { name: 'spring', source: 'google', medium: 'cpc' },
+  campaign: { name: 'spring', source: 'google', medium: 'cpc', term: 'timeline', content: 'ad-1' },
   traits: { email: 'ada@example.com' },
   userAgent: 'Mozilla/5.0 (X11; Linux x86_64) Chrome/130.0 Safari/537.36'
 }
