@@ -311,6 +311,22 @@ def test_a_batch_with_one_refused_event_lands_the_others_and_a_redelivery_lands_
     assert [item["message_id"] for item in feed] == ["m-batch-0", "m-batch-2"]
 
 
+def test_a_refused_event_fails_with_our_message_and_status(server: GunicornServer, engine: Engine) -> None:
+    """One event at a time, a refusal is an error with our status (not retried) and our message."""
+    team = make_team(engine, "refused alone")
+
+    too_long = timeline_call("onEvent", server, team.ingest, event=track(0, user_id="u" * 300))
+    wrong_key = timeline_call("onEvent", server, "tlk_" + "0" * 32, event=track(1))
+
+    assert not too_long["ok"]
+    assert (too_long["error"]["status"], too_long["error"]["code"]) == (400, "invalid_event")
+    assert "255" in too_long["error"]["message"]
+    assert not wrong_key["ok"]
+    assert (wrong_key["error"]["status"], wrong_key["error"]["code"]) == (401, "invalid_key")
+    assert wrong_key["error"]["message"].startswith("The API key is unknown, expired or revoked")
+    assert stored_count(engine, team.id) == 0
+
+
 def test_on_delete_erases_the_person(server: GunicornServer, engine: Engine) -> None:
     team = make_team(engine, "deletion")
     batch = [track(0, user_id="u-gone"), track(1, user_id="u-gone"), track(2, user_id="u-stays")]
