@@ -11,8 +11,8 @@ group and alias: each lands once, in call order, and the browser logs no error, 
 included. Each mode uses its own team's ingest-only key, as a website must. The page
 sample of docs/segment-destination.md runs the same way, its placeholders filled in.
 
-The package comes from tests/browser/package-lock.json (`npm ci` in tests/browser; CI runs
-it): nothing is downloaded at test time. Without it the test fails saying so. Skipped,
+The package comes from tests/browser/package-lock.json, installed by `npm ci` when missing
+or stale (tests/node.py), never fetched otherwise. Skipped,
 saying why, only outside CI when chromium is not installed, as the console's browser tests.
 """
 
@@ -36,6 +36,7 @@ from sqlalchemy import Engine, text
 
 from devstack.embedded import free_port
 from tests.conftest import make_team
+from tests.node import node_packages
 from tests.servers import GunicornServer
 
 pytestmark = pytest.mark.slow
@@ -83,12 +84,7 @@ class QuietHandler(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """The shop's origin: the page and analytics.js's bundle, on a port of their own."""
-    if not (BUNDLE / "index.js").exists():
-        pytest.fail(
-            f"@segment/analytics-next is not installed: run `npm ci` in {PACKAGE} "
-            "(from its package-lock.json; .ci/run does).",
-            pytrace=False,
-        )
+    node_packages(PACKAGE)
     site = tmp_path_factory.mktemp("shop")
     shutil.copy(PACKAGE / "page.html", site / "index.html")
     (site / "analytics-next").mkdir()
