@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from redis import Redis
@@ -159,7 +159,8 @@ def machine(servers: Servers, env: dict[str, str]) -> dict[str, Any]:
         commit = connection.execute("SHOW synchronous_commit").fetchone()
     redis = Redis.from_url(servers.redis_url)
     try:
-        redis_version = str(redis.info("server").get("redis_version"))
+        info = cast(dict[str, object], redis.info("server"))  # redis-py types it as maybe-async
+        redis_version = str(info.get("redis_version"))
     finally:
         redis.close()
     gunicorn = subprocess.run(

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from rq import Queue
@@ -383,7 +383,7 @@ def kill_worker_mid_batch(run: Run, team_id: int) -> None:
 
 def idle_workers(run: Run) -> int:
     """Fold workers blocked in RQ's BLMOVE, waiting for a job."""
-    clients = run.rq_redis.client_list()
+    clients = cast(list[dict[str, str]], run.rq_redis.client_list())  # redis-py types it as maybe-async
     return sum(1 for c in clients if c.get("cmd") == "blmove" and "b" in c.get("flags", ""))
 
 

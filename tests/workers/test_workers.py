@@ -216,7 +216,9 @@ def blocked_in_dequeue(redis: Redis, pid: int) -> bool:
     """Whether the worker process `pid` is blocked in RQ's BLMOVE, waiting for a job."""
     ports = local_ports(pid)
     return any(
-        client.get("cmd") == "blmove" and "b" in client["flags"] and int(client["addr"].rsplit(":", 1)[1]) in ports
+        client.get("cmd") == "blmove"
+        and "b" in client["flags"]
+        and int(client["addr"].rsplit(":", 1)[1]) in ports
         for client in redis.client_list()
     )
 
