@@ -412,7 +412,9 @@ def traits(customer_id: str) -> Response:
     def answer(connection: Connection, team_id: int, live: int, args: Mapping[str, Any]) -> Response:
         cursor = args.get("cursor")
         offset = cursor.position.offset if cursor else 0
-        rows = read_traits(connection, team_id, live, args.get("include"), limit=args["limit"] + 1, offset=offset)
+        rows = read_traits(
+            connection, team_id, live, args.get("include"), limit=args["limit"] + 1, offset=offset
+        )
         more = len(rows) > args["limit"]
         rows = rows[: args["limit"]]
         next_cursor = encode_cursor("traits", "asc", ListOffset(offset + args["limit"])) if more else None
@@ -541,7 +543,9 @@ def feed_item(customer_id: str, item_id: str) -> Response:
     load_query(_no_args)
     event_id = path_id(item_id, "feed item", "use an id from the customer's feed.")
     with resources().engine.connect() as connection:
-        found = read_feed_item(connection, key.team_id, customer_ref(connection, key.team_id, customer_id), event_id)
+        found = read_feed_item(
+            connection, key.team_id, customer_ref(connection, key.team_id, customer_id), event_id
+        )
     if found is None:
         raise not_found()
     merged_into, item = found

@@ -86,7 +86,7 @@ class ListOffset:
 _OFFSET_KINDS = frozenset(("traits", "external_ids", "groups"))
 
 Position = FeedPosition | CustomerPosition | MemberPosition | ListOffset
-_POSITIONS: dict[str, type[Position]] = {
+_POSITIONS: dict[str, type[FeedPosition | CustomerPosition | MemberPosition]] = {
     "feed": FeedPosition,
     "customers": CustomerPosition,
     "members": MemberPosition,

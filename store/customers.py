@@ -69,7 +69,8 @@ def membership_sql(m: str, g: str) -> str:
             FROM ({traits} LIMIT {SHOWN_KEYS}) shown), '{{}}'),
         'joined_at', {iso_sql(f"{m}.joined_at")},
         'truncated', to_json(array_remove(ARRAY[CASE WHEN (
-            SELECT count(*) > {SHOWN_KEYS} OR COALESCE(bool_or({value_cut_sql("shown.value", SHOWN_VALUE)}), false)
+            SELECT count(*) > {SHOWN_KEYS}
+                   OR COALESCE(bool_or({value_cut_sql("shown.value", SHOWN_VALUE)}), false)
             FROM ({traits} LIMIT {SHOWN_KEYS + 1}) shown) THEN 'traits' END], NULL))
     )"""
 
@@ -101,7 +102,8 @@ def _profile_sql() -> str:
             'email', c.email,
             'name', c.name,
             'traits', COALESCE((
-                SELECT json_object_agg(shown.key, {shown_value_sql("shown.value", SHOWN_VALUE)} ORDER BY shown.key)
+                SELECT json_object_agg(
+                    shown.key, {shown_value_sql("shown.value", SHOWN_VALUE)} ORDER BY shown.key)
                 FROM ({traits} LIMIT {PROFILE_TRAITS}) shown), '{{}}'),
             'groups', COALESCE((
                 SELECT json_agg({membership_sql("m", "g")} ORDER BY m.joined_at, m.group_id)

@@ -22,7 +22,14 @@ from typing import Any
 from sqlalchemy import Connection
 
 from schemas.api import SHOWN_KEYS, SHOWN_VALUE, FeedPosition
-from store.statements import iso_sql, object_cut_sql, prepared, shown_object_sql, shown_value_sql, value_cut_sql
+from store.statements import (
+    iso_sql,
+    object_cut_sql,
+    prepared,
+    shown_object_sql,
+    shown_value_sql,
+    value_cut_sql,
+)
 
 # Events a filtered feed request reads at most, through the index, before it answers.
 FEED_SCAN_BUDGET = 10_000
@@ -82,6 +89,7 @@ _COMPANY_LABEL = (
     f"ELSE {_COMPANY} -> 'id' END"
 )
 
+
 # What an identify changed: each trait the event set (trait_history, written by the fold)
 # against the customer's value just before it by (event time, tiebreak), one probe of
 # ix_trait_history_previous per trait, in the primary key's order (normalised key, so no
@@ -95,8 +103,9 @@ def _changes_sql(capped: bool) -> str:
         return shown_value_sql(column, SHOWN_VALUE) if capped else column
 
     return f"""COALESCE((
-        SELECT json_agg(json_build_object('trait', h.key, 'from', {value("p.value")}, 'to', {value("h.value")})
-                        ORDER BY h.key_norm)
+        SELECT json_agg(
+            json_build_object('trait', h.key, 'from', {value("p.value")}, 'to', {value("h.value")})
+            ORDER BY h.key_norm)
         FROM (
             SELECT set_here.* FROM trait_history set_here
             WHERE set_here.team_id = :team AND set_here.event_id = id
@@ -115,7 +124,8 @@ def _changes_sql(capped: bool) -> str:
 
 # Whether capped changes leave something out: the event set more traits than it examines,
 # or a value it shows as `to` was cut (a `from` is the `to` of an earlier item, marked there).
-_CHANGES_CUT_SQL = f"""(SELECT count(*) > {SHOWN_KEYS} OR COALESCE(bool_or({value_cut_sql("set_here.value", SHOWN_VALUE)}), false)
+_CHANGES_CUT_SQL = f"""(SELECT count(*) > {SHOWN_KEYS}
+               OR COALESCE(bool_or({value_cut_sql("set_here.value", SHOWN_VALUE)}), false)
         FROM (
             SELECT value FROM trait_history
             WHERE team_id = :team AND event_id = id ORDER BY key_norm LIMIT {SHOWN_KEYS + 1}
@@ -167,11 +177,11 @@ def feed_item_sql(capped: bool) -> str:
         WHEN 'identify' THEN CASE WHEN {_LEAVES_COMPANY}
             THEN 'Left group ' || {_python_str_sql(f"({_COMPANY_LABEL})")} ELSE 'Traits updated' END
         WHEN 'group' THEN 'Joined group ' || {
-    _python_str_sql(
-        "CASE WHEN jsonb_typeof(raw -> 'traits' -> 'name') = 'string' "
-        "THEN raw -> 'traits' -> 'name' ELSE raw -> 'groupId' END"
-    )
-}
+        _python_str_sql(
+            "CASE WHEN jsonb_typeof(raw -> 'traits' -> 'name') = 'string' "
+            "THEN raw -> 'traits' -> 'name' ELSE raw -> 'groupId' END"
+        )
+    }
         WHEN 'alias' THEN 'Identified as ' || {_python_str_sql("(raw -> 'userId')")}
         ELSE type END,
     'event', CASE WHEN type = 'track' THEN event_name END,
@@ -203,7 +213,6 @@ def feed_item_sql(capped: bool) -> str:
 
 # The feed's items: capped.
 FEED_ITEM_SQL = feed_item_sql(capped=True)
-
 
 
 def feed_statements(filters: FeedFilter, *, newest_first: bool, after: bool) -> tuple[str, str | None]:

@@ -218,8 +218,13 @@ def test_profile_has_the_fields_spec_lists(client: FlaskClient, team: TeamKeys, 
     assert (profile["email"], profile["name"]) == ("jo@example.com", "Jo")
     assert profile["traits"] == {"email": "jo@example.com", "first_name": "Jo", "plan": "pro"}
     assert profile["groups"] == [
-        {"id": "g-acme", "name": "Acme", "traits": {"name": "Acme", "employees": 40}, "joined_at": at(2),
-         "truncated": []}
+        {
+            "id": "g-acme",
+            "name": "Acme",
+            "traits": {"name": "Acme", "employees": 40},
+            "joined_at": at(2),
+            "truncated": [],
+        }
     ]
     assert (profile["first_seen"], profile["last_seen"], profile["event_count"]) == (at(0), at(3), 4)
 

@@ -32,9 +32,7 @@ def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict
     if customer is None:
         return None
     traits = connection.execute(
-        text(
-            "SELECT key, key_norm, value FROM customer_traits WHERE team_id = :team AND customer_id = :id"
-        ),
+        text("SELECT key, key_norm, value FROM customer_traits WHERE team_id = :team AND customer_id = :id"),
         params,
     ).all()
     groups = connection.execute(
@@ -91,7 +89,9 @@ def membership(group_id: str, name: str | None, joined_at: Any, traits: list[lis
 def jsonb_text(value: Any) -> str:
     """A JSON value as Postgres writes a jsonb's text: `", "` and `": "`, keys in jsonb order."""
     if isinstance(value, dict):
-        inner = ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(value[k])}" for k in jsonb_order(value))
+        inner = ", ".join(
+            f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(value[k])}" for k in jsonb_order(value)
+        )
         return "{" + inner + "}"
     if isinstance(value, list):
         return "[" + ", ".join(jsonb_text(v) for v in value) + "]"
@@ -184,7 +184,10 @@ def feed_item(
         ):
             truncated.append("changes")
     else:
-        shown_properties, shown_traits = _object(raw.get("properties")) or {}, _object(raw.get("traits")) or {}
+        shown_properties, shown_traits = (
+            _object(raw.get("properties")) or {},
+            _object(raw.get("traits")) or {},
+        )
     return {
         "id": str(row.id),
         "type": row.type,
