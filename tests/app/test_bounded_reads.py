@@ -292,3 +292,58 @@ def test_an_event_over_the_trait_key_bound_is_a_400_saying_so(client: FlaskClien
     assert answer["accepted"] == 1
     assert [(r["index"], r["messageId"]) for r in answer["rejected"]] == [(1, "wide")]
     assert f"at most {MAX_TRAIT_KEYS} trait keys" in answer["rejected"][0]["message"]
+
+
+# -- the caps, in SQL and in the reference -------------------------------------------
+
+
+def _wide_raws() -> list[dict[str, Any]]:
+    long_text = "é" * (SHOWN_VALUE + 1)
+    nested = {"list": list(range(400)), "note": "n"}  # its JSON text is over SHOWN_VALUE
+    wide = {f"k{n}": n for n in range(SHOWN_KEYS + 10)} | {
+        "a": long_text,
+        "bb": nested,
+        "ccc": [1, {"x": "y"}],
+    }
+    return [
+        {"properties": wide, "traits": wide},
+        {"properties": {"a": long_text}, "traits": {"n": nested}},
+        {"properties": {f"p{n}": "v" for n in range(SHOWN_KEYS)}, "traits": {"exact": "x" * SHOWN_VALUE}},
+    ]
+
+
+def test_the_caps_postgres_applies_equal_the_reference(engine: Engine) -> None:
+    from schemas.api import FeedItemSchema
+    from store.feed import FEED_ITEM_SQL
+    from tests.app.test_customers import _ITEM_ROW
+    from tests.store.reference import feed_item
+
+    statement = text(_ITEM_ROW.format(item=FEED_ITEM_SQL))
+    with engine.connect() as connection:
+        for n, raw in enumerate(_wide_raws()):
+            for kind in ("track", "identify", "group"):
+                params = {
+                    "id": n, "type": kind, "event_name": "E", "event_time": "2024-03-01T12:00:00Z",
+                    "received_at": "2024-03-01T12:00:00Z", "message_id": f"m{n}", "user_id": "u",
+                    "anonymous_id": None, "group_id": "g" if kind == "group" else None, "previous_id": None,
+                    "raw": json.dumps(raw), "team": -1,
+                }  # fmt: skip
+                row = connection.execute(statement, params).one()
+                built = json.loads(row.item)
+                assert built == feed_item(row), (n, kind)
+                assert list(built) == list(FeedItemSchema().fields)
+        first = feed_item(connection.execute(statement, {**params, "raw": json.dumps(_wide_raws()[0])}).one())
+        assert len(first["traits"]) == SHOWN_KEYS and first["truncated"] == ["traits"]
+        assert first["traits"]["a"] == "é" * SHOWN_VALUE and isinstance(first["traits"]["bb"], str)
+
+
+def test_a_capped_profile_equals_the_reference(
+    client: FlaskClient, team: TeamKeys, engine: Engine, wide: str, many_ids: str
+) -> None:
+    from schemas.api import ProfileSchema
+    from tests.store.reference import load_profile
+
+    for customer in (wide, many_ids):
+        profile, _ = get(client, team, f"/api/v1/customers/{customer}")
+        with engine.connect() as connection:
+            assert profile == ProfileSchema().dump(load_profile(connection, team.id, int(customer)))
