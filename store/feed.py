@@ -132,6 +132,16 @@ _CHANGES_CUT_SQL = f"""(SELECT count(*) > {SHOWN_KEYS}
         ) set_here)"""
 
 
+# An identify whose traits and context.traits are short together (written, under 8
+# characters a key for SHOWN_KEYS + 1 keys, and under SHOWN_VALUE) surely set at most
+# SHOWN_KEYS traits, none with a long value: its changes are whole without reading them.
+_SETS_FEW_TRAITS = (
+    "(length(COALESCE(raw -> 'traits', '{}')::text)"
+    " + length(COALESCE(raw -> 'context' -> 'traits', '{}')::text)"
+    f" < {min(8 * (SHOWN_KEYS + 1), SHOWN_VALUE)})"
+)
+
+
 def _page_sql(key: str) -> str:
     """A page's `key` (url, title, path, referrer): context.page's, else, for a page call,
     its properties' (server-side `page` calls carry them there)."""
@@ -161,7 +171,8 @@ def feed_item_sql(capped: bool) -> str:
         f"""to_json(array_remove(ARRAY[
         CASE WHEN type NOT IN ('identify', 'group', 'alias') AND {cut(properties)} THEN 'properties' END,
         CASE WHEN type IN ('identify', 'group') AND {cut(traits)} THEN 'traits' END,
-        CASE WHEN type = 'identify' AND {_CHANGES_CUT_SQL} THEN 'changes' END
+        CASE WHEN type = 'identify' AND CASE WHEN {_SETS_FEW_TRAITS} THEN false ELSE {_CHANGES_CUT_SQL} END
+            THEN 'changes' END
     ], NULL))"""
         if capped
         else "'[]'::json"

@@ -61,19 +61,28 @@ def value_cut_sql(value: str, length: int) -> str:
     )
 
 
+def _fits_sql(value: str, keys: int, length: int) -> str:
+    """Whether a jsonb object surely fits its caps, from its text's length alone (no
+    expansion): an object of more than `keys` keys writes at least 8 characters a key
+    (`"": 0, `), and a value's text is part of the object's. Most objects pass."""
+    return f"(length({value}::text) < {min(8 * (keys + 1), length)})"
+
+
 def shown_object_sql(value: str, keys: int, length: int) -> str:
     """A jsonb object (or NULL) as an answer shows it: its first `keys` keys in jsonb's own
     order (shorter keys first, then bytewise: the order its text has), each value through
     `shown_value_sql`. The whole object when nothing is over a cap; NULL stays NULL."""
-    return f"""(SELECT jsonb_object_agg(shown.key, {shown_value_sql("shown.value", length)})
-               FROM (SELECT key, value FROM jsonb_each({value}) LIMIT {keys}) shown)"""
+    return f"""CASE WHEN {_fits_sql(value, keys, length)} THEN {value} ELSE (
+               SELECT jsonb_object_agg(shown.key, {shown_value_sql("shown.value", length)})
+               FROM (SELECT key, value FROM jsonb_each({value}) LIMIT {keys}) shown) END"""
 
 
 def object_cut_sql(value: str, keys: int, length: int) -> str:
     """Whether `shown_object_sql` leaves something out of this object (a key or a value's tail)."""
-    return f"""((SELECT count(*) FROM jsonb_object_keys({value})) > {keys} OR EXISTS (
+    return f"""(NOT {_fits_sql(value, keys, length)} AND (
+                (SELECT count(*) FROM jsonb_object_keys({value})) > {keys} OR EXISTS (
                 SELECT 1 FROM (SELECT value FROM jsonb_each({value}) LIMIT {keys}) shown
-                WHERE {value_cut_sql("shown.value", length)}))"""
+                WHERE {value_cut_sql("shown.value", length)})))"""
 
 
 @lru_cache(maxsize=512)
