@@ -54,8 +54,8 @@ def lookup_customer(connection: Connection, team_id: int, kind: str, value: str)
     return found
 
 
-def membership_sql(m: str, g: str) -> str:
-    """A membership (`m`, its group `g`) in GroupMembershipSchema's shape, as JSON: the
+def membership_sql(m: str) -> str:
+    """A membership (`m`) in GroupMembershipSchema's shape, as JSON: the
     group's first SHOWN_KEYS traits by normalised key (values cut at SHOWN_VALUE), and
     `truncated` ["traits"] when it has more (`/groups/{id}` has them all)."""
     traits = f"""SELECT gt.key, gt.value FROM group_traits gt
@@ -63,7 +63,7 @@ def membership_sql(m: str, g: str) -> str:
                  ORDER BY gt.key_norm"""
     return f"""json_build_object(
         'id', {m}.group_id,
-        'name', {g}.name,
+        'name', (SELECT g.name FROM groups g WHERE g.team_id = {m}.team_id AND g.group_id = {m}.group_id),
         'traits', COALESCE((
             SELECT jsonb_object_agg(shown.key, {shown_value_sql("shown.value", SHOWN_VALUE)})
             FROM ({traits} LIMIT {SHOWN_KEYS}) shown), '{{}}'),
@@ -78,55 +78,61 @@ def membership_sql(m: str, g: str) -> str:
 def _profile_sql() -> str:
     # A live customer's profile in ProfileSchema's shape, built by Postgres in one statement
     # (tests/store/reference.py holds it to the schema's dump of the same rows). Each list
-    # shows at most its cap (schemas.api: PROFILE_IDS, PROFILE_TRAITS, PROFILE_GROUPS), read
-    # through an index in order and stopped there; `truncated` names the lists cut.
-    def identities(kind: str, cap: int) -> str:
-        return f"""SELECT i.value FROM identities i
-                   WHERE i.team_id = c.team_id AND i.customer_id = c.id AND i.kind {kind}
-                   ORDER BY i.kind, i.value LIMIT {cap}"""
+    # is read once, through an index in order, stopped at its cap plus one (schemas.api:
+    # PROFILE_IDS, PROFILE_TRAITS, PROFILE_GROUPS): the first `cap` are shown, the one
+    # more says the list was cut (`truncated`).
+    def identities(kind: str) -> str:
+        return f"""
+            SELECT json_agg(i.value ORDER BY i.n) FILTER (WHERE i.n <= {PROFILE_IDS}) AS shown,
+                   count(*) > {PROFILE_IDS} AS cut
+            FROM (SELECT value, row_number() OVER (ORDER BY kind, value) AS n FROM identities
+                  WHERE team_id = c.team_id AND customer_id = c.id AND kind {kind}
+                  ORDER BY kind, value LIMIT {PROFILE_IDS + 1}) i"""
 
-    traits = """SELECT t.key, t.value FROM customer_traits t
-                WHERE t.team_id = c.team_id AND t.customer_id = c.id ORDER BY t.key_norm"""
-    memberships = """SELECT m.* FROM memberships m
-                     WHERE m.team_id = c.team_id AND m.customer_id = c.id AND m.active
-                     ORDER BY m.group_id"""
     return f"""
         SELECT c.merged_into, CASE WHEN c.merged_into IS NULL THEN json_build_object(
             'id', c.id::text,
-            'user_ids', COALESCE((
-                SELECT json_agg(shown.value ORDER BY shown.value)
-                FROM ({identities("= 'user'", PROFILE_IDS)}) shown), '[]'),
-            'anonymous_ids', COALESCE((
-                SELECT json_agg(shown.value ORDER BY shown.value)
-                FROM ({identities("<> 'user'", PROFILE_IDS)}) shown), '[]'),
+            'user_ids', COALESCE(user_ids.shown, '[]'),
+            'anonymous_ids', COALESCE(anonymous_ids.shown, '[]'),
             'email', c.email,
             'name', c.name,
-            'traits', COALESCE((
-                SELECT json_object_agg(
-                    shown.key, {shown_value_sql("shown.value", SHOWN_VALUE)} ORDER BY shown.key)
-                FROM ({traits} LIMIT {PROFILE_TRAITS}) shown), '{{}}'),
-            'groups', COALESCE((
-                SELECT json_agg({membership_sql("m", "g")} ORDER BY m.joined_at, m.group_id)
-                FROM ({memberships} LIMIT {PROFILE_GROUPS}) m
-                LEFT JOIN groups g ON g.team_id = m.team_id AND g.group_id = m.group_id), '[]'),
+            'traits', COALESCE(traits.shown, '{{}}'),
+            'groups', COALESCE(groups.shown, '[]'),
             'first_seen', {iso_sql("c.first_seen")},
             'last_seen', {iso_sql("c.last_seen")},
             'event_count', c.event_count,
             'truncated', to_json(array_remove(ARRAY[
-                CASE WHEN (SELECT count(*) FROM ({identities("= 'user'", PROFILE_IDS + 1)}) more)
-                          > {PROFILE_IDS} THEN 'user_ids' END,
-                CASE WHEN (SELECT count(*) FROM ({identities("<> 'user'", PROFILE_IDS + 1)}) more)
-                          > {PROFILE_IDS} THEN 'anonymous_ids' END,
-                CASE WHEN (SELECT count(*) > {PROFILE_TRAITS}
-                                  OR COALESCE(bool_or({value_cut_sql("more.value", SHOWN_VALUE)}), false)
-                           FROM ({traits} LIMIT {PROFILE_TRAITS + 1}) more) THEN 'traits' END,
-                CASE WHEN (SELECT count(*) FROM ({memberships} LIMIT {PROFILE_GROUPS + 1}) more)
-                          > {PROFILE_GROUPS} THEN 'groups' END
+                CASE WHEN user_ids.cut THEN 'user_ids' END,
+                CASE WHEN anonymous_ids.cut THEN 'anonymous_ids' END,
+                CASE WHEN traits.cut THEN 'traits' END,
+                CASE WHEN groups.cut THEN 'groups' END
             ], NULL))
         )::text END AS profile
         FROM customers c
+        LEFT JOIN LATERAL ({identities("= 'user'")}) user_ids ON c.merged_into IS NULL
+        LEFT JOIN LATERAL ({identities("<> 'user'")}) anonymous_ids ON c.merged_into IS NULL
+        LEFT JOIN LATERAL (
+            SELECT json_object_agg(t.key, {shown_value_sql("t.value", SHOWN_VALUE)} ORDER BY t.key)
+                       FILTER (WHERE t.n <= {PROFILE_TRAITS}) AS shown,
+                   count(*) > {PROFILE_TRAITS}
+                       OR COALESCE(bool_or({value_cut_sql("t.value", SHOWN_VALUE)}), false) AS cut
+            FROM (SELECT key, value, row_number() OVER (ORDER BY key_norm) AS n FROM customer_traits
+                  WHERE team_id = c.team_id AND customer_id = c.id
+                  ORDER BY key_norm LIMIT {PROFILE_TRAITS + 1}) t
+        ) traits ON c.merged_into IS NULL
+        LEFT JOIN LATERAL (
+            SELECT json_agg({membership_sql("m")} ORDER BY m.joined_at, m.group_id)
+                       FILTER (WHERE m.n <= {PROFILE_GROUPS}) AS shown,
+                   count(*) > {PROFILE_GROUPS} AS cut
+            FROM (SELECT *, row_number() OVER (ORDER BY group_id) AS n FROM memberships
+                  WHERE team_id = c.team_id AND customer_id = c.id AND active
+                  ORDER BY group_id LIMIT {PROFILE_GROUPS + 1}) m
+        ) groups ON c.merged_into IS NULL
         WHERE c.team_id = :team AND c.id = :id
     """
+
+
+PROFILE_SQL = _profile_sql()
 
 
 def read_profile(connection: Connection, team_id: int, customer_id: int) -> tuple[int | None, str] | None:
@@ -135,7 +141,7 @@ def read_profile(connection: Connection, team_id: int, customer_id: int) -> tupl
     One statement (one snapshot, no transaction); the profile comes out as ProfileSchema's
     dump of the customer, its ids, traits and groups would.
     """
-    statement, _ = prepared(_profile_sql())
+    statement, _ = prepared(PROFILE_SQL)
     row = connection.execute(statement, {"team": team_id, "id": customer_id}).first()
     if row is None:
         return None
@@ -400,13 +406,12 @@ def read_memberships(
     rows = connection.execute(
         text(
             f"""
-            SELECT {membership_sql("m", "g")}::text AS membership
+            SELECT {membership_sql("m")}::text AS membership
             FROM (
                 SELECT * FROM memberships m
                 WHERE m.team_id = :team AND m.customer_id = :c AND m.active
                 ORDER BY m.group_id OFFSET :offset LIMIT :limit
             ) m
-            LEFT JOIN groups g ON g.team_id = m.team_id AND g.group_id = m.group_id
             ORDER BY m.group_id
             """
         ),
