@@ -350,7 +350,8 @@ def read_traits(
 # A customer's identities with their first events, in one pass over the customer's
 # timeline: each event offers its userId and its anonymousId, and the earliest offer per
 # id (by the feed's order) is its first sighting. The email's comes from the trait history.
-_EXTERNAL_IDS_SQL = """
+# Exposed so tests and bench/ can EXPLAIN what the API runs.
+EXTERNAL_IDS_SQL = """
     WITH firsts AS (
         SELECT DISTINCT ON (offered.kind, offered.value)
                offered.kind, offered.value, e.event_time, e.message_id
@@ -388,11 +389,11 @@ def read_external_ids(
     (time, messageId), earliest first: `limit` of them after the first `offset`.
 
     An id's first event is the customer's earliest event carrying it; all of them come
-    from one pass over the customer's timeline (`_EXTERNAL_IDS_SQL`), never a walk per
+    from one pass over the customer's timeline (`EXTERNAL_IDS_SQL`), never a walk per
     id. The email's is the identify that first set the current email (the trait history).
     """
     rows = connection.execute(
-        text(_EXTERNAL_IDS_SQL), {"team": team_id, "c": customer_id, "offset": offset, "limit": limit}
+        text(EXTERNAL_IDS_SQL), {"team": team_id, "c": customer_id, "offset": offset, "limit": limit}
     )
     return [dict(row._mapping) for row in rows]
 
