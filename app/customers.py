@@ -28,7 +28,10 @@ from schemas.api import (
     CustomerSearchArgs,
     EventSummaryListSchema,
     ExternalIdListSchema,
+    ExternalIdsArgs,
     FeedArgs,
+    ListOffset,
+    MembershipsArgs,
     MergedSchema,
     TraitsArgs,
     TraitsSchema,
@@ -40,11 +43,12 @@ from store.customers import (
     lookup_customer,
     read_event_summary,
     read_external_ids,
+    read_memberships,
     read_profile,
     read_traits,
     search_customers,
 )
-from store.feed import FeedFilter, read_feed_page
+from store.feed import FeedFilter, read_feed_item, read_feed_page
 
 bp = Blueprint("customers", __name__, url_prefix="/api/v1")
 
@@ -54,6 +58,8 @@ _search_args = CustomerSearchArgs()
 _lookup_args = CustomerLookupArgs()
 _feed_args = FeedArgs()
 _traits_args = TraitsArgs()
+_external_ids_args = ExternalIdsArgs()
+_memberships_args = MembershipsArgs()
 _no_args = Schema.from_dict({}, name="NoArgs")()
 _customer_list = CustomerListSchema()
 _merged_body = MergedSchema()
@@ -82,7 +88,7 @@ def customer_ref(connection: Connection, team_id: int, raw: str) -> int:
 
 def _redirect_same_route(endpoint: str, survivor: int) -> Response:
     """308 to the same route of the survivor, keeping the query string."""
-    location = url_for(endpoint, customer_id=str(survivor))
+    location = url_for(endpoint, **{**(request.view_args or {}), "customer_id": str(survivor)})
     if request.query_string:
         location += "?" + request.query_string.decode("latin-1")
     return _merged(survivor, location)
@@ -128,6 +134,29 @@ def _live_list(
             page.dump({"data": read(connection, team_id, live), "next_cursor": None})
         ),
     )
+
+
+def _offset_page(
+    customer_id: str,
+    args_schema: Schema,
+    kind: str,
+    read: Callable[..., list[Any]],
+    page: Schema | None,
+) -> Response:
+    """One page of a live customer's list paged by offset (`ListOffset`): `limit` items
+    after the cursor's offset, one more read to know whether a next page follows. Dumped
+    through `page`, or (None) already in its shape as Postgres built them."""
+
+    def answer(connection: Connection, team_id: int, live: int, args: Mapping[str, Any]) -> Response:
+        cursor = args.get("cursor")
+        offset = cursor.position.offset if cursor else 0
+        items = read(connection, team_id, live, limit=args["limit"] + 1, offset=offset)
+        more = len(items) > args["limit"]
+        next_cursor = encode_cursor(kind, "asc", ListOffset(offset + args["limit"])) if more else None
+        body = {"data": items[: args["limit"]], "next_cursor": next_cursor}
+        return jsonify(page.dump(body) if page is not None else body)
+
+    return _read_live(customer_id, args_schema, answer)
 
 
 def _merged(live_id: int, location: str) -> Response:
@@ -235,7 +264,10 @@ def profile(customer_id: str) -> Response:
       summary: A customer's profile
       description: >
         Ids, name, email, traits, groups, first and last event time, event count. An id
-        merged into another customer answers 308 to the survivor.
+        merged into another customer answers 308 to the survivor. Bounded by what it
+        shows: at most 100 userIds and 100 anonymousIds (all: /external_ids), 200 traits
+        with values cut at 1,000 characters (all, whole: /traits), 100 groups with 50
+        traits each (all: /groups); `truncated` names each list shown in part.
       tags: [customers]
       security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
@@ -283,7 +315,10 @@ def feed(customer_id: str) -> Response:
         never repeats or skips an item, whatever arrives meanwhile. A filtered page reads
         a bounded stretch of the timeline, so it can be short, even empty, and still have
         a `next_cursor`. An id merged into another customer answers 308 to the survivor's
-        feed with the same query.
+        feed with the same query. An item shows at most 50 keys of its properties or
+        traits, values cut at 1,000 characters, and `changes` among the first 50 traits an
+        identify set; its `truncated` names what it shows in part, and
+        /customers/{id}/feed/{item id} answers it whole.
       tags: [customers]
       security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
@@ -349,8 +384,10 @@ def traits(customer_id: str) -> Response:
       description: >
         The latest value per trait (by event time). `verbose=true` gives each as
         {value, updated_at (the event time of the identify that set it), message_id};
-        `include=a,b` picks traits (spellings compare as the fold compares them). An id
-        merged into another customer answers 308 to the survivor's traits.
+        `include=a,b` picks traits (spellings compare as the fold compares them). Paged by
+        normalised key: up to `limit` traits (default and most 1,000) a page, values whole;
+        follow `next_cursor` until null. An id merged into another customer answers 308 to
+        the survivor's traits.
       tags: [customers]
       security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
@@ -373,7 +410,14 @@ def traits(customer_id: str) -> Response:
     """
 
     def answer(connection: Connection, team_id: int, live: int, args: Mapping[str, Any]) -> Response:
-        rows = read_traits(connection, team_id, live, args.get("include"))
+        cursor = args.get("cursor")
+        offset = cursor.position.offset if cursor else 0
+        rows = read_traits(
+            connection, team_id, live, args.get("include"), limit=args["limit"] + 1, offset=offset
+        )
+        more = len(rows) > args["limit"]
+        rows = rows[: args["limit"]]
+        next_cursor = encode_cursor("traits", "asc", ListOffset(offset + args["limit"])) if more else None
         if args["verbose"]:
             found = {
                 row.key: {
@@ -385,7 +429,7 @@ def traits(customer_id: str) -> Response:
             }
         else:
             found = {row.key: row.value for row in rows}
-        return jsonify(_traits.dump({"traits": found}))
+        return jsonify(_traits.dump({"traits": found, "next_cursor": next_cursor}))
 
     return _read_live(customer_id, _traits_args, answer)
 
@@ -400,14 +444,18 @@ def external_ids(customer_id: str) -> Response:
       description: >
         Each identity with the event time of the customer's first event that carried it
         and that event's messageId (for the email: the identify that first set the
-        current email). Earliest first. An id merged into another customer answers 308.
+        current email). Earliest first, `limit` a page (default 200, at most 1,000):
+        follow `next_cursor` until null. Found in one pass over the customer's timeline.
+        An id merged into another customer answers 308.
       tags: [customers]
       security: [{bearerAuth: []}, {basicAuth: []}]
       parameters:
         - CustomerId
+        - in: query
+          schema: ExternalIdsArgs
       responses:
         200:
-          description: The identities (one page).
+          description: One page of the identities.
           content:
             application/json:
               schema: ExternalIdListSchema
@@ -419,7 +467,94 @@ def external_ids(customer_id: str) -> Response:
         404: NotFound
         503: Unavailable
     """
-    return _live_list(customer_id, read_external_ids, _external_ids)
+    return _offset_page(customer_id, _external_ids_args, "external_ids", read_external_ids, _external_ids)
+
+
+@bp.get("/customers/<path:customer_id>/groups")
+def memberships(customer_id: str) -> Response:
+    """The groups a customer is a member of, paged.
+    ---
+    get:
+      operationId: getCustomerGroups
+      summary: A customer's groups, all of them
+      description: >
+        Every company the customer is a member of now, by groupId, `limit` a page: the
+        profile shows at most 100. Each with at most 50 traits (values cut at 1,000
+        characters; `truncated` says so; /groups/{group_id} has them all). An id merged
+        into another customer answers 308.
+      tags: [customers]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - CustomerId
+        - in: query
+          schema: MembershipsArgs
+      responses:
+        200:
+          description: One page of memberships.
+          content:
+            application/json:
+              schema: MembershipListSchema
+        308: Merged
+        400: BadRequest
+        401: Unauthorized
+        429: TooManyRequests
+        403: Forbidden
+        404: NotFound
+        503: Unavailable
+    """
+    # Built by Postgres in GroupMembershipSchema's shape (store.customers.membership_sql).
+    return _offset_page(customer_id, _memberships_args, "groups", read_memberships, None)
+
+
+@bp.get("/customers/<path:customer_id>/feed/<item_id>")
+def feed_item(customer_id: str, item_id: str) -> Response:
+    """One item of a customer's timeline, whole.
+    ---
+    get:
+      operationId: getCustomerFeedItem
+      summary: One feed item, whole
+      description: >
+        The item with this `id`, as the feed shows it but whole: every property and
+        trait, values uncut, every change (its `truncated` is []). The way to what a feed
+        item left out. An id merged into another customer answers 308 to the survivor's.
+      tags: [customers]
+      security: [{bearerAuth: []}, {basicAuth: []}]
+      parameters:
+        - CustomerId
+        - in: path
+          name: item_id
+          required: true
+          description: The item's `id` from the feed.
+          schema: {type: string, pattern: "^[0-9]+$"}
+      responses:
+        200:
+          description: The item.
+          content:
+            application/json:
+              schema: FeedItemSchema
+        308: Merged
+        401: Unauthorized
+        429: TooManyRequests
+        403: Forbidden
+        404: NotFound
+        503: Unavailable
+    """
+    key = authenticate("read")
+    load_query(_no_args)
+    event_id = path_id(item_id, "feed item", "use an id from the customer's feed.")
+    with resources().engine.connect() as connection:
+        found = read_feed_item(
+            connection, key.team_id, customer_ref(connection, key.team_id, customer_id), event_id
+        )
+    if found is None:
+        raise not_found()
+    merged_into, item = found
+    if merged_into is not None:
+        return _redirect_same_route(".feed_item", merged_into)
+    if item is None:
+        raise not_found("feed item", "use an id from the customer's feed.")
+    # Built by Postgres in FeedItemSchema's shape (store.feed.feed_item_sql), passed through.
+    return Response(item + "\n", mimetype="application/json")
 
 
 @bp.get("/customers/<path:customer_id>/events/summary")

@@ -30,6 +30,16 @@ MAX_EMAIL = 320
 MAX_EVENT_NAME = 1000
 MAX_INCLUDED_TRAITS = 100
 
+# How wide an answer is (docs/read-api.md, "How wide an answer is"): a tenant chooses how
+# wide its events and customers are, so each answer shows at most these and says, in its
+# `truncated` list, what it left out; the rest is one request away.
+SHOWN_KEYS = 50  # keys of an event's properties or traits a feed item shows; traits its `changes` examine
+SHOWN_VALUE = 1_000  # characters of any one value a capped answer shows
+PROFILE_TRAITS = 200  # traits a profile shows (the rest: /customers/{id}/traits, paged)
+PROFILE_IDS = 100  # userIds, and anonymousIds, a profile shows (the rest: /external_ids)
+PROFILE_GROUPS = 100  # memberships a profile shows (the rest: /customers/{id}/groups)
+MAX_TRAITS_PAGE = 1_000  # traits per page of /customers/{id}/traits
+
 # A delete erases the person, including the delete event itself: it is never in a feed.
 FEED_TYPES = tuple(kind for kind in SUPPORTED_TYPES if kind != "delete")
 ORDERS = ("desc", "asc")
@@ -63,8 +73,20 @@ class MemberPosition:
     customer_id: int
 
 
-Position = FeedPosition | CustomerPosition | MemberPosition
-_POSITIONS: dict[str, type[Position]] = {
+@dataclass(frozen=True)
+class ListOffset:
+    """A place in a short list that has no keyset to page by (its sort values are long
+    text: trait keys, groupIds): how many items came before. Such a list can shift while
+    it is paged (docs/read-api.md)."""
+
+    offset: int
+
+
+# The lists paged by ListOffset.
+_OFFSET_KINDS = frozenset(("traits", "external_ids", "groups"))
+
+Position = FeedPosition | CustomerPosition | MemberPosition | ListOffset
+_POSITIONS: dict[str, type[FeedPosition | CustomerPosition | MemberPosition]] = {
     "feed": FeedPosition,
     "customers": CustomerPosition,
     "members": MemberPosition,
@@ -88,12 +110,18 @@ def encode_cursor(kind: str, order: str, position: Position) -> str:
         )
     if isinstance(position, CustomerPosition):
         return cursors.encode_cursor(kind, order, position.last_seen.isoformat(), position.id)
+    if isinstance(position, ListOffset):
+        return cursors.encode_cursor(kind, order, position.offset)
     return cursors.encode_cursor(kind, order, position.joined_at.isoformat(), position.customer_id)
 
 
 def decode_cursor(text: str) -> Cursor:
     """The cursor `encode_cursor` made, or ValueError (a CursorError) for anything else."""
     kind, values = cursors.decode_cursor(text)
+    if kind in _OFFSET_KINDS:
+        if len(values) != 2 or values[0] not in ORDERS or not is_bigint(values[1]) or values[1] < 0:
+            raise CursorError()
+        return Cursor(kind, str(values[0]), ListOffset(values[1]))
     position_type = _POSITIONS.get(kind)
     if position_type is None or len(values) != (4 if position_type is FeedPosition else 3):
         raise CursorError()
@@ -223,7 +251,7 @@ class FeedArgs(Schema):
 
 
 class TraitsArgs(Schema):
-    """`GET /customers/{id}/traits`: which traits, and whether with their provenance."""
+    """`GET /customers/{id}/traits`: which traits, whether with their provenance, paging."""
 
     class Meta:
         unknown = RAISE
@@ -242,6 +270,28 @@ class TraitsArgs(Schema):
             "spellings compare as the fold compares them (`firstName` = `first_name`)."
         },
     )
+    limit = limit_field(default=MAX_TRAITS_PAGE, most=MAX_TRAITS_PAGE)
+    cursor = CursorArgument("traits")
+
+
+class ExternalIdsArgs(Schema):
+    """`GET /customers/{id}/external_ids`: paging."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = limit_field(default=200, most=1_000)
+    cursor = CursorArgument("external_ids")
+
+
+class MembershipsArgs(Schema):
+    """`GET /customers/{id}/groups`: paging."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = limit_field()
+    cursor = CursorArgument("groups")
 
 
 class GroupArgs(Schema):
@@ -305,6 +355,14 @@ class GroupMembershipSchema(Schema):
     name = fields.String(required=True, allow_none=True)
     traits = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)
     joined_at = Instant(required=True, metadata={"description": "Event time of the first group call."})
+    truncated = fields.List(
+        fields.String(),
+        required=True,
+        metadata={
+            "description": f'["traits"] when the group has more than {SHOWN_KEYS} traits or a value over '
+            f"{SHOWN_VALUE} characters (cut); `GET /groups/{{id}}` has them all. Else []."
+        },
+    )
 
 
 class CustomerSummarySchema(Schema):
@@ -323,8 +381,32 @@ class CustomerSummarySchema(Schema):
 class ProfileSchema(CustomerSummarySchema):
     """A customer's profile: ids, traits and groups."""
 
-    traits = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)
-    groups = fields.List(fields.Nested(GroupMembershipSchema), required=True)
+    traits = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(),
+        required=True,
+        metadata={
+            "description": f"At most {PROFILE_TRAITS} traits (the first by normalised key), each value "
+            f"cut at {SHOWN_VALUE} characters; `GET /customers/{{id}}/traits` pages them all, whole."
+        },
+    )
+    groups = fields.List(
+        fields.Nested(GroupMembershipSchema),
+        required=True,
+        metadata={
+            "description": f"At most {PROFILE_GROUPS} memberships (the first by groupId), by joined_at; "
+            "`GET /customers/{id}/groups` pages them all."
+        },
+    )
+    truncated = fields.List(
+        fields.String(validate=validate.OneOf(("user_ids", "anonymous_ids", "traits", "groups"))),
+        required=True,
+        metadata={
+            "description": "The lists this profile shows only in part: `user_ids` and `anonymous_ids` "
+            f"show at most {PROFILE_IDS} each (all: `/external_ids`), `traits` and `groups` as above. "
+            "[] when the profile is whole."
+        },
+    )
 
     class Meta:
         fields = (
@@ -338,6 +420,7 @@ class ProfileSchema(CustomerSummarySchema):
             "first_seen",
             "last_seen",
             "event_count",
+            "truncated",
         )
 
 
@@ -420,6 +503,16 @@ class FeedItemSchema(Schema):
         },
     )
     context = fields.Nested(FeedContextSchema, required=True)
+    truncated = fields.List(
+        fields.String(validate=validate.OneOf(("properties", "traits", "changes"))),
+        required=True,
+        metadata={
+            "description": f"What this item shows only in part: `properties` and `traits` show at most "
+            f"{SHOWN_KEYS} keys, each value cut at {SHOWN_VALUE} characters; `changes` examines the "
+            f"first {SHOWN_KEYS} traits the identify set. `GET /customers/{{id}}/feed/{{item id}}` "
+            "answers the item whole. [] when nothing was cut."
+        },
+    )
 
 
 class FeedPageSchema(Schema):
@@ -467,6 +560,9 @@ class TraitsSchema(Schema):
         required=True,
         metadata={"description": "key -> value, or key -> TraitDetail with `verbose=true`."},
     )
+    next_cursor = fields.String(
+        required=True, allow_none=True, metadata={"description": "The next page of traits; null at the end."}
+    )
 
 
 class ExternalIdSchema(Schema):
@@ -484,9 +580,12 @@ class ExternalIdSchema(Schema):
 
 class ExternalIdListSchema(Schema):
     data = fields.List(fields.Nested(ExternalIdSchema), required=True)
-    next_cursor = fields.String(
-        required=True, allow_none=True, metadata={"description": "Always null: one page."}
-    )
+    next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null at the end."})
+
+
+class MembershipListSchema(Schema):
+    data = fields.List(fields.Nested(GroupMembershipSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null at the end."})
 
 
 class EventSummarySchema(Schema):
@@ -549,6 +648,7 @@ COMPONENTS: dict[str, type[Schema]] = {
     "Traits": TraitsSchema,
     "ExternalId": ExternalIdSchema,
     "ExternalIdList": ExternalIdListSchema,
+    "MembershipList": MembershipListSchema,
     "EventSummary": EventSummarySchema,
     "EventSummaryList": EventSummaryListSchema,
     "MeTeam": MeTeamSchema,

@@ -37,6 +37,12 @@ MAX_TRAIT_NAME = 255
 # The email and name traits (firstName + lastName make a name too) become the customer's
 # indexed email and name columns: bounded so that even four-byte characters fit an entry.
 MAX_PROFILE_TRAIT = 255
+# Trait keys one event may carry, `traits` and `context.traits` together: the fold writes
+# a customer (or group) trait and a `trait_history` row per key, so this bounds what one
+# event makes it write. Amplitude's SDKs refuse more than 1,000 user properties a call,
+# Mixpanel takes 255 properties an event, Segment's own source schema keeps 300 traits
+# by default (docs/ingest.md has the references).
+MAX_TRAIT_KEYS = 1_000
 PROFILE_TRAITS = frozenset(("email", "name", "firstname", "lastname"))
 MAX_DEPTH = 64
 
@@ -171,6 +177,15 @@ def check_trait_names(traits: dict[str, Any]) -> None:
             )
 
 
+def _context_traits(context: Any) -> Any:
+    return context.get("traits") if type(context) is dict else None
+
+
+def _trait_keys(traits: Any) -> int:
+    """How many trait keys `traits` holds (0 unless an object)."""
+    return len(traits) if type(traits) is dict else 0
+
+
 def _profile_trait(name: str) -> bool:
     """Whether the fold keeps this trait as the email or name (its key normalised as in SQL)."""
     return (re.sub(r"[\s_.-]+", "", name.lower()) or name) in PROFILE_TRAITS
@@ -218,6 +233,19 @@ class EventSchema(Schema):
                 check_trait_names(traits)
             except ValidationError as error:
                 raise ValidationError(error.messages, "context.traits") from None
+
+    @validates_schema
+    def check_trait_count(self, data: dict[str, Any], **kwargs: Any) -> None:
+        traits, context_traits = data.get("traits"), _context_traits(data.get("context"))
+        count = _trait_keys(traits) + _trait_keys(context_traits)
+        if count > MAX_TRAIT_KEYS:
+            where = "traits" if _trait_keys(traits) >= _trait_keys(context_traits) else "context.traits"
+            raise ValidationError(
+                f"An event may carry at most {MAX_TRAIT_KEYS} trait keys (traits and context.traits "
+                f"together); this one has {count}. Send the traits an agent needs, or split them "
+                "over several identify calls.",
+                where,
+            )
 
     @validates_schema
     def check_identity(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -481,6 +509,8 @@ def _quick_load(kind: str, event: dict[str, Any]) -> dict[str, Any] | None:
         context_traits = context.get("traits")
         if type(context_traits) is dict and not _names_fit(context_traits):
             return None
+    if _trait_keys(loaded.get("traits")) + _trait_keys(_context_traits(context)) > MAX_TRAIT_KEYS:
+        return None
     if "timestamp" in event:
         stamp = get("timestamp")
         if stamp is None:

@@ -8,13 +8,21 @@ in one statement (`read_profile`), for `/customers/{id}` and `/customers/lookup`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.api import CustomerPosition
-from store.statements import iso_sql, normalised_key, prepared
+from schemas.api import (
+    PROFILE_GROUPS,
+    PROFILE_IDS,
+    PROFILE_TRAITS,
+    SHOWN_KEYS,
+    SHOWN_VALUE,
+    CustomerPosition,
+)
+from store.statements import iso_sql, normalised_key, prepared, shown_value_sql, value_cut_sql
 
 SUMMARY_COLUMNS = "c.id, c.email, c.name, c.first_seen, c.last_seen, c.event_count"
 
@@ -46,41 +54,85 @@ def lookup_customer(connection: Connection, team_id: int, kind: str, value: str)
     return found
 
 
+def membership_sql(m: str) -> str:
+    """A membership (`m`) in GroupMembershipSchema's shape, as JSON: the
+    group's first SHOWN_KEYS traits by normalised key (values cut at SHOWN_VALUE), and
+    `truncated` ["traits"] when it has more (`/groups/{id}` has them all)."""
+    traits = f"""SELECT gt.key, gt.value FROM group_traits gt
+                 WHERE gt.team_id = {m}.team_id AND gt.group_id = {m}.group_id
+                 ORDER BY gt.key_norm"""
+    return f"""json_build_object(
+        'id', {m}.group_id,
+        'name', (SELECT g.name FROM groups g WHERE g.team_id = {m}.team_id AND g.group_id = {m}.group_id),
+        'traits', COALESCE((
+            SELECT jsonb_object_agg(shown.key, {shown_value_sql("shown.value", SHOWN_VALUE)})
+            FROM ({traits} LIMIT {SHOWN_KEYS}) shown), '{{}}'),
+        'joined_at', {iso_sql(f"{m}.joined_at")},
+        'truncated', to_json(array_remove(ARRAY[CASE WHEN (
+            SELECT count(*) > {SHOWN_KEYS}
+                   OR COALESCE(bool_or({value_cut_sql("shown.value", SHOWN_VALUE)}), false)
+            FROM ({traits} LIMIT {SHOWN_KEYS + 1}) shown) THEN 'traits' END], NULL))
+    )"""
+
+
 def _profile_sql() -> str:
     # A live customer's profile in ProfileSchema's shape, built by Postgres in one statement
-    # (tests/store/reference.py holds it to the schema's dump of the same rows).
+    # (tests/store/reference.py holds it to the schema's dump of the same rows). Each list
+    # is read once, through an index in order, stopped at its cap plus one (schemas.api:
+    # PROFILE_IDS, PROFILE_TRAITS, PROFILE_GROUPS): the first `cap` are shown, the one
+    # more says the list was cut (`truncated`).
+    def identities(kind: str) -> str:
+        return f"""
+            SELECT json_agg(i.value ORDER BY i.n) FILTER (WHERE i.n <= {PROFILE_IDS}) AS shown,
+                   count(*) > {PROFILE_IDS} AS cut
+            FROM (SELECT value, row_number() OVER (ORDER BY kind, value) AS n FROM identities
+                  WHERE team_id = c.team_id AND customer_id = c.id AND kind {kind}
+                  ORDER BY kind, value LIMIT {PROFILE_IDS + 1}) i"""
+
     return f"""
         SELECT c.merged_into, CASE WHEN c.merged_into IS NULL THEN json_build_object(
             'id', c.id::text,
-            'user_ids', COALESCE((
-                SELECT json_agg(i.value ORDER BY i.kind, i.value) FROM identities i
-                WHERE i.team_id = c.team_id AND i.customer_id = c.id AND i.kind = 'user'), '[]'),
-            'anonymous_ids', COALESCE((
-                SELECT json_agg(i.value ORDER BY i.kind, i.value) FROM identities i
-                WHERE i.team_id = c.team_id AND i.customer_id = c.id AND i.kind <> 'user'), '[]'),
+            'user_ids', COALESCE(user_ids.shown, '[]'),
+            'anonymous_ids', COALESCE(anonymous_ids.shown, '[]'),
             'email', c.email,
             'name', c.name,
-            'traits', COALESCE((
-                SELECT json_object_agg(t.key, t.value ORDER BY t.key) FROM customer_traits t
-                WHERE t.team_id = c.team_id AND t.customer_id = c.id), '{{}}'),
-            'groups', COALESCE((
-                SELECT json_agg(json_build_object(
-                    'id', m.group_id,
-                    'name', g.name,
-                    'traits', COALESCE((SELECT jsonb_object_agg(gt.key, gt.value) FROM group_traits gt
-                                        WHERE gt.team_id = m.team_id AND gt.group_id = m.group_id), '{{}}'),
-                    'joined_at', {iso_sql("m.joined_at")}
-                ) ORDER BY m.joined_at, m.group_id)
-                FROM memberships m
-                LEFT JOIN groups g ON g.team_id = m.team_id AND g.group_id = m.group_id
-                WHERE m.team_id = c.team_id AND m.customer_id = c.id AND m.active), '[]'),
+            'traits', COALESCE(traits.shown, '{{}}'),
+            'groups', COALESCE(groups.shown, '[]'),
             'first_seen', {iso_sql("c.first_seen")},
             'last_seen', {iso_sql("c.last_seen")},
-            'event_count', c.event_count
+            'event_count', c.event_count,
+            'truncated', to_json(array_remove(ARRAY[
+                CASE WHEN user_ids.cut THEN 'user_ids' END,
+                CASE WHEN anonymous_ids.cut THEN 'anonymous_ids' END,
+                CASE WHEN traits.cut THEN 'traits' END,
+                CASE WHEN groups.cut THEN 'groups' END
+            ], NULL))
         )::text END AS profile
         FROM customers c
+        LEFT JOIN LATERAL ({identities("= 'user'")}) user_ids ON c.merged_into IS NULL
+        LEFT JOIN LATERAL ({identities("<> 'user'")}) anonymous_ids ON c.merged_into IS NULL
+        LEFT JOIN LATERAL (
+            SELECT json_object_agg(t.key, {shown_value_sql("t.value", SHOWN_VALUE)} ORDER BY t.key)
+                       FILTER (WHERE t.n <= {PROFILE_TRAITS}) AS shown,
+                   count(*) > {PROFILE_TRAITS}
+                       OR COALESCE(bool_or({value_cut_sql("t.value", SHOWN_VALUE)}), false) AS cut
+            FROM (SELECT key, value, row_number() OVER (ORDER BY key_norm) AS n FROM customer_traits
+                  WHERE team_id = c.team_id AND customer_id = c.id
+                  ORDER BY key_norm LIMIT {PROFILE_TRAITS + 1}) t
+        ) traits ON c.merged_into IS NULL
+        LEFT JOIN LATERAL (
+            SELECT json_agg({membership_sql("m")} ORDER BY m.joined_at, m.group_id)
+                       FILTER (WHERE m.n <= {PROFILE_GROUPS}) AS shown,
+                   count(*) > {PROFILE_GROUPS} AS cut
+            FROM (SELECT *, row_number() OVER (ORDER BY group_id) AS n FROM memberships
+                  WHERE team_id = c.team_id AND customer_id = c.id AND active
+                  ORDER BY group_id LIMIT {PROFILE_GROUPS + 1}) m
+        ) groups ON c.merged_into IS NULL
         WHERE c.team_id = :team AND c.id = :id
     """
+
+
+PROFILE_SQL = _profile_sql()
 
 
 def read_profile(connection: Connection, team_id: int, customer_id: int) -> tuple[int | None, str] | None:
@@ -89,7 +141,7 @@ def read_profile(connection: Connection, team_id: int, customer_id: int) -> tupl
     One statement (one snapshot, no transaction); the profile comes out as ProfileSchema's
     dump of the customer, its ids, traits and groups would.
     """
-    statement, _ = prepared(_profile_sql())
+    statement, _ = prepared(PROFILE_SQL)
     row = connection.execute(statement, {"team": team_id, "id": customer_id}).first()
     if row is None:
         return None
@@ -251,17 +303,24 @@ def customer_state(connection: Connection, team_id: int, customer_id: int) -> tu
 
 
 def read_traits(
-    connection: Connection, team_id: int, customer_id: int, include: Sequence[str] | None = None
+    connection: Connection,
+    team_id: int,
+    customer_id: int,
+    include: Sequence[str] | None = None,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[Any]:
-    """A customer's traits (key, value, updated_at, message_id), by key; only `include`'s
-    keys (compared normalised) when given.
+    """A customer's traits (key, value, updated_at, message_id), by normalised key; only
+    `include`'s keys (compared normalised) when given; `limit` of them after the first
+    `offset` (a page: the primary key in order, so a page costs what it holds).
 
     `updated_at` is the event time of the event that set the value; its messageId comes
     from that event, found by the feed index (the customer's event at that time and
     tiebreak).
     """
     only = ""
-    params: dict[str, Any] = {"team": team_id, "c": customer_id}
+    params: dict[str, Any] = {"team": team_id, "c": customer_id, "offset": offset, "limit": limit}
     if include is not None:
         only = f"AND t.key_norm IN (SELECT {normalised_key('k')} FROM unnest(CAST(:include AS text[])) AS k)"
         params["include"] = list(include)
@@ -270,14 +329,17 @@ def read_traits(
             text(
                 f"""
                 SELECT t.key, t.value, t.event_time AS updated_at, e.message_id
-                FROM customer_traits t
+                FROM (
+                    SELECT * FROM customer_traits t
+                    WHERE t.team_id = :team AND t.customer_id = :c {only}
+                    ORDER BY t.key_norm OFFSET :offset LIMIT :limit
+                ) t
                 LEFT JOIN LATERAL (
                     SELECT message_id FROM events e
                     WHERE e.team_id = t.team_id AND e.customer_id = t.customer_id
                       AND e.event_time = t.event_time AND e.tiebreak = t.tiebreak
                     LIMIT 1) e ON true
-                WHERE t.team_id = :team AND t.customer_id = :c {only}
-                ORDER BY t.key COLLATE "C"
+                ORDER BY t.key_norm
                 """
             ),
             params,
@@ -285,43 +347,78 @@ def read_traits(
     )
 
 
-def read_external_ids(connection: Connection, team_id: int, customer_id: int) -> list[dict[str, Any]]:
-    """A customer's userIds, anonymousIds and email, each with its first event (time, messageId).
+# A customer's identities with their first events, in one pass over the customer's
+# timeline: each event offers its userId and its anonymousId, and the earliest offer per
+# id (by the feed's order) is its first sighting. The email's comes from the trait history.
+# Exposed so tests and bench/ can EXPLAIN what the API runs.
+EXTERNAL_IDS_SQL = """
+    WITH firsts AS (
+        SELECT DISTINCT ON (offered.kind, offered.value)
+               offered.kind, offered.value, e.event_time, e.message_id
+        FROM events e
+        CROSS JOIN LATERAL (VALUES ('user', e.user_id), ('anonymous', e.anonymous_id)) offered(kind, value)
+        WHERE e.team_id = :team AND e.customer_id = :c AND offered.value IS NOT NULL
+        ORDER BY offered.kind, offered.value, e.event_time, e.tiebreak, e.id
+    )
+    SELECT CASE i.kind WHEN 'user' THEN 'user_id' ELSE 'anonymous_id' END AS type, i.value,
+           f.event_time AS first_seen, f.message_id AS first_message_id
+    FROM identities i
+    LEFT JOIN firsts f
+      ON f.kind = CASE WHEN i.kind = 'user' THEN 'user' ELSE 'anonymous' END AND f.value = i.value
+    WHERE i.team_id = :team AND i.customer_id = :c
+    UNION ALL
+    SELECT 'email', c.email, f.event_time, f.message_id
+    FROM customers c
+    LEFT JOIN LATERAL (
+        SELECT h.event_time, e.message_id FROM trait_history h
+        JOIN events e ON e.team_id = h.team_id AND e.id = h.event_id
+        WHERE h.team_id = c.team_id AND h.customer_id = c.id AND h.key_norm = 'email'
+          AND h.value = to_jsonb(c.email)
+        ORDER BY h.event_time, h.tiebreak
+        LIMIT 1) f ON true
+    WHERE c.team_id = :team AND c.id = :c AND c.email IS NOT NULL
+    ORDER BY first_seen NULLS LAST, type, value
+    OFFSET :offset LIMIT :limit
+"""
 
-    An id's first event is the customer's earliest event carrying it (the feed index,
-    walked in order); the email's is the identify that first set the current email
-    (the trait history).
+
+def read_external_ids(
+    connection: Connection, team_id: int, customer_id: int, *, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """A page of a customer's userIds, anonymousIds and email, each with its first event
+    (time, messageId), earliest first: `limit` of them after the first `offset`.
+
+    An id's first event is the customer's earliest event carrying it; all of them come
+    from one pass over the customer's timeline (`EXTERNAL_IDS_SQL`), never a walk per
+    id. The email's is the identify that first set the current email (the trait history).
     """
     rows = connection.execute(
-        text(
-            """
-            SELECT CASE i.kind WHEN 'user' THEN 'user_id' ELSE 'anonymous_id' END AS type, i.value,
-                   f.event_time AS first_seen, f.message_id AS first_message_id
-            FROM identities i
-            LEFT JOIN LATERAL (
-                SELECT e.event_time, e.message_id FROM events e
-                WHERE e.team_id = i.team_id AND e.customer_id = i.customer_id
-                  AND CASE WHEN i.kind = 'user' THEN e.user_id = i.value ELSE e.anonymous_id = i.value END
-                ORDER BY e.event_time, e.tiebreak, e.id
-                LIMIT 1) f ON true
-            WHERE i.team_id = :team AND i.customer_id = :c
-            UNION ALL
-            SELECT 'email', c.email, f.event_time, f.message_id
-            FROM customers c
-            LEFT JOIN LATERAL (
-                SELECT h.event_time, e.message_id FROM trait_history h
-                JOIN events e ON e.team_id = h.team_id AND e.id = h.event_id
-                WHERE h.team_id = c.team_id AND h.customer_id = c.id AND h.key_norm = 'email'
-                  AND h.value = to_jsonb(c.email)
-                ORDER BY h.event_time, h.tiebreak
-                LIMIT 1) f ON true
-            WHERE c.team_id = :team AND c.id = :c AND c.email IS NOT NULL
-            ORDER BY first_seen NULLS LAST, type, value
-            """
-        ),
-        {"team": team_id, "c": customer_id},
+        text(EXTERNAL_IDS_SQL), {"team": team_id, "c": customer_id, "offset": offset, "limit": limit}
     )
     return [dict(row._mapping) for row in rows]
+
+
+def read_memberships(
+    connection: Connection, team_id: int, customer_id: int, *, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """A page of the groups a customer is a member of now, by groupId: `limit` of them after
+    the first `offset`, each in GroupMembershipSchema's shape (built by Postgres, as the
+    profile's are: `membership_sql`)."""
+    rows = connection.execute(
+        text(
+            f"""
+            SELECT {membership_sql("m")}::text AS membership
+            FROM (
+                SELECT * FROM memberships m
+                WHERE m.team_id = :team AND m.customer_id = :c AND m.active
+                ORDER BY m.group_id OFFSET :offset LIMIT :limit
+            ) m
+            ORDER BY m.group_id
+            """
+        ),
+        {"team": team_id, "c": customer_id, "offset": offset, "limit": limit},
+    )
+    return [json.loads(row.membership) for row in rows]
 
 
 def read_event_summary(connection: Connection, team_id: int, customer_id: int) -> list[dict[str, Any]]:

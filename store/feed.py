@@ -21,8 +21,15 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from schemas.api import FeedPosition
-from store.statements import iso_sql, prepared
+from schemas.api import SHOWN_KEYS, SHOWN_VALUE, FeedPosition
+from store.statements import (
+    iso_sql,
+    object_cut_sql,
+    prepared,
+    shown_object_sql,
+    shown_value_sql,
+    value_cut_sql,
+)
 
 # Events a filtered feed request reads at most, through the index, before it answers.
 FEED_SCAN_BUDGET = 10_000
@@ -82,15 +89,28 @@ _COMPANY_LABEL = (
     f"ELSE {_COMPANY} -> 'id' END"
 )
 
+
 # What an identify changed: each trait the event set (trait_history, written by the fold)
 # against the customer's value just before it by (event time, tiebreak), one probe of
 # ix_trait_history_previous per trait, in the primary key's order (normalised key, so no
 # sort); only traits whose value differs (a first value has `from` null). Order-independent:
-# it reads the stored events' history, not their arrival.
-_CHANGES_SQL = """COALESCE((
-        SELECT json_agg(json_build_object('trait', h.key, 'from', p.value, 'to', h.value)
-                        ORDER BY h.key_norm)
-        FROM trait_history h
+# it reads the stored events' history, not their arrival. Capped (the feed's items), it
+# examines the event's first SHOWN_KEYS traits only, each value cut as `shown_value_sql`.
+def _changes_sql(capped: bool) -> str:
+    shown = "LIMIT " + str(SHOWN_KEYS) if capped else ""
+
+    def value(column: str) -> str:
+        return shown_value_sql(column, SHOWN_VALUE) if capped else column
+
+    return f"""COALESCE((
+        SELECT json_agg(
+            json_build_object('trait', h.key, 'from', {value("p.value")}, 'to', {value("h.value")})
+            ORDER BY h.key_norm)
+        FROM (
+            SELECT set_here.* FROM trait_history set_here
+            WHERE set_here.team_id = :team AND set_here.event_id = id
+            ORDER BY set_here.key_norm {shown}
+        ) h
         LEFT JOIN LATERAL (
             SELECT q.value FROM trait_history q
             WHERE q.team_id = h.team_id AND q.customer_id = h.customer_id AND q.key_norm = h.key_norm
@@ -98,8 +118,28 @@ _CHANGES_SQL = """COALESCE((
             ORDER BY q.event_time DESC, q.tiebreak DESC
             LIMIT 1
         ) p ON true
-        WHERE h.team_id = :team AND h.event_id = id AND (p.value IS NULL OR p.value <> h.value)
+        WHERE p.value IS NULL OR p.value <> h.value
     ), '[]')"""
+
+
+# Whether capped changes leave something out: the event set more traits than it examines,
+# or a value it shows as `to` was cut (a `from` is the `to` of an earlier item, marked there).
+_CHANGES_CUT_SQL = f"""(SELECT count(*) > {SHOWN_KEYS}
+               OR COALESCE(bool_or({value_cut_sql("set_here.value", SHOWN_VALUE)}), false)
+        FROM (
+            SELECT value FROM trait_history
+            WHERE team_id = :team AND event_id = id ORDER BY key_norm LIMIT {SHOWN_KEYS + 1}
+        ) set_here)"""
+
+
+# An identify whose traits and context.traits are short together (written, under 8
+# characters a key for SHOWN_KEYS + 1 keys, and under SHOWN_VALUE) surely set at most
+# SHOWN_KEYS traits, none with a long value: its changes are whole without reading them.
+_SETS_FEW_TRAITS = (
+    "(length(COALESCE(raw -> 'traits', '{}')::text)"
+    " + length(COALESCE(raw -> 'context' -> 'traits', '{}')::text)"
+    f" < {min(8 * (SHOWN_KEYS + 1), SHOWN_VALUE)})"
+)
 
 
 def _page_sql(key: str) -> str:
@@ -113,8 +153,31 @@ def _page_sql(key: str) -> str:
 # A feed item, in SQL: the item's JSON text is built by Postgres and passed through, so a
 # page costs Python nothing per item (Python building and re-encoding 50 items cost ~4 ms
 # a page); tests/store/reference.py's `feed_item` is the same in Python, held to it.
-# Keys in FeedItemSchema's order; every key present.
-FEED_ITEM_SQL = f"""json_build_object(
+# Keys in FeedItemSchema's order; every key present. `capped`: as the feed shows it (at
+# most SHOWN_KEYS keys of properties and traits, values cut at SHOWN_VALUE characters,
+# `truncated` naming what was left out); else whole (`GET .../feed/{event_id}`).
+def feed_item_sql(capped: bool) -> str:
+    """The SQL expression of one feed item's JSON, over an `events` row (and `:team`)."""
+    properties = _object_sql("(raw -> 'properties')")
+    traits = _object_sql("(raw -> 'traits')")
+
+    def shown(value: str) -> str:
+        return shown_object_sql(value, SHOWN_KEYS, SHOWN_VALUE) if capped else value
+
+    def cut(value: str) -> str:
+        return object_cut_sql(value, SHOWN_KEYS, SHOWN_VALUE)
+
+    truncated = (
+        f"""to_json(array_remove(ARRAY[
+        CASE WHEN type NOT IN ('identify', 'group', 'alias') AND {cut(properties)} THEN 'properties' END,
+        CASE WHEN type IN ('identify', 'group') AND {cut(traits)} THEN 'traits' END,
+        CASE WHEN type = 'identify' AND CASE WHEN {_SETS_FEW_TRAITS} THEN false ELSE {_CHANGES_CUT_SQL} END
+            THEN 'changes' END
+    ], NULL))"""
+        if capped
+        else "'[]'::json"
+    )
+    return f"""json_build_object(
     'id', id::text,
     'type', type,
     'summary', CASE type
@@ -125,11 +188,11 @@ FEED_ITEM_SQL = f"""json_build_object(
         WHEN 'identify' THEN CASE WHEN {_LEAVES_COMPANY}
             THEN 'Left group ' || {_python_str_sql(f"({_COMPANY_LABEL})")} ELSE 'Traits updated' END
         WHEN 'group' THEN 'Joined group ' || {
-    _python_str_sql(
-        "CASE WHEN jsonb_typeof(raw -> 'traits' -> 'name') = 'string' "
-        "THEN raw -> 'traits' -> 'name' ELSE raw -> 'groupId' END"
-    )
-}
+        _python_str_sql(
+            "CASE WHEN jsonb_typeof(raw -> 'traits' -> 'name') = 'string' "
+            "THEN raw -> 'traits' -> 'name' ELSE raw -> 'groupId' END"
+        )
+    }
         WHEN 'alias' THEN 'Identified as ' || {_python_str_sql("(raw -> 'userId')")}
         ELSE type END,
     'event', CASE WHEN type = 'track' THEN event_name END,
@@ -140,12 +203,12 @@ FEED_ITEM_SQL = f"""json_build_object(
     'user_id', user_id,
     'anonymous_id', anonymous_id,
     'properties', CASE WHEN type NOT IN ('identify', 'group', 'alias')
-        THEN COALESCE({_object_sql("(raw -> 'properties')")}, '{{}}'::jsonb) END,
+        THEN COALESCE({shown(properties)}, '{{}}'::jsonb) END,
     'traits', CASE WHEN type IN ('identify', 'group')
-        THEN COALESCE({_object_sql("(raw -> 'traits')")}, '{{}}'::jsonb) END,
+        THEN COALESCE({shown(traits)}, '{{}}'::jsonb) END,
     'group_id', CASE WHEN type = 'group' THEN group_id END,
     'previous_id', CASE WHEN type = 'alias' THEN previous_id END,
-    'changes', CASE WHEN type = 'identify' THEN {_CHANGES_SQL} END,
+    'changes', CASE WHEN type = 'identify' THEN {_changes_sql(capped)} END,
     'context', json_build_object(
         'page_url', {_page_sql("url")},
         'page_title', {_page_sql("title")},
@@ -154,8 +217,13 @@ FEED_ITEM_SQL = f"""json_build_object(
         'user_agent', {_string_sql("(raw -> 'context' -> 'userAgent')")},
         'ip', {_string_sql("(raw -> 'context' -> 'ip')")},
         'library', {_object_sql("(raw -> 'context' -> 'library')")}
-    )
+    ),
+    'truncated', {truncated}
 )"""
+
+
+# The feed's items: capped.
+FEED_ITEM_SQL = feed_item_sql(capped=True)
 
 
 def feed_statements(filters: FeedFilter, *, newest_first: bool, after: bool) -> tuple[str, str | None]:
@@ -304,3 +372,35 @@ def read_feed_page(
     statement, names = prepared(probe_sql)
     end = connection.execute(statement, {name: params[name] for name in names}).first()
     return FeedPage(None, row.items, FeedPosition(end.event_time, end.tiebreak, end.id) if end else None)
+
+
+# One item whole, by its id: the way to what a capped item left out.
+_WHOLE_ITEM_SQL = f"""
+    SELECT c.merged_into, whole.item::text AS item
+    FROM customers c
+    LEFT JOIN LATERAL (
+        SELECT {feed_item_sql(capped=False)} AS item
+        FROM events
+        WHERE team_id = :team AND id = :event AND customer_id = c.id
+    ) whole ON c.merged_into IS NULL
+    WHERE c.team_id = :team AND c.id = :customer
+"""
+
+
+def read_feed_item(
+    connection: Connection, team_id: int, customer_id: int, event_id: int
+) -> tuple[int | None, str | None] | None:
+    """(merged_into, one item of the customer's feed whole, as JSON text; None when the
+    customer has no such event), or None for a customer id unknown in the team.
+
+    One statement by the events primary key. Whole: every property and trait, every
+    change; the event itself is bounded at ingest (32 KiB, MAX_TRAIT_KEYS trait keys).
+    """
+    statement, names = prepared(_WHOLE_ITEM_SQL)
+    params = {"team": team_id, "customer": customer_id, "event": event_id}
+    row = connection.execute(statement, {name: params[name] for name in names}).first()
+    if row is None:
+        return None
+    if row.merged_into is not None:
+        return int(row.merged_into), None
+    return None, row.item

@@ -2,8 +2,9 @@
 trait keys as the fold compares them.
 
 The profile and the feed are built as JSON by Postgres (`store/customers.py`,
-`store/feed.py`): both write instants through `iso_sql`, and both bind their parameters
-through `prepared`.
+`store/feed.py`): both write instants through `iso_sql`, bind their parameters through
+`prepared`, and show wide objects through `shown_object_sql` / `object_cut_sql` (the
+caps of docs/read-api.md, "How wide an answer is").
 """
 
 from __future__ import annotations
@@ -37,6 +38,51 @@ def iso_sql(column: str) -> str:
         f"""THEN to_char({utc}, 'YYYY-MM-DD"T"HH24":"MI":"SS"Z"') """
         f"""ELSE to_char({utc}, 'YYYY-MM-DD"T"HH24":"MI":"SS.US"Z"') END"""
     )
+
+
+def shown_value_sql(value: str, length: int) -> str:
+    """A jsonb value as an answer shows it: a string over `length` characters cut to its
+    first `length`; an object or array whose JSON text is over `length` characters, that
+    text's first `length` characters (a string); anything else as it is."""
+    return (
+        f"CASE WHEN jsonb_typeof({value}) = 'string' AND length({value} #>> '{{}}') > {length} "
+        f"THEN to_jsonb(left({value} #>> '{{}}', {length})) "
+        f"WHEN jsonb_typeof({value}) IN ('object', 'array') AND length({value}::text) > {length} "
+        f"THEN to_jsonb(left({value}::text, {length})) ELSE {value} END"
+    )
+
+
+def value_cut_sql(value: str, length: int) -> str:
+    """Whether `shown_value_sql` cuts this value."""
+    return (
+        f"(CASE jsonb_typeof({value}) WHEN 'string' THEN length({value} #>> '{{}}') "
+        f"WHEN 'object' THEN length({value}::text) WHEN 'array' THEN length({value}::text) "
+        f"ELSE 0 END > {length})"
+    )
+
+
+def _fits_sql(value: str, keys: int, length: int) -> str:
+    """Whether a jsonb object surely fits its caps, from its text's length alone (no
+    expansion): an object of more than `keys` keys writes at least 8 characters a key
+    (`"": 0, `), and a value's text is part of the object's. Most objects pass."""
+    return f"(length({value}::text) < {min(8 * (keys + 1), length)})"
+
+
+def shown_object_sql(value: str, keys: int, length: int) -> str:
+    """A jsonb object (or NULL) as an answer shows it: its first `keys` keys in jsonb's own
+    order (shorter keys first, then bytewise: the order its text has), each value through
+    `shown_value_sql`. The whole object when nothing is over a cap; NULL stays NULL."""
+    return f"""CASE WHEN {_fits_sql(value, keys, length)} THEN {value} ELSE (
+               SELECT jsonb_object_agg(shown.key, {shown_value_sql("shown.value", length)})
+               FROM (SELECT key, value FROM jsonb_each({value}) LIMIT {keys}) shown) END"""
+
+
+def object_cut_sql(value: str, keys: int, length: int) -> str:
+    """Whether `shown_object_sql` leaves something out of this object (a key or a value's tail)."""
+    return f"""(NOT {_fits_sql(value, keys, length)} AND (
+                (SELECT count(*) FROM jsonb_object_keys({value})) > {keys} OR EXISTS (
+                SELECT 1 FROM (SELECT value FROM jsonb_each({value}) LIMIT {keys}) shown
+                WHERE {value_cut_sql("shown.value", length)})))"""
 
 
 @lru_cache(maxsize=512)

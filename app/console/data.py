@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from schemas.api import (
+    PROFILE_TRAITS,
     CustomerPosition,
     FeedPosition,
     MemberPosition,
@@ -79,11 +80,15 @@ def trait_times(connection: Connection, team_id: int, customer_id: int) -> dict[
     """Trait key (as the profile spells it) -> the event time of the call that set its value.
 
     Read by the console alone (the API's profile carries values only): one index range
-    of the `customer_traits` primary key.
+    of the `customer_traits` primary key, the traits the profile shows (its first
+    PROFILE_TRAITS by normalised key) and no more.
     """
     rows = connection.execute(
-        text("SELECT key, event_time FROM customer_traits WHERE team_id = :team AND customer_id = :customer"),
-        {"team": team_id, "customer": customer_id},
+        text(
+            "SELECT key, event_time FROM customer_traits WHERE team_id = :team AND customer_id = :customer "
+            "ORDER BY key_norm LIMIT :shown"
+        ),
+        {"team": team_id, "customer": customer_id, "shown": PROFILE_TRAITS},
     )
     return {row.key: row.event_time for row in rows}
 

@@ -350,3 +350,28 @@ def test_search_pages_through_every_match_most_recently_seen_first(
         pages += 1
     assert pages == 2
     assert shown == [f"Pager {n:02}" for n in reversed(range(30))]
+
+
+def test_a_wide_customers_page_is_bounded_and_says_what_it_left_out(
+    agent: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    # Issue 20: six identifies of 1,000 traits each made a page of ~750 KB; the profile
+    # and the journey now show their caps and say so.
+    send(
+        engine,
+        team,
+        *(
+            {"type": "identify", "userId": "wide", "timestamp": at(n), "messageId": f"w{n}",
+             "traits": {f"trait_{k:04}": f"value {n}-{k}" for k in range(1_000)}}
+            for n in range(6)
+        ),
+    )  # fmt: skip
+    found = agent.get("/console/lookup?user_id=wide")
+    assert found.status_code == 303
+    page = agent.get(found.headers["Location"])
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert len(page.get_data()) < 250_000, len(page.get_data())
+    assert 'id="traits-cut"' in html
+    assert html.count('<th scope="row">trait_') == 200
+    assert html.count("Shortened here (traits, changes)") == 6

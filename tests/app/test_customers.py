@@ -211,13 +211,20 @@ def test_profile_has_the_fields_spec_lists(client: FlaskClient, team: TeamKeys, 
         "first_seen",
         "last_seen",
         "event_count",
+        "truncated",
     ]
     assert profile["user_ids"] == ["u1"]
     assert profile["anonymous_ids"] == ["v1"]
     assert (profile["email"], profile["name"]) == ("jo@example.com", "Jo")
     assert profile["traits"] == {"email": "jo@example.com", "first_name": "Jo", "plan": "pro"}
     assert profile["groups"] == [
-        {"id": "g-acme", "name": "Acme", "traits": {"name": "Acme", "employees": 40}, "joined_at": at(2)}
+        {
+            "id": "g-acme",
+            "name": "Acme",
+            "traits": {"name": "Acme", "employees": 40},
+            "joined_at": at(2),
+            "truncated": [],
+        }
     ]
     assert (profile["first_seen"], profile["last_seen"], profile["event_count"]) == (at(0), at(3), 4)
 
@@ -332,6 +339,7 @@ def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys,
             "ip": "203.0.113.9",
             "library": {"name": "analytics.js", "version": "2.11.1"},
         },
+        "truncated": [],
     }
     assert (order["event"], order["properties"], order["summary"]) == (
         "Order Completed",
@@ -762,17 +770,19 @@ def test_traits_verbose_say_when_and_by_which_message(
     newer = identify("u1", 2, "new", plan="pro")
     send(engine, team, *((older, newer) if order == "newer last" else (newer, older)))
     ref = "/api/v1/customers/user_id:u1/traits"
-    assert get(client, team, ref) == {"traits": {"email": "a@x.test", "plan": "pro"}}
+    assert get(client, team, ref) == {"traits": {"email": "a@x.test", "plan": "pro"}, "next_cursor": None}
     assert get(client, team, ref + "?verbose=true") == {
         "traits": {
             "email": {"value": "a@x.test", "updated_at": at(1), "message_id": "old"},
             "plan": {"value": "pro", "updated_at": at(2), "message_id": "new"},
-        }
+        },
+        "next_cursor": None,
     }
     # include picks traits, spelled any way the fold reads as the same key
-    assert get(client, team, ref + "?include=PLAN,nope") == {"traits": {"plan": "pro"}}
+    assert get(client, team, ref + "?include=PLAN,nope") == {"traits": {"plan": "pro"}, "next_cursor": None}
     assert get(client, team, ref + "?include=plan&include=e-mail") == {
-        "traits": {"email": "a@x.test", "plan": "pro"}
+        "traits": {"email": "a@x.test", "plan": "pro"},
+        "next_cursor": None,
     }
 
 

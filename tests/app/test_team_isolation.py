@@ -7,6 +7,7 @@ this test fail until someone says which of team B's ids belongs in its path.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import product
 from typing import Any
 from urllib.parse import quote
 
@@ -58,10 +59,14 @@ def team_b_ids(engine: Engine, other_team: TeamKeys) -> dict[str, list[str]]:
         keys = connection.execute(
             text("SELECT id FROM api_keys WHERE team_id = :t ORDER BY id"), {"t": other_team.id}
         ).scalars()
+        events = connection.execute(
+            text("SELECT id FROM events WHERE team_id = :t ORDER BY id LIMIT 1"), {"t": other_team.id}
+        ).scalars()
         return {
             "customer": [str(c) for c in customers],  # the survivor, then the merged-away one
             "group": ["b-group"],
             "key": [str(k) for k in keys],
+            "item": [str(e) for e in events],
         }
 
 
@@ -71,6 +76,8 @@ def ids_for(rule: str, argument: str, ids: dict[str, list[str]]) -> list[str]:
         return ids["customer"]
     if argument == "group_id":
         return ids["group"]
+    if argument == "item_id":
+        return ids["item"]
     if rule.startswith("/api/v1/keys/"):
         return ids["key"]
     raise AssertionError(f"{rule}: say here which of team B's ids goes in <{argument}>")
@@ -82,11 +89,13 @@ def routes_with_ids(app: Flask, ids: dict[str, list[str]]) -> list[tuple[str, st
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/") or not rule.arguments:
             continue
-        (argument,) = rule.arguments
-        for value in ids_for(rule.rule, argument, ids):
-            url = rule.rule.replace(f"<{argument}>", quote(value, safe="")).replace(
-                f"<path:{argument}>", quote(value, safe="")
-            )
+        arguments = sorted(rule.arguments)
+        for values in product(*(ids_for(rule.rule, argument, ids) for argument in arguments)):
+            url = rule.rule
+            for argument, value in zip(arguments, values, strict=True):
+                url = url.replace(f"<{argument}>", quote(value, safe="")).replace(
+                    f"<path:{argument}>", quote(value, safe="")
+                )
             for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
                 calls.append((method, url))
     return calls

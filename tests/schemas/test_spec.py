@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.segment import (
+    MAX_TRAIT_KEYS,
     SUPPORTED_TYPES,
     EventRejected,
     canonical_keys,
@@ -164,3 +165,49 @@ def test_any_object_is_prepared_or_refused_with_a_status_never_another_error(
     assert 0 < len(prepared.message_id) <= 100
     assert prepared.event_time.tzinfo is not None
     assert prepared.raw["messageId"] == prepared.message_id
+
+
+# -- the trait-key bound (issue 20): what one event may make the fold write ---------------
+
+
+def _wide(count: int) -> dict[str, int]:
+    return {f"trait_{n}": n for n in range(count)}
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"type": "identify", "userId": "u", "traits": _wide(MAX_TRAIT_KEYS + 1)}, "traits"),
+        ({"type": "group", "userId": "u", "groupId": "g", "traits": _wide(MAX_TRAIT_KEYS + 1)}, "traits"),
+        (
+            {"type": "track", "userId": "u", "event": "e", "context": {"traits": _wide(MAX_TRAIT_KEYS + 1)}},
+            "context.traits",
+        ),
+        # The two together are what the fold writes for one event.
+        (
+            {
+                "type": "identify",
+                "userId": "u",
+                "traits": _wide(MAX_TRAIT_KEYS // 2 + 1),
+                "context": {"traits": {f"c{n}": n for n in range(MAX_TRAIT_KEYS // 2)}},
+            },
+            "traits",
+        ),
+    ],
+)
+def test_an_event_over_the_trait_key_bound_is_refused_saying_what_to_fix(
+    event: dict[str, Any], field: str
+) -> None:
+    error = rejected(event)
+    assert (error.status, error.code) == (400, "invalid_event")
+    assert field in error.errors
+    assert f"at most {MAX_TRAIT_KEYS} trait keys" in error.message
+    assert f"has {MAX_TRAIT_KEYS + 1}" in error.message
+    assert len(error.message) < 500
+
+
+def test_an_event_at_the_trait_key_bound_is_stored() -> None:
+    traits = _wide(MAX_TRAIT_KEYS)
+    prepared = prepare_event({"type": "identify", "userId": "u", "traits": traits}, RECEIVED)
+    assert prepared.raw["traits"] == traits
+    assert 300 <= MAX_TRAIT_KEYS <= 1_000  # the references' range (docs/ingest.md)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.api import FeedPosition
+from schemas.api import PROFILE_GROUPS, PROFILE_IDS, PROFILE_TRAITS, SHOWN_KEYS, SHOWN_VALUE, FeedPosition
 from schemas.fields import utc_iso
 from store.customers import SUMMARY_COLUMNS, summaries
 from store.feed import FEED_SCAN_BUDGET, FeedFilter, read_feed_page
@@ -32,31 +32,93 @@ def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict
     if customer is None:
         return None
     traits = connection.execute(
-        text(
-            "SELECT key, value FROM customer_traits WHERE team_id = :team AND customer_id = :id ORDER BY key"
-        ),
+        text("SELECT key, key_norm, value FROM customer_traits WHERE team_id = :team AND customer_id = :id"),
         params,
     ).all()
     groups = connection.execute(
         text(
             """
             SELECT m.group_id, g.name, m.joined_at,
-                   COALESCE((SELECT jsonb_object_agg(t.key, t.value) FROM group_traits t
-                             WHERE t.team_id = m.team_id AND t.group_id = m.group_id), '{}') AS traits
+                   (SELECT array_agg(ARRAY[t.key_norm, t.key, t.value::text]) FROM group_traits t
+                    WHERE t.team_id = m.team_id AND t.group_id = m.group_id) AS traits
             FROM memberships m
             LEFT JOIN groups g ON g.team_id = m.team_id AND g.group_id = m.group_id
-            WHERE m.team_id = :team AND m.customer_id = :id
-            ORDER BY m.joined_at, m.group_id
+            WHERE m.team_id = :team AND m.customer_id = :id AND m.active
             """
         ),
         params,
     ).all()
     profile = summaries(connection, team_id, [customer])[0]
-    profile["traits"] = {key: value for key, value in traits}
+    truncated = []
+    for ids in ("user_ids", "anonymous_ids"):
+        if len(profile[ids]) > PROFILE_IDS:
+            profile[ids] = profile[ids][:PROFILE_IDS]
+            truncated.append(ids)
+    # The first PROFILE_TRAITS by normalised key (bytewise: the key_norm column's order in
+    # these tests' ASCII), shown by key.
+    by_norm = sorted(traits, key=lambda t: t.key_norm.encode())
+    shown = by_norm[:PROFILE_TRAITS]
+    profile["traits"] = {t.key: shown_value(t.value) for t in sorted(shown, key=lambda t: t.key.encode())}
+    if len(by_norm) > PROFILE_TRAITS or any(shown_value(t.value) != t.value for t in shown):
+        truncated.append("traits")
+    memberships = sorted(groups, key=lambda g: g.group_id.encode())
     profile["groups"] = [
-        {"id": g.group_id, "name": g.name, "traits": g.traits, "joined_at": g.joined_at} for g in groups
+        membership(g.group_id, g.name, g.joined_at, g.traits or [])
+        for g in sorted(memberships[:PROFILE_GROUPS], key=lambda g: (g.joined_at, g.group_id.encode()))
     ]
+    if len(memberships) > PROFILE_GROUPS:
+        truncated.append("groups")
+    profile["truncated"] = truncated
     return profile
+
+
+def membership(group_id: str, name: str | None, joined_at: Any, traits: list[list[str]]) -> dict[str, Any]:
+    """A group on a profile: its first SHOWN_KEYS traits by normalised key, values cut."""
+    by_norm = sorted(traits, key=lambda t: t[0].encode())
+    shown = [(key, json.loads(value)) for _, key, value in by_norm[:SHOWN_KEYS]]
+    cut = len(by_norm) > SHOWN_KEYS or any(shown_value(value) != value for _, value in shown)
+    return {
+        "id": group_id,
+        "name": name,
+        "traits": {key: shown_value(value) for key, value in shown},
+        "joined_at": joined_at,
+        "truncated": ["traits"] if cut else [],
+    }
+
+
+def jsonb_text(value: Any) -> str:
+    """A JSON value as Postgres writes a jsonb's text: `", "` and `": "`, keys in jsonb order."""
+    if isinstance(value, dict):
+        inner = ", ".join(
+            f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(value[k])}" for k in jsonb_order(value)
+        )
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(jsonb_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def jsonb_order(mapping: dict[str, Any]) -> list[str]:
+    """An object's keys as jsonb keeps them: shorter (in UTF-8 bytes) first, then bytewise."""
+    return sorted(mapping, key=lambda key: (len(key.encode()), key.encode()))
+
+
+def shown_value(value: Any) -> Any:
+    """A value as a capped answer shows it (store.statements.shown_value_sql)."""
+    if isinstance(value, str):
+        return value[:SHOWN_VALUE]
+    if isinstance(value, dict | list):
+        written = jsonb_text(value)
+        return written[:SHOWN_VALUE] if len(written) > SHOWN_VALUE else value
+    return value
+
+
+def shown_object(mapping: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """An object as a feed item shows it: its first SHOWN_KEYS keys in jsonb order, values
+    cut; and whether anything was left out."""
+    keys = jsonb_order(mapping)[:SHOWN_KEYS]
+    shown = {key: shown_value(mapping[key]) for key in keys}
+    return shown, len(mapping) > SHOWN_KEYS or any(shown[key] != mapping[key] for key in keys)
 
 
 def load_feed(
@@ -87,13 +149,17 @@ def load_feed(
     return items, page.next_position
 
 
-def feed_item(row: Any, changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def feed_item(
+    row: Any, changes: list[dict[str, Any]] | None = None, *, set_traits: int = 0, capped: bool = True
+) -> dict[str, Any]:
     """A timeline entry as agents read it (SPEC §4), ready for JSON: every key always present.
 
     The reference for `store.feed.FEED_ITEM_SQL`, which the feed runs: Postgres builds the
     items' JSON and the route passes it through. tests/app/test_customers.py holds the two
     to the same output. `changes`: what an identify changed (the fold's trait history;
-    none for rows outside a folded team).
+    none for rows outside a folded team); `set_traits`: how many traits the event set (its
+    trait history rows), which decides whether capped changes were cut. `capped`: as the
+    feed shows it; else whole, as `GET .../feed/{id}` does.
     """
     raw: dict[str, Any] = row.raw if isinstance(row.raw, dict) else {}
     context = _object(raw.get("context")) or {}
@@ -105,6 +171,23 @@ def feed_item(row: Any, changes: list[dict[str, Any]] | None = None) -> dict[str
         return found if found is not None else _string(properties.get(key))
 
     has_traits = row.type in ("identify", "group")
+    shown_properties, properties_cut = shown_object(_object(raw.get("properties")) or {})
+    shown_traits, traits_cut = shown_object(_object(raw.get("traits")) or {})
+    truncated = []
+    if capped:
+        if row.type not in ("identify", "group", "alias") and properties_cut:
+            truncated.append("properties")
+        if has_traits and traits_cut:
+            truncated.append("traits")
+        if row.type == "identify" and (
+            set_traits > SHOWN_KEYS or any(shown_value(c["to"]) != c["to"] for c in changes or [])
+        ):
+            truncated.append("changes")
+    else:
+        shown_properties, shown_traits = (
+            _object(raw.get("properties")) or {},
+            _object(raw.get("traits")) or {},
+        )
     return {
         "id": str(row.id),
         "type": row.type,
@@ -116,8 +199,8 @@ def feed_item(row: Any, changes: list[dict[str, Any]] | None = None) -> dict[str
         "message_id": row.message_id,
         "user_id": row.user_id,
         "anonymous_id": row.anonymous_id,
-        "properties": None if has_traits or row.type == "alias" else (_object(raw.get("properties")) or {}),
-        "traits": (_object(raw.get("traits")) or {}) if has_traits else None,
+        "properties": None if has_traits or row.type == "alias" else shown_properties,
+        "traits": shown_traits if has_traits else None,
         "group_id": row.group_id if row.type == "group" else None,
         "previous_id": row.previous_id if row.type == "alias" else None,
         "changes": (changes or []) if row.type == "identify" else None,
@@ -130,6 +213,7 @@ def feed_item(row: Any, changes: list[dict[str, Any]] | None = None) -> dict[str
             "ip": _string(context.get("ip")),
             "library": _object(context.get("library")),
         },
+        "truncated": truncated,
     }
 
 
