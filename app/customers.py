@@ -542,7 +542,7 @@ def feed_item(customer_id: str, item_id: str) -> Response:
     key = authenticate("read")
     load_query(_no_args)
     event_id = path_id(item_id, "feed item", "use an id from the customer's feed.")
-    with resources().engine.connect() as connection:
+    with resources().reads.connect(key.team_id) as connection:
         found = read_feed_item(
             connection, key.team_id, customer_ref(connection, key.team_id, customer_id), event_id
         )
