@@ -19,11 +19,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
-from schemas.segment import MAX_DEPTH, MAX_EVENT_BYTES, EventRejected, PreparedEvent, prepare_event
+from schemas.segment import (
+    MAX_DEPTH,
+    MAX_EVENT_BYTES,
+    EventRejected,
+    PreparedEvent,
+    derive_message_id,
+    prepare_event,
+)
 
 MAX_BATCH_EVENTS = 2500
 BATCH_DEFAULTS = ("context", "integrations")
@@ -153,7 +160,7 @@ def prepare_batch(
     envelope = {name.lower(): value for name, value in body.items()} if isinstance(body, dict) else {}
     if batch_only or (forced_type is None and "batch" in envelope):
         items, defaults = _batch_items(envelope)
-        return prepare_events(items, received_at, defaults=defaults, scan=scan)
+        return prepare_events(items, received_at, defaults=defaults, scan=scan, sent_at=envelope.get("sentat"))
     prepared = prepare_events([body], received_at, forced_type=forced_type, scan=scan)
     prepared.is_batch = False
     return prepared
@@ -166,12 +173,26 @@ def prepare_events(
     forced_type: str | None = None,
     defaults: dict[str, Any] | None = None,
     scan: Scan = Scan.EVERYTHING,
+    sent_at: Any = None,
 ) -> PreparedBatch:
-    """Each decoded event prepared or refused alone: the rows to store and the refusals."""
+    """Each decoded event prepared or refused alone: the rows to store and the refusals.
+
+    `sent_at`: the batch's own `sentAt`, for events without a messageId. Identical
+    copies of an event without a messageId in one request are as many events, each its
+    own id (`schemas.segment.derive_message_id`'s occurrence).
+    """
     prepared = PreparedBatch(is_batch=True)
+    derived: dict[str, int] = {}
     for index, item in enumerate(items):
+        sent_id = _message_id_of(item)  # before preparing: a derived id is added to the item
         try:
-            prepared.events.append(_prepare_one(item, received_at, forced_type, defaults, scan))
+            event = _prepare_one(item, received_at, forced_type, defaults, scan, sent_at)
+            if sent_id in (None, "") and event.message_id.startswith("derived-"):
+                copies = derived.get(event.message_id, 0)
+                derived[event.message_id] = copies + 1
+                if copies:
+                    event = _another_copy(event, sent_at, copies)
+            prepared.events.append(event)
         except EventRejected as error:
             prepared.rejected.append(Rejection(index, _message_id_of(item), error))
             prepared.rejected_items.append(item)
@@ -215,9 +236,23 @@ def _batch_items(envelope: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _prepare_one(
-    item: Any, received_at: datetime, forced_type: str | None, defaults: dict[str, Any] | None, scan: Scan
+    item: Any,
+    received_at: datetime,
+    forced_type: str | None,
+    defaults: dict[str, Any] | None,
+    scan: Scan,
+    sent_at: Any = None,
 ) -> PreparedEvent:
-    return prepare_event(_storable_event(item, defaults, scan), received_at, forced_type=forced_type)
+    return prepare_event(
+        _storable_event(item, defaults, scan), received_at, forced_type=forced_type, sent_at=sent_at
+    )
+
+
+def _another_copy(event: PreparedEvent, sent_at: Any, occurrence: int) -> PreparedEvent:
+    """The `occurrence`-th identical copy (without a messageId) in one request: its own id."""
+    message_id = derive_message_id(event.raw, sent_at, occurrence)
+    event.raw["messageId"] = message_id
+    return replace(event, message_id=message_id)
 
 
 def _storable_event(item: Any, defaults: dict[str, Any] | None, scan: Scan) -> Any:

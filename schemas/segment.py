@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -74,7 +75,8 @@ CANONICAL_KEYS = {
     )
 }
 _CANONICAL_SPELLINGS = frozenset(CANONICAL_KEYS.values())
-# Keys that differ between two sends of the same message, left out of a derived messageId.
+# Keys left out of a derived messageId's content (sentAt is added back when the event has
+# no time of its own: `derive_message_id`).
 _VOLATILE_KEYS = frozenset(("sentAt", "receivedAt", "writeKey", "messageId"))
 # Ids that may come as numbers; stored as strings, in the columns and in the raw event.
 _ID_KEYS = ("messageId", "userId", "anonymousId", "groupId", "previousId")
@@ -348,14 +350,28 @@ def canonical_keys(event: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def derive_message_id(event: dict[str, Any]) -> str:
-    """A stable messageId from an event's content, so identical re-sends dedupe.
+def derive_message_id(event: dict[str, Any], sent_at: Any = None, occurrence: int = 0) -> str:
+    """A messageId for an event sent without one (docs/ingest.md, "Derived messageIds").
 
-    Left out: what a re-send changes (sentAt, receivedAt) and what is not content
-    (writeKey, an empty or null messageId).
+    It must tell separate sends apart (Segment gives each such call a fresh id, and a
+    real event is never dropped as a duplicate) while an unchanged re-send of the same
+    request dedupes. What tells two sends apart, in order: the event's own time
+    (`timestamp` or `originalTimestamp`: the client's clock at the call), else the
+    request's `sentAt` (the event's, else the batch's: the client's clock at the send,
+    the same in an unchanged re-send); with neither, nothing can, and the id is fresh.
+    `occurrence` counts identical copies earlier in the same request (three identical
+    clicks in one batch are three clicks). Left out of the content: `receivedAt`,
+    `writeKey` and an empty or null messageId.
     """
     content = {k: v for k, v in event.items() if k not in _VOLATILE_KEYS}
+    if not any(_present(content.get(key)) for key in ("timestamp", "originalTimestamp")):
+        sent_at = event.get("sentAt") if _present(event.get("sentAt")) else sent_at
+        if not _present(sent_at):
+            return "derived-" + uuid.uuid4().hex
+        content["sentAt"] = sent_at
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if occurrence:
+        encoded += f"\x1f{occurrence}"
     return "derived-" + hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
@@ -383,13 +399,24 @@ def summarize(kind: str, errors: dict[str, list[str]]) -> str:
     return f"Invalid {kind} event. " + "; ".join(parts)
 
 
-def prepare_event(event: Any, received_at: datetime, *, forced_type: str | None = None) -> PreparedEvent:
-    """Validate one decoded event against the Spec, or raise EventRejected."""
+def prepare_event(
+    event: Any,
+    received_at: datetime,
+    *,
+    forced_type: str | None = None,
+    sent_at: Any = None,
+    occurrence: int = 0,
+) -> PreparedEvent:
+    """Validate one decoded event against the Spec, or raise EventRejected.
+
+    `sent_at` (the batch's `sentAt`) and `occurrence` only matter to an event without a
+    messageId (`derive_message_id`).
+    """
     if not isinstance(event, dict):
         raise EventRejected(400, "invalid_event", f"An event must be a JSON object, not {json_type(event)}.")
     event = canonical_keys(event)
     if forced_type is not None:
-        event["type"] = forced_type
+        event["type"] = _route_type(forced_type, event.get("type"))
     kind = event.get("type")
     if kind is None:
         raise EventRejected(
@@ -422,7 +449,7 @@ def prepare_event(event: Any, received_at: datetime, *, forced_type: str | None 
     event.pop("writeKey", None)
     message_id = loaded.get("messageId")
     if not message_id:
-        message_id = derive_message_id(event)
+        message_id = derive_message_id(event, sent_at, occurrence)
         event["messageId"] = message_id
     return PreparedEvent(
         message_id=message_id,
@@ -436,6 +463,29 @@ def prepare_event(event: Any, received_at: datetime, *, forced_type: str | None 
         event_time=event_time(event, loaded, received_at),
         raw=event,
     )
+
+
+def _route_type(route_type: str, sent: Any) -> str:
+    """The type of an event posted to a Tracking API route of `route_type`.
+
+    A body without a type takes the route's. A body of another type is refused rather
+    than rewritten: a misrouted identify stored as a track would be a second event once
+    the client, corrected, sends it again to the right route (same messageId, other
+    type), and the traits it carried would be lost (issue 22).
+    """
+    if sent is None or sent == route_type:
+        return route_type
+    if sent == "delete":  # no Tracking API route of its own
+        where = "send it to /v1/segment"
+    elif isinstance(sent, str) and sent in SUPPORTED_TYPES:
+        where = f"send it to /v1/{sent} (or /v1/segment, which takes any type)"
+    else:
+        where = f"leave type out or make it {route_type!r}"
+    message = (
+        f"This route takes {route_type} events and this event's type is "
+        f"{(sent[:50] if isinstance(sent, str) else json_type(sent))!r}: {where}."
+    )
+    raise EventRejected(400, "invalid_event", message, {"type": [message]})
 
 
 def _schema_load(kind: str, schema: Schema, event: dict[str, Any]) -> dict[str, Any]:

@@ -91,12 +91,21 @@ def test_tracking_api_route_stores_the_event_with_the_routes_type(
     assert row.raw["type"] == kind
 
 
-def test_the_route_decides_the_type_over_the_body(
-    client: FlaskClient, team: TeamKeys, engine: Engine
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/t"])
+def test_a_route_given_a_body_of_another_type_answers_400_naming_the_route_to_use(
+    client: FlaskClient, team: TeamKeys, engine: Engine, path: str
 ) -> None:
-    response = post(client, {**track("m1"), "type": "identify"}, team.basic(team.ingest), "/v1/track")
-    assert response.status_code == 200
-    assert [r.type for r in stored(engine, team.id)] == ["track"]
+    # Issue 22 reverses the old rule (the route's type overwrote the body's): a misrouted
+    # identify stored as a track became a second event once sent again to the right route.
+    body = {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "messageId": "m1"}
+    response = post(client, body, team.basic(team.ingest), path)
+    assert response.status_code == 400
+    answer = response.get_json()
+    assert answer["code"] == "invalid_event" and "/v1/identify" in answer["message"]
+    assert "type" in answer["errors"]
+    assert stored(engine, team.id) == []
+    assert post(client, body, team.basic(team.ingest), "/v1/identify").status_code == 200
+    assert [r.type for r in stored(engine, team.id)] == ["identify"]
 
 
 @pytest.mark.parametrize("path", ["/v1/batch", "/v1/import", "/v1/segment"])
@@ -508,6 +517,42 @@ def test_event_without_message_id_gets_a_stable_derived_one_so_resends_dedupe(
     assert len(rows) == 2
     assert all(r.message_id.startswith("derived-") and r.raw["messageId"] == r.message_id for r in rows)
     assert rows[0].message_id != rows[1].message_id
+
+
+def test_sends_without_message_id_that_differ_only_in_sent_at_are_separate_events(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    # Issue 22: three logins on three days, no messageId, no timestamp: three events.
+    logins = [
+        {"type": "track", "userId": "M2", "event": "Logged In", "sentAt": f"2024-03-0{day}T09:00:00Z"}
+        for day in (4, 5, 6)
+    ]
+    for login in logins:
+        assert post(client, login, team.basic(team.ingest), "/v1/track").status_code == 200
+    assert post(client, logins[0], team.basic(team.ingest), "/v1/track").status_code == 200  # unchanged
+    rows = stored(engine, team.id)
+    assert len(rows) == 3 and len({r.message_id for r in rows}) == 3
+
+
+def test_identical_events_without_message_id_in_one_batch_are_each_kept_and_a_resend_dedupes(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    click = {"type": "track", "userId": "u1", "event": "Clicked"}
+    body = {"batch": [click, click, click], "sentAt": "2024-03-04T09:00:00Z"}
+    first = post(client, body, team.basic(team.ingest), "/v1/batch")
+    assert first.get_json()["accepted"] == 3 and first.get_json()["duplicates"] == 0
+    again = post(client, body, team.basic(team.ingest), "/v1/batch")
+    assert again.get_json()["accepted"] == 0 and again.get_json()["duplicates"] == 3
+    assert len(stored(engine, team.id)) == 3
+
+
+def test_an_event_without_message_id_nor_any_time_gets_a_fresh_id_each_send(
+    client: FlaskClient, team: TeamKeys, engine: Engine
+) -> None:
+    click = {"type": "track", "userId": "u1", "event": "Clicked"}
+    for _ in range(2):
+        assert post(client, click, team.basic(team.ingest)).status_code == 200
+    assert len(stored(engine, team.id)) == 2
 
 
 def test_the_same_message_id_with_another_type_is_another_message(

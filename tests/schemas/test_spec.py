@@ -63,8 +63,12 @@ def test_write_key_is_not_kept_in_the_stored_event() -> None:
     assert "writeKey" not in prepared.raw
 
 
-def test_route_type_overrides_the_body() -> None:
-    prepared = prepare_event({"type": "page", "userId": "u", "event": "e"}, RECEIVED, forced_type="track")
+def test_a_body_of_another_type_is_refused_by_a_route_naming_the_route_to_use() -> None:
+    # Issue 22 reversed the old rule (the route's type overwrote the body's).
+    with pytest.raises(EventRejected) as refused:
+        prepare_event({"type": "page", "userId": "u", "event": "e"}, RECEIVED, forced_type="track")
+    assert refused.value.status == 400 and "/v1/page" in refused.value.message
+    prepared = prepare_event({"userId": "u", "event": "e"}, RECEIVED, forced_type="track")
     assert prepared.type == prepared.raw["type"] == "track"
 
 
@@ -101,7 +105,7 @@ def test_unsupported_type_message_lists_every_supported_type() -> None:
 
 
 def test_derived_message_id_ignores_what_a_resend_changes() -> None:
-    event = {"type": "track", "userId": "u", "event": "e", "properties": {"a": 1, "b": 2}}
+    event = {"type": "track", "userId": "u", "event": "e", "properties": {"a": 1, "b": 2}, "timestamp": "t"}
     base = derive_message_id(event)
     assert derive_message_id({**event, "sentAt": "x", "receivedAt": "y", "writeKey": "k"}) == base
     assert derive_message_id({**event, "messageId": None}) == base
@@ -111,8 +115,8 @@ def test_derived_message_id_ignores_what_a_resend_changes() -> None:
 
 
 def test_numbers_and_strings_of_one_id_derive_one_message_id() -> None:
-    as_number = prepare_event({"type": "identify", "userId": 42}, RECEIVED)
-    as_string = prepare_event({"type": "identify", "userId": "42"}, RECEIVED)
+    as_number = prepare_event({"type": "identify", "userId": 42, "sentAt": "2024-03-04T09:00:00Z"}, RECEIVED)
+    as_string = prepare_event({"type": "identify", "userId": "42", "sentAt": "2024-03-04T09:00:00Z"}, RECEIVED)
     assert as_number.message_id == as_string.message_id
     assert as_number.raw["userId"] == "42"
 
@@ -211,3 +215,14 @@ def test_an_event_at_the_trait_key_bound_is_stored() -> None:
     prepared = prepare_event({"type": "identify", "userId": "u", "traits": traits}, RECEIVED)
     assert prepared.raw["traits"] == traits
     assert 300 <= MAX_TRAIT_KEYS <= 1_000  # the references' range (docs/ingest.md)
+
+
+def test_derived_message_id_tells_sends_apart_by_sent_at_when_the_event_has_no_time() -> None:
+    event = {"type": "track", "userId": "M2", "event": "Logged In"}
+    monday, tuesday = ({**event, "sentAt": day} for day in ("2024-03-04T09:00:00Z", "2024-03-05T09:00:00Z"))
+    assert derive_message_id(monday) != derive_message_id(tuesday)
+    assert derive_message_id(monday) == derive_message_id(dict(monday))  # an unchanged re-send
+    assert derive_message_id(event, sent_at="2024-03-04T09:00:00Z") == derive_message_id(monday)
+    # Nothing tells two sends apart: a fresh id each time, as Segment's Tracking API gives.
+    assert derive_message_id(event) != derive_message_id(event)
+    assert derive_message_id(monday, occurrence=1) != derive_message_id(monday)
