@@ -188,9 +188,33 @@ def _trait_keys(traits: Any) -> int:
     return len(traits) if type(traits) is dict else 0
 
 
+# Trait-key normalisation, the one rule (docs/fold.md, "Traits"): ASCII letters lower-cased,
+# ASCII whitespace, `_`, `.` and `-` removed; a key made only of those is kept as it is.
+# Written here twice, in Python and as SQL, with nothing left to a locale: Python's
+# Unicode `lower()` and Postgres's (the database's locale) disagree (`"EMAİL".lower()` is
+# `emai̇l` in Python, `email` under glibc), and a key that passed the profile-trait bound
+# here as not-`email` became the customer's indexed email in the fold (issue 22).
+# `lower(... COLLATE "C")` folds ASCII only, and under the C collation `[[:space:]]` is
+# ASCII whitespace only; tests/schemas/test_trait_keys.py holds the two to one answer
+# over every code point.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_KEY_SEPARATORS = re.compile("[ \t\n\v\f\r_.-]+")
+
+
+def normalise_trait_key(key: str) -> str:
+    """A trait key as the fold compares it: `firstName` = `first_name` = `First Name`."""
+    return _KEY_SEPARATORS.sub("", key.translate(_ASCII_LOWER)) or key
+
+
+def normalised_key_sql(key: str) -> str:
+    """`normalise_trait_key` in SQL, of the text expression `key`."""
+    return f"""COALESCE(NULLIF(regexp_replace(lower(({key}) COLLATE "C"), '[[:space:]_.-]+', '', 'g'), ''),
+                        {key})"""
+
+
 def _profile_trait(name: str) -> bool:
-    """Whether the fold keeps this trait as the email or name (its key normalised as in SQL)."""
-    return (re.sub(r"[\s_.-]+", "", name.lower()) or name) in PROFILE_TRAITS
+    """Whether the fold keeps this trait as the email or name (`normalise_trait_key`)."""
+    return normalise_trait_key(name) in PROFILE_TRAITS
 
 
 class Traits(ObjectOrNull):

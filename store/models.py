@@ -317,7 +317,8 @@ class Tombstone(Base):
     team_id: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(Text)
     value: Mapped[str] = mapped_column(Text)
-    deleted_at: Mapped[datetime] = mapped_column(TZ)  # the delete event's time
+    deleted_at: Mapped[datetime] = mapped_column(TZ)  # the delete event's time (placed: workers/erase.py)
+    received_at: Mapped[datetime] = mapped_column(TZ)  # when that delete was received
     message_id: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (PrimaryKeyConstraint("team_id", "kind", "value"),)

@@ -14,16 +14,17 @@ from functools import lru_cache
 
 from sqlalchemy import TextClause, text
 
+from schemas.segment import normalised_key_sql
+
 
 def normalised_key(key: str) -> str:
-    """A trait key as compared, in SQL: lower case without spaces, `_`, `.` or `-`.
+    """A trait key as compared, in SQL: `schemas.segment.normalised_key_sql`, the one rule
+    (ASCII lower case without spaces, `_`, `.` or `-`; docs/fold.md, "Traits").
 
-    So "First Name", "first_name" and "firstName" are one trait; a key made only of
-    those characters is kept as it is. The fold keys traits by it (`workers/derived.py`);
-    the read side finds `?include=` traits by it.
+    The fold keys traits by it (`workers/derived.py`); the read side finds `?include=`
+    traits by it.
     """
-    return f"""COALESCE(NULLIF(regexp_replace(lower({key}), '[[:space:]_.-]+', '', 'g'), ''),
-                        {key})"""
+    return normalised_key_sql(key)
 
 
 def iso_sql(column: str) -> str:

@@ -12,7 +12,6 @@ fold that is wrong the same way in every order is caught too.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.segment import PreparedEvent
+from schemas.segment import PreparedEvent, normalise_trait_key
 from workers.identity import usable_id
 
 CustomerKey = tuple[tuple[str, ...], tuple[str, ...]]  # (sorted userIds, sorted anonymousIds)
@@ -66,8 +65,8 @@ class TeamState:
 
 
 def norm_key(key: str) -> str:
-    """firstName, first_name, First Name -> firstname (as the fold's SQL does)."""
-    return re.sub(r"[\s_.\-]+", "", key.lower()) or key
+    """firstName, first_name, First Name -> firstname: the one rule, `normalise_trait_key`."""
+    return normalise_trait_key(key)
 
 
 def _stamp(event: PreparedEvent) -> tuple[datetime, int]:
