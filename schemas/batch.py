@@ -160,7 +160,9 @@ def prepare_batch(
     envelope = {name.lower(): value for name, value in body.items()} if isinstance(body, dict) else {}
     if batch_only or (forced_type is None and "batch" in envelope):
         items, defaults = _batch_items(envelope)
-        return prepare_events(items, received_at, defaults=defaults, scan=scan, sent_at=envelope.get("sentat"))
+        return prepare_events(
+            items, received_at, defaults=defaults, scan=scan, sent_at=envelope.get("sentat")
+        )
     prepared = prepare_events([body], received_at, forced_type=forced_type, scan=scan)
     prepared.is_batch = False
     return prepared

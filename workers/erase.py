@@ -3,39 +3,76 @@
 The rules (docs/fold.md, "Delete"), which make the result independent of whether the
 delete arrives before, after or between the person's events:
 
-- A delete of userId U at time T tombstones U at T (several deletes: the latest counts).
-- An event with a usable userId V is *erased* when its time is at or before V's tombstone
-  (for an alias, also before its previousId's). Erasing it spreads the tombstone to every
-  id it carries: its anonymousId, and both ends of an alias. So the person's devices and
-  aliased userIds are erased up to the same instant, whichever came first.
-- An event with only an anonymousId A is erased when at or before A's tombstone. An
+- A delete of userId U, received at R and placed at time T (its event time, or R when
+  that is absent or absurd: `delete_time`), tombstones U at (T, R); several deletes: the
+  latest of each.
+- An event with a usable userId V is *erased* when it is dated at or before V's tombstone
+  time **or was received at or before its receipt** (for an alias, also by its
+  previousId's tombstone): a delete erases what we hold, whatever its event time, and
+  what arrives later dated at or before it. Erasing it spreads the tombstone to every id
+  it carries: its anonymousId, and both ends of an alias. So the person's devices and
+  aliased userIds are erased up to the same instants, whichever came first.
+- An event with only an anonymousId A is erased when covered by A's tombstone. An
   anonymousId does not spread a tombstone: a device shared with another known person
   never erases that person's own (userId) events.
-- Events after a tombstone stay, and start a new customer.
+- Events after a tombstone (received after the delete and dated after it) stay, and
+  start a new customer.
 
-Spreading needs the links of events that were already folded (`anonymous_claims`,
-`aliases`) and of events already erased (`tombstone_links`, kept so a second, later
-delete reaches the same ids as the first).
+Spreading needs the links of events that were already folded (read from the events the
+tombstone covers) and of events already erased (`tombstone_links`, kept so a second,
+later delete reaches the same ids as the first).
 
-A customer that held an erased userId is taken apart: its remaining events (dated after
-the tombstones, or of other userIds it had been merged with) are marked unfolded again
-and folded in this same batch as if new, so the result is what folding the survivors
-alone would give. A customer that only lost some anonymous events keeps its id and has
-its traits, trait history, memberships, summaries and counts derived again.
+A customer that held an erased userId is taken apart: its remaining events (not covered,
+or of other userIds it had been merged with) are marked unfolded again and folded in
+this same batch as if new, so the result is what folding the survivors alone would give.
+A customer that only lost some anonymous events keeps its id and has its traits, trait
+history, memberships, summaries and counts derived again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from workers.batch import Batch
 from workers.identity import SQL_IS_JUNK, usable_id
 from workers.pending import PENDING_COLUMNS, PendingEvent
 
 Key = tuple[str, str]  # ("user" | "anonymous", id)
-Stamp = tuple[datetime, str]  # (deleted_at, messageId of the delete that set it)
 Link = tuple[str, str, str]  # a userId, and an id ("user" | "anonymous", id) it was seen with
+
+# A delete's own time counts when it is within these bounds of its receipt; outside them
+# (a year-0001 timestamp, a clock a year ahead) it is placed at its receipt: a far-past
+# time would let later re-sends of what it should erase back in, a far-future one would
+# erase everything the person does until then. Thirty days back covers a delete queued
+# at Segment (regulations take days); a day ahead covers clock skew.
+DELETE_TIME_PAST = timedelta(days=30)
+DELETE_TIME_FUTURE = timedelta(days=1)
+
+
+def delete_time(event_time: datetime, received_at: datetime) -> datetime:
+    """Where a delete is placed: its event time, or its receipt when that time is absurd."""
+    # Differences, not sums: year 1 minus thirty days is no datetime.
+    if -DELETE_TIME_FUTURE <= received_at - event_time <= DELETE_TIME_PAST:
+        return event_time
+    return received_at
+
+
+@dataclass(frozen=True, order=True)
+class Stamp:
+    """A tombstone: what it erases is dated at or before `at` or received by `received`."""
+
+    at: datetime
+    received: datetime
+    message_id: str  # of the delete that set `at` (a re-sent delete is recognised by it)
+
+    def covers(self, event_time: datetime, received_at: datetime | None) -> bool:
+        return event_time <= self.at or (received_at is not None and received_at <= self.received)
+
+    def join(self, other: Stamp) -> Stamp:
+        """Both tombstones at once: the later of each instant."""
+        first = max((self.at, self.message_id), (other.at, other.message_id))
+        return Stamp(first[0], max(self.received, other.received), first[1])
 
 
 @dataclass
@@ -48,6 +85,7 @@ class Erasure:
     # anonymousIds whose customer was taken apart or lost events: re-resolve, or forget
     # them when no event carries them any more.
     loose_anonymous: set[str] = field(default_factory=set)
+    reopened: set[int] = field(default_factory=set)  # customers taken apart
 
 
 def event_keys(event: PendingEvent) -> list[Key]:
@@ -77,14 +115,21 @@ def event_links(event: PendingEvent) -> set[Link]:
     return links
 
 
-def apply_deletes(batch: Batch, events: list[PendingEvent]) -> Erasure:
-    """Apply the batch's deletes and the stored tombstones; returns what is left to fold."""
-    return _Eraser(batch).run(events)
+def apply_deletes(batch: Batch, events: list[PendingEvent], *, take_apart: bool = False) -> Erasure:
+    """Apply the batch's deletes and the stored tombstones; returns what is left to fold.
+
+    `take_apart`: a customer that only lost events is taken apart too, instead of being
+    derived again here (its events are returned to fold as new): a delete whose batch
+    failed on other people's data erases its person with statements that cannot fail on
+    data, and what is left is folded again with poison isolation (`workers/fold.py`).
+    """
+    return _Eraser(batch, take_apart).run(events)
 
 
 class _Eraser:
-    def __init__(self, batch: Batch):
+    def __init__(self, batch: Batch, take_apart: bool = False):
         self.sql = batch.sql
+        self.take_apart = take_apart
         self.tomb: dict[Key, Stamp] = {}
         self.loaded: set[Key] = set()
         self.changed: dict[Key, Stamp] = {}
@@ -96,21 +141,23 @@ class _Eraser:
         self.loaded |= keys
         rows = self.sql(
             """
-            SELECT kind, value, deleted_at, message_id FROM tombstones
+            SELECT kind, value, deleted_at, received_at, message_id FROM tombstones
             WHERE team_id = :team AND (kind, value) IN (
                 SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])))
             """,
             kinds=[k for k, _ in keys],
             values=[v for _, v in keys],
         )
-        for kind, value, deleted_at, message_id in rows:
-            self.bump((str(kind), str(value)), (deleted_at, str(message_id)), changed=False)
+        for kind, value, deleted_at, received_at, message_id in rows:
+            self.bump((str(kind), str(value)), Stamp(deleted_at, received_at, str(message_id)), changed=False)
 
     def bump(self, key: Key, stamp: Stamp, changed: bool = True) -> None:
-        if key not in self.tomb or stamp > self.tomb[key]:
-            self.tomb[key] = stamp
+        old = self.tomb.get(key)
+        new = stamp if old is None else old.join(stamp)
+        if new != old:
+            self.tomb[key] = new
             if changed:
-                self.changed[key] = stamp
+                self.changed[key] = new
 
     def covering(self, event: PendingEvent) -> Stamp | None:
         """The tombstone that erases a userId event, if any."""
@@ -120,22 +167,34 @@ class _Eraser:
         keys = [("user", user)]
         if event.type == "alias" and (previous := usable_id(event.previous_id)):
             keys.append(("user", previous))
-        stamps = [s for k in keys if (s := self.tomb.get(k)) is not None and event.event_time <= s[0]]
-        return max(stamps) if stamps else None
+        stamps = [
+            s
+            for k in keys
+            if (s := self.tomb.get(k)) is not None and s.covers(event.event_time, event.received_at)
+        ]
+        if not stamps:
+            return None
+        reach = stamps[0]
+        for stamp in stamps[1:]:
+            reach = reach.join(stamp)
+        return reach
 
     def run(self, events: list[PendingEvent]) -> Erasure:
         deletes = [e for e in events if e.type == "delete"]
         rest = [e for e in events if e.type != "delete"]
         if deletes:
-            # The delete itself names the person: it is not kept (the tombstone is).
-            self.sql(
-                "DELETE FROM events WHERE team_id = :team AND id = ANY(:ids)", ids=[d.id for d in deletes]
-            )
+            # The delete itself names the person: it is not kept (the tombstone is); nor is
+            # the failure an earlier attempt recorded for it (`workers/poison.py`).
+            ids = [d.id for d in deletes]
+            self.sql("DELETE FROM events WHERE team_id = :team AND id = ANY(:ids)", ids=ids)
+            self.sql("DELETE FROM fold_failures WHERE team_id = :team AND event_id = ANY(:ids)", ids=ids)
         requested: dict[Key, Stamp] = {}
         for delete in deletes:
             if user := usable_id(delete.user_id):
-                stamp = (delete.event_time, delete.message_id)
-                requested[("user", user)] = max(requested.get(("user", user), stamp), stamp)
+                received = delete.received_at or delete.event_time
+                stamp = Stamp(delete_time(delete.event_time, received), received, delete.message_id)
+                key = ("user", user)
+                requested[key] = stamp.join(requested[key]) if key in requested else stamp
         self.load(set(requested) | {k for e in rest for k in event_keys(e)})
         if not self.tomb and not requested:
             return Erasure(rest)  # the common case: nobody in this batch was ever deleted
@@ -172,7 +231,7 @@ class _Eraser:
             anon = usable_id(event.anonymous_id)
             if usable_id(event.user_id) is None and anon is not None:
                 anon_stamp = self.tomb.get(("anonymous", anon))
-                if anon_stamp is not None and event.event_time <= anon_stamp[0]:
+                if anon_stamp is not None and anon_stamp.covers(event.event_time, event.received_at):
                     erased.add(event.id)
 
         if erased:
@@ -184,43 +243,66 @@ class _Eraser:
         return erasure
 
     def stored_links(self, users: dict[str, Stamp]) -> set[Link]:
-        """Links of the users' events at or before their tombstones, folded or erased."""
+        """Links of the users' folded events their tombstones cover, and of erased ones.
+
+        Read from the covered events themselves (by their customer: an event with a userId
+        is on that userId's customer), not from `anonymous_claims`/`aliases`, which keep
+        only the earliest time of a link and not when its events were received.
+        """
         rows = self.sql(
             """
-            WITH x AS (SELECT * FROM unnest(CAST(:users AS text[]), CAST(:times AS timestamptz[])) AS x(u, t))
-            SELECT x.u, 'anonymous', c.anonymous_id FROM x JOIN anonymous_claims c
-                ON c.team_id = :team AND c.user_id = x.u AND c.first_at <= x.t
+            WITH x AS (SELECT * FROM unnest(CAST(:users AS text[]), CAST(:times AS timestamptz[]),
+                                            CAST(:received AS timestamptz[])) AS x(u, t, r)),
+                 covered AS (
+                    SELECT x.u, e.type, e.anonymous_id, e.previous_id
+                    FROM x JOIN identities i ON i.team_id = :team AND i.kind = 'user' AND i.value = x.u
+                    JOIN events e ON e.team_id = :team AND e.customer_id = i.customer_id AND e.user_id = x.u
+                    WHERE e.event_time <= x.t OR e.received_at <= x.r)
+            SELECT u, 'anonymous', anonymous_id FROM covered WHERE anonymous_id IS NOT NULL
             UNION
-            SELECT x.u, 'user', a.previous_id FROM x JOIN aliases a
-                ON a.team_id = :team AND a.user_id = x.u AND a.first_at <= x.t
+            SELECT u, 'user', previous_id FROM covered WHERE type = 'alias' AND previous_id <> u
             UNION
-            SELECT x.u, 'user', a.user_id FROM x JOIN aliases a
-                ON a.team_id = :team AND a.previous_id = x.u AND a.first_at <= x.t
+            SELECT u, 'anonymous', previous_id FROM covered WHERE type = 'alias' AND previous_id <> u
+            UNION
+            SELECT x.u, 'user', a.user_id FROM x
+            JOIN aliases a ON a.team_id = :team AND a.previous_id = x.u AND a.user_id <> x.u
+            JOIN identities i ON i.team_id = :team AND i.kind = 'user' AND i.value = a.user_id
+            WHERE EXISTS (
+                SELECT 1 FROM events e
+                WHERE e.team_id = :team AND e.customer_id = i.customer_id AND e.type = 'alias'
+                  AND e.user_id = a.user_id AND e.previous_id = x.u
+                  AND (e.event_time <= x.t OR e.received_at <= x.r))
             UNION
             SELECT x.u, l.kind, l.value FROM x JOIN tombstone_links l
                 ON l.team_id = :team AND l.user_id = x.u
             """,
             users=list(users),
-            times=[s[0] for s in users.values()],
+            times=[s.at for s in users.values()],
+            received=[s.received for s in users.values()],
         )
-        return {(str(u), str(k), str(v)) for u, k, v in rows}
+        return {
+            (str(u), str(k), str(v)) for u, k, v in rows if usable_id(str(v)) is not None
+        }  # junk: no link
 
     def save(self, links: set[Link]) -> None:
         if self.changed:
             self.sql(
                 """
-                INSERT INTO tombstones AS t (team_id, kind, value, deleted_at, message_id)
-                SELECT :team, k, v, d, m
-                FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[]),
-                            CAST(:times AS timestamptz[]), CAST(:mids AS text[])) AS x(k, v, d, m)
+                INSERT INTO tombstones AS t (team_id, kind, value, deleted_at, received_at, message_id)
+                SELECT :team, k, v, d, r, m
+                FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[]), CAST(:times AS timestamptz[]),
+                            CAST(:received AS timestamptz[]), CAST(:mids AS text[])) AS x(k, v, d, r, m)
                 ON CONFLICT (team_id, kind, value) DO UPDATE
-                SET deleted_at = excluded.deleted_at, message_id = excluded.message_id
-                WHERE (excluded.deleted_at, excluded.message_id) > (t.deleted_at, t.message_id)
+                SET deleted_at = GREATEST(t.deleted_at, excluded.deleted_at),
+                    received_at = GREATEST(t.received_at, excluded.received_at),
+                    message_id = CASE WHEN (excluded.deleted_at, excluded.message_id) > (t.deleted_at, t.message_id)
+                                      THEN excluded.message_id ELSE t.message_id END
                 """,
                 kinds=[k for k, _ in self.changed],
                 values=[v for _, v in self.changed],
-                times=[s[0] for s in self.changed.values()],
-                mids=[s[1] for s in self.changed.values()],
+                times=[s.at for s in self.changed.values()],
+                received=[s.received for s in self.changed.values()],
+                mids=[s.message_id for s in self.changed.values()],
             )
         if links:
             self.sql(
@@ -248,37 +330,43 @@ class _Eraser:
             kinds=[k for k, _ in keys],
             values=[v for _, v in keys],
         )
-        users = [(str(v), self.changed[("user", str(v))][0], int(c)) for k, v, c in holders if k == "user"]
+        users = [(str(v), self.changed[("user", str(v))], int(c)) for k, v, c in holders if k == "user"]
         anons = [
-            (str(v), self.changed[("anonymous", str(v))][0], int(c))
-            for k, v, c in holders
-            if k == "anonymous"
+            (str(v), self.changed[("anonymous", str(v))], int(c)) for k, v, c in holders if k == "anonymous"
         ]
         lost = self.sql(
             f"""
             WITH x AS (SELECT * FROM unnest(CAST(:users AS text[]), CAST(:utimes AS timestamptz[]),
-                                            CAST(:ucs AS bigint[])) AS x(u, t, c)),
+                                            CAST(:ureceived AS timestamptz[]), CAST(:ucs AS bigint[]))
+                                  AS x(u, t, r, c)),
                  y AS (SELECT * FROM unnest(CAST(:anons AS text[]), CAST(:atimes AS timestamptz[]),
-                                            CAST(:acs AS bigint[])) AS y(a, t, c))
+                                            CAST(:areceived AS timestamptz[]), CAST(:acs AS bigint[]))
+                                  AS y(a, t, r, c))
             DELETE FROM events e
             WHERE e.team_id = :team AND e.customer_id = ANY(:holders) AND (
-                EXISTS (SELECT 1 FROM x WHERE e.customer_id = x.c AND e.user_id = x.u AND e.event_time <= x.t)
+                EXISTS (SELECT 1 FROM x WHERE e.customer_id = x.c AND e.user_id = x.u
+                        AND (e.event_time <= x.t OR e.received_at <= x.r))
                 OR EXISTS (SELECT 1 FROM y WHERE e.customer_id = y.c AND e.anonymous_id = y.a
-                           AND e.event_time <= y.t
+                           AND (e.event_time <= y.t OR e.received_at <= y.r)
                            AND (e.user_id IS NULL OR {SQL_IS_JUNK.format(column="e.user_id")})))
             RETURNING e.customer_id, e.group_id, e.anonymous_id
             """,
             users=[u for u, _, _ in users],
-            utimes=[t for _, t, _ in users],
+            utimes=[s.at for _, s, _ in users],
+            ureceived=[s.received for _, s, _ in users],
             ucs=[c for _, _, c in users],
             anons=[a for a, _, _ in anons],
-            atimes=[t for _, t, _ in anons],
+            atimes=[s.at for _, s, _ in anons],
+            areceived=[s.received for _, s, _ in anons],
             acs=[c for _, _, c in anons],
             holders=sorted({c for _, _, c in users + anons}),
         )
         erasure.groups |= {str(g) for _, g, _ in lost if g is not None}
         reopened = {c for _, _, c in users}
+        if self.take_apart:
+            reopened |= {int(c) for c, _, _ in lost} | {c for _, _, c in anons}
         erasure.changed_customers |= {int(c) for c, _, _ in lost} - reopened
+        erasure.reopened |= reopened
         # Every anonymousId an erased event carried may have lost its last event.
         erasure.loose_anonymous |= {a for a, _, c in anons if c not in reopened}
         erasure.loose_anonymous |= {a for _, _, v in lost if (a := usable_id(v))}

@@ -1,4 +1,4 @@
-"""An unfolded event as the fold sees it: ids, time and order, not the payload."""
+"""An unfolded event as the fold sees it: ids, time, receipt and order, not the payload."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 # The columns of `events` a PendingEvent is read from, in its field order.
-PENDING_COLUMNS = "id, type, message_id, user_id, anonymous_id, previous_id, event_time, tiebreak, group_id"
+PENDING_COLUMNS = (
+    "id, type, message_id, user_id, anonymous_id, previous_id, event_time, tiebreak, group_id, received_at"
+)
 
 
 @dataclass(frozen=True)
@@ -20,3 +22,4 @@ class PendingEvent:
     event_time: datetime
     tiebreak: int
     group_id: str | None = None
+    received_at: datetime | None = None  # when ingest stored it (a delete erases by it too)

@@ -15,12 +15,13 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from schemas.segment import PreparedEvent, normalise_trait_key
+from workers.erase import DELETE_TIME_FUTURE, DELETE_TIME_PAST
 from workers.identity import usable_id
 
 CustomerKey = tuple[tuple[str, ...], tuple[str, ...]]  # (sorted userIds, sorted anonymousIds)
@@ -61,7 +62,40 @@ class TeamState:
     customers: dict[CustomerKey, CustomerState]
     groups: dict[str, GroupState]
     orphans: set[str]  # events with no usable id: stored, folded, on no timeline
-    tombstones: dict[tuple[str, str], datetime]
+    tombstones: dict[tuple[str, str], Tomb]
+
+
+# An event's receipt: when ingest stored it. The tests give each event its own (the raw
+# event's test-only "_received"; by default an hour after its event time, so an event
+# sent after a delete is received after it), and store it with it, whatever order the
+# fold then takes the events in: the fold's result is a function of the set of events
+# with their times *and* receipts.
+RECEIPT_LAG = timedelta(hours=1)
+
+
+def received_of(event: PreparedEvent) -> datetime:
+    """When the test's ingest received this event."""
+    received = event.raw.get("_received")
+    return datetime.fromisoformat(received) if isinstance(received, str) else event.event_time + RECEIPT_LAG
+
+
+Tomb = tuple[datetime, datetime]  # (dated at or before, received by): what a tombstone erases
+
+
+def placed_at(event: PreparedEvent) -> datetime:
+    """A delete's time: its own, unless absent or absurd next to its receipt (then that)."""
+    received = received_of(event)
+    if -DELETE_TIME_FUTURE <= received - event.event_time <= DELETE_TIME_PAST:
+        return event.event_time
+    return received
+
+
+def covers(tomb: Tomb | None, event: PreparedEvent) -> bool:
+    return tomb is not None and (event.event_time <= tomb[0] or received_of(event) <= tomb[1])
+
+
+def join(a: Tomb | None, b: Tomb) -> Tomb:
+    return b if a is None else (max(a[0], b[0]), max(a[1], b[1]))
 
 
 def norm_key(key: str) -> str:
@@ -167,14 +201,14 @@ def _neg(key: str) -> tuple[int, ...]:
     return tuple(-b for b in key.encode()) + (1,)
 
 
-def tombstones(events: list[PreparedEvent]) -> dict[tuple[str, str], datetime]:
+def tombstones(events: list[PreparedEvent]) -> dict[tuple[str, str], Tomb]:
     """The least fixed point of the delete rules (docs/fold.md, "Delete")."""
-    tomb: dict[tuple[str, str], datetime] = {}
+    tomb: dict[tuple[str, str], Tomb] = {}
     for event in events:
         user = usable_id(event.user_id)
         if event.type == "delete" and user:
             key = ("user", user)
-            tomb[key] = max(tomb.get(key, event.event_time), event.event_time)
+            tomb[key] = join(tomb.get(key), (placed_at(event), received_of(event)))
     changed = True
     while changed:
         changed = False
@@ -187,19 +221,22 @@ def tombstones(events: list[PreparedEvent]) -> dict[tuple[str, str], datetime]:
             covering = [
                 t
                 for k in [("user", user)] + ([("user", previous)] if previous else [])
-                if (t := tomb.get(k)) is not None and event.event_time <= t
+                if (t := tomb.get(k)) is not None and covers(t, event)
             ]
             if not covering:
                 continue
-            reach = max(covering)
+            reach = covering[0]
+            for t in covering[1:]:
+                reach = join(reach, t)
             ids = [("user", user)]
             if (anon := usable_id(event.anonymous_id)) is not None:
                 ids.append(("anonymous", anon))
             if previous:
                 ids += [("user", previous), ("anonymous", previous)]
             for key in ids:
-                if tomb.get(key) is None or tomb[key] < reach:
-                    tomb[key] = reach
+                joined = join(tomb.get(key), reach)
+                if joined != tomb.get(key):
+                    tomb[key] = joined
                     changed = True
     return tomb
 
@@ -219,11 +256,10 @@ def expected_state(events: list[PreparedEvent]) -> TeamState:
         if user is not None:
             previous = usable_id(event.previous_id) if event.type == "alias" else None
             return any(
-                (t := tomb.get(("user", i))) is not None and event.event_time <= t
-                for i in [user] + ([previous] if previous else [])
+                covers(tomb.get(("user", i)), event) for i in [user] + ([previous] if previous else [])
             )
         anon = usable_id(event.anonymous_id)
-        return anon is not None and (t := tomb.get(("anonymous", anon))) is not None and event.event_time <= t
+        return anon is not None and covers(tomb.get(("anonymous", anon)), event)
 
     kept = [e for e in every if not erased(e)]
 
@@ -425,7 +461,7 @@ def snapshot(connection: Connection, team_id: int) -> TeamState:
     for row in rows("SELECT group_id, key_norm, key, value FROM group_traits WHERE team_id = :team"):
         groups[row.group_id].traits[row.key_norm] = (row.key, row.value)
     tombs = {
-        (r.kind, r.value): r.deleted_at
-        for r in rows("SELECT kind, value, deleted_at FROM tombstones WHERE team_id = :team")
+        (r.kind, r.value): (r.deleted_at, r.received_at)
+        for r in rows("SELECT kind, value, deleted_at, received_at FROM tombstones WHERE team_id = :team")
     }
     return TeamState(customers=customers, groups=groups, orphans=orphans, tombstones=tombs)

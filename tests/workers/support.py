@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 
 from schemas.segment import PreparedEvent, prepare_event
 from store.events import store_events
-from tests.workers.model import TeamState, snapshot
+from tests.workers.model import TeamState, received_of, snapshot
 from workers.fold import fold_pending, fold_until_empty
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -23,13 +23,24 @@ def at(minutes: float) -> str:
     return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
 
 
-def event(kind: str, message_id: str, minute: float, **fields: Any) -> PreparedEvent:
-    """A valid Segment event of `kind` at T0 + minute; keyword names are the Spec's."""
-    raw: dict[str, Any] = {"type": kind, "messageId": message_id, "timestamp": at(minute)}
+def event(
+    kind: str, message_id: str, minute: float | None, received: float | None = None, **fields: Any
+) -> PreparedEvent:
+    """A valid Segment event of `kind` at T0 + minute (None: no timestamp); keyword names
+    are the Spec's. `received`: when ingest receives it, in minutes after T0 (by default
+    an hour after its event time: `model.received_of`)."""
+    raw: dict[str, Any] = {"type": kind, "messageId": message_id}
+    if minute is not None:
+        raw["timestamp"] = at(minute)
     if kind == "track":
         raw["event"] = "Clicked"
     raw.update(fields)
-    return prepare_event(raw, RECEIVED)
+    if received is not None:
+        raw["_received"] = (T0 + timedelta(minutes=received)).isoformat()
+    elif minute is None:
+        raw["_received"] = RECEIVED.isoformat()
+    receipt = datetime.fromisoformat(raw["_received"]) if "_received" in raw else RECEIVED
+    return prepare_event(raw, receipt)
 
 
 def new_team(engine: Engine) -> int:
@@ -44,7 +55,12 @@ def new_team(engine: Engine) -> int:
 
 
 def store(engine: Engine, team_id: int, events: Sequence[PreparedEvent]) -> None:
-    store_events(engine, team_id, events, RECEIVED)
+    """Store each event with its own receipt (`model.received_of`)."""
+    by_receipt: dict[datetime, list[PreparedEvent]] = {}
+    for e in events:
+        by_receipt.setdefault(received_of(e), []).append(e)
+    for receipt, some in by_receipt.items():
+        store_events(engine, team_id, some, receipt)
 
 
 def store_and_fold(engine: Engine, team_id: int, events: Sequence[PreparedEvent]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from tests.conftest import TeamKeys, load_fixture
+from tests.workers.hostile import incompressible
 from tests.workers.support import customer_of, deliver, event, new_team
 
 TABLES_WITH_IDS = {
@@ -151,3 +153,133 @@ def test_delete_through_the_api_answers_200_and_the_person_is_gone(
     client.post("/v1/segment", data=json.dumps(load_fixture("alias-partner-doc.json")), headers=ingest)
     fold()
     assert client.get("/api/v1/customers/lookup?user_id=507f191e81", headers=read).status_code == 404
+
+
+# -- issue 22: a delete erases what we hold, and is never set aside ------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _post(client: FlaskClient, team: TeamKeys, body: Any) -> None:
+    response = client.post("/v1/segment", data=json.dumps(body), headers=team.basic(team.ingest))
+    assert response.status_code == 200, response.get_json()
+
+
+def _readable(client: FlaskClient, team: TeamKeys, user_id: str) -> int:
+    return int(
+        client.get(f"/api/v1/customers/lookup?user_id={user_id}", headers=team.bearer(team.read)).status_code
+    )
+
+
+def test_a_delete_without_time_erases_every_event_received_before_it_whatever_its_date(
+    client: FlaskClient, team: TeamKeys, engine: Engine, fold: Any
+) -> None:
+    now = datetime.now(UTC)
+    _post(
+        client,
+        team,
+        {"type": "identify", "userId": "D2", "messageId": "d2-1", "timestamp": _iso(now - timedelta(days=1))},
+    )
+    _post(
+        client,
+        team,
+        {
+            "type": "track",
+            "userId": "D2",
+            "event": "Bought medicine",
+            "messageId": "d2-2",
+            "timestamp": _iso(now + timedelta(hours=6)),
+        },
+    )
+    _post(
+        client,
+        team,
+        {
+            "type": "identify",
+            "userId": "D2",
+            "messageId": "d2-3",
+            "timestamp": _iso(now + timedelta(days=365)),
+            "traits": {"email": "d2@example.com", "phone": "+1 555 0100"},
+        },
+    )
+    fold()
+    assert _readable(client, team, "D2") == 200
+    _post(client, team, {"type": "delete", "userId": "D2", "messageId": "d2-del"})
+    fold()
+    assert _readable(client, team, "D2") == 404
+    assert stored_mentions(engine, team.id, ["D2"]) == dict.fromkeys(TABLES_WITH_IDS, 0)
+    with engine.connect() as connection:
+        leftovers = connection.execute(
+            text("SELECT count(*) FROM customers WHERE team_id = :t AND email = 'd2@example.com'"),
+            {"t": team.id},
+        ).scalar_one()
+    assert leftovers == 0
+
+
+def test_a_delete_dated_year_0001_erases_what_was_stored(
+    client: FlaskClient, team: TeamKeys, engine: Engine, fold: Any
+) -> None:
+    _post(
+        client,
+        team,
+        {"type": "identify", "userId": "Y1", "messageId": "y1-1", "traits": {"ssn": "078-05-1120"}},
+    )
+    _post(client, team, {"type": "track", "userId": "Y1", "event": "Logged In", "messageId": "y1-2"})
+    fold()
+    assert _readable(client, team, "Y1") == 200
+    _post(
+        client,
+        team,
+        {"type": "delete", "userId": "Y1", "messageId": "y1-del", "timestamp": "0001-01-01T00:00:00Z"},
+    )
+    fold()
+    assert _readable(client, team, "Y1") == 404
+    assert stored_mentions(engine, team.id, ["Y1"]) == dict.fromkeys(TABLES_WITH_IDS, 0)
+
+
+def test_a_delete_is_applied_when_re_deriving_a_co_owner_reaches_a_trait_key_only_one_side_folded(
+    client: FlaskClient, team: TeamKeys, engine: Engine, fold: Any
+) -> None:
+    # Issue 22's recipe, in one batch: `EMAİL` (U+0130) was not `email` to ingest's bound
+    # (Python) but was to the fold (Postgres's lower()), and erasing V re-derived U2, who
+    # shares dev-A, reaching the 3,000-character value: the delete itself was set aside.
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    batch = [
+        {
+            "type": "identify",
+            "anonymousId": "dev-A",
+            "messageId": "e1",
+            "timestamp": _iso(start + timedelta(minutes=1)),  # after U2's: the short email wins
+            "traits": {"email": "a@example.com"},
+        },
+        {
+            "type": "identify",
+            "userId": "U2",
+            "anonymousId": "dev-A",
+            "messageId": "e2",
+            "timestamp": _iso(start),
+            "traits": {"EMA\u0130L": incompressible(3000, seed=22)},
+        },
+        {
+            "type": "identify",
+            "userId": "V",
+            "anonymousId": "dev-A",
+            "messageId": "e3",
+            "timestamp": _iso(start + timedelta(minutes=2)),
+            "traits": {"ssn": "078-05-1120"},
+        },
+        {"type": "delete", "userId": "V", "messageId": "e4"},
+    ]
+    _post(client, team, {"batch": batch})
+    fold()
+    assert _readable(client, team, "V") == 404
+    with engine.connect() as connection:
+        ssn = connection.execute(
+            text("SELECT count(*) FROM events WHERE team_id = :t AND raw::text LIKE '%078-05-1120%'"),
+            {"t": team.id},
+        ).scalar_one()
+    assert ssn == 0
+    failures = client.get("/api/v1/fold/failures", headers=team.bearer(team.admin)).get_json()["data"]
+    assert [f for f in failures if f["type"] == "delete"] == []

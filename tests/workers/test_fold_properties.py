@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from schemas.segment import PreparedEvent
-from tests.workers.model import TeamState, expected_state, snapshot
+from tests.workers.model import TeamState, expected_state, received_of, snapshot
 from tests.workers.support import event, fold_in_steps, new_team, store_and_fold
 
 USERS = ["u1", "u2", "u3"]
@@ -43,6 +43,7 @@ COMPANIES: list[Any] = [
 TRACK_NAMES = ["Clicked", "Paid"]
 PAGE_NAMES = [None, "Home", "Pricing"]
 MINUTES = [0, 1, 2, 3, 4, 5]  # few instants, so equal event times (and the tiebreak) are common
+RECEIPTS = [1, 3, 30, 62]  # receipts (minutes after T0) among and after the event times
 
 traits = st.dictionaries(st.sampled_from(TRAIT_KEYS), st.sampled_from(TRAIT_VALUES), max_size=3)
 maybe_user = st.sampled_from([None, None, *USERS, *USERS, "junk"])
@@ -86,7 +87,18 @@ def one_event(draw: Any, message_id: str, deletes: bool) -> PreparedEvent:
         )
     if kind != "delete" and draw(st.integers(0, 3)) == 0:
         fields["context"] = {"traits": draw(traits)}
-    return event(kind, message_id, minute, **fields)
+    # Receipt order as well as event time (issue 22): by default an event is received an
+    # hour after its time; some are received at one of a few instants among the event
+    # times (late, or early: a client clock ahead). A delete may carry no time (placed
+    # at its receipt) or an absurd one (year 0001: placed at its receipt too).
+    received = draw(st.sampled_from([None, None, *RECEIPTS])) if deletes else None
+    when: Any = minute
+    if kind == "delete":
+        when = draw(st.sampled_from([minute, minute, None, "year 1"]))
+        if when == "year 1":
+            when, fields["timestamp"] = minute, "0001-01-01T00:00:00Z"
+            received = minute + 60 if received is None else received
+    return event(kind, message_id, when, received=received, **fields)
 
 
 @st.composite
@@ -125,7 +137,10 @@ def describe(events: list[PreparedEvent]) -> str:
         )
         traits = e.raw.get("traits") if e.type in ("identify", "group") else None
         context = (e.raw.get("context") or {}).get("traits")
-        lines.append(f"  {e.message_id} {e.type} @{e.event_time:%M} {ids} traits={traits} ctx={context}")
+        received = f" rec={received_of(e):%d %H:%M}" if "_received" in e.raw else ""
+        lines.append(
+            f"  {e.message_id} {e.type} @{e.event_time:%Y %M}{received} {ids} traits={traits} ctx={context}"
+        )
     return "\n".join(lines)
 
 

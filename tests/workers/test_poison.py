@@ -8,6 +8,7 @@ the poison one be set aside with its error, never stall the team.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import threading
 import time
 from typing import Any
@@ -215,3 +216,46 @@ def test_a_delete_erases_the_persons_set_aside_events(engine: Engine) -> None:
             .all()
         )
     assert kept == ["bob-poison"]
+
+
+def _shared_device_with_a_poisoned_co_owner() -> tuple[list[Any], list[Any]]:
+    """Issue 22's shape, with an email stored before the bound (`poisoned`): U2's huge
+    email folded while a later, short email on their device won; erasing V (who used the
+    device too) erases that short email, and deriving U2 again reaches the huge one."""
+    u2 = poisoned("e2", 0, "U2", email=incompressible(3000, seed=22))
+    u2.raw["anonymousId"] = "dev-A"
+    u2 = replace(u2, anonymous_id="dev-A")
+    rest = [
+        u2,
+        event("identify", "e1", 1, anonymousId="dev-A", traits={"email": "a@example.com"}),
+        event("identify", "e3", 2, userId="V", anonymousId="dev-A", traits={"ssn": "078-05-1120"}),
+        event("track", "e5", 3, userId="U2"),
+    ]
+    return rest, [event("delete", "e4", 5, userId="V")]
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-batch", "delete-later"])
+def test_a_delete_is_never_set_aside_when_re_deriving_someone_else_fails(
+    engine: Engine, together: bool
+) -> None:
+    team = new_team(engine)
+    rest, delete = _shared_device_with_a_poisoned_co_owner()
+    if together:
+        store(engine, team, rest + delete)
+    else:
+        store(engine, team, rest)
+        fold_until_empty(engine, team)
+        assert failures(engine, team) == []
+        store(engine, team, delete)
+    fold_until_empty(engine, team)
+    # V is gone, whatever failed around it; the delete is not among the failures.
+    assert customer_of(engine, team, "user", "V") is None
+    with engine.connect() as connection:
+        left = connection.execute(
+            text("SELECT count(*) FROM events WHERE team_id = :t AND (user_id = 'V' OR type = 'delete')"),
+            {"t": team},
+        ).scalar_one()
+    assert left == 0
+    assert [m for m, _, _ in failures(engine, team)] == ["e2"]  # U2's poison is set aside instead
+    assert backlog(engine, team) == 0
+    assert profile(engine, team, "U2") == (None, 1)  # U2 keeps what could be folded

@@ -34,7 +34,9 @@ def upgrade() -> None:
         sa.Column("type", sa.Text(), nullable=True),
         sa.Column("preview", sa.Text(), nullable=False),
         sa.CheckConstraint("source IN ('http', 'import')", name="ck_ingest_rejections_source"),
-        sa.ForeignKeyConstraint(["team_id"], ["teams.id"], name=op.f("fk_ingest_rejections_team_id_teams"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["teams.id"], name=op.f("fk_ingest_rejections_team_id_teams"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("team_id", "id", name=op.f("pk_ingest_rejections")),
     )
     op.create_table(
@@ -46,9 +48,15 @@ def upgrade() -> None:
         sa.Column("outcome", sa.Text(), nullable=False),
         sa.Column("code", sa.Text(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
-        sa.CheckConstraint("outcome IN ('accepted', 'duplicate', 'refused')", name="ck_ingest_counts_outcome"),
-        sa.ForeignKeyConstraint(["team_id"], ["teams.id"], name=op.f("fk_ingest_counts_team_id_teams"), ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("team_id", "hour", "source", "type", "outcome", "code", name=op.f("pk_ingest_counts")),
+        sa.CheckConstraint(
+            "outcome IN ('accepted', 'duplicate', 'refused')", name="ck_ingest_counts_outcome"
+        ),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["teams.id"], name=op.f("fk_ingest_counts_team_id_teams"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint(
+            "team_id", "hour", "source", "type", "outcome", "code", name=op.f("pk_ingest_counts")
+        ),
     )
 
 
