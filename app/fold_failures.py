@@ -40,6 +40,7 @@ def _item(failure: SetAsideEvent) -> dict[str, object]:
             "message": failure.message,
         },
         "failed_at": failure.failed_at,
+        "retrying": failure.retrying,
     }
 
 
@@ -54,6 +55,8 @@ def fold_failures() -> Response:
         Needs an admin key. An event the fold cannot write (a value the database refuses,
         such as an email trait too long for its index) is set aside with the database's
         error, so the team's other events fold; it is on no timeline until retried.
+        A delete is never set aside: one that could not complete is listed here with
+        `retrying` true, and stays in the backlog until it completes.
         Ordered by event id; page with `limit` and `cursor`.
       tags: [fold]
       security: [{bearerAuth: []}, {basicAuth: []}]

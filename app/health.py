@@ -23,7 +23,7 @@ from sqlalchemy import text
 from app import metrics
 from app.errors import ApiError
 from app.resources import Resources, resources
-from store.fold_failures import count_set_aside
+from store.fold_failures import count_failing_deletes, count_set_aside
 from store.migrate import is_current
 
 bp = Blueprint("health", __name__)
@@ -91,6 +91,7 @@ def read_fold_figures(res: Resources) -> metrics.FoldFigures:
     lag: float | None = None
     depth: int | None = None
     set_aside: int | None = None
+    failing_deletes: int | None = None
     try:
         with res.health.begin() as connection:
             count, oldest = connection.execute(
@@ -100,6 +101,7 @@ def read_fold_figures(res: Resources) -> metrics.FoldFigures:
                 )
             ).one()
             set_aside = count_set_aside(connection)
+            failing_deletes = count_failing_deletes(connection)
         backlog, lag = int(count), float(oldest or 0)
     except Exception:
         pass
@@ -107,7 +109,13 @@ def read_fold_figures(res: Resources) -> metrics.FoldFigures:
         depth = int(Queue(res.settings.fold_queue, connection=res.redis).count)
     except Exception:
         pass
-    return metrics.FoldFigures(backlog=backlog, lag_seconds=lag, queue_depth=depth, set_aside=set_aside)
+    return metrics.FoldFigures(
+        backlog=backlog,
+        lag_seconds=lag,
+        queue_depth=depth,
+        set_aside=set_aside,
+        failing_deletes=failing_deletes,
+    )
 
 
 @bp.get("/metrics")

@@ -132,6 +132,7 @@ class FoldFigures:
     lag_seconds: float | None
     queue_depth: int | None
     set_aside: int | None = None  # events the fold set aside (workers/poison.py)
+    failing_deletes: int | None = None  # deletes that could not complete yet (must be 0)
 
     def exposition(self) -> str:
         """Prometheus text. A source that could not be read says so (`..._up 0`, values NaN)."""
@@ -160,6 +161,9 @@ class FoldFigures:
             "# HELP fold_set_aside_events Events the fold could not fold, set aside with their error",
             "# TYPE fold_set_aside_events gauge",
             f"fold_set_aside_events {value(self.set_aside, 'd')}",
+            "# HELP fold_failing_deletes Deletes that could not complete, retried with every batch",
+            "# TYPE fold_failing_deletes gauge",
+            f"fold_failing_deletes {value(self.failing_deletes, 'd')}",
         ]
         return "\n".join(lines) + "\n"
 

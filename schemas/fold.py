@@ -26,6 +26,13 @@ class FoldFailureSchema(Schema):
     type = fields.String(required=True)
     error = fields.Nested(FoldErrorSchema, required=True)
     failed_at = Instant(required=True, metadata={"description": "When the fold set it aside."})
+    retrying = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "A delete that could not complete: never set aside, it stays in the "
+            "backlog and every fold of the team tries it again until it completes."
+        },
+    )
 
 
 class FoldFailureListSchema(Schema):

@@ -1,5 +1,6 @@
 """Events the fold set aside (`workers/poison.py`): listed for the team's admins, counted
-for `/metrics`, and put back in the backlog on request once the cause is fixed."""
+for `/metrics`, and put back in the backlog on request once the cause is fixed. A delete
+that could not complete is listed too, but never set aside: it stays in the backlog."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class SetAsideEvent:
     sqlstate: str | None
     message: str
     failed_at: datetime
+    retrying: bool  # a delete that could not complete: still in the backlog, tried again
 
 
 def list_failures(
@@ -29,7 +31,8 @@ def list_failures(
     rows = connection.execute(
         text(
             """
-            SELECT f.event_id, e.message_id, e.type, f.error_class, f.sqlstate, f.message, f.failed_at
+            SELECT f.event_id, e.message_id, e.type, f.error_class, f.sqlstate, f.message, f.failed_at,
+                   e.folded_at IS NULL
             FROM fold_failures f
             JOIN events e ON e.team_id = f.team_id AND e.id = f.event_id
             WHERE f.team_id = :team AND f.event_id > :after
@@ -45,6 +48,19 @@ def list_failures(
 def count_set_aside(connection: Connection) -> int:
     """How many events the fold has set aside, over every team (the `/metrics` gauge)."""
     return int(connection.execute(text("SELECT count(*) FROM fold_failures")).scalar_one())
+
+
+def count_failing_deletes(connection: Connection) -> int:
+    """Deletes that could not complete (still in the backlog), over every team: a gauge
+    that must stay 0, since a delete is a promise to erase (`workers/poison.py`)."""
+    return int(
+        connection.execute(
+            text(
+                "SELECT count(*) FROM fold_failures f JOIN events e ON e.team_id = f.team_id "
+                "AND e.id = f.event_id WHERE e.type = 'delete'"
+            )
+        ).scalar_one()
+    )
 
 
 def retry_failures(connection: Connection, team_id: int) -> int:

@@ -295,8 +295,9 @@ class _Eraser:
                 ON CONFLICT (team_id, kind, value) DO UPDATE
                 SET deleted_at = GREATEST(t.deleted_at, excluded.deleted_at),
                     received_at = GREATEST(t.received_at, excluded.received_at),
-                    message_id = CASE WHEN (excluded.deleted_at, excluded.message_id) > (t.deleted_at, t.message_id)
-                                      THEN excluded.message_id ELSE t.message_id END
+                    message_id = CASE
+                        WHEN (excluded.deleted_at, excluded.message_id) > (t.deleted_at, t.message_id)
+                        THEN excluded.message_id ELSE t.message_id END
                 """,
                 kinds=[k for k, _ in self.changed],
                 values=[v for _, v in self.changed],

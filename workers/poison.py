@@ -205,27 +205,7 @@ def delete_failed(connection: Connection, team_id: int, failed: dict[int, FoldEr
     names it to the team's admins, `fold_failing_deletes` counts it, and this logs it.
     """
     ids = sorted(failed)
-    connection.execute(
-        text(
-            """
-            INSERT INTO fold_failures AS f (team_id, event_id, error_class, sqlstate, message, failed_at)
-            SELECT :team, x.id, x.c, x.s, x.m, :now
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:classes AS text[]), CAST(:states AS text[]),
-                        CAST(:messages AS text[])) AS x(id, c, s, m)
-            ON CONFLICT (team_id, event_id) DO UPDATE
-            SET error_class = excluded.error_class, sqlstate = excluded.sqlstate,
-                message = excluded.message, failed_at = excluded.failed_at
-            """
-        ),
-        {
-            "team": team_id,
-            "now": now,
-            "ids": ids,
-            "classes": [failed[i].error_class for i in ids],
-            "states": [failed[i].sqlstate for i in ids],
-            "messages": [failed[i].message for i in ids],
-        },
-    )
+    record_failures(connection, team_id, failed, now)
     for event_id in ids:
         error = failed[event_id]
         log.error(
@@ -238,8 +218,10 @@ def delete_failed(connection: Connection, team_id: int, failed: dict[int, FoldEr
         )
 
 
-def set_aside(connection: Connection, team_id: int, failed: dict[int, FoldError], now: datetime) -> None:
-    """Record the events' errors and mark them folded without a customer."""
+def record_failures(
+    connection: Connection, team_id: int, failed: dict[int, FoldError], now: datetime
+) -> None:
+    """The events' errors in `fold_failures` (one row per event, the latest error)."""
     ids = sorted(failed)
     connection.execute(
         text(
@@ -262,6 +244,12 @@ def set_aside(connection: Connection, team_id: int, failed: dict[int, FoldError]
             "messages": [failed[i].message for i in ids],
         },
     )
+
+
+def set_aside(connection: Connection, team_id: int, failed: dict[int, FoldError], now: datetime) -> None:
+    """Record the events' errors and mark them folded without a customer."""
+    ids = sorted(failed)
+    record_failures(connection, team_id, failed, now)
     connection.execute(
         text(
             """
@@ -299,7 +287,8 @@ def erase_set_aside(batch: Batch) -> None:
             DELETE FROM events e USING fold_failures f
             WHERE f.team_id = :team AND e.team_id = :team AND e.id = f.event_id AND EXISTS (
                 SELECT 1 FROM tombstones t
-                WHERE t.team_id = :team AND (e.event_time <= t.deleted_at OR e.received_at <= t.received_at) AND (
+                WHERE t.team_id = :team
+                  AND (e.event_time <= t.deleted_at OR e.received_at <= t.received_at) AND (
                     (t.kind = 'user' AND (t.value = e.user_id
                                           OR (e.type = 'alias' AND t.value = e.previous_id)))
                     OR (t.kind = 'anonymous' AND t.value = e.anonymous_id

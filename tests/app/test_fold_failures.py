@@ -153,3 +153,69 @@ def test_metrics_count_the_set_aside_events(settings: Settings, engine: Engine, 
     set_aside_in(engine, team, 2)
     assert gauge(client) == before + 2
     app.extensions["timeline"].dispose()
+
+
+def test_a_delete_that_cannot_complete_is_loud_stays_in_the_backlog_and_completes_later(
+    settings: Settings, engine: Engine, team: TeamKeys, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A fault no data rule foresaw, simulated by a trigger: writing this person's
+    # tombstone fails on the data (SQLSTATE 22023), so even the delete alone cannot complete.
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                f"""
+                CREATE FUNCTION refuse_stuck_tombstone() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.team_id = {team.id} AND NEW.value = 'stuck' THEN
+                        RAISE EXCEPTION 'simulated fault' USING ERRCODE = '22023';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER refuse_stuck_tombstone BEFORE INSERT OR UPDATE ON tombstones
+                    FOR EACH ROW EXECUTE FUNCTION refuse_stuck_tombstone();
+                """
+            )
+        )
+    fresh = dataclasses.replace(settings, metrics_refresh_seconds=0.0)
+    app = create_app({"TESTING": True, "SETTINGS": fresh})
+    client = app.test_client()
+    try:
+        store(
+            engine,
+            team.id,
+            [
+                event("identify", "s1", 0, userId="stuck", traits={"ssn": "078-05-1120"}),
+                event("track", "other", 1, userId="bob"),
+                event("delete", "s-del", 5, userId="stuck"),
+            ],
+        )
+        fold_until_empty(engine, team.id)
+        [item] = listed(client, team)["data"]
+        assert (item["message_id"], item["type"], item["retrying"]) == ("s-del", "delete", True)
+        assert item["error"]["sqlstate"] == "22023"
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert re.search(r"^fold_failing_deletes [1-9]", metrics, re.M), metrics
+        assert "could not complete" in caplog.text
+        with engine.connect() as connection:
+            unfolded = (
+                connection.execute(
+                    text("SELECT message_id FROM events WHERE team_id = :t AND folded_at IS NULL"),
+                    {"t": team.id},
+                )
+                .scalars()
+                .all()
+            )
+        assert unfolded == ["s-del"]  # never looks done; bob's event folded meanwhile
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER refuse_stuck_tombstone ON tombstones"))
+            connection.execute(text("DROP FUNCTION refuse_stuck_tombstone()"))
+    fold_until_empty(engine, team.id)  # the cause is gone: the next fold completes it
+    assert listed(client, team)["data"] == []
+    with engine.connect() as connection:
+        left = connection.execute(
+            text("SELECT count(*) FROM events WHERE team_id = :t AND (user_id = 'stuck' OR type = 'delete')"),
+            {"t": team.id},
+        ).scalar_one()
+    assert left == 0
+    app.extensions["timeline"].dispose()

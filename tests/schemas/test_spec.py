@@ -115,8 +115,9 @@ def test_derived_message_id_ignores_what_a_resend_changes() -> None:
 
 
 def test_numbers_and_strings_of_one_id_derive_one_message_id() -> None:
-    as_number = prepare_event({"type": "identify", "userId": 42, "sentAt": "2024-03-04T09:00:00Z"}, RECEIVED)
-    as_string = prepare_event({"type": "identify", "userId": "42", "sentAt": "2024-03-04T09:00:00Z"}, RECEIVED)
+    sent = "2024-03-04T09:00:00Z"
+    as_number = prepare_event({"type": "identify", "userId": 42, "sentAt": sent}, RECEIVED)
+    as_string = prepare_event({"type": "identify", "userId": "42", "sentAt": sent}, RECEIVED)
     assert as_number.message_id == as_string.message_id
     assert as_number.raw["userId"] == "42"
 

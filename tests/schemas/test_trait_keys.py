@@ -27,8 +27,8 @@ def sql_norms(engine: Engine, keys: list[str]) -> list[str]:
         return list(
             connection.execute(
                 text(
-                    f"SELECT {normalised_key_sql('k')} FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS x(k, n)"
-                    " ORDER BY n"
+                    f"SELECT {normalised_key_sql('k')} "
+                    "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS x(k, n) ORDER BY n"
                 ),
                 {"keys": keys},
             ).scalars()
@@ -61,7 +61,8 @@ def test_every_code_point_in_a_profile_trait_key_normalises_alike_in_python_and_
         python = {
             c: norm
             for c in storable
-            if (norm := normalise_trait_key(prefix + chr(c) + suffix)) != prefix.lower() + chr(c) + suffix.lower()
+            if (norm := normalise_trait_key(prefix + chr(c) + suffix))
+            != prefix.lower() + chr(c) + suffix.lower()
         }
         assert changed == python, (prefix, suffix)
     # The recipe of issue 22: not the email on either side.
@@ -70,7 +71,9 @@ def test_every_code_point_in_a_profile_trait_key_normalises_alike_in_python_and_
 
 
 @settings(max_examples=30, deadline=None)
-@given(keys=st.lists(st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")), min_size=1))
+@given(
+    keys=st.lists(st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00")), min_size=1)
+)
 def test_any_key_normalises_alike_in_python_and_postgres(engine: Engine, keys: list[str]) -> None:
     assert sql_norms(engine, keys) == [normalise_trait_key(k) for k in keys]
 

@@ -8,9 +8,9 @@ the poison one be set aside with its error, never stall the team.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
