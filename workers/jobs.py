@@ -1,9 +1,12 @@
 """RQ jobs: thin wrappers that open the worker's connections around the fold.
 
-A fold job folds its team's unfolded events in batches until none are left, or for at
-most `FOLD_JOB_TIMEOUT_SECONDS`; then it queues its successor and returns. A job is
-therefore short next to RQ's job timeout, and a team with a endless stream of events
-takes turns with the other teams instead of holding a worker.
+A fold job is one **turn** of its team (docs/fold.md, "Turns"): it folds batches for at
+most `Settings.fold_turn_seconds` (at least one batch; by default exactly one), and if
+the team still has unfolded events it queues its successor, which goes to the back of
+the FIFO queue. Every team with a backlog has at most one job waiting (the flag,
+store/fold_queue.py), so the queue serves the teams round robin: a team's fresh event
+waits at most one turn of each busy team ahead of it, whatever their backlogs, and a
+job is short next to RQ's job timeout.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 
 from rq import get_current_job
 
-from store.fold_queue import FOLD_JOB_TIMEOUT_SECONDS, clear_fold_flag, wake_fold
+from store.fold_queue import clear_fold_flag, wake_fold
 from workers import runtime
 from workers.fold import fold_pending
 
@@ -21,23 +24,25 @@ log = logging.getLogger(__name__)
 
 
 def fold_team(team_id: int) -> int:
-    """Fold every unfolded event of a team, in batches; returns how many."""
+    """Fold one turn of a team's unfolded events; returns how many were folded."""
     rt = runtime.current()
     job = get_current_job()
     # Clear the flag before reading: an event committed after this point queues a new job.
     clear_fold_flag(rt.redis, rt.settings.redis_prefix, team_id, job.id if job else None)
     batch_size = rt.settings.fold_batch_size
-    deadline = time.monotonic() + FOLD_JOB_TIMEOUT_SECONDS
+    turn_ends = time.monotonic() + rt.settings.fold_turn_seconds
     total = 0
     while True:
         taken = fold_pending(rt.engine, team_id, batch_size)
         total += taken
         if taken < batch_size:
             return total
-        if time.monotonic() > deadline:
+        if time.monotonic() >= turn_ends:
+            # A full batch: more may wait. The successor goes to the back of the queue
+            # (or the team's job queued meanwhile by a wake-up already waits there).
             outcome, _ = wake_fold(rt.redis, rt.settings.fold_queue, rt.settings.redis_prefix, team_id)
-            log.info(
-                "fold of team %d paused after %d events; successor %s",
+            log.debug(
+                "fold of team %d: turn over after %d events; successor %s",
                 team_id,
                 total,
                 outcome.value,
