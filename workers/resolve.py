@@ -22,7 +22,6 @@ from workers.derived import move_derived
 from workers.identity import SQL_IS_JUNK, usable_id
 from workers.pending import PendingEvent
 
-
 # The identities of a batch and their customers: one primary-key probe per id, whatever
 # the statistics say. As `kind = ... AND value = ANY(...) OR ...` over a join, a team
 # that grew since the last ANALYZE (estimated at a row or two) was read whole: the

@@ -47,11 +47,10 @@ def import_backlog(engine: Engine, team_id: int, events: int) -> None:
 
 def folded(engine: Engine, team_id: int) -> int:
     with engine.connect() as connection:
-        return int(
-            connection.execute(
-                text("SELECT count(*) FROM events WHERE team_id = :t AND folded_at IS NOT NULL"), {"t": team_id}
-            ).scalar_one()
+        found = connection.execute(
+            text("SELECT count(*) FROM events WHERE team_id = :t AND folded_at IS NOT NULL"), {"t": team_id}
         )
+        return int(found.scalar_one())
 
 
 def wait_busy(redis: Redis, queue: Queue, count: int, timeout: float = 60) -> None:
