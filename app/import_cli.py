@@ -7,7 +7,7 @@ status, code, message, errors), a file made only when a line is refused. Exit st
 when every line was stored or already stored, 1 when some lines were refused (the rest
 are stored), 2 when it could not run.
 
-After each committed batch the team's fold is requested (the same SET NX flag as
+After each committed batch the team's fold is requested (the same per-team flag as
 ingest's waker, `store/fold_queue.py`), so the fold catches up in its usual batches while
 the import goes on; if Redis is down, the worker's sweep finds the events.
 """
