@@ -19,7 +19,8 @@ wake-up is lost. Shared by the web side (app/) and the worker (workers/).
 
 The same call queues a fold job's successor when its turn ends with events left
 (workers/jobs.py): a new job goes to the back of the one FIFO queue, and a team has at
-most one job waiting, so the queue serves the teams with a backlog round robin.
+most one job waiting, so the queue serves the teams with a backlog round robin. A turn
+ends only when another job waits (`jobs_waiting`): a team alone folds on in one job.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from rq import Queue
 FOLD_JOB = "workers.jobs.fold_team"
 # Only key hygiene: the flag never blocks once its job has left the queue.
 FLAG_TTL_SECONDS = 3600
-# RQ's timeout for a fold job. A job is one turn (workers/jobs.py: a batch, or
-# `Settings.fold_turn_seconds`), so it times out only when a batch hangs; the bound is
-# generous because a rare batch (a delete re-deriving a 100,000-event customer) takes seconds.
+# A fold job is one turn (workers/jobs.py); while no other job waits it folds on, for at
+# most this long, then queues its successor. RQ's timeout sits above it, so a job only
+# times out when a batch hangs (a rare batch, a delete re-deriving a 100,000-event
+# customer, takes seconds).
+FOLD_JOB_MAX_SECONDS = 60
 FOLD_JOB_TIMEOUT_SECONDS = 180
 
 # KEYS: flag, queue list. ARGV: new job id, ttl. Returns nil when the flagged job still
@@ -89,6 +92,11 @@ def wake_fold(redis: Redis, queue_name: str, prefix: str, team_id: int) -> tuple
     )
     previous = held.decode() if isinstance(held, bytes) else str(held)
     return (Wake.REPLACED, previous) if previous else (Wake.QUEUED, None)
+
+
+def jobs_waiting(redis: Redis, queue_name: str) -> bool:
+    """Whether a fold job (of any team) waits in the queue: a turn ends only then."""
+    return bool(redis.llen(Queue(queue_name, connection=redis).key))
 
 
 def request_fold(redis: Redis, queue_name: str, prefix: str, team_id: int) -> bool:

@@ -47,10 +47,10 @@ class Settings:
     # How long a fold batch is, and how often the sweep looks for unfolded events.
     fold_batch_size: int = 1000
     sweep_interval_seconds: float = 5.0
-    # Fair turns in the fold (docs/fold.md, "Turns"): a fold job folds batches until this
-    # long has passed (at least one batch), then queues its team's successor at the back
-    # of the queue. 0.1 s: one batch, two when batches are fast, so RQ's ~5 ms per job
-    # stays a few percent of the turn. 0: always one batch.
+    # Fair turns in the fold (docs/fold.md, "Turns"): while another fold job waits, a fold
+    # job folds batches until this long has passed (at least one batch), then queues its
+    # team's successor at the back of the queue. 0.1 s: one batch, two when batches are
+    # fast, so RQ's ~7 ms per job stays a few percent of a turn. 0: always one batch.
     fold_turn_seconds: float = 0.1
     # How many web processes share the ingest limit (gunicorn's workers: WEB_CONCURRENCY).
     web_processes: int = 1

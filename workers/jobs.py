@@ -1,12 +1,14 @@
 """RQ jobs: thin wrappers that open the worker's connections around the fold.
 
-A fold job is one **turn** of its team (docs/fold.md, "Turns"): it folds batches for at
-most `Settings.fold_turn_seconds` (at least one batch; by default exactly one), and if
-the team still has unfolded events it queues its successor, which goes to the back of
-the FIFO queue. Every team with a backlog has at most one job waiting (the flag,
-store/fold_queue.py), so the queue serves the teams round robin: a team's fresh event
-waits at most one turn of each busy team ahead of it, whatever their backlogs, and a
-job is short next to RQ's job timeout.
+A fold job is one **turn** of its team (docs/fold.md, "Turns"): it folds a batch, then
+another while `Settings.fold_turn_seconds` have not passed, and after that only while no
+other fold job waits in the queue (one LLEN a batch). When its turn is over and the team
+still has unfolded events, it queues its successor, which goes to the back of the FIFO
+queue. Every team has at most one job waiting (the flag, store/fold_queue.py), so the
+queue serves the teams round robin: a team's fresh event waits at most one turn of each
+busy team ahead of it, whatever their backlogs. A team alone is not slowed by turns (no
+RQ job per batch); its job still hands over after `FOLD_JOB_MAX_SECONDS`, far below
+RQ's job timeout.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from __future__ import annotations
 import logging
 import time
 
+from redis.exceptions import RedisError
 from rq import get_current_job
 
-from store.fold_queue import clear_fold_flag, wake_fold
+from store.fold_queue import FOLD_JOB_MAX_SECONDS, clear_fold_flag, jobs_waiting, wake_fold
 from workers import runtime
 from workers.fold import fold_pending
 
@@ -30,14 +33,14 @@ def fold_team(team_id: int) -> int:
     # Clear the flag before reading: an event committed after this point queues a new job.
     clear_fold_flag(rt.redis, rt.settings.redis_prefix, team_id, job.id if job else None)
     batch_size = rt.settings.fold_batch_size
-    turn_ends = time.monotonic() + rt.settings.fold_turn_seconds
+    started = time.monotonic()
     total = 0
     while True:
         taken = fold_pending(rt.engine, team_id, batch_size)
         total += taken
         if taken < batch_size:
             return total
-        if time.monotonic() >= turn_ends:
+        if turn_over(time.monotonic() - started):
             # A full batch: more may wait. The successor goes to the back of the queue
             # (or the team's job queued meanwhile by a wake-up already waits there).
             outcome, _ = wake_fold(rt.redis, rt.settings.fold_queue, rt.settings.redis_prefix, team_id)
@@ -49,3 +52,16 @@ def fold_team(team_id: int) -> int:
                 extra={"team_id": team_id, "events": total},
             )
             return total
+
+
+def turn_over(elapsed: float) -> bool:
+    """Whether a turn that has run `elapsed` seconds ends after this batch."""
+    rt = runtime.current()
+    if elapsed < rt.settings.fold_turn_seconds:
+        return False
+    if elapsed >= FOLD_JOB_MAX_SECONDS:
+        return True
+    try:
+        return jobs_waiting(rt.redis, rt.settings.fold_queue)
+    except RedisError:  # nobody can queue meanwhile; the successor is queued at the bound
+        return False
