@@ -298,13 +298,27 @@ class FoldWorker(Process):
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited during start-up:\n{self.tail()}")
-            if Worker.all(queue=Queue(queue, connection=redis)):
+            if any(worker.pid == self.pid for worker in Worker.all(queue=Queue(queue, connection=redis))):
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not register with RQ within {seconds:.0f}s:\n{self.tail()}")
 
     def peak_rss(self) -> float | None:
         return peak_rss_mib(self.pid)
+
+    def stop_now(self) -> None:
+        """Stop mid-job: RQ's warm shutdown, then (a second signal, over 1 s later) its cold one.
+
+        A fold job may run for minutes on a big backlog; the cold shutdown leaves its open
+        batch to roll back, as a killed worker's would.
+        """
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(1.2)
+            except subprocess.TimeoutExpired:
+                self.popen.send_signal(signal.SIGTERM)
+        self.stop()
 
 
 NOISE_SAMPLE = {"seconds": 0.5}  # the quick run samples for less
