@@ -104,6 +104,8 @@ def figures(details: dict[str, Any]) -> list[Figure]:
             rows.append(_console_row(details["feed"]["console"]))
     if "import" in details:
         rows += _import_rows(details["import"])
+    if "isolation" in details:
+        rows += _isolation_rows(details["isolation"], details.get("lag"))
     rows += _memory_rows(details.get("memory", {}))
     return rows
 
@@ -156,6 +158,78 @@ def _end_to_end_rows(
                 f"{_pct(best, fold_alone):.0f}%" if fold_alone and best is not None else "-",
                 "reported",
                 None,
+            )
+        )
+    return rows
+
+
+def _lag_text(lag: dict[str, Any]) -> str:
+    """p50 / p99 of the quiet team's lag; a percentile on an event never seen folded is "> x"."""
+
+    def one(key: str) -> str:
+        bound = "> " if lag[f"{key}_is_lower_bound"] else ""
+        return f"{bound}{lag[f'{key}_ms'] / 1000:.2f}"
+
+    unseen = f", {lag['unseen']} of {lag['events']} not folded by the end" if lag["unseen"] else ""
+    return f"{one('p50')} / {one('p99')} s{unseen}"
+
+
+def _isolation_rows(isolation: dict[str, Any], lag: dict[str, Any] | None) -> list[Figure]:
+    rows: list[Figure] = []
+    flood = isolation.get("flood")
+    if flood:
+        quiet = flood["quiet"]["p99_ms"]
+        for kind in ("accepted", "refused"):
+            seen = flood[kind]
+            figures = seen.get("flood", {})
+            what = (
+                f"{figures.get('accepted_events_per_second', 0):,.0f} events/s accepted"
+                if kind == "accepted"
+                else f"{figures.get('requests_per_second', 0):,.0f} refused events/s"
+            )
+            ratio = seen["p99_ms"] / quiet if quiet else 0.0
+            answered = set(seen["statuses"]) <= {"200"}
+            rows.append(
+                Figure(
+                    f"Another team's ingest p99 at {flood['other_rate']:,.0f}/s while one team floods {kind} "
+                    f"events ({what})",
+                    f"{seen['p99_ms']:.1f} ms" + ("" if answered else f" ({seen['statuses']})"),
+                    f"{quiet:.1f} ms quiet",
+                    f"{ratio:.1f}x" if quiet else "-",
+                    "<= 2x quiet",
+                    bool(quiet) and ratio <= 2 and answered,
+                )
+            )
+    fair = isolation.get("fair_share")
+    if fair:
+        backlog = f"{fair['backlog_events']:,}-event backlog"
+        alone = f"{lag['p99_ms'] / 1000:.2f} s lag p99 at {lag['rate']:,.0f}/s, no neighbour" if lag else "-"
+        for key, name in (
+            ("one_worker", f"neighbour's {backlog} folding, one worker"),
+            ("two_workers", f"{backlog} and two of {fair['neighbour_events']:,} folding, two workers"),
+        ):
+            seen = fair[key]
+            rows.append(
+                Figure(
+                    f"Quiet team's lag p50 / p99 at {seen['rate']:,.0f}/s, {name}",
+                    _lag_text(seen),
+                    alone,
+                    "-",
+                    "p99 < 1 s",
+                    seen["p99_ms"] < 1000 and not seen["p99_is_lower_bound"] and seen["events"] > 0,
+                )
+            )
+        rates = fair["busy_rate"]
+        share = _pct(rates["beside_quiet"], rates["alone"])
+        outlasted = fair["busy_left_after_one_worker"] > 0  # else the window is not all folding
+        rows.append(
+            Figure(
+                "Busy team's fold rate while the quiet team trickles, one worker",
+                f"{rates['beside_quiet']:,.0f}/s" + ("" if outlasted else " (its backlog ran out)"),
+                f"{rates['alone']:,.0f}/s alone (same run)",
+                f"{share:.0f}%",
+                ">= 90%",
+                share >= 90 if outlasted else None,
             )
         )
     return rows
