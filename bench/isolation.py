@@ -30,10 +30,13 @@ reads the big backlog while it folds.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
 import time
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +60,8 @@ from store.settings import Settings, sqlalchemy_url
 CHUNK_EVENTS = 50_000  # generated, prepared and COPYed at a time (memory stays small)
 STAGE_EVENTS = 1000  # rows handed to the import's writer at a time
 COMMIT_EVENTS = 50_000  # events per import batch (one transaction)
+CHUNK_CUSTOMER_EVENTS = 20  # events per customer in the backlog (the fold bench's mix)
+CHUNKS_AHEAD = 2  # chunks made ahead of the COPY (memory: ~50 MB each)
 
 
 @dataclass(frozen=True)
@@ -124,18 +129,41 @@ def store_rows(url: str, team_id: int, rows: list[tuple[Any, ...]]) -> None:
 def _chunks(
     team_id: int, events: int, received_at: datetime
 ) -> Iterator[tuple[list[tuple[Any, ...]], list[str]]]:
-    """The backlog's rows, STAGE_EVENTS at a time, generated CHUNK_EVENTS at a time."""
-    per_customer = 20
-    made = 0
-    while made < events:
-        size = min(CHUNK_EVENTS, events - made)
-        first = made // per_customer
-        journeys = customer_journeys(size, events_per_customer=per_customer, first_customer=first)
-        ready = prepared(journeys, received_at)
-        for at in range(0, len(ready), STAGE_EVENTS):
-            chunk = ready[at : at + STAGE_EVENTS]
-            yield [event_row(team_id, received_at, event) for event in chunk], [event.type for event in chunk]
-        made += size
+    """The backlog's rows, STAGE_EVENTS at a time, made CHUNK_EVENTS at a time.
+
+    A process of its own makes the next chunks (generating and preparing events is most
+    of the Python work) while this one streams the current chunk into the COPY.
+    """
+    per_customer = CHUNK_CUSTOMER_EVENTS
+    starts = list(range(0, events, CHUNK_EVENTS))
+    context = multiprocessing.get_context("spawn")  # the import's writer thread is running
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        ahead: deque[Future[tuple[list[tuple[Any, ...]], list[str]]]] = deque()
+        for start in starts:
+            size = min(CHUNK_EVENTS, events - start)
+            ahead.append(pool.submit(chunk_rows, team_id, size, start // per_customer, received_at))
+            if len(ahead) > CHUNKS_AHEAD:
+                yield from _staged(*ahead.popleft().result())
+        while ahead:
+            yield from _staged(*ahead.popleft().result())
+
+
+def chunk_rows(
+    team_id: int, size: int, first_customer: int, received_at: datetime
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """`size` events of customers numbered from `first_customer`, as import rows and their types."""
+    journeys = customer_journeys(
+        size, events_per_customer=CHUNK_CUSTOMER_EVENTS, first_customer=first_customer
+    )
+    ready = prepared(journeys, received_at)
+    return [event_row(team_id, received_at, event) for event in ready], [event.type for event in ready]
+
+
+def _staged(
+    rows: list[tuple[Any, ...]], types: list[str]
+) -> Iterator[tuple[list[tuple[Any, ...]], list[str]]]:
+    for at in range(0, len(rows), STAGE_EVENTS):
+        yield rows[at : at + STAGE_EVENTS], types[at : at + STAGE_EVENTS]
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,27 +215,30 @@ def lag_figures(seen: list[float], unseen: list[float]) -> dict[str, Any]:
 
 
 def quiet_lag(
-    run: RunEnv, quiet: BenchTeam, web: Web, tag: str, sizes: IsolationSizes
+    run: RunEnv, quiet: BenchTeam, web: Web, tag: str, sizes: IsolationSizes, watcher: Watcher
 ) -> tuple[dict[str, Any], tuple[datetime, datetime]]:
-    """The quiet team trickles over HTTP; its lag (200 -> folded); the window's wall-clock span."""
+    """The quiet team trickles over HTTP; its lag (200 -> folded); the trickle's wall-clock span.
+
+    `watcher` looks at the quiet team's unfolded events meanwhile (the caller keeps it
+    looking through the windows around, so each window pays for the same looks).
+    """
     prefix = f"quiet-{tag}-{run.run_id}"
     spec = post_spec(
         web.base, quiet, prefix, IngestSizes(sizes.trickle_seconds, 4, 1), rate=sizes.trickle_rate
     )
     spec.record = True
-    limit = sizes.trickle_seconds + sizes.settle_seconds + 15
-    with Watcher(run.database_url, quiet.id, limit=limit) as watcher:
-        began = datetime.now(UTC)
-        result = run_load(spec)
-        ended, after = datetime.now(UTC), time.monotonic()
-        deadline = after + sizes.settle_seconds
-        while time.monotonic() < deadline:  # until a look after the trickle finds all of it folded
-            last = watcher.looks[-1] if watcher.looks else None
-            if last is not None and last.started > after:
-                if not any(message_id.startswith(prefix) for message_id in last.unfolded):
-                    break
-            time.sleep(0.05)
-    seen, unseen = lags_with_unseen(result.records, watcher.looks, prefix)
+    began = datetime.now(UTC)
+    result = run_load(spec)
+    ended, after = datetime.now(UTC), time.monotonic()
+    deadline = after + sizes.settle_seconds
+    while time.monotonic() < deadline:  # until a look after the trickle finds all of it folded
+        last = watcher.looks[-1] if watcher.looks else None
+        if last is not None and last.started > after:
+            if not any(message_id.startswith(prefix) for message_id in last.unfolded):
+                break
+        time.sleep(0.05)
+    time.sleep(0.02)
+    seen, unseen = lags_with_unseen(result.records, list(watcher.looks), prefix)
     figures = lag_figures(seen, unseen)
     figures.update(
         rate=sizes.trickle_rate,
@@ -216,6 +247,13 @@ def quiet_lag(
         ingest_p99_ms=round(result.percentile_ms(99), 2),
     )
     return figures, (began, ended)
+
+
+def window(seconds: float) -> tuple[datetime, datetime]:
+    """Wait `seconds`; the wall-clock span waited."""
+    began = datetime.now(UTC)
+    time.sleep(seconds)
+    return began, datetime.now(UTC)
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,18 +279,23 @@ def wake(run: RunEnv, redis: Redis, team_ids: list[int]) -> None:
         request_fold(redis, run.fold_queue, run.redis_prefix, team_id)
 
 
-def folded_between(url: str, team_id: int, windows: dict[str, tuple[datetime, datetime]]) -> dict[str, float]:
-    """Events/s the fold folded for the team in each window, from their `folded_at`."""
-    out: dict[str, float] = {}
+def folded_in(url: str, team_id: int, windows: dict[str, tuple[datetime, datetime]]) -> dict[str, int]:
+    """How many of the team's events the fold folded in each window (by their `folded_at`)."""
+    out: dict[str, int] = {}
     with psycopg.connect(url, autocommit=True) as connection:
         for name, (began, ended) in windows.items():
             row = connection.execute(
                 "SELECT count(*) FROM events WHERE team_id = %s AND folded_at >= %s AND folded_at < %s",
                 (team_id, began, ended),
             ).fetchone()
-            seconds = (ended - began).total_seconds()
-            out[name] = round((int(row[0]) if row else 0) / seconds, 1) if seconds > 0 else 0.0
+            out[name] = int(row[0]) if row else 0
     return out
+
+
+def rate_in(counts: dict[str, int], windows: dict[str, tuple[datetime, datetime]], *names: str) -> float:
+    """Events/s over the named windows together."""
+    seconds = sum((windows[name][1] - windows[name][0]).total_seconds() for name in names)
+    return round(sum(counts[name] for name in names) / seconds, 1) if seconds > 0 else 0.0
 
 
 def unfolded_of(url: str, team_id: int) -> int:
@@ -292,18 +335,28 @@ def measure_fair_share(
         take_statistics(run.database_url)  # as bench/fold.py does: the same plans in both windows
         out["backlog_store_seconds"] = round(time.monotonic() - started, 1)
 
-        # One worker: the busy team alone, then the quiet team trickles beside it.
+        # One worker: the busy team alone, the quiet team trickling beside it, alone again
+        # (the two alone windows bracket the trickle, so a drift of the machine's load
+        # weighs on both sides of the ratio).
         out["idle_busy_cores"] = busy_cores()
         workers = start_workers(run, redis, 1, "fair-worker")
         wake(run, redis, [busy.id])
         time.sleep(1.0)  # the fold is under way before the windows
-        alone_began = datetime.now(UTC)
-        time.sleep(sizes.alone_seconds)
-        alone = (alone_began, datetime.now(UTC))
-        out["one_worker"], beside = quiet_lag(run, quiet, web, "one", sizes)
+        limit = 2 * sizes.alone_seconds + sizes.trickle_seconds + sizes.settle_seconds + 30
+        windows: dict[str, tuple[datetime, datetime]] = {}
+        with Watcher(run.database_url, quiet.id, limit=limit) as watcher:
+            windows["alone_before"] = window(sizes.alone_seconds / 2)
+            out["one_worker"], windows["beside_quiet"] = quiet_lag(run, quiet, web, "one", sizes, watcher)
+            windows["alone_after"] = window(sizes.alone_seconds / 2)
         stop_all(workers)
         workers = []
-        out["busy_rate"] = folded_between(run.database_url, busy.id, {"alone": alone, "beside_quiet": beside})
+        counts = folded_in(run.database_url, busy.id, windows)
+        out["busy_rate"] = {
+            "alone": rate_in(counts, windows, "alone_before", "alone_after"),
+            "beside_quiet": rate_in(counts, windows, "beside_quiet"),
+            "alone_before": rate_in(counts, windows, "alone_before"),
+            "alone_after": rate_in(counts, windows, "alone_after"),
+        }
         out["busy_left_after_one_worker"] = unfolded_of(run.database_url, busy.id)
 
         # Two workers, three busy neighbours.
@@ -317,11 +370,13 @@ def measure_fair_share(
         workers = start_workers(run, redis, 2, "fair-worker2")
         wake(run, redis, busy_ids)
         time.sleep(1.0)
-        out["two_workers"], window = quiet_lag(run, quiet, web, "two", sizes)
+        limit = sizes.trickle_seconds + sizes.settle_seconds + 30
+        with Watcher(run.database_url, quiet.id, limit=limit) as watcher:
+            out["two_workers"], trickle = quiet_lag(run, quiet, web, "two", sizes, watcher)
         stop_all(workers)
         workers = []
         out["two_workers"]["busy_rates"] = [
-            folded_between(run.database_url, team_id, {"beside_quiet": window})["beside_quiet"]
+            rate_in(folded_in(run.database_url, team_id, {"w": trickle}), {"w": trickle}, "w")
             for team_id in busy_ids
         ]
         out["busy_left_after_two_workers"] = [unfolded_of(run.database_url, team_id) for team_id in busy_ids]
