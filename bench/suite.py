@@ -190,7 +190,8 @@ def machine(servers: Servers, env: dict[str, str]) -> dict[str, Any]:
         commit = connection.execute("SHOW synchronous_commit").fetchone()
     redis = Redis.from_url(servers.redis_url)
     try:
-        redis_version = str(redis.info("server").get("redis_version"))
+        info = redis.info("server")
+        redis_version = str(info.get("redis_version")) if isinstance(info, dict) else "unknown"
     finally:
         redis.close()
     gunicorn = subprocess.run(
