@@ -32,7 +32,7 @@ from bench.env import BenchTeam, RunEnv, Web, busy_cores
 from bench.fold import wait_until_folded
 from bench.ingest import IngestSizes, events_per_request, post_spec, summary
 from bench.load import percentile, run_load
-from bench.search import Outcome, find_steady_rate
+from bench.search import Outcome, find_steady_rate, is_steady
 
 LOOK_INTERVAL = 0.005
 
@@ -186,8 +186,8 @@ def probe(
     accepted = result.ok * per
     # Over the load's own span: the counts bracket it by well under a second.
     folded_rate = max(0.0, accepted + before - after) / max(result.elapsed, after_at - before_at - 1.0, 0.1)
-    answered = result.rate * per >= 0.97 * rate and set(result.statuses) <= {"200"}
-    steady = answered and growth <= 0.03 * rate and after - before <= max(2000.0, 1.0 * rate)
+    every_one = set(result.statuses) <= {"200"}
+    steady = every_one and is_steady(rate, result.rate * per, growth, after - before, seconds)
     return Outcome(
         steady,
         folded_rate if not steady else None,

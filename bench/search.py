@@ -26,6 +26,7 @@ UP = 2.0
 DOWN = 0.5
 TOLERANCE = 0.08  # stop once the steady and unsteady rates are within 8% of the latter
 HINT_MARGIN = 0.95  # the next probe just under the fold's rate beside the last ingest
+SAWTOOTH_EVENTS = 1000  # how far the backlog moves up and down while it keeps up
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,24 @@ class Search:
     @property
     def summary(self) -> str:
         return ", ".join(f"{rate:.0f}/s {'steady' if o.steady else 'growing'}" for rate, o in self.probes)
+
+
+def is_steady(rate: float, answered: float, growth: float, grown: int, seconds: float) -> bool:
+    """Whether a probe kept up: answered at the offered rate, and the backlog did not grow.
+
+    `growth` is the backlog's slope over the probe's second half (events/s), `grown` its
+    size after the probe minus before. The backlog is a saw-tooth (requests add up to 100
+    events at once, the fold takes up to 1,000 a batch), so its slope is judged against
+    3% of the rate or 1,000 events over that half, whichever is more, and what it grew
+    against 2,000 events or one second of the rate: at 1,000 events/s a slope of 70/s
+    over 4 s is the saw-tooth, not growth.
+    """
+    half = seconds / 2
+    return (
+        answered >= 0.97 * rate
+        and growth * half <= max(0.03 * rate * half, SAWTOOTH_EVENTS)
+        and grown <= max(2 * SAWTOOTH_EVENTS, rate)
+    )
 
 
 def next_rate(low: float, high: float | None, last: Outcome, up: float = UP, down: float = DOWN) -> float:

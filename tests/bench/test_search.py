@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bench.search import TOLERANCE, Outcome, find_steady_rate
+from bench.search import TOLERANCE, Outcome, find_steady_rate, is_steady
 
 CAPACITY = 5_000.0
 FOLD_ALONE = 9_677.0
@@ -80,3 +80,12 @@ def test_the_issue_s_first_probe_finds_a_nonzero_rate_in_the_bench_s_own_probes(
 
     assert search.rate > 0
     assert search.rate <= 2_500.0
+
+
+def test_a_saw_tooth_backlog_at_a_low_rate_is_steady_and_real_growth_is_not() -> None:
+    # Measured at 974 events/s of /v1/batch: slope 68/s over the second half of 8 s, 600 left.
+    assert is_steady(974.0, 975.0, growth=68.2, grown=600, seconds=8)
+    assert not is_steady(914.0, 913.5, growth=497.1, grown=3931, seconds=8)
+    assert not is_steady(13_000.0, 13_000.0, growth=1_000.0, grown=8_000, seconds=8)
+    assert is_steady(13_000.0, 13_000.0, growth=300.0, grown=1_500, seconds=8)
+    assert not is_steady(4_730.0, 894.3, growth=18.2, grown=0, seconds=8)  # not answered at the rate
