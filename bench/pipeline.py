@@ -222,7 +222,8 @@ def measure_end_to_end(
     probes: int,
     sizes: IngestSizes,
     shape: str = "single",
-    drain_seconds: float = 20.0,
+    drain_seconds: float = 10.0,
+    budget_seconds: float = 75.0,
 ) -> dict[str, Any]:
     """The highest steady rate in events/s of one shape, found in at most `probes` probes.
 
@@ -231,7 +232,7 @@ def measure_end_to_end(
     backlog (a big backlog left by a too-high probe folded at ~500-1,000/s here, against
     ~11,000/s alone, while the team's statistics were stale: every later probe failed
     on it). Each run is bounded by probes x (seconds + drain_seconds + a few) and finds
-    a rate.
+    a rate. No probe starts once it might end after `budget_seconds` from the start.
     """
     noise = busy_cores()
 
@@ -245,7 +246,11 @@ def measure_end_to_end(
             outcome.details["discarded"] = discard_unfolded(run.database_url, team.id)
         return outcome
 
-    search = find_steady_rate(offer, start_rate, probes)
+    # A probe the web cannot answer ends up to 10 s after its span (the load generator's
+    # bound for a stalled server): no new probe once the next one might end past the budget.
+    ends = time.monotonic() + budget_seconds - seconds - 10
+
+    search = find_steady_rate(offer, start_rate, probes, time_left=lambda: time.monotonic() < ends)
     results = [outcome.details for _, outcome in search.probes]
     steady = [r for r in results if r["steady"] and r["offered"] <= search.rate]
     growing = [r for r in results if not r["steady"]]

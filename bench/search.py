@@ -92,14 +92,21 @@ def find_steady_rate(
     tolerance: float = TOLERANCE,
     up: float = UP,
     down: float = DOWN,
+    time_left: Callable[[], bool] = lambda: True,
 ) -> Search:
-    """The highest steady rate in at most `probes` probes, starting from `first`."""
+    """The highest steady rate in at most `probes` probes, starting from `first`.
+
+    `time_left` is asked before every probe after the first: the search stops when it
+    says no (the caller's time budget), with what it found so far.
+    """
     if first <= 0:
         raise ValueError("the first probe must offer a positive rate")
     made: list[tuple[float, Outcome]] = []
     low, high = 0.0, None
     rate = first
-    for _ in range(probes):
+    for n in range(probes):
+        if n and not time_left():
+            break
         outcome = probe(rate)
         made.append((rate, outcome))
         if outcome.steady:

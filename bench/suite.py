@@ -73,6 +73,7 @@ class Sizes:
     e2e_seconds: float
     e2e_probes: int
     e2e_drain_seconds: float
+    e2e_budget_seconds: float
     feed_events: int
     feed_customer_events: int
     feed_depth: int
@@ -95,7 +96,8 @@ FULL = Sizes(
     lag_seconds=20,
     e2e_seconds=8,
     e2e_probes=5,
-    e2e_drain_seconds=20,
+    e2e_drain_seconds=10,
+    e2e_budget_seconds=75,
     feed_events=10_000_000,
     feed_customer_events=100_000,
     feed_depth=10_000,
@@ -128,6 +130,7 @@ QUICK = Sizes(
     e2e_seconds=1,
     e2e_probes=2,
     e2e_drain_seconds=5,
+    e2e_budget_seconds=20,
     feed_events=20_000,
     feed_customer_events=2_000,
     feed_depth=1_000,
@@ -319,6 +322,7 @@ def run_suite(options: Options) -> dict[str, Any]:
                         shape,
                         shape_name,
                         sizes.e2e_drain_seconds,
+                        sizes.e2e_budget_seconds,
                     )
                 details["memory"] = {"worker_peak_rss_mib": round(worker.peak_rss() or 0, 1)}
         if web is not None:

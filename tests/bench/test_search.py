@@ -89,3 +89,17 @@ def test_a_saw_tooth_backlog_at_a_low_rate_is_steady_and_real_growth_is_not() ->
     assert not is_steady(13_000.0, 13_000.0, growth=1_000.0, grown=8_000, seconds=8)
     assert is_steady(13_000.0, 13_000.0, growth=300.0, grown=1_500, seconds=8)
     assert not is_steady(4_730.0, 894.3, growth=18.2, grown=0, seconds=8)  # not answered at the rate
+
+
+def test_the_search_stops_when_its_time_is_up_with_what_it_found() -> None:
+    offered, probe = pipeline()
+    asked: list[int] = []
+
+    def time_left() -> bool:
+        asked.append(len(offered))
+        return len(offered) < 4
+
+    search = find_steady_rate(probe, 8_709.0, probes=10, time_left=time_left)
+
+    assert len(offered) == 4 and asked[0] == 1  # never asked before the first probe
+    assert 0 < search.rate <= CAPACITY
