@@ -394,6 +394,7 @@ def measure_fair_share(
         take_statistics(run.database_url)
         out["neighbours_store_seconds"] = round(time.monotonic() - started, 1)
         busy_ids = [busy.id] + [team.id for team in neighbours]
+        discard_unfolded(run.database_url, [quiet.id])  # what the first trickle left: a fresh start
         forget_wakeups(run, redis, busy_ids + [quiet.id])
         workers = start_workers(run, redis, 2, "fair-worker2")
         wake(run, redis, busy_ids)
