@@ -3,10 +3,11 @@
 Prints a progress line on stderr (redrawn in place on a terminal, a plain line every
 `PLAIN_EVERY_SECONDS` otherwise), the report file's path, and at the end a JSON summary
 on stdout. Every refused line goes to the report (JSON lines: file, line, messageId,
-status, code, message, errors). Exit status: 0 when every line was stored or already
-stored, 1 when some lines were refused (the rest are stored), 2 when it could not run.
+status, code, message, errors), a file made only when a line is refused. Exit status: 0
+when every line was stored or already stored, 1 when some lines were refused (the rest
+are stored), 2 when it could not run.
 
-After each committed batch the team's fold is requested (the same SET NX flag as
+After each committed batch the team's fold is requested (the same per-team flag as
 ingest's waker, `store/fold_queue.py`), so the fold catches up in its usual batches while
 the import goes on; if Redis is down, the worker's sweep finds the events.
 """
@@ -92,8 +93,29 @@ def describe(progress: ImportProgress) -> str:
     return "  ".join(parts)
 
 
-def summary(progress: ImportProgress, team_id: int, report_path: Path) -> dict[str, Any]:
-    """The JSON printed at the end."""
+class Report:
+    """The report file, created on the first refused line: an import that refused nothing
+    leaves no empty file behind."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.written = False
+        self._file: IO[str] | None = None
+
+    def write(self, line: ReportedLine) -> None:
+        if self._file is None:
+            self._file = self.path.open("w", encoding="utf-8")
+            self.written = True
+        self._file.write(json.dumps(line.as_json(), ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def summary(progress: ImportProgress, team_id: int, report_path: Path | None) -> dict[str, Any]:
+    """The JSON printed at the end (`report`: null when no line was refused)."""
     seconds = progress.seconds
     nothing_new = progress.stored == 0 and progress.read > 0
     return {
@@ -108,7 +130,7 @@ def summary(progress: ImportProgress, team_id: int, report_path: Path) -> dict[s
         "rejected_by_code": dict(sorted(progress.rejected_by_code.items())),
         "seconds": round(seconds, 2),
         "events_per_second": round(progress.read / seconds) if seconds > 0 else None,
-        "report": str(report_path),
+        "report": str(report_path) if report_path is not None else None,
         "message": (
             "Nothing new: every event was already stored."
             if nothing_new
@@ -151,7 +173,7 @@ def events_import(team_id: int, report_path: Path | None, batch_events: int, pat
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         report_path = Path(f"import-report-{stamp}.jsonl")
     display = ProgressLine(sys.stderr)
-    click.echo(f"Refused lines are reported in {report_path}", err=True)
+    click.echo(f"Refused lines, if any, are reported in {report_path}", err=True)
     redis_failed = False
 
     def wake(progress: ImportProgress) -> None:
@@ -164,31 +186,28 @@ def events_import(team_id: int, report_path: Path | None, batch_events: int, pat
             redis_failed = True
         display.update(progress)
 
-    with report_path.open("w", encoding="utf-8") as report_file:
-
-        def report(line: ReportedLine) -> None:
-            report_file.write(json.dumps(line.as_json(), ensure_ascii=False) + "\n")
-
-        try:
-            progress = run_import(
-                res.imports,
-                team_id,
-                sources,
-                report,
-                wake,
-                display.update,
-                stdin=sys.stdin.buffer,
-                batch_events=batch_events,
-            )
-        except DBAPIError as error:
-            report_file.flush()
-            _fail(
-                "storage_unavailable",
-                f"The database failed ({type(error.orig).__name__}); the batches committed so far are "
-                "stored. Run the same command again: what is stored already counts as duplicates.",
-            )
+    report = Report(report_path)
+    try:
+        progress = run_import(
+            res.imports,
+            team_id,
+            sources,
+            report.write,
+            wake,
+            display.update,
+            stdin=sys.stdin.buffer,
+            batch_events=batch_events,
+        )
+    except DBAPIError as error:
+        _fail(
+            "storage_unavailable",
+            f"The database failed ({type(error.orig).__name__}); the batches committed so far are "
+            "stored. Run the same command again: what is stored already counts as duplicates.",
+        )
+    finally:
+        report.close()
     display.finish(progress)
-    click.echo(json.dumps(summary(progress, team_id, report_path), indent=2))
+    click.echo(json.dumps(summary(progress, team_id, report.path if report.written else None), indent=2))
     if progress.rejected:
         raise click.exceptions.Exit(1)
 

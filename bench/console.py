@@ -98,23 +98,3 @@ def measure_console(
     """The dataset customer's page, with the feed API's first page (its `http` figures) beside it."""
     times = page_times(base, f"/console/customers/{dataset.customer_id}", dataset.team.key, seconds)
     return {**asdict(times), "feed_first_page_http": feed_first_page.get("http") if feed_first_page else None}
-
-
-def console_rows(console: dict[str, Any]) -> list[Any]:
-    """The table's row for the console page (for bench/report.py's `figures`)."""
-    from bench.report import Figure
-
-    feed = console.get("feed_first_page_http") or {}
-    beside = f"{feed['p50_ms']:.2f} / {feed['p99_ms']:.2f} ms feed API first page" if feed else "-"
-    ratio = f"{console['http_p99_ms'] / feed['p99_ms']:.1f}x p99" if feed.get("p99_ms") else "-"
-    return [
-        Figure(
-            "Console customer page, server / HTTP p99 (p50)",
-            f"{console['server_p99_ms']:.1f} / {console['http_p99_ms']:.1f} ms "
-            f"({console['server_p50_ms']:.1f} / {console['http_p50_ms']:.1f})",
-            beside,
-            ratio,
-            "server p99 < 100 ms",
-            console["server_p99_ms"] < 100,
-        )
-    ]

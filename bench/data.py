@@ -77,8 +77,14 @@ class BacklogEvent:
     payload: dict[str, Any]
 
 
-def customer_journeys(total: int, *, seed: int = 7, events_per_customer: int = 20) -> list[BacklogEvent]:
-    """About `total` events of total/events_per_customer customers, in arrival order."""
+def customer_journeys(
+    total: int, *, seed: int = 7, events_per_customer: int = 20, first_customer: int = 0
+) -> list[BacklogEvent]:
+    """About `total` events of total/events_per_customer customers, in arrival order.
+
+    Customers are numbered from `first_customer`: a large backlog is made of several
+    calls with disjoint customers (and so disjoint messageIds), each small in memory.
+    """
     rng = random.Random(seed)
     customers = max(1, total // events_per_customer)
     start = datetime(2024, 3, 1, tzinfo=UTC)
@@ -88,7 +94,7 @@ def customer_journeys(total: int, *, seed: int = 7, events_per_customer: int = 2
     per = [events_per_customer] * customers
     for i in range(total - events_per_customer * customers):
         per[i % customers] += 1
-    for customer, count in enumerate(per):
+    for customer, count in enumerate(per, start=first_customer):
         anon = f"anon-{customer}"
         user = f"user-{customer}" if customer % 10 < 7 else None  # 70% identify
         at = start + timedelta(seconds=rng.random() * span)

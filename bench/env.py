@@ -140,7 +140,12 @@ class RunEnv:
     def redis_prefix(self) -> str:
         return f"tl-bench-{self.run_id}:"
 
-    def process_env(self, database_url: str | None = None, **extra: str) -> dict[str, str]:
+    def process_env(
+        self, database_url: str | None = None, *, team_budgets: bool = False, **extra: str
+    ) -> dict[str, str]:
+        """The environment of a process of the stack. The capacity phases measure the whole
+        deployment through one team, so the per-team ingest budgets (docs/rate-limits.md)
+        are off unless `team_budgets` (the isolation phase measures them)."""
         env = dict(os.environ)
         env.update(
             DATABASE_URL=database_url or self.database_url,
@@ -154,6 +159,8 @@ class RunEnv:
             # default, docs/operations.md): they measure the read path, not the 429.
             API_RATE_LIMIT="0",
         )
+        if not team_budgets:
+            env.update(INGEST_RATE_LIMIT="0", INGEST_REQUEST_LIMIT="0", INGEST_BYTE_LIMIT="0")
         env.update(self.extra_env)
         env.update(extra)
         return env
@@ -298,13 +305,27 @@ class FoldWorker(Process):
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited during start-up:\n{self.tail()}")
-            if Worker.all(queue=Queue(queue, connection=redis)):
+            if any(worker.pid == self.pid for worker in Worker.all(queue=Queue(queue, connection=redis))):
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not register with RQ within {seconds:.0f}s:\n{self.tail()}")
 
     def peak_rss(self) -> float | None:
         return peak_rss_mib(self.pid)
+
+    def stop_now(self) -> None:
+        """Stop mid-job: RQ's warm shutdown, then (a second signal, over 1 s later) its cold one.
+
+        A fold job may run for minutes on a big backlog; the cold shutdown leaves its open
+        batch to roll back, as a killed worker's would.
+        """
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(1.2)
+            except subprocess.TimeoutExpired:
+                self.popen.send_signal(signal.SIGTERM)
+        self.stop()
 
 
 NOISE_SAMPLE = {"seconds": 0.5}  # the quick run samples for less

@@ -222,7 +222,7 @@ def feed_statements(url: str, redis_url: str, paths: list[str], key: str) -> lis
 
     settings = Settings(database_url=sqlalchemy_url(url), redis_url=redis_url)
     app = create_app({"TESTING": True, "SETTINGS": settings})
-    engine = app.extensions["timeline"].engine
+    engine = app.extensions["timeline"].reads.engine  # the read budget's engine (docs/serving.md)
     found: list[FeedStatement] = []
     try:
         client = app.test_client()
@@ -245,7 +245,7 @@ def feed_statements(url: str, redis_url: str, paths: list[str], key: str) -> lis
                 literal = psycopg.ClientCursor(connection).mogrify(statement, parameters)
             found.append(FeedStatement(" ".join(literal.split()), len(captured)))
     finally:
-        engine.dispose()
+        app.extensions["timeline"].dispose()
         app.extensions["timeline"].redis.close()
     return found
 

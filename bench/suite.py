@@ -8,7 +8,11 @@
 5. web + worker together: lag at a steady 500 events/s, then the end-to-end rate of
    both shapes;
 6. feed reads over HTTP and the same SQL in Postgres;
-7. the one-RQ-job-per-event baseline; peak RSS of every process measured.
+7. the import beside a plain COPY; the one-RQ-job-per-event baseline;
+8. fair share (bench/isolation.py): another team's ingest p99 while one team floods,
+   a quiet team's lag while a neighbour's 1-million-event backlog folds (one worker;
+   two workers and three busy neighbours), the busy team's fold rate beside it;
+peak RSS of every process measured.
 
 Every load loop is bounded in time; the whole run is meant to fit in 10 minutes
 (the first run, which builds the feed dataset, included).
@@ -49,6 +53,7 @@ from bench.env import (
 from bench.fold import measure_fold
 from bench.imports import IMPORT_EVENTS, measure_import
 from bench.ingest import IngestSizes, measure_ingest, post_spec
+from bench.isolation import IsolationSizes, measure_isolation
 from bench.load import run_load
 from bench.pipeline import measure_end_to_end, measure_lag
 from bench.profiling import Recording
@@ -67,6 +72,8 @@ class Sizes:
     lag_seconds: float
     e2e_seconds: float
     e2e_probes: int
+    e2e_drain_seconds: float
+    e2e_budget_seconds: float
     feed_events: int
     feed_customer_events: int
     feed_depth: int
@@ -75,6 +82,7 @@ class Sizes:
     profile_seconds: float
     slow_seconds: float
     slow_rounds: int
+    isolation: IsolationSizes
 
 
 FULL = Sizes(
@@ -88,6 +96,8 @@ FULL = Sizes(
     lag_seconds=20,
     e2e_seconds=8,
     e2e_probes=5,
+    e2e_drain_seconds=10,
+    e2e_budget_seconds=75,
     feed_events=10_000_000,
     feed_customer_events=100_000,
     feed_depth=10_000,
@@ -96,6 +106,17 @@ FULL = Sizes(
     profile_seconds=8,
     slow_seconds=6,
     slow_rounds=2,
+    isolation=IsolationSizes(
+        backlog_events=1_000_000,
+        neighbour_events=250_000,
+        alone_seconds=6,
+        trickle_seconds=12,
+        trickle_rate=25,
+        settle_seconds=3,
+        flood_seconds=4,
+        other_rate=200,
+        flood_concurrency=16,
+    ),
 )
 
 QUICK = Sizes(
@@ -107,7 +128,9 @@ QUICK = Sizes(
     lag_rate=500,
     lag_seconds=1,
     e2e_seconds=1,
-    e2e_probes=1,
+    e2e_probes=2,
+    e2e_drain_seconds=5,
+    e2e_budget_seconds=20,
     feed_events=20_000,
     feed_customer_events=2_000,
     feed_depth=1_000,
@@ -116,10 +139,21 @@ QUICK = Sizes(
     profile_seconds=2,
     slow_seconds=1,
     slow_rounds=1,
+    isolation=IsolationSizes(
+        backlog_events=20_000,
+        neighbour_events=5_000,
+        alone_seconds=1,
+        trickle_seconds=2,
+        trickle_rate=20,
+        settle_seconds=2,
+        flood_seconds=1,
+        other_rate=100,
+        flood_concurrency=4,
+    ),
 )
 
 
-PHASES = ("ingest", "slow", "fold", "pipeline", "feed", "rq", "imports")
+PHASES = ("ingest", "slow", "fold", "pipeline", "feed", "rq", "imports", "isolation")
 
 
 @dataclass
@@ -225,6 +259,10 @@ def run_suite(options: Options) -> dict[str, Any]:
                 name: make_team(write_url, f"bench {name}")
                 for name in ("ingest", "slow", "fold", "lag", "e2e", "e2e_batch")
             }
+            isolation_teams = {
+                name: make_team(write_url, f"bench {name}")
+                for name in ("busy", "busy_2", "busy_3", "quiet", "other", "flooder")
+            }
         dataset = None
         if "feed" in options.only:
             with phase("feed dataset", timings):
@@ -283,6 +321,8 @@ def run_suite(options: Options) -> dict[str, Any]:
                         sizes.e2e_probes,
                         shape,
                         shape_name,
+                        sizes.e2e_drain_seconds,
+                        sizes.e2e_budget_seconds,
                     )
                 details["memory"] = {"worker_peak_rss_mib": round(worker.peak_rss() or 0, 1)}
         if web is not None:
@@ -302,6 +342,9 @@ def run_suite(options: Options) -> dict[str, Any]:
             with phase("import: flask events import beside a plain COPY; the fold of it", timings):
                 events = IMPORT_EVENTS["quick" if options.quick else "full"]
                 details["import"] = measure_import(run, events, 600)
+        if "isolation" in options.only:
+            with phase("fair share: a flood beside another team; a quiet team beside big backlogs", timings):
+                details["isolation"] = measure_isolation(run, isolation_teams, sizes.isolation)
         if "rq" in options.only:
             with phase("one RQ job per event (baseline)", timings):
                 details["rq_per_event"] = measure_rq_baseline(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
@@ -35,10 +35,15 @@ class ReadPool(QueuePool):
             raise ReadCapacityBusy(str(busy)) from None
 
 
-def _connect_args(name: str, statement_timeout_ms: int | None, connect_timeout: int) -> dict[str, Any]:
+def _connect_args(
+    url: str, name: str, statement_timeout_ms: int | None, connect_timeout: int
+) -> dict[str, Any]:
     """libpq arguments: the pool's name in pg_stat_activity and its statement timeout,
-    set at connect time so no statement on the pool's connections goes unbounded."""
-    args: dict[str, Any] = {"connect_timeout": connect_timeout, "application_name": name}
+    set at connect time so no statement on the pool's connections goes unbounded. A name
+    the URL already gives (`?application_name=`, as bin/faults names each worker) wins."""
+    args: dict[str, Any] = {"connect_timeout": connect_timeout}
+    if "application_name" not in make_url(url).query:
+        args["application_name"] = name
     if statement_timeout_ms:
         args["options"] = f"-c statement_timeout={statement_timeout_ms}"
     return args
@@ -62,7 +67,7 @@ def make_engine(
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_timeout=5,
-        connect_args=_connect_args(name, statement_timeout_ms, 3),
+        connect_args=_connect_args(settings.database_url, name, statement_timeout_ms, 3),
     )
 
 
@@ -76,7 +81,7 @@ def make_read_engine(settings: Settings) -> Engine:
         max_overflow=0,
         pool_pre_ping=True,
         pool_timeout=settings.db_read_pool_wait_seconds,
-        connect_args=_connect_args("timeline-read", settings.db_read_timeout_ms, 3),
+        connect_args=_connect_args(settings.database_url, "timeline-read", settings.db_read_timeout_ms, 3),
     )
 
 
@@ -89,7 +94,9 @@ def make_health_engine(settings: Settings) -> Engine:
         max_overflow=0,
         pool_pre_ping=True,
         pool_timeout=2,
-        connect_args=_connect_args("timeline-health", settings.db_health_timeout_ms, 2),
+        connect_args=_connect_args(
+            settings.database_url, "timeline-health", settings.db_health_timeout_ms, 2
+        ),
     )
 
 

@@ -16,6 +16,11 @@ The job clears the flag before it reads pending events, and only if the flag sti
 it (compare and delete): an event committed after that read finds no flag, or a flag
 naming a newer job still waiting, and so is folded by a job that reads after it. No
 wake-up is lost. Shared by the web side (app/) and the worker (workers/).
+
+The same call queues a fold job's successor when its turn ends with events left
+(workers/jobs.py): a new job goes to the back of the one FIFO queue, and a team has at
+most one job waiting, so the queue serves the teams with a backlog round robin. A turn
+ends only when another job waits (`jobs_waiting`): a team alone folds on in one job.
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ from rq import Queue
 FOLD_JOB = "workers.jobs.fold_team"
 # Only key hygiene: the flag never blocks once its job has left the queue.
 FLAG_TTL_SECONDS = 3600
-# A fold job folds for at most this long, then queues its successor (workers/jobs.py);
-# RQ's timeout sits above it, so a job only times out when a batch hangs.
-FOLD_JOB_TIMEOUT_SECONDS = 120
+# A fold job is one turn (workers/jobs.py); while no other job waits it folds on, for at
+# most this long, then queues its successor. RQ's timeout sits above it, so a job only
+# times out when a batch hangs (a rare batch, a delete re-deriving a 100,000-event
+# customer, takes seconds).
+FOLD_JOB_MAX_SECONDS = 60
+FOLD_JOB_TIMEOUT_SECONDS = 180
 
 # KEYS: flag, queue list. ARGV: new job id, ttl. Returns nil when the flagged job still
 # waits in the queue; otherwise names the new job and returns the id it replaced ('').
@@ -77,13 +85,18 @@ def wake_fold(redis: Redis, queue_name: str, prefix: str, team_id: int) -> tuple
         FOLD_JOB,
         team_id,
         job_id=job_id,
-        job_timeout=FOLD_JOB_TIMEOUT_SECONDS + 60,
+        job_timeout=FOLD_JOB_TIMEOUT_SECONDS,
         result_ttl=0,
         failure_ttl=24 * 3600,
         description=f"fold team {team_id}",
     )
     previous = held.decode() if isinstance(held, bytes) else str(held)
     return (Wake.REPLACED, previous) if previous else (Wake.QUEUED, None)
+
+
+def jobs_waiting(redis: Redis, queue_name: str) -> bool:
+    """Whether a fold job (of any team) waits in the queue: a turn ends only then."""
+    return bool(redis.llen(Queue(queue_name, connection=redis).key))
 
 
 def request_fold(redis: Redis, queue_name: str, prefix: str, team_id: int) -> bool:

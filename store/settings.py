@@ -54,6 +54,11 @@ class Settings:
     # How long a fold batch is, and how often the sweep looks for unfolded events.
     fold_batch_size: int = 1000
     sweep_interval_seconds: float = 5.0
+    # Fair turns in the fold (docs/fold.md, "Turns"): while another fold job waits, a fold
+    # job folds batches until this long has passed (at least one batch), then queues its
+    # team's successor at the back of the queue. 0.1 s: one batch, two when batches are
+    # fast, so RQ's ~7 ms per job stays a few percent of a turn. 0: always one batch.
+    fold_turn_seconds: float = 0.1
     # How many web processes share the ingest limit (gunicorn's workers: WEB_CONCURRENCY).
     web_processes: int = 1
     # Where prometheus_client's processes keep their counters; None: this process's own.
@@ -99,6 +104,7 @@ class Settings:
             metrics_refresh_seconds=float(env.get("METRICS_REFRESH_SECONDS", "5")),
             fold_batch_size=int(env.get("FOLD_BATCH_SIZE", "1000")),
             sweep_interval_seconds=float(env.get("SWEEP_INTERVAL_SECONDS", "5")),
+            fold_turn_seconds=max(0.0, float(env.get("FOLD_TURN_SECONDS", "0.1"))),
             web_processes=_whole(env, "WEB_CONCURRENCY", 1),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             db_pool_size=_whole(env, "DB_POOL_SIZE", 5),

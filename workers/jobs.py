@@ -1,9 +1,14 @@
 """RQ jobs: thin wrappers that open the worker's connections around the fold.
 
-A fold job folds its team's unfolded events in batches until none are left, or for at
-most `FOLD_JOB_TIMEOUT_SECONDS`; then it queues its successor and returns. A job is
-therefore short next to RQ's job timeout, and a team with a endless stream of events
-takes turns with the other teams instead of holding a worker.
+A fold job is one **turn** of its team (docs/fold.md, "Turns"): it folds a batch, then
+another while `Settings.fold_turn_seconds` have not passed, and after that only while no
+other fold job waits in the queue (one LLEN a batch). When its turn is over and the team
+still has unfolded events, it queues its successor, which goes to the back of the FIFO
+queue. Every team has at most one job waiting (the flag, store/fold_queue.py), so the
+queue serves the teams round robin: a team's fresh event waits at most one turn of each
+busy team ahead of it, whatever their backlogs. A team alone is not slowed by turns (no
+RQ job per batch); its job still hands over after `FOLD_JOB_MAX_SECONDS`, far below
+RQ's job timeout.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import logging
 import time
 
+from redis.exceptions import RedisError
 from rq import get_current_job
 
-from store.fold_queue import FOLD_JOB_TIMEOUT_SECONDS, clear_fold_flag, wake_fold
+from store.fold_queue import FOLD_JOB_MAX_SECONDS, clear_fold_flag, jobs_waiting, wake_fold
 from workers import runtime
 from workers.fold import fold_pending
 
@@ -21,26 +27,41 @@ log = logging.getLogger(__name__)
 
 
 def fold_team(team_id: int) -> int:
-    """Fold every unfolded event of a team, in batches; returns how many."""
+    """Fold one turn of a team's unfolded events; returns how many were folded."""
     rt = runtime.current()
     job = get_current_job()
     # Clear the flag before reading: an event committed after this point queues a new job.
     clear_fold_flag(rt.redis, rt.settings.redis_prefix, team_id, job.id if job else None)
     batch_size = rt.settings.fold_batch_size
-    deadline = time.monotonic() + FOLD_JOB_TIMEOUT_SECONDS
+    started = time.monotonic()
     total = 0
     while True:
         taken = fold_pending(rt.engine, team_id, batch_size)
         total += taken
         if taken < batch_size:
             return total
-        if time.monotonic() > deadline:
+        if turn_over(time.monotonic() - started):
+            # A full batch: more may wait. The successor goes to the back of the queue
+            # (or the team's job queued meanwhile by a wake-up already waits there).
             outcome, _ = wake_fold(rt.redis, rt.settings.fold_queue, rt.settings.redis_prefix, team_id)
-            log.info(
-                "fold of team %d paused after %d events; successor %s",
+            log.debug(
+                "fold of team %d: turn over after %d events; successor %s",
                 team_id,
                 total,
                 outcome.value,
                 extra={"team_id": team_id, "events": total},
             )
             return total
+
+
+def turn_over(elapsed: float) -> bool:
+    """Whether a turn that has run `elapsed` seconds ends after this batch."""
+    rt = runtime.current()
+    if elapsed < rt.settings.fold_turn_seconds:
+        return False
+    if elapsed >= FOLD_JOB_MAX_SECONDS:
+        return True
+    try:
+        return jobs_waiting(rt.redis, rt.settings.fold_queue)
+    except RedisError:  # nobody can queue meanwhile; the successor is queued at the bound
+        return False

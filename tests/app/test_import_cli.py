@@ -162,6 +162,25 @@ def test_second_run_stores_nothing_new_and_says_so(
     assert len(stored_ids(engine, team.id)) == len(events)
 
 
+def test_an_import_that_refuses_nothing_leaves_no_report_file(
+    app: Flask, team: TeamKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default report goes to the working directory: only when a line was refused."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "events.jsonl"
+    write_jsonl(path, history(3))
+    code, summary, _ = run_import(app, "--team", str(team.id), str(path))
+    assert code == 0 and summary["rejected"] == 0 and summary["report"] is None
+    assert not list(tmp_path.glob("import-report-*"))
+
+    write_jsonl(path, history(3, seed=8), [BAD_LINES[0][0]])
+    code, summary, _ = run_import(app, "--team", str(team.id), str(path))
+    assert code == 1 and summary["rejected"] == 1
+    (report,) = tmp_path.glob("import-report-*.jsonl")
+    assert summary["report"] == report.name
+    assert [json.loads(line)["code"] for line in report.read_text().splitlines()] == ["invalid_json"]
+
+
 def test_stdin_import_and_events_without_message_id_dedupe_on_rerun(
     app: Flask, engine: Engine, team: TeamKeys, tmp_path: Path
 ) -> None:

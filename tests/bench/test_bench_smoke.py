@@ -27,13 +27,20 @@ EXPECTED_FIGURES = [
     "Fold: events/s, one worker, stored backlog",
     "Lag 200 -> visible,",
     "End to end: steady events/s, single-event POSTs (web + worker)",
+    "End to end, single-event POSTs: the fold's events/s beside ingest",
     "End to end: steady events/s, /v1/batch x100 (web + worker)",
+    "End to end, /v1/batch x100: the fold's events/s beside ingest",
     "Feed first page, p50 / p99 (HTTP)",
     "Feed page 1,000 deep, p50 / p99 (HTTP)",
     "Feed: HTTP floor, same GET to the bare WSGI app",
     "Console customer page, server / HTTP p99 (p50)",
     "Import: events/s stored (flask events import)",
     "Import: fold of the imported backlog, one worker",
+    "Another team's ingest p99 at 100/s while one team floods accepted events",
+    "Another team's ingest p99 at 100/s while one team floods refused events",
+    "Quiet team's lag p50 / p99 at 20/s, neighbour's 20,000-event backlog folding, one worker",
+    "Quiet team's lag p50 / p99 at 20/s, 20,000-event backlog and two of 5,000 folding, two workers",
+    "Busy team's fold rate while the quiet team trickles, one worker",
     "Peak RSS per web process",
     "Peak RSS of the worker process",
 ]
@@ -68,6 +75,15 @@ def test_quick_run_reports_every_figure_beside_its_ceiling(
         assert details["feed"][page]["sql"]["count"] > 0
         assert "FROM events" in details["feed"][page]["statement"]
     assert details["rq_per_event"]["rate"] > 0
+    flood = details["isolation"]["flood"]
+    for kind in ("quiet", "accepted", "refused"):
+        assert flood[kind]["statuses"].get("200", 0) > 0
+    assert flood["accepted"]["flood"]["accepted_events_per_second"] > 0
+    assert not any(status.startswith("2") for status in flood["refused"]["flood"]["statuses"])
+    fair = details["isolation"]["fair_share"]
+    for key in ("one_worker", "two_workers"):
+        assert fair[key]["events"] > 0
+    assert fair["busy_rate"]["alone"] > 0
     assert details["feed"]["http_floor"]["count"] > 0
     for figure in results["figures"]:
         assert figure["measured"] and figure["ceiling"] and figure["ratio"]

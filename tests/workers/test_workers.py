@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Queue, Worker
+from rq import Queue
 from rq.job import Job
 from sqlalchemy import Engine, text
 
@@ -26,69 +23,12 @@ from schemas.segment import PreparedEvent
 from store.fold_queue import flag_key
 from store.settings import Settings
 from tests.workers.model import TeamState, expected_state
+from tests.workers.processes import StartWorker, unfolded, wait_for_workers, wait_until_folded
 from tests.workers.support import journeys, new_team, state, store, store_and_fold
 from tests.workers.test_fold_properties import as_dict
 from workers.fold import FOLD_LOCK_NAMESPACE
 
-ROOT = Path(__file__).resolve().parents[2]
-StartWorker = Callable[..., subprocess.Popen[bytes]]
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def start_worker(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
-    """Start `python -m workers` processes; every one is stopped when the test ends."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str, batch_size: int) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,  # DATABASE_URL, REDIS_URL, FOLD_QUEUE, REDIS_PREFIX of this session
-            "FOLD_BATCH_SIZE": str(batch_size),
-            "SWEEP_INTERVAL_SECONDS": "0.2",
-            "PYTHONUNBUFFERED": "1",
-        }
-        log = (tmp_path / f"worker-{name}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "workers"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in started:
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-def unfolded(engine: Engine, team_id: int) -> int:
-    with engine.connect() as connection:
-        return int(
-            connection.execute(
-                text("SELECT count(*) FROM events WHERE team_id = :t AND folded_at IS NULL"), {"t": team_id}
-            ).scalar_one()
-        )
-
-
-def wait_until_folded(engine: Engine, team_id: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while (left := unfolded(engine, team_id)) > 0:
-        assert time.monotonic() < deadline, f"{left} events still unfolded after {timeout}s"
-        time.sleep(0.05)
-
-
-def wait_for_workers(redis: Redis, queue: Queue, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while len(Worker.all(connection=redis, queue=queue)) < count:
-        assert time.monotonic() < deadline, "worker processes did not start"
-        time.sleep(0.05)
 
 
 def folded_alone(engine: Engine, events: list[PreparedEvent]) -> TeamState:
