@@ -44,7 +44,7 @@ def test_every_code_point_in_a_profile_trait_key_normalises_alike_in_python_and_
     storable = [c for c in range(1, sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
     for prefix, suffix in TEMPLATES:
         with engine.connect() as connection:
-            changed = dict(
+            changed: dict[int, str] = dict(
                 connection.execute(
                     text(
                         f"""
