@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings as hypothesis_settings
 from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import Engine, create_engine, make_url, text
@@ -43,6 +44,14 @@ if not FIXTURES.is_dir():
         f"Segment fixtures not found at {FIXTURES}: the tests expect ../shared beside the "
         "clone (or SEGMENT_FIXTURES pointing at the folder)."
     )
+
+
+# Property tests fail on a real counter-example, never on the machine's load or a lucky
+# draw: no per-example deadline anywhere, and under CI the same examples every run
+# (derandomized), so a red CI is a bug that reproduces. Locally they explore afresh.
+hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def _fresh_database(server_url: str) -> str:

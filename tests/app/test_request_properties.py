@@ -32,8 +32,10 @@ utf8_as_latin1 = st.text(max_size=20).map(lambda t: t.encode("utf-8", "surrogate
 # A header value cannot hold a line break (HTTP/1.1 ends the header there).
 header_values = (latin1_text | utf8_as_latin1).map(lambda v: v.replace("\r", " ").replace("\n", " "))
 path_ids = st.sampled_from(LOOKALIKE_DIGITS) | st.text(max_size=30).filter(lambda t: t not in ("", ".", ".."))
+# Any character a URL can carry: UTF-8 has no lone surrogate, so no client can send one
+# (the test client itself fails to encode it).
 query_values = st.sampled_from(LOOKALIKE_DIGITS) | st.text(
-    st.characters() | st.sampled_from(ODD), max_size=200
+    st.characters(codec="utf-8") | st.sampled_from(ODD), max_size=200
 )
 queries = st.lists(st.tuples(st.sampled_from(QUERY_NAMES) | st.text(max_size=10), query_values), max_size=4)
 
