@@ -224,12 +224,16 @@ def _isolation_rows(isolation: dict[str, Any], lag: dict[str, Any] | None) -> li
         outlasted = fair["busy_left_after_one_worker"] > 0  # else the window is not all folding
         rows.append(
             Figure(
-                "Busy team's fold rate while the quiet team trickles, one worker",
+                # Reported, not a target: the worker's time here also goes to the quiet
+                # team's own folds (25 one-event jobs a second). The issue's >= 90% is the
+                # busy team alone with turns against before them: the "Fold" row's ratio
+                # to its ceiling, before and after (docs/benchmarks.md).
+                "Busy team's fold rate while the quiet team trickles (its folds share the worker)",
                 f"{rates['beside_quiet']:,.0f}/s" + ("" if outlasted else " (its backlog ran out)"),
                 f"{rates['alone']:,.0f}/s alone (same run)",
                 f"{share:.0f}%",
-                ">= 90%",
-                share >= 90 if outlasted else None,
+                "reported",
+                None,
             )
         )
     return rows

@@ -40,7 +40,7 @@ EXPECTED_FIGURES = [
     "Another team's ingest p99 at 100/s while one team floods refused events",
     "Quiet team's lag p50 / p99 at 20/s, neighbour's 20,000-event backlog folding, one worker",
     "Quiet team's lag p50 / p99 at 20/s, 20,000-event backlog and two of 5,000 folding, two workers",
-    "Busy team's fold rate while the quiet team trickles, one worker",
+    "Busy team's fold rate while the quiet team trickles (its folds share the worker)",
     "Peak RSS per web process",
     "Peak RSS of the worker process",
 ]
