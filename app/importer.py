@@ -160,7 +160,7 @@ def prepare_line(line: bytes, received_at: datetime) -> tuple[Any, PreparedEvent
     except ApiError as error:
         raise LineRefused(None, EventRejected(error.status, error.code, error.message)) from None
     try:
-        return item, prepare_one(item, received_at, scan=scan)
+        return item, prepare_one(item, received_at, scan=scan, archived=True)
     except EventRejected as error:
         raise LineRefused(item, error) from None
 

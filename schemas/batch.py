@@ -201,13 +201,16 @@ def prepare_events(
     return prepared
 
 
-def prepare_one(item: Any, received_at: datetime, *, scan: Scan = Scan.EVERYTHING) -> PreparedEvent:
+def prepare_one(
+    item: Any, received_at: datetime, *, scan: Scan = Scan.EVERYTHING, archived: bool = False
+) -> PreparedEvent:
     """One decoded event prepared as `prepare_events([item], ...)` would, or EventRejected.
 
     For a caller that takes events one at a time (the import, a line each): the same
-    steps, without a PreparedBatch around each event.
+    steps, without a PreparedBatch around each event. `archived`: a stored record read
+    again (an import's line), whose derived messageId is never fresh (`derive_message_id`).
     """
-    return _prepare_one(item, received_at, None, None, scan)
+    return _prepare_one(item, received_at, None, None, scan, archived=archived)
 
 
 def _batch_items(envelope: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -244,9 +247,14 @@ def _prepare_one(
     defaults: dict[str, Any] | None,
     scan: Scan,
     sent_at: Any = None,
+    archived: bool = False,
 ) -> PreparedEvent:
     return prepare_event(
-        _storable_event(item, defaults, scan), received_at, forced_type=forced_type, sent_at=sent_at
+        _storable_event(item, defaults, scan),
+        received_at,
+        forced_type=forced_type,
+        sent_at=sent_at,
+        archived=archived,
     )
 
 

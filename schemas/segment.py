@@ -374,7 +374,9 @@ def canonical_keys(event: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def derive_message_id(event: dict[str, Any], sent_at: Any = None, occurrence: int = 0) -> str:
+def derive_message_id(
+    event: dict[str, Any], sent_at: Any = None, occurrence: int = 0, *, archived: bool = False
+) -> str:
     """A messageId for an event sent without one (docs/ingest.md, "Derived messageIds").
 
     It must tell separate sends apart (Segment gives each such call a fresh id, and a
@@ -385,14 +387,17 @@ def derive_message_id(event: dict[str, Any], sent_at: Any = None, occurrence: in
     the same in an unchanged re-send); with neither, nothing can, and the id is fresh.
     `occurrence` counts identical copies earlier in the same request (three identical
     clicks in one batch are three clicks). Left out of the content: `receivedAt`,
-    `writeKey` and an empty or null messageId.
+    `writeKey` and an empty or null messageId. An `archived` event (a line of an import,
+    read again on every run of it) is one stored record, not a send: its id comes from its
+    content alone, so rerunning an import dedupes it (docs/import.md).
     """
     content = {k: v for k, v in event.items() if k not in _VOLATILE_KEYS}
     if not any(_present(content.get(key)) for key in ("timestamp", "originalTimestamp")):
         sent_at = event.get("sentAt") if _present(event.get("sentAt")) else sent_at
-        if not _present(sent_at):
+        if not _present(sent_at) and not archived:
             return "derived-" + uuid.uuid4().hex
-        content["sentAt"] = sent_at
+        if _present(sent_at):
+            content["sentAt"] = sent_at
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if occurrence:
         encoded += f"\x1f{occurrence}"
@@ -430,11 +435,12 @@ def prepare_event(
     forced_type: str | None = None,
     sent_at: Any = None,
     occurrence: int = 0,
+    archived: bool = False,
 ) -> PreparedEvent:
     """Validate one decoded event against the Spec, or raise EventRejected.
 
-    `sent_at` (the batch's `sentAt`) and `occurrence` only matter to an event without a
-    messageId (`derive_message_id`).
+    `sent_at` (the batch's `sentAt`), `occurrence` and `archived` only matter to an event
+    without a messageId (`derive_message_id`).
     """
     if not isinstance(event, dict):
         raise EventRejected(400, "invalid_event", f"An event must be a JSON object, not {json_type(event)}.")
@@ -473,7 +479,7 @@ def prepare_event(
     event.pop("writeKey", None)
     message_id = loaded.get("messageId")
     if not message_id:
-        message_id = derive_message_id(event, sent_at, occurrence)
+        message_id = derive_message_id(event, sent_at, occurrence, archived=archived)
         event["messageId"] = message_id
     return PreparedEvent(
         message_id=message_id,

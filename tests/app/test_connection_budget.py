@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,21 @@ def small_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     }
     with Server(tmp_path_factory.mktemp("small-slots"), env) as server:
         yield server
+
+
+def server_has_read(server_port: int, client_ports: list[int]) -> bool:
+    """Whether the server has accepted each of these loopback connections and read all
+    they sent: the server side of each is in /proc/net/tcp (or tcp6, a dual-stack listener)
+    with nothing left to read."""
+    unread: dict[int, int] = {}
+    tables = [Path(f"/proc/net/{name}").read_text().splitlines()[1:] for name in ("tcp", "tcp6")]
+    for line in (line for table in tables for line in table):
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+        if local_port == server_port and remote_port in client_ports:
+            unread[remote_port] = int(fields[4].split(":")[1], 16)  # rx_queue
+    return all(unread.get(port) == 0 for port in client_ports)
 
 
 def kept_alive(server: Server) -> socket.socket:
@@ -102,12 +118,13 @@ def test_with_every_slot_busy_a_new_connection_gets_a_json_503_with_retry_after(
     try:
         for sock in busy:
             sock.sendall(half_head)
-        refused = None
-        deadline = time.monotonic() + 10
-        while refused is None and time.monotonic() < deadline:  # until the server has read them all
-            answer = exchange(small_server, HEALTH)
-            if answer is not None and answer.status == 503:
-                refused = answer
+        # A connection holds a busy slot once the server has read its first bytes; until
+        # then it is idle, and a probe would close it to make room. Wait for that read.
+        deadline = time.monotonic() + 30
+        while not server_has_read(small_server.port, [sock.getsockname()[1] for sock in busy]):
+            assert time.monotonic() < deadline, "the server never read the busy connections' heads"
+            time.sleep(0.02)
+        refused = exchange(small_server, HEALTH)
         body = assert_envelope(refused, 503, "server_busy")
         assert refused is not None and int(refused.headers["retry-after"]) >= 1
         assert "connection" in body["errors"]

@@ -839,11 +839,20 @@ def test_event_summary_counts_per_name_through_a_merge(
 
 
 def test_event_summary_follows_a_delete(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
-    send(engine, team, track("u1", "Paid", 1), track("u1", "Paid", 2))
-    send(engine, team, {"type": "delete", "userId": "u1", "timestamp": at(1.5), "messageId": "d1"})
-    assert get(client, team, "/api/v1/customers/user_id:u1/events/summary")["data"] == [
-        {"type": "track", "name": "Paid", "count": 1, "first_seen": at(2), "last_seen": at(2)},
-    ]
+    # A delete erases what was received before it, whatever its time (SPEC §3); an event
+    # received after it and dated after it starts the person anew, and only it is counted.
+    # Times near now: a delete dated far from its receipt is placed at its receipt.
+    def near_now(minutes: float) -> str:
+        return (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()
+
+    first, later = near_now(-10), near_now(1)
+    send(engine, team, {**track("u1", "Paid", 0, "p1"), "timestamp": first})
+    send(engine, team, {**track("u1", "Paid", 0, "p3"), "timestamp": near_now(5)})  # dated after it
+    send(engine, team, {"type": "delete", "userId": "u1", "timestamp": near_now(-5), "messageId": "d1"})
+    send(engine, team, {**track("u1", "Paid", 0, "p2"), "timestamp": later})
+    summary = get(client, team, "/api/v1/customers/user_id:u1/events/summary")["data"]
+    assert [(item["name"], item["count"]) for item in summary] == [("Paid", 1)]
+    assert datetime.fromisoformat(summary[0]["first_seen"]) == datetime.fromisoformat(later)
 
 
 def changes_of(client: FlaskClient, team: TeamKeys) -> dict[str, Any]:
