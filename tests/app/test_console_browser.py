@@ -56,12 +56,15 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     )
 
 from selenium import webdriver  # noqa: E402 (only once the browser is known to exist)
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
-from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
@@ -117,6 +120,21 @@ def hostile_events() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def left_the_document(element: WebElement) -> bool:
+    """Whether the page that held `element` is gone. Selenium's `staleness_of` knows one
+    answer for that; Chromium gives a second while it swaps documents ("Node with given id
+    does not belong to the document", seen in CI with chromium 156): both mean gone."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error):
+            return True
+        raise
+    return False
+
+
 class Console:
     """The served app, the data in it, and the browser."""
 
@@ -144,7 +162,7 @@ class Console:
         """Click a link or button (or submit a form) and wait for the next page to be ready."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         element.submit() if submit else element.click()
-        WebDriverWait(self.driver, 10).until(staleness_of(old))
+        WebDriverWait(self.driver, 10).until(lambda _: left_the_document(old))
         self.wait_ready()
 
     def find(self, css: str) -> WebElement:
