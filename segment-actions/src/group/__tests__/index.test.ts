@@ -1,7 +1,8 @@
 import nock from 'nock'
 import { createTestEvent, createTestIntegration } from '@segment/actions-core'
 import Destination from '../../index'
-import { ENDPOINT, T0, basicAuth, context, settings } from '../../__tests__/__helpers__/events'
+import { T0, context, settings } from '../../__tests__/__helpers__/events'
+import { itDeliversLikeEveryAction } from '../../__tests__/__helpers__/delivery'
 
 const testDestination = createTestIntegration(Destination)
 
@@ -31,55 +32,7 @@ const posted = {
 }
 
 describe('segment-timeline.group', () => {
-  it('posts the event to /v1/segment with the default mapping', async () => {
-    nock(ENDPOINT, { reqheaders: { authorization: basicAuth } }).post('/v1/segment', posted).reply(200, { success: true })
-
-    const responses = await testDestination.testAction('group', { event, settings, useDefaultMappings: true })
-
-    expect(responses.length).toBe(1)
-    expect(responses[0].status).toBe(200)
-  })
-
-  it('posts a batch as one request to /v1/batch', async () => {
-    const second = { ...event, messageId: 'm-group-2' }
-    nock(ENDPOINT)
-      .post('/v1/batch', { batch: [posted, { ...posted, messageId: 'm-group-2' }] })
-      .reply(200, { success: true, accepted: 2, duplicates: 0, rejected: [] })
-
-    const responses = await testDestination.testBatchAction('group', {
-      events: [event, second],
-      settings,
-      useDefaultMappings: true
-    })
-
-    expect(responses.length).toBe(1)
-    expect(responses[0].status).toBe(200)
-    expect(testDestination.results[0].multistatus?.map((result) => result.status)).toEqual([200, 200])
-  })
-
-  it('shows our message when we refuse the event, and is not retried', async () => {
-    nock(ENDPOINT).post('/v1/segment').reply(400, {
-      message: 'The event breaks the Segment Spec: see errors.',
-      code: 'invalid_event',
-      errors: { userId: ['Send a userId or an anonymousId.'] }
-    })
-
-    await expect(testDestination.testAction('group', { event, settings, useDefaultMappings: true })).rejects.toMatchObject({
-      message: 'The event breaks the Segment Spec: see errors.',
-      status: 400,
-      code: 'invalid_event'
-    })
-  })
-
-  it('is retried when we are unavailable', async () => {
-    nock(ENDPOINT).post('/v1/segment').reply(503, { message: 'Storage is unavailable; retry.', code: 'storage_unavailable' })
-
-    await expect(testDestination.testAction('group', { event, settings, useDefaultMappings: true })).rejects.toMatchObject({
-      message: 'Storage is unavailable; retry.',
-      status: 503,
-      code: 'RETRYABLE_ERROR'
-    })
-  })
+  itDeliversLikeEveryAction('group', event, posted)
 
   it('needs a group id before anything is sent', async () => {
     await expect(
