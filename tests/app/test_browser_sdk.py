@@ -19,10 +19,8 @@ saying why, only outside CI when chromium is not installed, as the console's bro
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +33,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from devstack.embedded import free_port
+from tests.chromium import chromium, require_chromium
 from tests.conftest import make_team
 from tests.node import node_packages
 from tests.servers import GunicornServer
@@ -44,28 +43,14 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "tests" / "browser"
 BUNDLE = PACKAGE / "node_modules" / "@segment" / "analytics-next" / "dist" / "umd"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CALLS = ["page", "identify", "track", "group", "alias"]
 DOC = ROOT / "docs" / "segment-destination.md"
 CDN_SCRIPT = "https://cdn.jsdelivr.net/npm/@segment/analytics-next@1.84.3/dist/umd/index.js"
 MODES = ["standard", "keepalive", "batching"]
 
-if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-    if os.environ.get("CI"):
-        raise RuntimeError(
-            "CI is set but chromium or chromedriver is missing: install Debian's chromium and "
-            "chromium-driver (.ci/run does)."
-        )
-    pytest.skip(
-        "chromium and chromedriver are not installed (apt-get install chromium chromium-driver); "
-        "CI runs these tests",
-        allow_module_level=True,
-    )
+require_chromium()
 
-from selenium import webdriver  # noqa: E402 (only once the browser is known to exist)
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402 (once the browser is known to exist)
 
 
 @dataclass(frozen=True)
@@ -110,29 +95,8 @@ def served(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     """Headless Chromium from Debian, driven by its own chromedriver; its console log kept."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="tl-chromium-sdk-")
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def stored(engine: Engine, team_id: int) -> list[Any]:

@@ -13,8 +13,6 @@ With `CONSOLE_SCREENSHOT=1` the journey screenshot is written to docs/console.pn
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +27,7 @@ from sqlalchemy import Engine
 from schemas.segment import prepare_event
 from store.apikeys import create_key, revoke_key
 from store.events import store_events
+from tests.chromium import chromium, require_chromium
 from tests.conftest import TeamKeys, make_team
 from tests.servers import GunicornServer
 from workers.fold import fold_until_empty
@@ -36,32 +35,18 @@ from workers.fold import fold_until_empty
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ZONE = "Asia/Tokyo"  # UTC+9: the agent's days and times differ from UTC's
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)  # 19:00 in Tokyo; +6 h crosses midnight there
 TRACKS = 120  # with the rest, three pages of 50
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2;alert(1)">'
 
-if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-    if os.environ.get("CI"):
-        raise RuntimeError(
-            "CI is set but chromium or chromedriver is missing: install Debian's chromium and "
-            "chromium-driver (.ci/run does)."
-        )
-    pytest.skip(
-        "chromium and chromedriver are not installed (apt-get install chromium chromium-driver); "
-        "CI runs these tests",
-        allow_module_level=True,
-    )
+require_chromium()
 
-from selenium import webdriver  # noqa: E402 (only once the browser is known to exist)
-from selenium.common.exceptions import (  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402 (only once the browser is known to exist)
     NoAlertPresentException,
     StaleElementReferenceException,
     WebDriverException,
 )
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
@@ -249,34 +234,9 @@ def served(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    """Headless Chromium from Debian, driven by its own chromedriver; in the agent's zone."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="tl-chromium-")
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        "--window-size=1200,900",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    options.unhandled_prompt_behavior = "ignore"  # a dialog stays open, for the test to see
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TZ": ZONE})
-    driver = webdriver.Chrome(service=service, options=options)
-    try:
-        driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ZONE})
+    """Headless Chromium in the agent's zone; a dialog stays open, for the test to see."""
+    with chromium("--window-size=1200,900", zone=ZONE, unhandled_prompt="ignore") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
