@@ -64,15 +64,19 @@ def kept_alive(server: Server) -> socket.socket:
     return sock
 
 
-def closed_by_server(sock: socket.socket) -> bool:
-    """The server closed this idle connection (it reads as the end within 5 s)."""
-    sock.settimeout(5)
+def closed_by_server(sock: socket.socket, wait: float = 5) -> bool:
+    """The server closed this connection (it reads as the end within `wait` seconds)."""
+    sock.settimeout(wait or None)
+    if not wait:
+        sock.setblocking(False)
     try:
-        return sock.recv(1) == b""
-    except TimeoutError:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (TimeoutError, BlockingIOError):
         return False
     except ConnectionResetError:
         return True
+    finally:
+        sock.settimeout(10)
 
 
 def test_2100_idle_kept_alive_sockets_leave_a_new_client_answered(
@@ -114,16 +118,20 @@ def test_with_every_slot_busy_a_new_connection_gets_a_json_503_with_retry_after(
     small_server: Server,
 ) -> None:
     half_head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # a request under way, not finished
-    busy = [connect(small_server, timeout=10) for _ in range(SLOTS)]
+    busy: list[socket.socket] = []
     try:
-        for sock in busy:
-            sock.sendall(half_head)
         # A connection holds a busy slot once the server has read its first bytes; until
-        # then it is idle, and a probe would close it to make room. Wait for that read.
-        deadline = time.monotonic() + 30
-        while not server_has_read(small_server.port, [sock.getsockname()[1] for sock in busy]):
-            assert time.monotonic() < deadline, "the server never read the busy connections' heads"
-            time.sleep(0.02)
+        # then it is idle, and the next connection past 90% of the slots would close it to
+        # make room. So each one is opened only once the server has read the one before.
+        for _ in range(SLOTS):
+            sock = connect(small_server, timeout=10)
+            busy.append(sock)
+            sock.sendall(half_head)
+            deadline = time.monotonic() + 30
+            while not server_has_read(small_server.port, [sock.getsockname()[1]]):
+                assert not closed_by_server(sock, wait=0), "the server closed a connection it had not read"
+                assert time.monotonic() < deadline, "the server never read a busy connection's head"
+                time.sleep(0.02)
         refused = exchange(small_server, HEALTH)
         body = assert_envelope(refused, 503, "server_busy")
         assert refused is not None and int(refused.headers["retry-after"]) >= 1
