@@ -100,8 +100,8 @@ def plans_of(connection: Connection, run: Any) -> list[dict[str, Any]]:
         event.remove(connection, "before_cursor_execute", capture)
     plans = []
     for statement, parameters in captured:
-        if statement.lstrip().upper().startswith("SELECT LOWER"):
-            continue
+        if statement.lstrip().upper().startswith(("SELECT LOWER", "SELECT SET_CONFIG")):
+            continue  # not a read; a set_config has already set what the plans below see
         raw = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
         plans.append((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
     return plans

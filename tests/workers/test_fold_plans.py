@@ -1,11 +1,14 @@
 """The fold's plans on stale statistics: a team that grew since the last ANALYZE.
 
 Stale statistics are normal for a team that just grew (an import, a burst): the planner
-takes it for the few rows it had when `events`, `identities` and `customers` were last
-analysed. The fold's statements must still probe the primary keys once per id instead
-of reading the whole team. Everything runs in one transaction that is rolled back, with
-ANALYZE inside it while the team is small, then the team grows; the statements explained
-are the ones the fold runs, captured as they run, under the batch's own settings.
+would take it for the few rows it had when `events`, `identities` and `customers` were
+last analysed (none, for a new team's events), and then any index that starts with
+`team_id` looks as cheap as the primary key. Migration 0009 keeps no statistics on
+`team_id`, so every team is estimated at the default share of a table. The fold's
+statements must still probe the primary keys once per id instead of reading the team.
+Everything runs in one transaction that is rolled back, with ANALYZE inside it while the
+team is small, then the team grows; the statements explained are the ones the fold runs,
+captured as they run, under the batch's own settings.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ SEED = """
 INSERT INTO teams (id, name, created_at) OVERRIDING SYSTEM VALUE
 SELECT :team + g, 'plans ' || g, now() FROM generate_series(0, 1) g;
 
--- Another team, analysed at its size; the team under test has ten customers then.
+-- Another team, analysed at its size; the team under test has ten customers then, and
+-- no events yet (a new team).
 INSERT INTO customers (team_id, id, is_known, event_count, created_at) OVERRIDING SYSTEM VALUE
 SELECT :team + 1, g, true, 1, now() FROM generate_series(1, 50000) g
 UNION ALL
@@ -40,10 +44,7 @@ SELECT :team, 'user', 'user-' || g, g FROM generate_series(1, 10) g;
 
 INSERT INTO events (team_id, message_id, type, user_id, event_time, received_at, tiebreak, raw)
 SELECT :team + 1, 'm' || g, 'track', 'user-' || (g % 50000), now(), now(), g, '{}'::jsonb
-FROM generate_series(1, 100000) g
-UNION ALL
-SELECT :team, 'm' || g, 'track', 'user-' || (g % 10), now(), now(), g, '{}'::jsonb
-FROM generate_series(1, 1000) g;
+FROM generate_series(1, 100000) g;
 
 ANALYZE customers;
 ANALYZE identities;
@@ -60,7 +61,7 @@ SELECT :team, 'anonymous', 'anon-' || g, g FROM generate_series(1, :grown) g;
 
 INSERT INTO events (team_id, message_id, type, user_id, event_time, received_at, tiebreak, raw)
 SELECT :team, 'm' || g, 'track', 'user-' || (g % :grown + 1), now(), now(), g, '{}'::jsonb
-FROM generate_series(1001, 2 * :grown) g;
+FROM generate_series(1, 2 * :grown) g;
 """
 
 
@@ -117,7 +118,9 @@ def test_pointing_a_batch_at_its_customers_probes_each_event_on_stale_statistics
     (plan,) = plans_of(connection, lambda c: resolution.assign(events))
     shape = describe(plan)
     assert "Seq Scan" not in shape and "Hash" not in shape and "Merge" not in shape, shape
-    for node in nodes(plan):
-        if node.get("Relation Name") == "events" and node["Node Type"] == "Index Scan":
-            assert "id =" in node["Index Cond"].replace("(id =", "id ="), shape  # by the whole key
+    probes = [n for n in nodes(plan) if n.get("Relation Name") == "events" and n["Node Type"] == "Index Scan"]
+    assert probes, shape
+    for node in probes:  # by the whole primary key: not a read of the team on another index
+        assert node.get("Index Name") == "pk_events", shape
+        assert "id =" in node["Index Cond"].replace("(id =", "id ="), shape
     assert "Tid Scan" in shape, shape
