@@ -153,4 +153,4 @@ def test_unreachable_redis_never_raises(inline: bool) -> None:
     if not inline:
         assert not waker.flush()
         assert waker.pending() == {1}
-        waker._dirty.clear()  # nothing left for the exit flush to try against a closed port
+        waker._here.get().dirty.clear()  # nothing left for the exit flush to try against a closed port
