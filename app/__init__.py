@@ -52,7 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     fold_failures.init_app(app)
     me.init_app(app)
     openapi.init_app(app)
-    console.init_app(app)
+    console.init_app(app, settings)
     cli.init_app(app)
     import_cli.init_app(app)
     return app

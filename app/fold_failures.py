@@ -18,7 +18,6 @@ from app.resources import resources
 from schemas.cursors import encode_cursor
 from schemas.fold import FoldFailureListSchema, FoldRetrySchema
 from store.fold_failures import SetAsideEvent, list_failures, retry_failures
-from store.fold_queue import request_fold
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ def retry_fold_failures() -> Response:
         retried = retry_failures(connection, key.team_id)
     if retried:
         try:
-            request_fold(res.redis, res.settings.fold_queue, res.settings.redis_prefix, key.team_id)
+            res.fold_queue.request_fold(key.team_id)
         except RedisError as error:  # the sweep finds the events within seconds
             log.warning("retry of fold failures: cannot wake the fold of team %s: %s", key.team_id, error)
     return jsonify(_retry.dump({"retried": retried}))

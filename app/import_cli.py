@@ -30,7 +30,6 @@ from sqlalchemy.exc import DBAPIError
 from app.importer import ImportProgress, ImportUsageError, ReportedLine, find_sources, run_import
 from app.resources import resources
 from store.apikeys import team_exists
-from store.fold_queue import request_fold
 
 events = AppGroup("events", help="Import a team's events.")
 
@@ -179,7 +178,7 @@ def events_import(team_id: int, report_path: Path | None, batch_events: int, pat
     def wake(progress: ImportProgress) -> None:
         nonlocal redis_failed
         try:
-            request_fold(res.redis, res.settings.fold_queue, res.settings.redis_prefix, team_id)
+            res.fold_queue.request_fold(team_id)
         except RedisError:
             if not redis_failed:
                 click.echo("Redis is unavailable: the worker's sweep will fold the events.", err=True)

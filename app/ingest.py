@@ -38,7 +38,6 @@ from schemas.batch import MAX_BATCH_EVENTS, PreparedBatch, Scan, body_write_key,
 from schemas.segment import EventRejected
 from store.apikeys import AuthenticatedKey
 from store.events import store_events
-from store.fold_queue import request_fold
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ingest", __name__)
@@ -337,16 +336,12 @@ _register_routes()
 
 def _make_waker(app: Flask) -> Waker:
     res: Resources = app.extensions["timeline"]
-    redis, queue, prefix = res.redis, res.settings.fold_queue, res.settings.redis_prefix
-
-    def wake(team_id: int) -> None:
-        request_fold(redis, queue, prefix, team_id)
 
     def failed(team_id: int, error: BaseException) -> None:
         metrics.FOLD_WAKE_FAILURES.inc()
 
     # TESTING: wake inline, so a test that posts and then runs the fold jobs finds them queued.
-    return Waker(wake, inline=bool(app.config.get("TESTING")), on_failure=failed)
+    return Waker(res.fold_queue.request_fold, inline=bool(app.config.get("TESTING")), on_failure=failed)
 
 
 def init_app(app: Flask) -> None:

@@ -6,9 +6,10 @@ docs/ingest-debugger.md for the exact hook): `begin` once the key is known,
 `request_refused` when the whole request is answered with an error. They only add to
 this process's memory: an accepted request pays no statement at all, and neither does a
 refused one. A daemon
-thread (started on first use, so after gunicorn's fork) writes what gathered at most
-every `FLUSH_INTERVAL_SECONDS` with `store.rejections.record_rejections`, one
-transaction per team.
+thread (started on first use in a process, so after gunicorn's fork: a forked child
+starts its own, `store.per_process`) writes what gathered at most every
+`FLUSH_INTERVAL_SECONDS` with `store.rejections.record_rejections`, one transaction per
+team, and once more when the process exits.
 
 Bounded: per team, at most `MAX_PENDING_PER_TEAM` refusals wait in memory (the latest;
 the others are only counted), and the counters are keyed by (team, hour, type, outcome,
@@ -22,9 +23,7 @@ that posts and then reads the debugger finds it written.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 import zlib
 from collections import deque
@@ -41,6 +40,7 @@ from schemas.rejections import bounded_message, message_id_of, preview_of, previ
 from schemas.segment import EventRejected, PreparedEvent
 from store.apikeys import AuthenticatedKey
 from store.events import StoreResult
+from store.per_process import PerProcess, start_daemon
 from store.rejections import MAX_PER_CALL, CountKey, Refusal, hour_of, record_rejections
 
 log = logging.getLogger(__name__)
@@ -59,35 +59,51 @@ class _TeamPending:
     retried: bool = False
 
 
+@dataclass
+class _Here:
+    """A ledger's state in one process: what waits to be written, and its thread's signal."""
+
+    inline: bool
+    pending: dict[int, _TeamPending] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
 class IngestLedger:
     """This process's pending refusals and counts, flushed by one daemon thread."""
 
     def __init__(self, engine: Engine, inline: bool):
         self.engine = engine
         self.inline = inline
-        self.lock = threading.Lock()
-        self.pending: dict[int, _TeamPending] = {}
-        self.wake = threading.Event()
-        self.pid = os.getpid()
-        self.thread: threading.Thread | None = None
+        self._here = PerProcess(self._start, at_exit=self._flush)
+
+    @property
+    def pending(self) -> dict[int, _TeamPending]:
+        """What waits to be written in this process (for tests and diagnostics)."""
+        here = self._here.made()
+        return {} if here is None else here.pending
 
     def add(self, team_id: int, refusal: Refusal | None, key: CountKey, n: int = 1) -> None:
-        with self.lock:
-            pending = self.pending.get(team_id)
+        here = self._here.get()
+        with here.lock:
+            pending = here.pending.get(team_id)
             if pending is None:
-                pending = self.pending[team_id] = _TeamPending()
+                pending = here.pending[team_id] = _TeamPending()
             if refusal is not None:
                 pending.refusals.append(refusal)
             pending.counts[key] = pending.counts.get(key, 0) + n
-        if not self.inline:
-            self._ensure_thread()
-            if not self.wake.is_set():  # set: a flush is coming anyway
-                self.wake.set()
+        if not here.inline and not here.wake.is_set():  # set: a flush is coming anyway
+            here.wake.set()
 
     def flush(self) -> None:
         """Write everything pending (one transaction per team)."""
-        with self.lock:
-            taken, self.pending = self.pending, {}
+        here = self._here.made()
+        if here is not None:
+            self._flush(here)
+
+    def _flush(self, here: _Here) -> None:
+        with here.lock:
+            taken, here.pending = here.pending, {}
         now = datetime.now(UTC)
         for team_id, pending in taken.items():
             try:
@@ -97,36 +113,32 @@ class IngestLedger:
                 log.warning("ingest debugger: cannot record for team %s: %s", team_id, type(error).__name__)
                 if not pending.retried:
                     pending.retried = True
-                    self._put_back(team_id, pending)
+                    self._put_back(here, team_id, pending)
 
-    def _put_back(self, team_id: int, pending: _TeamPending) -> None:
-        with self.lock:
-            newer = self.pending.get(team_id)
+    def _put_back(self, here: _Here, team_id: int, pending: _TeamPending) -> None:
+        with here.lock:
+            newer = here.pending.get(team_id)
             if newer is not None:  # merge: newer refusals last, the deque keeps the latest
                 for refusal in newer.refusals:
                     pending.refusals.append(refusal)
                 for key, n in newer.counts.items():
                     pending.counts[key] = pending.counts.get(key, 0) + n
-            self.pending[team_id] = pending
+            here.pending[team_id] = pending
 
-    def _ensure_thread(self) -> None:
-        if self.thread is not None and self.pid == os.getpid():
-            return
-        with self.lock:
-            if self.thread is not None and self.pid == os.getpid():
-                return
-            self.pid = os.getpid()  # a forked child starts its own thread
-            self.thread = threading.Thread(target=self._run, name="ingest-ledger", daemon=True)
-            self.thread.start()
-            atexit.register(self.flush)
+    def _start(self) -> _Here:
+        """This process's state, and its thread unless inline (on first use in the process)."""
+        here = _Here(self.inline)
+        if not self.inline:
+            start_daemon(lambda: self._run(here), "ingest-ledger")
+        return here
 
-    def _run(self) -> None:
+    def _run(self, here: _Here) -> None:
         while True:
-            self.wake.wait()
-            self.wake.clear()
+            here.wake.wait()
+            here.wake.clear()
             threading.Event().wait(FLUSH_INTERVAL_SECONDS)  # gather a second's worth
             try:
-                self.flush()
+                self._flush(here)
             except Exception:  # never let the thread die
                 log.exception("ingest debugger: flush failed")
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine
 from app.errors import READS_MARK, ApiError
 from store.apikeys import KeyCache
 from store.engine import make_engine, make_health_engine, make_read_engine, make_redis
+from store.fold_queue import FoldQueue
 from store.settings import Settings
 from store.waiting import gevent_patched, unwatch_client, watch_client
 
@@ -119,6 +120,7 @@ class Resources:
     health: Engine
     imports: Engine
     redis: Redis
+    fold_queue: FoldQueue
     keys: KeyCache
 
     def dispose(self) -> None:
@@ -133,13 +135,15 @@ def init_app(app: Flask, settings: Settings) -> None:
         settings, pool_size=settings.db_pool_size, statement_timeout_ms=settings.db_write_timeout_ms
     )
     reads = Reads(make_read_engine(settings), settings)
+    redis = make_redis(settings)
     app.extensions["timeline"] = Resources(
         settings=settings,
         engine=engine,
         reads=reads,
         health=make_health_engine(settings),
         imports=make_engine(settings, pool_size=1, name="timeline-import"),  # connects on first use
-        redis=make_redis(settings),
+        redis=redis,
+        fold_queue=FoldQueue.from_settings(redis, settings),
         keys=KeyCache(engine, ttl=settings.key_cache_ttl_seconds),
     )
     app.teardown_request(lambda _error: reads.end_request())

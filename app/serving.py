@@ -12,9 +12,10 @@ What this module adds to `gunicorn.workers.ggevent.GeventWorker`:
   sends one byte a second cannot stretch them):
   - idle: a kept-alive connection with no request started is closed after gunicorn's
     `keepalive` seconds (quietly: nothing was asked, so nothing is answered);
-  - head: a request line and headers must be complete `REQUEST_HEAD_SECONDS` after their
-    first byte, else JSON 408 and close;
-  - body: the app's reads of the body must finish `REQUEST_BODY_SECONDS` after the head,
+  - head: a request line and headers must be complete `Settings.request_head_seconds`
+    (`REQUEST_HEAD_SECONDS`) after their first byte, else JSON 408 and close;
+  - body: the app's reads of the body must finish `Settings.request_body_seconds`
+    (`REQUEST_BODY_SECONDS`) after the head,
     else JSON 408 (raised as an `ApiError`, so the app's own error handler renders it)
     and close.
 - A body that gunicorn cannot parse while the app reads it (a malformed chunk) is an
@@ -34,13 +35,13 @@ What this module adds to `gunicorn.workers.ggevent.GeventWorker`:
 from __future__ import annotations
 
 import json
-import os
 import resource
 import socket
 import time
 import traceback
 from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from gevent import GreenletExit
@@ -49,12 +50,8 @@ from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
 from app.errors import ApiError
+from store.settings import Settings
 
-# A request's head (request line + headers) must arrive within this many seconds of its
-# first byte; a body within this many seconds of the end of its head (500 KiB, the
-# largest body ingest takes, needs ~17 KiB/s). Environment overrides are for tests.
-REQUEST_HEAD_SECONDS = float(os.environ.get("REQUEST_HEAD_SECONDS", "10"))
-REQUEST_BODY_SECONDS = float(os.environ.get("REQUEST_BODY_SECONDS", "30"))
 # A response that the client does not read: give up on the connection after this long.
 RESPONSE_SEND_SECONDS = 30.0
 # Past this share of a process's connection slots, each new connection closes the
@@ -70,16 +67,32 @@ FULL_LINGER_SECONDS = 1.0
 RESERVED_DESCRIPTORS = 256
 
 
+@dataclass(frozen=True)
+class ReadDeadlines:
+    """How long a request's head may take from its first byte, and its body from its head."""
+
+    head_seconds: float = Settings.request_head_seconds
+    body_seconds: float = Settings.request_body_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReadDeadlines:
+        return cls(settings.request_head_seconds, settings.request_body_seconds)
+
+
 class HeadTimeout(Exception):
-    """The request line and headers did not arrive within REQUEST_HEAD_SECONDS."""
+    """The request line and headers did not arrive within the head's deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 class BodyTimeout(ApiError):
-    """The body did not arrive within REQUEST_BODY_SECONDS: the app renders it as a JSON 408."""
+    """The body did not arrive within its deadline: the app renders it as a JSON 408."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float) -> None:
         message = (
-            f"The request body did not arrive within {REQUEST_BODY_SECONDS:g} seconds of its headers; "
+            f"The request body did not arrive within {seconds:g} seconds of its headers; "
             "send it whole and promptly."
         )
         super().__init__(408, "request_timeout", message, {"body": [message]})
@@ -105,11 +118,18 @@ class DeadlineSocket:
     so each call gets only what is left of the phase's deadline.
     """
 
-    __slots__ = ("sock", "phase", "deadline", "keepalive", "request", "slots", "closed_idle")
+    __slots__ = ("sock", "phase", "deadline", "keepalive", "deadlines", "request", "slots", "closed_idle")
 
-    def __init__(self, sock: socket.socket, keepalive: float, slots: ConnectionSlots | None = None):
+    def __init__(
+        self,
+        sock: socket.socket,
+        keepalive: float,
+        slots: ConnectionSlots | None = None,
+        deadlines: ReadDeadlines = ReadDeadlines(),
+    ):
         self.sock = sock
         self.keepalive = keepalive
+        self.deadlines = deadlines
         self.request: Any = None
         self.phase: type = _IDLE
         self.deadline = time.monotonic() + keepalive
@@ -132,7 +152,8 @@ class DeadlineSocket:
             pass
 
     def begin_body(self, request: Any) -> None:
-        self.phase, self.deadline, self.request = _BODY, time.monotonic() + REQUEST_BODY_SECONDS, request
+        self.phase, self.request = _BODY, request
+        self.deadline = time.monotonic() + self.deadlines.body_seconds
         if self.slots is not None:  # a pipelined request's head came from the buffer, not recv
             self.slots.idle.pop(self, None)
 
@@ -152,7 +173,7 @@ class DeadlineSocket:
         except TimeoutError:
             return self._expired()
         if data and self.phase is _IDLE:  # the first byte of a request: its head's clock starts
-            self.phase, self.deadline = _HEAD, time.monotonic() + REQUEST_HEAD_SECONDS
+            self.phase, self.deadline = _HEAD, time.monotonic() + self.deadlines.head_seconds
             if self.slots is not None:
                 self.slots.idle.pop(self, None)
         return data
@@ -161,10 +182,10 @@ class DeadlineSocket:
         if self.phase is _IDLE:
             return b""  # nothing asked: close as if the peer had, nothing to answer
         if self.phase is _HEAD:
-            raise HeadTimeout()
+            raise HeadTimeout(self.deadlines.head_seconds)
         if self.request is not None:
             self.request.must_close = True  # the rest of the body is not coming: close after the 408
-        raise BodyTimeout()
+        raise BodyTimeout(self.deadlines.body_seconds)
 
     def sendall(self, data: bytes) -> None:
         self.sock.settimeout(RESPONSE_SEND_SECONDS)
@@ -239,7 +260,7 @@ def _client_error(exc: BaseException, cfg: Any) -> tuple[int, str, str, str, str
             408,
             "Request Timeout",
             "request_timeout",
-            f"The request line and headers did not arrive within {REQUEST_HEAD_SECONDS:g} seconds; "
+            f"The request line and headers did not arrive within {exc.seconds:g} seconds; "
             "send them whole and promptly.",
             "headers",
         )
@@ -383,6 +404,13 @@ class FrontDoorWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no ty
         # FULL_LINGER_SECONDS), so the listener is still read then.
         self.worker_connections = self.slots.cap + max(100, self.slots.cap // 10)
         self.full_logged = 0.0
+        self.deadlines = ReadDeadlines()
+
+    def init_process(self) -> None:
+        """In the worker process, before it serves: its read deadlines from its Settings
+        (the environment gunicorn gave it, `raw_env`), read once."""
+        self.deadlines = ReadDeadlines.from_settings(Settings.from_env())
+        super().init_process()
 
     def timeout_ctx(self) -> AbstractContextManager[None]:
         return nullcontext()  # the deadlines live in DeadlineSocket, per phase
@@ -392,7 +420,7 @@ class FrontDoorWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no ty
         if not self.slots.admit():
             self.refuse_for_want_of_slots(client)
             return
-        sock = DeadlineSocket(client, float(self.cfg.keepalive or 0), self.slots)
+        sock = DeadlineSocket(client, float(self.cfg.keepalive or 0), self.slots, self.deadlines)
         try:
             super().handle(listener, sock, addr)
         finally:

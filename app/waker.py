@@ -14,22 +14,23 @@ again; it never dies of it. The worker's periodic sweep covers whatever a proces
 exits with dirty teams leaves behind (an exit flushes them too, best effort).
 
 The thread starts lazily, on the first mark in a process (so after gunicorn's fork), and
-is a daemon. `inline=True` (the app's TESTING mode) calls `request_fold` in the request
+is a daemon; a forked child starts its own, and each process flushes once at exit
+(`store.per_process`). `inline=True` (the app's TESTING mode) calls `request_fold` in the request
 instead, as a synchronous flush: tests that post and then run the queued fold jobs see
 every event folded, with nothing to wait for.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
+
+from store.per_process import PerProcess, start_daemon
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,16 @@ REDIS_BACKOFF_SECONDS = 1.0
 EXIT_FLUSH_SECONDS = 2.0
 
 WakeFn = Callable[[int], object]
+
+
+@dataclass
+class _Here:
+    """A waker's state in one process: its dirty teams, its thread's signal and lock."""
+
+    dirty: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    signal: threading.Event = field(default_factory=threading.Event)
+    flushing: threading.Lock = field(default_factory=threading.Lock)  # one round at a time
 
 
 class Waker:
@@ -65,13 +76,8 @@ class Waker:
         self.interval = interval
         self.backoff = backoff
         self._on_failure = on_failure
-        self._lock = threading.Lock()
-        self._dirty: set[int] = set()
-        self._signal = threading.Event()
         self._skip_until = 0.0  # inline mode's back-off after a failure
-        self._pid = 0
-        self._thread: threading.Thread | None = None
-        self._flushing = threading.Lock()  # one round at a time (thread, flush(), exit)
+        self._here = PerProcess(self._start, at_exit=self._flush_at_exit)
 
     # --- the request side -------------------------------------------------------------
 
@@ -80,12 +86,11 @@ class Waker:
         if self.inline:
             self._wake_inline(team_id)
             return
-        with self._lock:
-            self._dirty.add(team_id)
-        if self._pid != os.getpid() or self._thread is None:
-            self._start()
-        if not self._signal.is_set():  # set already: the coming round takes this team too
-            self._signal.set()
+        here = self._here.get()
+        with here.lock:
+            here.dirty.add(team_id)
+        if not here.signal.is_set():  # set already: the coming round takes this team too
+            here.signal.set()
 
     def _wake_inline(self, team_id: int) -> None:
         if time.monotonic() < self._skip_until:
@@ -98,27 +103,19 @@ class Waker:
 
     # --- the thread side ----------------------------------------------------------------
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid() and self._thread is not None:
-                return
-            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
-                self._signal = threading.Event()
-                self._flushing = threading.Lock()
-                if self._dirty:
-                    self._signal.set()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="fold-waker", daemon=True)
-            self._thread.start()
-            _live.add(self)
+    def _start(self) -> _Here:
+        """This process's state, and its thread (on the first mark in the process)."""
+        here = _Here()
+        start_daemon(lambda: self._run(here), "fold-waker")
+        return here
 
-    def _run(self) -> None:
+    def _run(self, here: _Here) -> None:
         while True:
             try:
-                self._signal.wait()
+                here.signal.wait()
                 time.sleep(self.interval)  # let the marks of this interval gather
-                self._signal.clear()
-                if not self.flush():
+                here.signal.clear()
+                if not self._flush(here):
                     time.sleep(self.backoff)
             except Exception:  # never die: a dead waker would leave every fold to the sweep
                 log.exception("fold waker round failed")
@@ -126,9 +123,13 @@ class Waker:
 
     def flush(self) -> bool:
         """Wake the fold of every dirty team now; False if a wake failed (the rest stay dirty)."""
-        with self._flushing:
-            with self._lock:
-                teams, self._dirty = self._dirty, set()
+        here = self._here.made()
+        return True if here is None else self._flush(here)
+
+    def _flush(self, here: _Here) -> bool:
+        with here.flushing:
+            with here.lock:
+                teams, here.dirty = here.dirty, set()
             ok = True
             for index, team_id in enumerate(sorted(teams)):
                 try:
@@ -137,32 +138,29 @@ class Waker:
                     ok = False
                     self._failed(team_id, error)
                     left = sorted(teams)[index:]
-                    with self._lock:
-                        self._dirty.update(left)
-                    self._signal.set()
+                    with here.lock:
+                        here.dirty.update(left)
+                    here.signal.set()
                     break
             return ok
 
+    def _flush_at_exit(self, here: _Here) -> None:
+        """A worker that exits (gunicorn's graceful stop) wakes what it marked, best effort."""
+        if not here.dirty:
+            return
+        done = threading.Thread(target=self._flush, args=(here,), daemon=True)
+        done.start()
+        done.join(EXIT_FLUSH_SECONDS)
+
     def pending(self) -> set[int]:
         """The teams marked but not yet woken (for tests and diagnostics)."""
-        with self._lock:
-            return set(self._dirty)
+        here = self._here.made()
+        if here is None:
+            return set()
+        with here.lock:
+            return set(here.dirty)
 
     def _failed(self, team_id: int, error: BaseException) -> None:
         log.warning("could not queue fold for team %s: %s", team_id, type(error).__name__)
         if self._on_failure is not None:
             self._on_failure(team_id, error)
-
-
-_live: weakref.WeakSet[Waker] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    """A worker that exits (gunicorn's graceful stop) wakes what it marked, best effort."""
-    for waker in list(_live):
-        if waker._pid != os.getpid() or not waker.pending():
-            continue
-        done = threading.Thread(target=waker.flush, daemon=True)
-        done.start()
-        done.join(EXIT_FLUSH_SECONDS)

@@ -13,7 +13,6 @@ of its requests is tried again alone, so one request's bad data never fails anot
 from __future__ import annotations
 
 import json
-import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -25,11 +24,12 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.generators import execute as pq_execute
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError
 
 from schemas.segment import PreparedEvent
+from store.per_process import PerProcess
 
 # A group's transaction holds at most this many events (a request's own batch of up to
 # 2,500 always goes in whole): bounded statement size, bounded wait for the followers.
@@ -50,7 +50,6 @@ _INSERT_SQL = """
     ON CONFLICT (team_id, message_id, type) DO NOTHING
     RETURNING team_id, message_id, type
 """
-_INSERT = text(_INSERT_SQL.format(rows=":rows"))  # in a caller's SQLAlchemy transaction
 # The committer's own statement goes to libpq directly (psycopg's `pq` layer, waited on
 # with the connection's own `wait`, so it is cooperative under gevent too), prepared once
 # per connection under our own name: SQLAlchemy's execute path, and then psycopg's
@@ -82,26 +81,6 @@ class _Request:
     done: bool = False
     result: StoreResult | None = None
     error: BaseException | None = None
-
-
-def insert_events(
-    connection: Connection, team_id: int, events: Sequence[PreparedEvent], received_at: datetime
-) -> StoreResult:
-    """Insert events in the caller's transaction; duplicates are skipped, not errors."""
-    request = _Request(team_id, events, received_at)
-    _insert_group(connection, [request])
-    assert request.result is not None
-    return request.result
-
-
-def _insert_group(connection: Connection, group: Sequence[_Request]) -> None:
-    """Insert every request's events with one statement (SQLAlchemy); set each request's result."""
-    document = _rows_document(group)
-    inserted = set()
-    if document is not None:
-        rows = connection.execute(_INSERT, {"rows": document.decode()})
-        inserted = {(row[0], row[1], row[2]) for row in rows}
-    _set_results(group, inserted)
 
 
 def _rows_document(group: Sequence[_Request]) -> bytes | None:
@@ -161,7 +140,8 @@ def _set_results(group: Sequence[_Request], inserted: set[tuple[int, str, str]])
 
 
 def _insert_group_driver(connection: Connection, group: Sequence[_Request]) -> None:
-    """`_insert_group` on an autocommit connection, through libpq directly (prepared).
+    """Insert every request's events with one statement, on an autocommit connection,
+    through libpq directly (prepared); set each request's result.
 
     Driver errors are raised as SQLAlchemy's DBAPIError (as `Connection.execute` would),
     marked `connection_invalidated` when the connection is gone.
@@ -361,27 +341,39 @@ class _GroupCommit:
                 pass
 
 
-_committers: weakref.WeakKeyDictionary[Engine, tuple[int, _GroupCommit]] = weakref.WeakKeyDictionary()
-_committers_lock = threading.Lock()
+@dataclass
+class _Committers:
+    """A process's group committers, one per engine (weak: a dropped engine takes its own)."""
+
+    by_engine: weakref.WeakKeyDictionary[Engine, _GroupCommit] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_committers = PerProcess(_Committers)
 
 
 def _committer(engine: Engine) -> _GroupCommit:
     """The process's group committer for this engine (a forked child makes its own)."""
-    with _committers_lock:
-        found = _committers.get(engine)
-        if found is None or found[0] != os.getpid():
-            found = (os.getpid(), _GroupCommit(engine))
-            _committers[engine] = found
-            if not sa_event.contains(engine, "engine_disposed", _engine_disposed):
-                sa_event.listen(engine, "engine_disposed", _engine_disposed)
-        return found[1]
+    committers = _committers.get()
+    found = committers.by_engine.get(engine)
+    if found is None:
+        with committers.lock:
+            found = committers.by_engine.get(engine)
+            if found is None:
+                found = committers.by_engine[engine] = _GroupCommit(engine)
+                if not sa_event.contains(engine, "engine_disposed", _engine_disposed):
+                    sa_event.listen(engine, "engine_disposed", _engine_disposed)
+    return found
 
 
 def _engine_disposed(engine: Engine) -> None:
     """`engine.dispose()` closes the pool's idle connections; the committer's goes too."""
-    found = _committers.get(engine)
-    if found is not None and found[0] == os.getpid():
-        found[1].close()
+    committers = _committers.made()
+    found = committers.by_engine.get(engine) if committers is not None else None
+    if found is not None:
+        found.close()
 
 
 def store_events(

@@ -21,6 +21,10 @@ The same call queues a fold job's successor when its turn ends with events left
 (workers/jobs.py): a new job goes to the back of the one FIFO queue, and a team has at
 most one job waiting, so the queue serves the teams with a backlog round robin. A turn
 ends only when another job waits (`jobs_waiting`): a team alone folds on in one job.
+
+A process holds one `FoldQueue` (its Redis connection, the RQ queue's name and our keys'
+prefix, from `Settings`): the web app's `resources().fold_queue`, the worker's
+`runtime.current().fold_queue`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import uuid
 
 from redis import Redis
 from rq import Queue
+
+from store.settings import Settings
 
 FOLD_JOB = "workers.jobs.fold_team"
 # Only key hygiene: the flag never blocks once its job has left the queue.
@@ -73,45 +79,63 @@ def flag_key(prefix: str, team_id: int) -> str:
     return f"{prefix}fold-queued:{team_id}"
 
 
-def wake_fold(redis: Redis, queue_name: str, prefix: str, team_id: int) -> tuple[Wake, str | None]:
-    """Make sure a fold job for the team waits in the queue; what happened, and the id of
-    the job the flag named before (when this call replaced it)."""
-    queue = Queue(queue_name, connection=redis)
-    job_id = uuid.uuid4().hex
-    held = redis.eval(_CLAIM, 2, flag_key(prefix, team_id), queue.key, job_id, FLAG_TTL_SECONDS)
-    if held is None:
-        return Wake.ALREADY_QUEUED, None
-    queue.enqueue(
-        FOLD_JOB,
-        team_id,
-        job_id=job_id,
-        job_timeout=FOLD_JOB_TIMEOUT_SECONDS,
-        result_ttl=0,
-        failure_ttl=24 * 3600,
-        description=f"fold team {team_id}",
-    )
-    previous = held.decode() if isinstance(held, bytes) else str(held)
-    return (Wake.REPLACED, previous) if previous else (Wake.QUEUED, None)
+class FoldQueue:
+    """The fold's RQ queue and our flags beside it, on one Redis connection."""
 
+    def __init__(self, redis: Redis, queue_name: str, prefix: str):
+        self.redis = redis
+        self.name = queue_name
+        self.prefix = prefix
+        self.queue = Queue(queue_name, connection=redis)
 
-def jobs_waiting(redis: Redis, queue_name: str) -> bool:
-    """Whether a fold job (of any team) waits in the queue: a turn ends only then."""
-    return bool(redis.llen(Queue(queue_name, connection=redis).key))
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> FoldQueue:
+        return cls(redis, settings.fold_queue, settings.redis_prefix)
+
+    def flag_key(self, team_id: int) -> str:
+        """The team's flag: the id of its fold job that waits in the queue."""
+        return flag_key(self.prefix, team_id)
+
+    def wake(self, team_id: int) -> tuple[Wake, str | None]:
+        """Make sure a fold job for the team waits in the queue; what happened, and the id
+        of the job the flag named before (when this call replaced it)."""
+        job_id = uuid.uuid4().hex
+        held = self.redis.eval(_CLAIM, 2, self.flag_key(team_id), self.queue.key, job_id, FLAG_TTL_SECONDS)
+        if held is None:
+            return Wake.ALREADY_QUEUED, None
+        self.queue.enqueue(
+            FOLD_JOB,
+            team_id,
+            job_id=job_id,
+            job_timeout=FOLD_JOB_TIMEOUT_SECONDS,
+            result_ttl=0,
+            failure_ttl=24 * 3600,
+            description=f"fold team {team_id}",
+        )
+        previous = held.decode() if isinstance(held, bytes) else str(held)
+        return (Wake.REPLACED, previous) if previous else (Wake.QUEUED, None)
+
+    def request_fold(self, team_id: int) -> bool:
+        """Make sure a fold job for the team waits in the queue; True when this call queued it."""
+        outcome, _ = self.wake(team_id)
+        return outcome is not Wake.ALREADY_QUEUED
+
+    def jobs_waiting(self) -> bool:
+        """Whether a fold job (of any team) waits in the queue: a turn ends only then."""
+        return bool(self.redis.llen(self.queue.key))
+
+    def clear_flag(self, team_id: int, job_id: str | None) -> None:
+        """Called by the fold job before it reads: later events will queue a new job.
+
+        With the job's id the flag goes only while it names this job (a newer waiting job
+        keeps it); without one (a fold run outside RQ) it goes unconditionally.
+        """
+        if job_id is None:
+            self.redis.delete(self.flag_key(team_id))
+        else:
+            self.redis.eval(_CLEAR, 1, self.flag_key(team_id), job_id)
 
 
 def request_fold(redis: Redis, queue_name: str, prefix: str, team_id: int) -> bool:
-    """Make sure a fold job for the team waits in the queue; True when this call queued it."""
-    outcome, _ = wake_fold(redis, queue_name, prefix, team_id)
-    return outcome is not Wake.ALREADY_QUEUED
-
-
-def clear_fold_flag(redis: Redis, prefix: str, team_id: int, job_id: str | None) -> None:
-    """Called by the fold job before it reads: later events will queue a new job.
-
-    With the job's id the flag goes only while it names this job (a newer waiting job
-    keeps it); without one (a fold run outside RQ) it goes unconditionally.
-    """
-    if job_id is None:
-        redis.delete(flag_key(prefix, team_id))
-    else:
-        redis.eval(_CLEAR, 1, flag_key(prefix, team_id), job_id)
+    """`FoldQueue.request_fold` for a caller that holds no FoldQueue (bench/ scripts)."""
+    return FoldQueue(redis, queue_name, prefix).request_fold(team_id)

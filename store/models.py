@@ -7,6 +7,11 @@ before its team is known; on Citus they would be reference tables.
 
 Timestamps are set in Python (`datetime.now(UTC)`), never by `server_default=now()`,
 so tests control them with freezegun.
+
+Every table is declared here, whether or not code names its class: this metadata is what
+alembic compares with the database, and `tests/test_migrations.py` checks that the
+migrated schema matches it. The fold and the read side use most tables in SQL; a model
+that no code names says so in its docstring, with the modules that use its table.
 """
 
 from __future__ import annotations
@@ -200,7 +205,12 @@ class Customer(Base):
 
 
 class CustomerIdentity(Base):
-    """A userId or anonymousId and the customer it resolves to."""
+    """A userId or anonymousId and the customer it resolves to.
+
+    Schema only: no code names this class; it declares the table for alembic's metadata (which
+    tests/test_migrations.py checks against the migrations). The table is written and read by
+    workers/resolve.py and workers/erase.py, read by store/customers.py, in SQL.
+    """
 
     __tablename__ = "identities"
     team_id: Mapped[int] = mapped_column(BigInteger)
@@ -216,7 +226,12 @@ class CustomerIdentity(Base):
 
 
 class AnonymousClaim(Base):
-    """An anonymousId seen together with a userId; the earliest claim owns the visitor."""
+    """An anonymousId seen together with a userId; the earliest claim owns the visitor.
+
+    Schema only: no code names this class; it declares the table for alembic's metadata (which
+    tests/test_migrations.py checks against the migrations). The table is written and read by
+    workers/resolve.py and workers/erase.py, in SQL.
+    """
 
     __tablename__ = "anonymous_claims"
     team_id: Mapped[int] = mapped_column(BigInteger)
@@ -247,7 +262,12 @@ class Alias(Base):
 
 
 class CustomerTrait(Base):
-    """One trait of a customer; the value from the latest event time wins."""
+    """One trait of a customer; the value from the latest event time wins.
+
+    Schema only: no code names this class; it declares the table for alembic's metadata (which
+    tests/test_migrations.py checks against the migrations). The table is written by workers/derived.py
+    and workers/erase.py, read by store/customers.py and app/console/data.py, in SQL.
+    """
 
     __tablename__ = "customer_traits"
     team_id: Mapped[int] = mapped_column(BigInteger)
@@ -275,7 +295,12 @@ class Group(Base):
 
 
 class GroupTrait(Base):
-    """One trait of a group; the value from the latest event time wins."""
+    """One trait of a group; the value from the latest event time wins.
+
+    Schema only: no code names this class; it declares the table for alembic's metadata (which
+    tests/test_migrations.py checks against the migrations). The table is written by workers/derived.py
+    and workers/poison.py, read by store/groups.py and store/customers.py, in SQL.
+    """
 
     __tablename__ = "group_traits"
     team_id: Mapped[int] = mapped_column(BigInteger)
@@ -311,7 +336,12 @@ class Membership(Base):
 
 
 class Tombstone(Base):
-    """What is left of a deleted person: the ids, so older re-sends stay deleted."""
+    """What is left of a deleted person: the ids, so older re-sends stay deleted.
+
+    Schema only: no code names this class; it declares the table for alembic's metadata (which
+    tests/test_migrations.py checks against the migrations). The table is written by workers/erase.py,
+    read by workers/erase.py and workers/poison.py, in SQL.
+    """
 
     __tablename__ = "tombstones"
     team_id: Mapped[int] = mapped_column(BigInteger)
@@ -325,7 +355,12 @@ class Tombstone(Base):
 
 
 class TombstoneLink(Base):
-    """An id an erased event linked to a deleted userId, so a later delete reaches it too."""
+    """An id an erased event linked to a deleted userId, so a later delete reaches it too.
+
+    Schema only: no code names this class; it declares the table for alembic's metadata (which
+    tests/test_migrations.py checks against the migrations). The table is written and read by
+    workers/erase.py, in SQL.
+    """
 
     __tablename__ = "tombstone_links"
     team_id: Mapped[int] = mapped_column(BigInteger)
@@ -359,6 +394,10 @@ class IngestRejection(Base):
     most a few per call, so a flood of junk is counted (`IngestCount`) rather than kept.
     `preview` is a truncated, key-free rendering of what was sent; `route` is the HTTP
     route or, for an import, the file (`line` its line number).
+
+    Schema only: no code names this class; it declares the table for alembic's metadata (which
+    tests/test_migrations.py checks against the migrations). The table is written and read by
+    store/rejections.py, in SQL.
     """
 
     __tablename__ = "ingest_rejections"
@@ -410,6 +449,11 @@ class FoldFailure(Base):
     The event itself is marked folded (`folded_at`, no customer): the batch selection, the
     sweep and the backlog skip it. No foreign key to `events`: bulk loads drop and rebuild
     its primary key (bench/); whoever erases a set-aside event removes its row too.
+
+    Schema only: no code names this class; it declares the table for alembic's metadata (which
+    tests/test_migrations.py checks against the migrations). The table is written by workers/poison.py,
+    workers/erase.py and store/fold_failures.py (a retry), read by store/fold_failures.py and
+    workers/derived.py, in SQL.
     """
 
     __tablename__ = "fold_failures"
@@ -432,6 +476,10 @@ class TraitHistory(Base):
     The previous value of a trait at an event is the row of the same customer and key
     just before it by (event time, tiebreak): one probe of `ix_trait_history_previous`,
     whatever order the events arrived in.
+
+    Schema only: no code names this class; it declares the table for alembic's metadata (which
+    tests/test_migrations.py checks against the migrations). The table is written by workers/derived.py
+    and workers/erase.py, read by store/feed.py and store/customers.py, in SQL.
     """
 
     __tablename__ = "trait_history"

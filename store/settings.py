@@ -1,7 +1,8 @@
 """The process's configuration: one `Settings`, read from the environment once.
 
 Whoever builds a process builds its Settings, once, and passes it down: `create_app`
-(the web app; a test passes its own as `config["SETTINGS"]`) and the worker's `main`.
+(the web app; a test passes its own as `config["SETTINGS"]`), the worker's `main`, and
+gunicorn's worker class for its read deadlines (`app/serving.py`, in each web process).
 Nothing reads `os.environ` after that, and nothing writes it: gunicorn hands its
 workers their environment through its own `raw_env` setting (`app/gunicorn_config.py`).
 """
@@ -75,6 +76,16 @@ class Settings:
     db_write_timeout_ms: int = 15000
     db_health_timeout_ms: int = 2000
     expensive_reads_per_team: int = 2
+    # gunicorn's worker (app/serving.py, docs/serving.md): a request's head (request line
+    # and headers) must arrive within this many seconds of its first byte, its body within
+    # this many seconds of the end of its head (500 KiB, the largest body ingest takes,
+    # needs ~17 KiB/s). Tests shorten them.
+    request_head_seconds: float = 10.0
+    request_body_seconds: float = 30.0
+    # The console (docs/console.md): an optional pepper mixed into every session's signing
+    # secret, and the cookies' `Secure` flag (set it behind HTTPS).
+    console_secret: str = ""
+    console_cookie_secure: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,4 +126,8 @@ class Settings:
             db_write_timeout_ms=_whole(env, "DB_WRITE_TIMEOUT_MS", 15000),
             db_health_timeout_ms=_whole(env, "DB_HEALTH_TIMEOUT_MS", 2000),
             expensive_reads_per_team=_whole(env, "EXPENSIVE_READS_PER_TEAM", 2),
+            request_head_seconds=float(env.get("REQUEST_HEAD_SECONDS", "10")),
+            request_body_seconds=float(env.get("REQUEST_BODY_SECONDS", "30")),
+            console_secret=env.get("CONSOLE_SECRET", ""),
+            console_cookie_secure=env.get("CONSOLE_COOKIE_SECURE", "") in ("1", "true", "yes"),
         )

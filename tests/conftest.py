@@ -30,6 +30,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from app import create_app
 from store.apikeys import create_key, create_team
 from store.engine import make_engine, make_redis
+from store.fold_queue import FoldQueue
 from store.migrate import upgrade
 from store.settings import Settings, sqlalchemy_url
 from workers import runtime
@@ -133,6 +134,12 @@ def worker_runtime(settings: Settings, engine: Engine, redis: Redis) -> runtime.
     rt = runtime.Runtime(settings, engine, redis)
     runtime.configure(rt)
     return rt
+
+
+@pytest.fixture
+def fold_queue(redis: Redis, settings: Settings) -> FoldQueue:
+    """The session's fold queue (its own RQ queue and key prefix)."""
+    return FoldQueue.from_settings(redis, settings)
 
 
 @dataclass

@@ -26,7 +26,6 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 
-from store.engine import make_engine, make_redis
 from store.logs import configure_logging
 from store.settings import Settings
 from workers import runtime
@@ -54,7 +53,7 @@ def run_sweeps(rt: runtime.Runtime, stop: threading.Event) -> None:
     failing = False
     while not stop.is_set():
         try:
-            sweep_round(rt.engine, rt.redis, rt.settings)
+            sweep_round(rt.engine, rt.fold_queue)
             if failing:
                 log.info("sweep works again")
             failing = False
@@ -68,7 +67,7 @@ def run_sweeps(rt: runtime.Runtime, stop: threading.Event) -> None:
 def main() -> None:
     configure_logging()
     settings = Settings.from_env()
-    rt = runtime.Runtime(settings, make_engine(settings, pool_size=2), make_redis(settings))
+    rt = runtime.Runtime.from_settings(settings)
     runtime.configure(rt)
     stop = threading.Event()
     threading.Thread(target=run_sweeps, args=(rt, stop), daemon=True, name="sweep").start()

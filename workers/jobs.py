@@ -19,7 +19,7 @@ import time
 from redis.exceptions import RedisError
 from rq import get_current_job
 
-from store.fold_queue import FOLD_JOB_MAX_SECONDS, clear_fold_flag, jobs_waiting, wake_fold
+from store.fold_queue import FOLD_JOB_MAX_SECONDS
 from workers import runtime
 from workers.fold import fold_pending
 
@@ -31,7 +31,7 @@ def fold_team(team_id: int) -> int:
     rt = runtime.current()
     job = get_current_job()
     # Clear the flag before reading: an event committed after this point queues a new job.
-    clear_fold_flag(rt.redis, rt.settings.redis_prefix, team_id, job.id if job else None)
+    rt.fold_queue.clear_flag(team_id, job.id if job else None)
     batch_size = rt.settings.fold_batch_size
     started = time.monotonic()
     total = 0
@@ -43,7 +43,7 @@ def fold_team(team_id: int) -> int:
         if turn_over(time.monotonic() - started):
             # A full batch: more may wait. The successor goes to the back of the queue
             # (or the team's job queued meanwhile by a wake-up already waits there).
-            outcome, _ = wake_fold(rt.redis, rt.settings.fold_queue, rt.settings.redis_prefix, team_id)
+            outcome, _ = rt.fold_queue.wake(team_id)
             log.debug(
                 "fold of team %d: turn over after %d events; successor %s",
                 team_id,
@@ -62,6 +62,6 @@ def turn_over(elapsed: float) -> bool:
     if elapsed >= FOLD_JOB_MAX_SECONDS:
         return True
     try:
-        return jobs_waiting(rt.redis, rt.settings.fold_queue)
+        return rt.fold_queue.jobs_waiting()
     except RedisError:  # nobody can queue meanwhile; the successor is queued at the bound
         return False

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from redis import Redis
 from sqlalchemy import Engine, text
 
-from store.fold_queue import Wake, wake_fold
-from store.settings import Settings
+from store.fold_queue import FoldQueue, Wake
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +40,16 @@ def teams_with_unfolded_events(engine: Engine) -> list[int]:
     return [int(row.team_id) for row in rows]
 
 
-def sweep(engine: Engine, redis: Redis, settings: Settings) -> list[int]:
+def sweep(engine: Engine, fold_queue: FoldQueue) -> list[int]:
     """Wake the fold of every team with unfolded events; returns those teams."""
-    return [team for teams in sweep_round(engine, redis, settings).values() for team in teams]
+    return [team for teams in sweep_round(engine, fold_queue).values() for team in teams]
 
 
-def sweep_round(engine: Engine, redis: Redis, settings: Settings) -> dict[Wake, list[int]]:
+def sweep_round(engine: Engine, fold_queue: FoldQueue) -> dict[Wake, list[int]]:
     """Wake the fold of every team with unfolded events; the teams by what was done."""
     done: dict[Wake, list[int]] = {outcome: [] for outcome in Wake}
     for team_id in teams_with_unfolded_events(engine):
-        outcome, previous = wake_fold(redis, settings.fold_queue, settings.redis_prefix, team_id)
+        outcome, previous = fold_queue.wake(team_id)
         done[outcome].append(team_id)
         if outcome is Wake.REPLACED:
             log.warning(

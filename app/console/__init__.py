@@ -6,15 +6,14 @@ another host. See docs/console.md.
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 
 from app.console import present, session
 from app.console.views import bp
+from store.settings import Settings
 
 
-def init_app(app: Flask) -> None:
-    session.configure(app, dict(os.environ))
+def init_app(app: Flask, settings: Settings) -> None:
+    session.configure(app, settings)
     present.init_app(app)
     app.register_blueprint(bp)

@@ -31,6 +31,7 @@ from werkzeug.wrappers import Response
 
 from app.console import data
 from app.resources import resources
+from store.settings import Settings
 
 SESSION_COOKIE = "console_session"
 SIGN_IN_CSRF_COOKIE = "console_sign_in"
@@ -143,9 +144,8 @@ def _set_cookie(response: Response, name: str, value: str, max_age: int) -> None
     )
 
 
-def configure(app: Flask, env: dict[str, str]) -> None:
-    """`CONSOLE_SECRET` (optional pepper) and `CONSOLE_COOKIE_SECURE` (set it behind TLS)."""
-    app.config.setdefault("CONSOLE_SECRET", env.get("CONSOLE_SECRET", ""))
-    app.config.setdefault(
-        "CONSOLE_COOKIE_SECURE", env.get("CONSOLE_COOKIE_SECURE", "") in ("1", "true", "yes")
-    )
+def configure(app: Flask, settings: Settings) -> None:
+    """`CONSOLE_SECRET` (optional pepper) and `CONSOLE_COOKIE_SECURE` (set it behind TLS),
+    from the app's Settings unless the app's config names them."""
+    app.config.setdefault("CONSOLE_SECRET", settings.console_secret)
+    app.config.setdefault("CONSOLE_COOKIE_SECURE", settings.console_cookie_secure)

@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from app import create_app
 from devstack.embedded import EmbeddedRedis, free_port
 from store.apikeys import KeyCache
+from store.fold_queue import FoldQueue
 from store.settings import Settings
 from tests.app.test_ingest import post, stored, track
 from tests.conftest import TeamKeys
@@ -96,7 +97,7 @@ def fold_with(redis_url: str, settings: Settings, engine: Engine) -> list[int]:
     """What the worker process does once Redis is back: sweep, then run the queued folds."""
     redis = Redis.from_url(redis_url)
     try:
-        teams = sweep(engine, redis, settings)
+        teams = sweep(engine, FoldQueue.from_settings(redis, settings))
         SimpleWorker([Queue(settings.fold_queue, connection=redis)], connection=redis).work(
             burst=True, logging_level="WARNING"
         )

@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from rq import Queue
 
 from app.waker import Waker
-from store.fold_queue import flag_key, request_fold
-from store.settings import Settings
+from store.fold_queue import FoldQueue
 
 WAIT_SECONDS = 10.0
 
@@ -122,25 +120,23 @@ def test_the_thread_survives_an_unexpected_error() -> None:
     assert done.wait(WAIT_SECONDS)
 
 
-def test_a_real_redis_gets_the_flag_and_one_job(redis: Redis, settings: Settings) -> None:
+def test_a_real_redis_gets_the_flag_and_one_job(redis: Redis, fold_queue: FoldQueue) -> None:
     team_id = 10_000_001
-    queue = Queue(settings.fold_queue, connection=redis)
-    redis.delete(flag_key(settings.redis_prefix, team_id))
+    queue = fold_queue.queue
+    redis.delete(fold_queue.flag_key(team_id))
     before = queue.count
-    waker = Waker(
-        lambda team: request_fold(redis, settings.fold_queue, settings.redis_prefix, team), interval=3600
-    )
+    waker = Waker(fold_queue.request_fold, interval=3600)
     waker.mark(team_id)
     waker.mark(team_id)
     assert waker.flush()
     try:
-        assert redis.exists(flag_key(settings.redis_prefix, team_id))
+        assert redis.exists(fold_queue.flag_key(team_id))
         assert queue.count == before + 1
     finally:
         for job in queue.jobs:
             if job.args == (team_id,):
                 job.delete()
-        redis.delete(flag_key(settings.redis_prefix, team_id))
+        redis.delete(fold_queue.flag_key(team_id))
 
 
 @pytest.mark.parametrize("inline", [True, False])
@@ -148,9 +144,9 @@ def test_unreachable_redis_never_raises(inline: bool) -> None:
     from devstack.embedded import free_port
 
     redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
-    waker = Waker(lambda team: request_fold(redis, "q", "p:", team), inline=inline, interval=3600)
+    waker = Waker(FoldQueue(redis, "q", "p:").request_fold, inline=inline, interval=3600)
     waker.mark(1)
     if not inline:
         assert not waker.flush()
         assert waker.pending() == {1}
-        waker._dirty.clear()  # nothing left for the exit flush to try against a closed port
+        waker._here.get().dirty.clear()  # nothing left for the exit flush to try against a closed port

@@ -7,6 +7,7 @@ import runpy
 import shutil
 from pathlib import Path
 
+from app.serving import ReadDeadlines
 from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,12 +50,30 @@ def test_the_gunicorn_config_hands_workers_their_environment_and_writes_none() -
         shutil.rmtree(folder)
 
 
-def test_no_web_module_reads_the_environment_at_request_time() -> None:
+def test_no_web_module_reads_the_environment_but_gunicorns_own_settings() -> None:
     readers = [
         path.relative_to(ROOT).as_posix()
-        for path in sorted((ROOT / "app").glob("*.py"))
+        for path in sorted((ROOT / "app").rglob("*.py"))
         if "os.environ" in path.read_text() or "getenv" in path.read_text()
     ]
-    # Both are gunicorn's side, read once when gunicorn starts: its settings and its
-    # worker class's read deadlines (app/serving.py); the Flask app reads Settings only.
-    assert readers == ["app/gunicorn_config.py", "app/serving.py"]
+    # gunicorn's config, read once when gunicorn starts (bind, workers, keep-alive...);
+    # the app, its console and gunicorn's worker class read Settings only.
+    assert readers == ["app/gunicorn_config.py"]
+
+
+def test_the_read_deadlines_and_the_consoles_settings_come_from_the_same_names() -> None:
+    defaults = Settings.from_env(URLS)
+    assert (defaults.request_head_seconds, defaults.request_body_seconds) == (10.0, 30.0)
+    assert (defaults.console_secret, defaults.console_cookie_secure) == ("", False)
+    env = {
+        **URLS,
+        "REQUEST_HEAD_SECONDS": "2",
+        "REQUEST_BODY_SECONDS": "3.5",
+        "CONSOLE_SECRET": "pepper",
+        "CONSOLE_COOKIE_SECURE": "1",
+    }
+    settings = Settings.from_env(env)
+    assert (settings.request_head_seconds, settings.request_body_seconds) == (2.0, 3.5)
+    assert (settings.console_secret, settings.console_cookie_secure) == ("pepper", True)
+    assert ReadDeadlines.from_settings(settings) == ReadDeadlines(2.0, 3.5)
+    assert ReadDeadlines() == ReadDeadlines.from_settings(defaults)

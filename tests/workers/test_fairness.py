@@ -20,7 +20,7 @@ from rq import Queue, Worker
 from sqlalchemy import Engine, text
 
 from schemas.segment import PreparedEvent
-from store.fold_queue import request_fold
+from store.fold_queue import FoldQueue
 from store.imports import event_row, import_batches
 from store.settings import Settings
 from tests.workers.processes import StartWorker, wait_for_workers
@@ -93,14 +93,15 @@ def test_a_quiet_teams_event_is_folded_before_half_a_neighbours_backlog(
         start_worker(f"w{n}", batch_size=BATCH)
     wait_for_workers(redis, queue, workers)
     import_backlog(engine, busy, BACKLOG)
-    request_fold(redis, settings.fold_queue, settings.redis_prefix, busy)  # as the import does
+    fold_queue = FoldQueue.from_settings(redis, settings)
+    fold_queue.request_fold(busy)  # as the import does
     # Every worker is busy with the neighbour (the sweep queues a second job for it while
     # the first folds) before the quiet team's event arrives.
     wait_busy(redis, queue, workers)
     assert folded(engine, busy) < BACKLOG // 4, "the backlog was half folded before the test began"
 
     store(engine, quiet, [event("identify", "quiet-1", 0, userId="quiet", traits={"plan": "pro"})])
-    request_fold(redis, settings.fold_queue, settings.redis_prefix, quiet)  # as ingest's waker does
+    fold_queue.request_fold(quiet)  # as ingest's waker does
 
     neighbour = neighbour_folded_when_quiet_was(engine, quiet, busy)
     assert neighbour < BACKLOG // 2, (

@@ -20,7 +20,7 @@ from rq.job import Job
 from sqlalchemy import Engine, text
 
 from schemas.segment import PreparedEvent
-from store.fold_queue import flag_key
+from store.fold_queue import FoldQueue
 from store.settings import Settings
 from tests.workers.model import TeamState, expected_state
 from tests.workers.processes import StartWorker, unfolded, wait_for_workers, wait_until_folded
@@ -106,7 +106,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_folds_nothing_twice(
     # The worst case: the queued job and the wake-up flag are lost too. The sweep of a
     # restarted worker must find the team again.
     Queue(settings.fold_queue, connection=redis).empty()
-    redis.delete(flag_key(settings.redis_prefix, team))
+    redis.delete(FoldQueue.from_settings(redis, settings).flag_key(team))
     start_worker("restarted", batch_size=1500)
     wait_until_folded(engine, team)
 
@@ -190,8 +190,6 @@ def test_a_worker_killed_right_after_taking_a_job_stalls_nothing(
     stopped process takes the job whatever the machine's load. The 10 s recovery bound
     (docs/operations.md) is a figure `bin/faults` measures, not a wall-clock assertion here.
     """
-    from store.fold_queue import request_fold
-
     events = journeys(12, seed=3)
     team = new_team(engine)
     queue = Queue(settings.fold_queue, connection=redis)
@@ -199,7 +197,7 @@ def test_a_worker_killed_right_after_taking_a_job_stalls_nothing(
     wait_blocked(redis, doomed.pid)
     doomed.send_signal(signal.SIGSTOP)  # still blocked in BLMOVE: Redis hands it the next job
     store(engine, team, events)
-    request_fold(redis, settings.fold_queue, settings.redis_prefix, team)
+    FoldQueue.from_settings(redis, settings).request_fold(team)
     deadline = time.monotonic() + 30
     while (stranded := stranded_fold_job(redis, queue, team)) is None:
         assert time.monotonic() < deadline, "the stopped worker never took the job"
