@@ -429,101 +429,6 @@ class CustomerListSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True)
 
 
-class FeedContextSchema(Schema):
-    """What the event's `context` says about where it happened; null where it does not say."""
-
-    page_url = fields.String(
-        required=True,
-        allow_none=True,
-        metadata={"description": "context.page.url, else a page's properties.url."},
-    )
-    page_title = fields.String(required=True, allow_none=True, metadata={"description": "Likewise `title`."})
-    page_path = fields.String(required=True, allow_none=True, metadata={"description": "Likewise `path`."})
-    page_referrer = fields.String(
-        required=True, allow_none=True, metadata={"description": "Likewise `referrer`."}
-    )
-    user_agent = fields.String(required=True, allow_none=True)
-    ip = fields.String(required=True, allow_none=True)
-    library = fields.Dict(
-        keys=fields.String(),
-        values=fields.Raw(),
-        required=True,
-        allow_none=True,
-        metadata={"description": "The sending library, e.g. {name, version}."},
-    )
-
-
-class TraitChangeSchema(Schema):
-    """One trait an identify changed: the customer's value just before it (by event time)."""
-
-    trait = fields.String(required=True, metadata={"description": "The key as the identify spelled it."})
-    # `from` is a Python keyword: the attribute is `from_`, the key `from`.
-    from_ = fields.Raw(
-        data_key="from", required=True, allow_none=True, metadata={"description": "null for a first value."}
-    )
-    to = fields.Raw(required=True, allow_none=True)
-
-
-class FeedItemSchema(Schema):
-    """One entry of a timeline. Every key is always present; null where it does not apply."""
-
-    id = fields.String(required=True)
-    type = fields.String(required=True, validate=validate.OneOf(FEED_TYPES))
-    summary = fields.String(required=True, metadata={"description": "A one-line label for agents."})
-    event = fields.String(required=True, allow_none=True, metadata={"description": "Track event name."})
-    name = fields.String(required=True, allow_none=True, metadata={"description": "Page or screen name."})
-    timestamp = Instant(required=True, metadata={"description": "Event time: the feed's order."})
-    received_at = Instant(required=True)
-    message_id = fields.String(required=True)
-    user_id = fields.String(required=True, allow_none=True)
-    anonymous_id = fields.String(required=True, allow_none=True)
-    properties = fields.Dict(
-        keys=fields.String(),
-        values=fields.Raw(),
-        required=True,
-        allow_none=True,
-        metadata={"description": "track, page and screen: the event's properties."},
-    )
-    traits = fields.Dict(
-        keys=fields.String(),
-        values=fields.Raw(),
-        required=True,
-        allow_none=True,
-        metadata={"description": "identify and group: the traits the call carried."},
-    )
-    group_id = fields.String(required=True, allow_none=True)
-    previous_id = fields.String(required=True, allow_none=True, metadata={"description": "alias only."})
-    changes = fields.List(
-        fields.Nested(TraitChangeSchema),
-        required=True,
-        allow_none=True,
-        metadata={
-            "description": "identify only: each trait it set whose value differs from the customer's "
-            "value just before it by event time (a first value has `from` null)."
-        },
-    )
-    context = fields.Nested(FeedContextSchema, required=True)
-    truncated = fields.List(
-        fields.String(validate=validate.OneOf(("properties", "traits", "changes"))),
-        required=True,
-        metadata={
-            "description": f"What this item shows only in part: `properties` and `traits` show at most "
-            f"{SHOWN_KEYS} keys, each value cut at {SHOWN_VALUE} characters; `changes` examines the "
-            f"first {SHOWN_KEYS} traits the identify set. `GET /customers/{{id}}/feed/{{item id}}` "
-            "answers the item whole. [] when nothing was cut."
-        },
-    )
-
-
-class FeedPageSchema(Schema):
-    data = fields.List(fields.Nested(FeedItemSchema), required=True)
-    next_cursor = fields.String(
-        required=True,
-        allow_none=True,
-        metadata={"description": "null at the end. A page may be short, even empty, yet have one."},
-    )
-
-
 class GroupMemberSchema(CustomerSummarySchema):
     joined_at = Instant(required=True)
 
@@ -631,6 +536,9 @@ class MeSchema(Schema):
 
 
 # Registered as named components of the OpenAPI document (nested ones before their users).
+# The answers Postgres builds are declared with their SQL (`store/answers/`): their schemas
+# (`FeedItemSchema`, `FeedPageSchema`, ...) are named by the route docstrings and apispec
+# registers them under the same component names.
 COMPONENTS: dict[str, type[Schema]] = {
     "Error": ErrorSchema,
     "Merged": MergedSchema,
@@ -638,10 +546,6 @@ COMPONENTS: dict[str, type[Schema]] = {
     "GroupMembership": GroupMembershipSchema,
     "Profile": ProfileSchema,
     "CustomerList": CustomerListSchema,
-    "FeedContext": FeedContextSchema,
-    "TraitChange": TraitChangeSchema,
-    "FeedItem": FeedItemSchema,
-    "FeedPage": FeedPageSchema,
     "GroupMember": GroupMemberSchema,
     "Group": GroupSchema,
     "TraitDetail": TraitDetailSchema,
