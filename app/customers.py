@@ -286,8 +286,7 @@ def profile(customer_id: str) -> Response:
         503: Unavailable
     """
     key = authenticate("read")
-    engine = resources().reads
-    with engine.connect(key.team_id).execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with resources().reads.connect(key.team_id) as connection:
         found = read_profile(connection, key.team_id, customer_ref(connection, key.team_id, customer_id))
     if found is None:
         raise not_found()
@@ -349,11 +348,8 @@ def feed(customer_id: str) -> Response:
         since=args.get("since"),
         until=args.get("until"),
     )
-    engine = resources().reads
-    # An unfiltered page is one statement (customer, items, cursor): no transaction. A
-    # filtered one may add the probe, which must see the page's snapshot.
-    isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
-    with engine.connect(key.team_id).execution_options(isolation_level=isolation) as connection:
+    # read_feed_page chooses its own snapshot (store/snapshot.py).
+    with resources().reads.connect(key.team_id) as connection:
         page = read_feed_page(
             connection,
             key.team_id,

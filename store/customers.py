@@ -22,6 +22,7 @@ from schemas.api import (
     SHOWN_VALUE,
     CustomerPosition,
 )
+from store.snapshot import snapshot
 from store.statements import iso_sql, normalised_key, prepared, shown_value_sql, value_cut_sql
 
 SUMMARY_COLUMNS = "c.id, c.email, c.name, c.first_seen, c.last_seen, c.event_count"
@@ -33,6 +34,7 @@ def lookup_customer(connection: Connection, team_id: int, kind: str, value: str)
     Emails compare case-insensitively; when several customers share one, the most recently
     seen answers.
     """
+    params = {"team": team_id, "v": value}
     if kind == "email":
         # OFFSET 0 keeps the planner from answering "the most recent" by walking every
         # customer in recency order and testing each email: the few with this email come
@@ -45,12 +47,11 @@ def lookup_customer(connection: Connection, team_id: int, kind: str, value: str)
             ) with_email
             ORDER BY last_seen DESC NULLS LAST, id DESC LIMIT 1
         """
-        found: int | None = connection.execute(text(statement), {"team": team_id, "v": value}).scalar()
-        return found
-    found = connection.execute(
-        text("SELECT customer_id FROM identities WHERE team_id = :team AND kind = :k AND value = :v"),
-        {"team": team_id, "k": kind, "v": value},
-    ).scalar()
+    else:
+        statement = "SELECT customer_id FROM identities WHERE team_id = :team AND kind = :k AND value = :v"
+        params["k"] = kind
+    with snapshot(connection, several=False):
+        found: int | None = connection.execute(text(statement), params).scalar()
     return found
 
 
@@ -138,11 +139,12 @@ PROFILE_SQL = _profile_sql()
 def read_profile(connection: Connection, team_id: int, customer_id: int) -> tuple[int | None, str] | None:
     """(merged_into, the profile's JSON text; "" when merged), or None for an id unknown in the team.
 
-    One statement (one snapshot, no transaction); the profile comes out as ProfileSchema's
+    One statement, in autocommit (its own snapshot, no transaction); the profile comes out as ProfileSchema's
     dump of the customer, its ids, traits and groups would.
     """
     statement, _ = prepared(PROFILE_SQL)
-    row = connection.execute(statement, {"team": team_id, "id": customer_id}).first()
+    with snapshot(connection, several=False):
+        row = connection.execute(statement, {"team": team_id, "id": customer_id}).first()
     if row is None:
         return None
     if row.merged_into is not None:

@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 
 from schemas.api import FeedPosition
 from store.answers.feed_item import FEED_ITEM_SQL, feed_item_sql
+from store.snapshot import snapshot
 from store.statements import prepared
 
 # Events a filtered feed request reads at most, through the index, before it answers.
@@ -175,14 +176,22 @@ def read_feed_page(
 ) -> FeedPage | None:
     """One page of a customer's timeline by event time, or None for an id unknown in the team.
 
-    One statement answers an unfiltered page (customer, items, cursor), so it needs no
-    transaction. For a filtered page the page and the probe must see one snapshot
-    (REPEATABLE READ on the caller's connection): otherwise an event moved out of the
-    window between the two would shift the probe's end past events the page never read.
+    One statement answers an unfiltered page (customer, items, cursor), so it runs in
+    autocommit, no transaction. For a filtered page the page and the probe must see one
+    snapshot (REPEATABLE READ): otherwise an event moved out of the window between the two
+    would shift the probe's end past events the page never read. This function opens
+    that snapshot itself (`store/snapshot.py`); callers pass any read connection.
     """
     filters = filters or FeedFilter()
     page_sql, probe_sql = feed_statements(filters, newest_first=newest_first, after=after is not None)
     params = feed_parameters(team_id, customer_id, filters, limit=limit, after=after, budget=budget)
+    with snapshot(connection, several=probe_sql is not None):
+        return _read_page(connection, page_sql, probe_sql, params, limit)
+
+
+def _read_page(
+    connection: Connection, page_sql: str, probe_sql: str | None, params: dict[str, Any], limit: int
+) -> FeedPage | None:
     statement, names = prepared(page_sql)
     row = connection.execute(statement, {name: params[name] for name in names}).first()
     if row is None:
@@ -223,7 +232,8 @@ def read_feed_item(
     """
     statement, names = prepared(_WHOLE_ITEM_SQL)
     params = {"team": team_id, "customer": customer_id, "event": event_id}
-    row = connection.execute(statement, {name: params[name] for name in names}).first()
+    with snapshot(connection, several=False):
+        row = connection.execute(statement, {name: params[name] for name in names}).first()
     if row is None:
         return None
     if row.merged_into is not None:
