@@ -30,13 +30,12 @@ from schemas.api import (
     ExternalIdListSchema,
     ExternalIdsArgs,
     FeedArgs,
-    ListOffset,
     MembershipsArgs,
     MergedSchema,
     TraitsArgs,
     TraitsSchema,
-    encode_cursor,
 )
+from schemas.cursors import ListOffset, encode_cursor
 from schemas.fields import utc_iso
 from store.customers import (
     customer_state,
@@ -152,7 +151,7 @@ def _offset_page(
         offset = cursor.position.offset if cursor else 0
         items = read(connection, team_id, live, limit=args["limit"] + 1, offset=offset)
         more = len(items) > args["limit"]
-        next_cursor = encode_cursor(kind, "asc", ListOffset(offset + args["limit"])) if more else None
+        next_cursor = encode_cursor(kind, ListOffset(offset + args["limit"]), "asc") if more else None
         body = {"data": items[: args["limit"]], "next_cursor": next_cursor}
         return jsonify(page.dump(body) if page is not None else body)
 
@@ -210,7 +209,7 @@ def search() -> Response:
             limit=args["limit"],
             after=cursor.position if cursor else None,
         )
-    next_cursor = encode_cursor("customers", "desc", next_position) if next_position else None
+    next_cursor = encode_cursor("customers", next_position, "desc") if next_position else None
     return jsonify(_customer_list.dump({"data": customers, "next_cursor": next_cursor}))
 
 
@@ -363,7 +362,7 @@ def feed(customer_id: str) -> Response:
         raise not_found()
     if page.merged_into is not None:
         return _redirect_same_route(".feed", page.merged_into)
-    next_cursor = encode_cursor("feed", args["order"], page.next_position) if page.next_position else None
+    next_cursor = encode_cursor("feed", page.next_position, args["order"]) if page.next_position else None
     # The items are JSON text built by Postgres in FeedItemSchema's shape (see
     # store.feed.FEED_ITEM_SQL), passed through as they are.
     body = f'{{"data":{page.items_json},"next_cursor":{json.dumps(next_cursor)}}}\n'
@@ -413,7 +412,7 @@ def traits(customer_id: str) -> Response:
         )
         more = len(rows) > args["limit"]
         rows = rows[: args["limit"]]
-        next_cursor = encode_cursor("traits", "asc", ListOffset(offset + args["limit"])) if more else None
+        next_cursor = encode_cursor("traits", ListOffset(offset + args["limit"]), "asc") if more else None
         if args["verbose"]:
             found = {
                 row.key: {

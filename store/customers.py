@@ -20,8 +20,8 @@ from schemas.api import (
     PROFILE_TRAITS,
     SHOWN_KEYS,
     SHOWN_VALUE,
-    CustomerPosition,
 )
+from schemas.cursors import CustomerPosition
 from store.snapshot import snapshot
 from store.statements import iso_sql, normalised_key, prepared, shown_value_sql, value_cut_sql
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from schemas.api import FeedPosition
+from schemas.cursors import FeedPosition
 from store.answers.feed_item import FEED_ITEM_SQL, feed_item_sql
 from store.snapshot import snapshot
 from store.statements import prepared

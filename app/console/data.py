@@ -17,14 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.api import (
-    PROFILE_TRAITS,
-    CustomerPosition,
-    FeedPosition,
-    MemberPosition,
-    decode_cursor,
-    encode_cursor,
-)
+from schemas.api import PROFILE_TRAITS
+from schemas.cursors import CustomerPosition, FeedPosition, MemberPosition, encode_cursor
 from store.apikeys import ACTIVE, key_digest, key_status
 from store.apikeys import find_key as _find_key
 from store.customers import lookup_customer, read_profile, search_customers
@@ -39,7 +33,6 @@ __all__ = [
     "FeedFilter",
     "FeedPosition",
     "MemberPosition",
-    "decode_cursor",
     "encode_cursor",
     "key_digest",
     "key_status",
@@ -113,7 +106,7 @@ def load_timeline(
 ) -> Timeline | None:
     """A page of the feed exactly as `GET /customers/{id}/feed` reads it, or None when unknown.
 
-    The next page's cursor is the API's own (`encode_cursor("feed", "desc", ...)`), so
+    The next page's cursor is the API's own (`encode_cursor("feed", ..., "desc")`), so
     paging here has the API's guarantee: nothing repeated, nothing skipped.
     """
     page = read_feed_page(connection, team_id, customer_id, limit=limit, after=after, filters=filters)
@@ -122,5 +115,5 @@ def load_timeline(
     if page.merged_into is not None:
         return Timeline(page.merged_into, [], None)
     items: list[dict[str, Any]] = json.loads(page.items_json)
-    cursor = encode_cursor("feed", "desc", page.next_position) if page.next_position else None
+    cursor = encode_cursor("feed", page.next_position, "desc") if page.next_position else None
     return Timeline(None, items, cursor)

@@ -240,7 +240,7 @@ def home() -> str:
     more = None
     if position is not None:
         more = url_for(
-            "console.home", q=query or None, cursor=data.encode_cursor("customers", "desc", position)
+            "console.home", q=query or None, cursor=data.encode_cursor("customers", position, "desc")
         )
     return render_template("console/search.html", q=query, customers=customers, more=more, paged=bool(cursor))
 
@@ -413,7 +413,7 @@ def group(group_id: str) -> Any:
     more = None
     if position is not None:
         more = url_for(
-            "console.group", group_id=group_id, cursor=data.encode_cursor("members", "asc", position)
+            "console.group", group_id=group_id, cursor=data.encode_cursor("members", position, "asc")
         )
     return render_template("console/group.html", group=group_data, more=more)
 

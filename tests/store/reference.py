@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.api import PROFILE_GROUPS, PROFILE_IDS, PROFILE_TRAITS, SHOWN_KEYS, SHOWN_VALUE, FeedPosition
+from schemas.api import PROFILE_GROUPS, PROFILE_IDS, PROFILE_TRAITS, SHOWN_KEYS, SHOWN_VALUE
+from schemas.cursors import FeedPosition
 from schemas.fields import utc_iso
 from store.customers import SUMMARY_COLUMNS, summaries
 from store.feed import FEED_SCAN_BUDGET, FeedFilter, read_feed_page
