@@ -226,23 +226,6 @@ class MergedSchema(Schema):
     message = fields.String(required=True)
 
 
-class GroupMembershipSchema(Schema):
-    """A group on a customer's profile."""
-
-    id = fields.String(required=True, metadata={"description": "The Segment groupId."})
-    name = fields.String(required=True, allow_none=True)
-    traits = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)
-    joined_at = Instant(required=True, metadata={"description": "Event time of the first group call."})
-    truncated = fields.List(
-        fields.String(),
-        required=True,
-        metadata={
-            "description": f'["traits"] when the group has more than {SHOWN_KEYS} traits or a value over '
-            f"{SHOWN_VALUE} characters (cut); `GET /groups/{{id}}` has them all. Else []."
-        },
-    )
-
-
 class CustomerSummarySchema(Schema):
     """A customer in a list."""
 
@@ -254,52 +237,6 @@ class CustomerSummarySchema(Schema):
     first_seen = Instant(required=True, allow_none=True)
     last_seen = Instant(required=True, allow_none=True)
     event_count = fields.Integer(required=True)
-
-
-class ProfileSchema(CustomerSummarySchema):
-    """A customer's profile: ids, traits and groups."""
-
-    traits = fields.Dict(
-        keys=fields.String(),
-        values=fields.Raw(),
-        required=True,
-        metadata={
-            "description": f"At most {PROFILE_TRAITS} traits (the first by normalised key), each value "
-            f"cut at {SHOWN_VALUE} characters; `GET /customers/{{id}}/traits` pages them all, whole."
-        },
-    )
-    groups = fields.List(
-        fields.Nested(GroupMembershipSchema),
-        required=True,
-        metadata={
-            "description": f"At most {PROFILE_GROUPS} memberships (the first by groupId), by joined_at; "
-            "`GET /customers/{id}/groups` pages them all."
-        },
-    )
-    truncated = fields.List(
-        fields.String(validate=validate.OneOf(("user_ids", "anonymous_ids", "traits", "groups"))),
-        required=True,
-        metadata={
-            "description": "The lists this profile shows only in part: `user_ids` and `anonymous_ids` "
-            f"show at most {PROFILE_IDS} each (all: `/external_ids`), `traits` and `groups` as above. "
-            "[] when the profile is whole."
-        },
-    )
-
-    class Meta:
-        fields = (
-            "id",
-            "user_ids",
-            "anonymous_ids",
-            "email",
-            "name",
-            "traits",
-            "groups",
-            "first_seen",
-            "last_seen",
-            "event_count",
-            "truncated",
-        )
 
 
 class CustomerListSchema(Schema):
@@ -366,11 +303,6 @@ class ExternalIdListSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null at the end."})
 
 
-class MembershipListSchema(Schema):
-    data = fields.List(fields.Nested(GroupMembershipSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null at the end."})
-
-
 class EventSummarySchema(Schema):
     """A customer's events of one type and name over the whole history."""
 
@@ -421,8 +353,6 @@ COMPONENTS: dict[str, type[Schema]] = {
     "Error": ErrorSchema,
     "Merged": MergedSchema,
     "CustomerSummary": CustomerSummarySchema,
-    "GroupMembership": GroupMembershipSchema,
-    "Profile": ProfileSchema,
     "CustomerList": CustomerListSchema,
     "GroupMember": GroupMemberSchema,
     "Group": GroupSchema,
@@ -430,7 +360,6 @@ COMPONENTS: dict[str, type[Schema]] = {
     "Traits": TraitsSchema,
     "ExternalId": ExternalIdSchema,
     "ExternalIdList": ExternalIdListSchema,
-    "MembershipList": MembershipListSchema,
     "EventSummary": EventSummarySchema,
     "EventSummaryList": EventSummaryListSchema,
     "MeTeam": MeTeamSchema,

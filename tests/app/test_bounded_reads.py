@@ -339,7 +339,7 @@ def test_the_caps_postgres_applies_equal_the_reference(engine: Engine) -> None:
 def test_a_capped_profile_equals_the_reference(
     client: FlaskClient, team: TeamKeys, engine: Engine, wide: str, many_ids: str
 ) -> None:
-    from schemas.api import ProfileSchema
+    from store.answers.profile import ProfileSchema
     from tests.store.reference import load_profile
 
     for customer in (wide, many_ids):

@@ -11,9 +11,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from schemas.api import ProfileSchema
 from schemas.segment import prepare_event
 from store.answers.feed_item import FeedItemSchema
+from store.answers.profile import ProfileSchema
 from store.events import store_events
 from store.feed import FeedFilter
 from tests.conftest import TeamKeys
