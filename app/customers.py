@@ -5,7 +5,8 @@ Each view authenticates with the `read` scope, loads its query through a schema 
 answers in a response schema's shape: dumped through it (search), or built in that shape
 by Postgres in one statement and passed through (profile, lookup, feed; tests hold the
 two to the same output). The YAML after `---` in each docstring is the view's OpenAPI
-operation (`app/openapi.py` collects it); schema names refer to `schemas.api.COMPONENTS`.
+operation (`app/openapi.py` collects it); schema names refer to `schemas.api.COMPONENTS`
+or, for the answers Postgres builds, to their declarations in `store/answers/`.
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ def profile(customer_id: str) -> Response:
 
 
 def _profile_response(body: str) -> Response:
-    # Built by Postgres in ProfileSchema's shape (see store.customers.read_profile).
+    # Built by Postgres as declared in store/answers/profile.py (store.customers.read_profile).
     return Response(body + "\n", mimetype="application/json")
 
 
@@ -363,8 +364,8 @@ def feed(customer_id: str) -> Response:
     if page.merged_into is not None:
         return _redirect_same_route(".feed", page.merged_into)
     next_cursor = encode_cursor("feed", page.next_position, args["order"]) if page.next_position else None
-    # The items are JSON text built by Postgres in FeedItemSchema's shape (see
-    # store.feed.FEED_ITEM_SQL), passed through as they are.
+    # The items are JSON text built by Postgres as declared in store/answers/feed_item.py,
+    # passed through as they are.
     body = f'{{"data":{page.items_json},"next_cursor":{json.dumps(next_cursor)}}}\n'
     return Response(body, mimetype="application/json")
 
@@ -497,7 +498,7 @@ def memberships(customer_id: str) -> Response:
         404: NotFound
         503: Unavailable
     """
-    # Built by Postgres in GroupMembershipSchema's shape (store.customers.membership_sql).
+    # Built by Postgres as declared in store/answers/profile.py (GROUP_MEMBERSHIP).
     return _offset_page(customer_id, _memberships_args, "groups", read_memberships, None)
 
 
@@ -548,7 +549,7 @@ def feed_item(customer_id: str, item_id: str) -> Response:
         return _redirect_same_route(".feed_item", merged_into)
     if item is None:
         raise not_found("feed item", "use an id from the customer's feed.")
-    # Built by Postgres in FeedItemSchema's shape (store.feed.feed_item_sql), passed through.
+    # Built by Postgres as declared in store/answers/feed_item.py (whole), passed through.
     return Response(item + "\n", mimetype="application/json")
 
 

@@ -101,8 +101,8 @@ PROFILE_SQL = _profile_sql()
 def read_profile(connection: Connection, team_id: int, customer_id: int) -> tuple[int | None, str] | None:
     """(merged_into, the profile's JSON text; "" when merged), or None for an id unknown in the team.
 
-    One statement, in autocommit (its own snapshot, no transaction); the profile comes out as ProfileSchema's
-    dump of the customer, its ids, traits and groups would.
+    One statement, in autocommit (its own snapshot, no transaction); the profile is built
+    as declared in store/answers/profile.py (`PROFILE`).
     """
     statement, _ = prepared(PROFILE_SQL)
     with snapshot(connection, several=False):

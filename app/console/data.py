@@ -1,11 +1,12 @@
 """What the console reads, through the read API's own store functions (SPEC §4, §10).
 
 Every import of `store/` for the console is here, so that when those modules move only
-this file changes. The profile and a feed page come from the same single statements the
-API runs (`read_profile`, `read_feed_page`), parsed from the JSON text Postgres builds;
-no query of theirs is repeated here. The console adds two reads of its own: when each
-trait was last set, and the signed-in key by id (its session names the key, never the
-secret).
+this file changes. The profile and a feed page come from the very read functions the API
+calls (`read_profile`, `read_feed_page`, each choosing its own snapshot), parsed from the
+JSON text Postgres builds as `store/answers/` declares it; no query of theirs is repeated
+here, and what the console shows beyond the API is presentation (`present.py`). The
+console adds two reads of its own: when each trait was last set, and the signed-in key by
+id (its session names the key, never the secret).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class Profile:
 def load_profile(connection: Connection, team_id: int, customer_id: int) -> tuple[int | None, Profile | None]:
     """(the survivor's id when `customer_id` was merged away, the profile when live).
 
-    (None, None) for an id unknown in the team.
+    The profile is the API's (`read_profile`, what `GET /customers/{id}` answers), plus the
+    console's `trait_times`. (None, None) for an id unknown in the team.
     """
     found = read_profile(connection, team_id, customer_id)
     if found is None:
