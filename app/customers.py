@@ -5,7 +5,8 @@ Each view authenticates with the `read` scope, loads its query through a schema 
 answers in a response schema's shape: dumped through it (search), or built in that shape
 by Postgres in one statement and passed through (profile, lookup, feed; tests hold the
 two to the same output). The YAML after `---` in each docstring is the view's OpenAPI
-operation (`app/openapi.py` collects it); schema names refer to `schemas.api.COMPONENTS`.
+operation (`app/openapi.py` collects it); schema names refer to `schemas.api.COMPONENTS`
+or, for the answers Postgres builds, to their declarations in `store/answers/`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ from schemas.api import (
     ExternalIdListSchema,
     ExternalIdsArgs,
     FeedArgs,
-    ListOffset,
     MembershipsArgs,
     MergedSchema,
     TraitsArgs,
     TraitsSchema,
-    encode_cursor,
 )
+from schemas.cursors import ListOffset, encode_cursor
 from schemas.fields import utc_iso
 from store.customers import (
     customer_state,
@@ -152,7 +152,7 @@ def _offset_page(
         offset = cursor.position.offset if cursor else 0
         items = read(connection, team_id, live, limit=args["limit"] + 1, offset=offset)
         more = len(items) > args["limit"]
-        next_cursor = encode_cursor(kind, "asc", ListOffset(offset + args["limit"])) if more else None
+        next_cursor = encode_cursor(kind, ListOffset(offset + args["limit"]), "asc") if more else None
         body = {"data": items[: args["limit"]], "next_cursor": next_cursor}
         return jsonify(page.dump(body) if page is not None else body)
 
@@ -210,7 +210,7 @@ def search() -> Response:
             limit=args["limit"],
             after=cursor.position if cursor else None,
         )
-    next_cursor = encode_cursor("customers", "desc", next_position) if next_position else None
+    next_cursor = encode_cursor("customers", next_position, "desc") if next_position else None
     return jsonify(_customer_list.dump({"data": customers, "next_cursor": next_cursor}))
 
 
@@ -286,8 +286,7 @@ def profile(customer_id: str) -> Response:
         503: Unavailable
     """
     key = authenticate("read")
-    engine = resources().reads
-    with engine.connect(key.team_id).execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with resources().reads.connect(key.team_id) as connection:
         found = read_profile(connection, key.team_id, customer_ref(connection, key.team_id, customer_id))
     if found is None:
         raise not_found()
@@ -298,7 +297,7 @@ def profile(customer_id: str) -> Response:
 
 
 def _profile_response(body: str) -> Response:
-    # Built by Postgres in ProfileSchema's shape (see store.customers.read_profile).
+    # Built by Postgres as declared in store/answers/profile.py (store.customers.read_profile).
     return Response(body + "\n", mimetype="application/json")
 
 
@@ -349,11 +348,8 @@ def feed(customer_id: str) -> Response:
         since=args.get("since"),
         until=args.get("until"),
     )
-    engine = resources().reads
-    # An unfiltered page is one statement (customer, items, cursor): no transaction. A
-    # filtered one may add the probe, which must see the page's snapshot.
-    isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
-    with engine.connect(key.team_id).execution_options(isolation_level=isolation) as connection:
+    # read_feed_page chooses its own snapshot (store/snapshot.py).
+    with resources().reads.connect(key.team_id) as connection:
         page = read_feed_page(
             connection,
             key.team_id,
@@ -367,9 +363,9 @@ def feed(customer_id: str) -> Response:
         raise not_found()
     if page.merged_into is not None:
         return _redirect_same_route(".feed", page.merged_into)
-    next_cursor = encode_cursor("feed", args["order"], page.next_position) if page.next_position else None
-    # The items are JSON text built by Postgres in FeedItemSchema's shape (see
-    # store.feed.FEED_ITEM_SQL), passed through as they are.
+    next_cursor = encode_cursor("feed", page.next_position, args["order"]) if page.next_position else None
+    # The items are JSON text built by Postgres as declared in store/answers/feed_item.py,
+    # passed through as they are.
     body = f'{{"data":{page.items_json},"next_cursor":{json.dumps(next_cursor)}}}\n'
     return Response(body, mimetype="application/json")
 
@@ -417,7 +413,7 @@ def traits(customer_id: str) -> Response:
         )
         more = len(rows) > args["limit"]
         rows = rows[: args["limit"]]
-        next_cursor = encode_cursor("traits", "asc", ListOffset(offset + args["limit"])) if more else None
+        next_cursor = encode_cursor("traits", ListOffset(offset + args["limit"]), "asc") if more else None
         if args["verbose"]:
             found = {
                 row.key: {
@@ -502,7 +498,7 @@ def memberships(customer_id: str) -> Response:
         404: NotFound
         503: Unavailable
     """
-    # Built by Postgres in GroupMembershipSchema's shape (store.customers.membership_sql).
+    # Built by Postgres as declared in store/answers/profile.py (GROUP_MEMBERSHIP).
     return _offset_page(customer_id, _memberships_args, "groups", read_memberships, None)
 
 
@@ -553,7 +549,7 @@ def feed_item(customer_id: str, item_id: str) -> Response:
         return _redirect_same_route(".feed_item", merged_into)
     if item is None:
         raise not_found("feed item", "use an id from the customer's feed.")
-    # Built by Postgres in FeedItemSchema's shape (store.feed.feed_item_sql), passed through.
+    # Built by Postgres as declared in store/answers/feed_item.py (whole), passed through.
     return Response(item + "\n", mimetype="application/json")
 
 

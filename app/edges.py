@@ -18,13 +18,12 @@ from marshmallow import Schema, ValidationError
 
 from app.errors import ApiError
 from schemas.api import query_arguments
-from schemas.cursors import CursorError, Scalar, decode_cursor, is_bigint
-from schemas.fields import DEFAULT_LIMIT, MAX_LIMIT
+from schemas.cursors import CursorError, LastId, decode_cursor
+from schemas.fields import DEFAULT_LIMIT, MAX_LIMIT, limit_field
 from schemas.problems import describe, error_messages, flatten_errors
 
 # An id as the API hands it out: a positive bigint in ASCII digits ("²".isdigit() is True).
 _ID = re.compile(r"[0-9]{1,18}")
-_LIMIT = re.compile(r"[0-9]{1,6}")
 # How many fields a body's error message names at most (`errors` holds them all).
 _NAMED_PROBLEMS = 5
 
@@ -103,18 +102,21 @@ def path_id(raw: str, what: str = "customer", hint: str = "") -> int:
 
 
 def query_limit(default: int = DEFAULT_LIMIT, most: int = MAX_LIMIT) -> int:
-    """`?limit=` in ASCII digits from 1 to `most` (`default` when absent), or a 400."""
+    """`?limit=` read by the one limit parser, `schemas.fields.limit_field` (ASCII digits
+    from 1 to `most`; `default` when absent), for a view that loads no query schema; or a 400."""
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= most:
+    try:
+        limit: int = limit_field(default, most).deserialize(raw)
+    except ValidationError:
         raise ApiError(
             400,
             "invalid_limit",
             f"limit must be a whole number from 1 to {most}.",
             {"limit": [f"Must be between 1 and {most}."]},
-        )
-    return int(raw)
+        ) from None
+    return limit
 
 
 def _bad_cursor() -> ApiError:
@@ -126,22 +128,13 @@ def _bad_cursor() -> ApiError:
     )
 
 
-def query_cursor(kind: str) -> list[Scalar] | None:
-    """The values of `?cursor=` made by `schemas.cursors.encode_cursor(kind, ...)`, None when absent."""
+def query_cursor_id(kind: str) -> int | None:
+    """The id of `?cursor=` made by `encode_cursor(kind, LastId(id))` (a list paged by id, for a
+    view that loads no query schema), None when absent; or a 400."""
     text = request.args.get("cursor")
     if not text:
         return None
     try:
-        return decode_cursor(text, kind)[1]
+        return decode_cursor(text, kind, LastId).position.id
     except CursorError:
         raise _bad_cursor() from None
-
-
-def query_cursor_id(kind: str) -> int | None:
-    """The one id of `?cursor=` made by `encode_cursor(kind, id)` (a list paged by id), None when absent."""
-    values = query_cursor(kind)
-    if values is None:
-        return None
-    if len(values) != 1 or not is_bigint(values[0]):
-        raise _bad_cursor()
-    return values[0]

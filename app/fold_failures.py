@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from app.auth import authenticate
 from app.edges import query_cursor_id, query_limit
 from app.resources import resources
-from schemas.cursors import encode_cursor
+from schemas.cursors import LastId, encode_cursor
 from schemas.fold import FoldFailureListSchema, FoldRetrySchema
 from store.fold_failures import SetAsideEvent, list_failures, retry_failures
 
@@ -80,7 +80,7 @@ def fold_failures() -> Response:
     with resources().engine.connect() as connection:
         found = list_failures(connection, key.team_id, limit=limit + 1, after_id=after)
     page = found[:limit]
-    next_cursor = encode_cursor(_CURSOR, page[-1].event_id) if len(found) > limit else None
+    next_cursor = encode_cursor(_CURSOR, LastId(page[-1].event_id)) if len(found) > limit else None
     return jsonify(_list.dump({"data": [_item(f) for f in page], "next_cursor": next_cursor}))
 
 

@@ -7,7 +7,8 @@ from flask import Blueprint, Flask, Response, jsonify
 from app.auth import authenticate
 from app.edges import load_query, not_found
 from app.resources import resources
-from schemas.api import MAX_QUERY_TEXT, GroupArgs, GroupSchema, encode_cursor
+from schemas.api import MAX_QUERY_TEXT, GroupArgs, GroupSchema
+from schemas.cursors import encode_cursor
 from store.groups import load_group
 
 bp = Blueprint("groups", __name__, url_prefix="/api/v1")
@@ -67,7 +68,7 @@ def group(group_id: str) -> Response:
     if found is None:
         raise not_found("group")
     data, next_position = found
-    next_cursor = encode_cursor("members", "asc", next_position) if next_position else None
+    next_cursor = encode_cursor("members", next_position, "asc") if next_position else None
     return jsonify(_group.dump({**data, "next_cursor": next_cursor}))
 
 

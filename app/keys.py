@@ -23,7 +23,7 @@ from app import edges
 from app.auth import AUTH_CHALLENGE, authenticate
 from app.errors import ApiError
 from app.resources import resources
-from schemas.cursors import encode_cursor
+from schemas.cursors import LastId, encode_cursor
 from schemas.keys import (
     ApiKeyCreateRequestSchema,
     ApiKeyListSchema,
@@ -105,7 +105,7 @@ def _newest_first_page(
     with resources().engine.connect() as connection:
         rows = read(connection, actor.team_id, limit=limit + 1, before_id=before_id)
     page = rows[:limit]
-    next_cursor = encode_cursor(cursor_kind, page[-1].id) if len(rows) > limit else None
+    next_cursor = encode_cursor(cursor_kind, LastId(page[-1].id)) if len(rows) > limit else None
     return jsonify(schema.dump({"data": [fields(row, now) for row in page], "next_cursor": next_cursor}))
 
 

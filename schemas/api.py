@@ -7,21 +7,18 @@ describes what the code does, not what someone remembered to write down.
 Unknown query arguments are RAISEd (a 400 naming them): a misspelt filter such as
 `?types=track` would otherwise return the whole unfiltered feed and look like an answer.
 
-Cursors are opaque to callers (`schemas/cursors.py`): a small JSON array holding what
-the cursor is for and the keyset (the sort values of the last item a page returned).
-Anything we did not make, or made for another list or order, is a 400, never a 500.
+Cursors are opaque to callers and read by the one codec, `schemas/cursors.py`, which also
+holds the positions they carry. Anything we did not make, or made for another list or
+order, is a 400, never a 500.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from schemas import cursors
-from schemas.cursors import CURSOR_ERROR, CursorError, is_bigint
+from schemas.cursors import ORDERS, CursorArgument, CustomerPosition, FeedPosition, ListOffset, MemberPosition
 from schemas.fields import Instant, QueryText, limit_field
 from schemas.segment import SUPPORTED_TYPES
 
@@ -42,125 +39,6 @@ MAX_TRAITS_PAGE = 1_000  # traits per page of /customers/{id}/traits
 
 # A delete erases the person, including the delete event itself: it is never in a feed.
 FEED_TYPES = tuple(kind for kind in SUPPORTED_TYPES if kind != "delete")
-ORDERS = ("desc", "asc")
-
-
-# -- keyset positions ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeedPosition:
-    """A place in a timeline: the (event time, tiebreak, id) of the last item read."""
-
-    event_time: datetime
-    tiebreak: int
-    id: int
-
-
-@dataclass(frozen=True)
-class CustomerPosition:
-    """A place in a customer list sorted by (last_seen desc, id desc)."""
-
-    last_seen: datetime
-    id: int
-
-
-@dataclass(frozen=True)
-class MemberPosition:
-    """A place in a group's members sorted by (joined_at, customer id)."""
-
-    joined_at: datetime
-    customer_id: int
-
-
-@dataclass(frozen=True)
-class ListOffset:
-    """A place in a short list that has no keyset to page by (its sort values are long
-    text: trait keys, groupIds): how many items came before. Such a list can shift while
-    it is paged (docs/read-api.md)."""
-
-    offset: int
-
-
-# The lists paged by ListOffset.
-_OFFSET_KINDS = frozenset(("traits", "external_ids", "groups"))
-
-Position = FeedPosition | CustomerPosition | MemberPosition | ListOffset
-_POSITIONS: dict[str, type[FeedPosition | CustomerPosition | MemberPosition]] = {
-    "feed": FeedPosition,
-    "customers": CustomerPosition,
-    "members": MemberPosition,
-}
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """A decoded cursor: which list it pages, in which order, and where it stopped."""
-
-    kind: str
-    order: str
-    position: Any
-
-
-def encode_cursor(kind: str, order: str, position: Position) -> str:
-    """The opaque text of a cursor (`schemas/cursors.py`): kind, order, then the keyset."""
-    if isinstance(position, FeedPosition):
-        return cursors.encode_cursor(
-            kind, order, position.event_time.isoformat(), position.tiebreak, position.id
-        )
-    if isinstance(position, CustomerPosition):
-        return cursors.encode_cursor(kind, order, position.last_seen.isoformat(), position.id)
-    if isinstance(position, ListOffset):
-        return cursors.encode_cursor(kind, order, position.offset)
-    return cursors.encode_cursor(kind, order, position.joined_at.isoformat(), position.customer_id)
-
-
-def decode_cursor(text: str) -> Cursor:
-    """The cursor `encode_cursor` made, or ValueError (a CursorError) for anything else."""
-    kind, values = cursors.decode_cursor(text)
-    if kind in _OFFSET_KINDS:
-        if len(values) != 2 or values[0] not in ORDERS or not is_bigint(values[1]) or values[1] < 0:
-            raise CursorError()
-        return Cursor(kind, str(values[0]), ListOffset(values[1]))
-    position_type = _POSITIONS.get(kind)
-    if position_type is None or len(values) != (4 if position_type is FeedPosition else 3):
-        raise CursorError()
-    order, when, *numbers = values
-    keys = [n for n in numbers if is_bigint(n)]
-    if order not in ORDERS or not isinstance(when, str) or len(keys) != len(numbers):
-        raise CursorError()
-    try:
-        moment = datetime.fromisoformat(when)
-    except ValueError:
-        raise CursorError() from None
-    if moment.tzinfo is None:
-        raise CursorError()
-    return Cursor(kind, str(order), position_type(moment, *keys))
-
-
-# -- fields --------------------------------------------------------------------------
-
-
-class CursorArgument(fields.String):
-    """`cursor`: a `next_cursor` this API returned for the same list."""
-
-    def __init__(self, kind: str, **kwargs: Any):
-        super().__init__(
-            metadata={"description": "The `next_cursor` of the previous page; omit it for the first."},
-            **kwargs,
-        )
-        self.kind = kind
-
-    # A string on the wire (and in the OpenAPI document), a Cursor once loaded.
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Cursor:  # type: ignore[override]
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            cursor = decode_cursor(text)
-        except ValueError as error:
-            raise ValidationError(str(error)) from None
-        if cursor.kind != self.kind:
-            raise ValidationError(CURSOR_ERROR)
-        return cursor
 
 
 # -- request arguments ---------------------------------------------------------------
@@ -181,7 +59,7 @@ class CustomerSearchArgs(Schema):
         },
     )
     limit = limit_field()
-    cursor = CursorArgument("customers")
+    cursor = CursorArgument("customers", CustomerPosition)
 
 
 class CustomerLookupArgs(Schema):
@@ -236,7 +114,7 @@ class FeedArgs(Schema):
         metadata={"description": "`desc` (newest first, the default) or `asc`."},
     )
     limit = limit_field()
-    cursor = CursorArgument("feed")
+    cursor = CursorArgument("feed", FeedPosition)
 
     @validates_schema
     def consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -271,7 +149,7 @@ class TraitsArgs(Schema):
         },
     )
     limit = limit_field(default=MAX_TRAITS_PAGE, most=MAX_TRAITS_PAGE)
-    cursor = CursorArgument("traits")
+    cursor = CursorArgument("traits", ListOffset)
 
 
 class ExternalIdsArgs(Schema):
@@ -281,7 +159,7 @@ class ExternalIdsArgs(Schema):
         unknown = RAISE
 
     limit = limit_field(default=200, most=1_000)
-    cursor = CursorArgument("external_ids")
+    cursor = CursorArgument("external_ids", ListOffset)
 
 
 class MembershipsArgs(Schema):
@@ -291,7 +169,7 @@ class MembershipsArgs(Schema):
         unknown = RAISE
 
     limit = limit_field()
-    cursor = CursorArgument("groups")
+    cursor = CursorArgument("groups", ListOffset)
 
 
 class GroupArgs(Schema):
@@ -301,7 +179,7 @@ class GroupArgs(Schema):
         unknown = RAISE
 
     limit = limit_field()
-    cursor = CursorArgument("members")
+    cursor = CursorArgument("members", MemberPosition)
 
 
 # Which arguments may repeat in a query string (`?type=track&type=page`).
@@ -348,23 +226,6 @@ class MergedSchema(Schema):
     message = fields.String(required=True)
 
 
-class GroupMembershipSchema(Schema):
-    """A group on a customer's profile."""
-
-    id = fields.String(required=True, metadata={"description": "The Segment groupId."})
-    name = fields.String(required=True, allow_none=True)
-    traits = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)
-    joined_at = Instant(required=True, metadata={"description": "Event time of the first group call."})
-    truncated = fields.List(
-        fields.String(),
-        required=True,
-        metadata={
-            "description": f'["traits"] when the group has more than {SHOWN_KEYS} traits or a value over '
-            f"{SHOWN_VALUE} characters (cut); `GET /groups/{{id}}` has them all. Else []."
-        },
-    )
-
-
 class CustomerSummarySchema(Schema):
     """A customer in a list."""
 
@@ -378,150 +239,9 @@ class CustomerSummarySchema(Schema):
     event_count = fields.Integer(required=True)
 
 
-class ProfileSchema(CustomerSummarySchema):
-    """A customer's profile: ids, traits and groups."""
-
-    traits = fields.Dict(
-        keys=fields.String(),
-        values=fields.Raw(),
-        required=True,
-        metadata={
-            "description": f"At most {PROFILE_TRAITS} traits (the first by normalised key), each value "
-            f"cut at {SHOWN_VALUE} characters; `GET /customers/{{id}}/traits` pages them all, whole."
-        },
-    )
-    groups = fields.List(
-        fields.Nested(GroupMembershipSchema),
-        required=True,
-        metadata={
-            "description": f"At most {PROFILE_GROUPS} memberships (the first by groupId), by joined_at; "
-            "`GET /customers/{id}/groups` pages them all."
-        },
-    )
-    truncated = fields.List(
-        fields.String(validate=validate.OneOf(("user_ids", "anonymous_ids", "traits", "groups"))),
-        required=True,
-        metadata={
-            "description": "The lists this profile shows only in part: `user_ids` and `anonymous_ids` "
-            f"show at most {PROFILE_IDS} each (all: `/external_ids`), `traits` and `groups` as above. "
-            "[] when the profile is whole."
-        },
-    )
-
-    class Meta:
-        fields = (
-            "id",
-            "user_ids",
-            "anonymous_ids",
-            "email",
-            "name",
-            "traits",
-            "groups",
-            "first_seen",
-            "last_seen",
-            "event_count",
-            "truncated",
-        )
-
-
 class CustomerListSchema(Schema):
     data = fields.List(fields.Nested(CustomerSummarySchema), required=True)
     next_cursor = fields.String(required=True, allow_none=True)
-
-
-class FeedContextSchema(Schema):
-    """What the event's `context` says about where it happened; null where it does not say."""
-
-    page_url = fields.String(
-        required=True,
-        allow_none=True,
-        metadata={"description": "context.page.url, else a page's properties.url."},
-    )
-    page_title = fields.String(required=True, allow_none=True, metadata={"description": "Likewise `title`."})
-    page_path = fields.String(required=True, allow_none=True, metadata={"description": "Likewise `path`."})
-    page_referrer = fields.String(
-        required=True, allow_none=True, metadata={"description": "Likewise `referrer`."}
-    )
-    user_agent = fields.String(required=True, allow_none=True)
-    ip = fields.String(required=True, allow_none=True)
-    library = fields.Dict(
-        keys=fields.String(),
-        values=fields.Raw(),
-        required=True,
-        allow_none=True,
-        metadata={"description": "The sending library, e.g. {name, version}."},
-    )
-
-
-class TraitChangeSchema(Schema):
-    """One trait an identify changed: the customer's value just before it (by event time)."""
-
-    trait = fields.String(required=True, metadata={"description": "The key as the identify spelled it."})
-    # `from` is a Python keyword: the attribute is `from_`, the key `from`.
-    from_ = fields.Raw(
-        data_key="from", required=True, allow_none=True, metadata={"description": "null for a first value."}
-    )
-    to = fields.Raw(required=True, allow_none=True)
-
-
-class FeedItemSchema(Schema):
-    """One entry of a timeline. Every key is always present; null where it does not apply."""
-
-    id = fields.String(required=True)
-    type = fields.String(required=True, validate=validate.OneOf(FEED_TYPES))
-    summary = fields.String(required=True, metadata={"description": "A one-line label for agents."})
-    event = fields.String(required=True, allow_none=True, metadata={"description": "Track event name."})
-    name = fields.String(required=True, allow_none=True, metadata={"description": "Page or screen name."})
-    timestamp = Instant(required=True, metadata={"description": "Event time: the feed's order."})
-    received_at = Instant(required=True)
-    message_id = fields.String(required=True)
-    user_id = fields.String(required=True, allow_none=True)
-    anonymous_id = fields.String(required=True, allow_none=True)
-    properties = fields.Dict(
-        keys=fields.String(),
-        values=fields.Raw(),
-        required=True,
-        allow_none=True,
-        metadata={"description": "track, page and screen: the event's properties."},
-    )
-    traits = fields.Dict(
-        keys=fields.String(),
-        values=fields.Raw(),
-        required=True,
-        allow_none=True,
-        metadata={"description": "identify and group: the traits the call carried."},
-    )
-    group_id = fields.String(required=True, allow_none=True)
-    previous_id = fields.String(required=True, allow_none=True, metadata={"description": "alias only."})
-    changes = fields.List(
-        fields.Nested(TraitChangeSchema),
-        required=True,
-        allow_none=True,
-        metadata={
-            "description": "identify only: each trait it set whose value differs from the customer's "
-            "value just before it by event time (a first value has `from` null)."
-        },
-    )
-    context = fields.Nested(FeedContextSchema, required=True)
-    truncated = fields.List(
-        fields.String(validate=validate.OneOf(("properties", "traits", "changes"))),
-        required=True,
-        metadata={
-            "description": f"What this item shows only in part: `properties` and `traits` show at most "
-            f"{SHOWN_KEYS} keys, each value cut at {SHOWN_VALUE} characters; `changes` examines the "
-            f"first {SHOWN_KEYS} traits the identify set. `GET /customers/{{id}}/feed/{{item id}}` "
-            "answers the item whole. [] when nothing was cut."
-        },
-    )
-
-
-class FeedPageSchema(Schema):
-    data = fields.List(fields.Nested(FeedItemSchema), required=True)
-    next_cursor = fields.String(
-        required=True,
-        allow_none=True,
-        metadata={"description": "null at the end. A page may be short, even empty, yet have one."},
-    )
 
 
 class GroupMemberSchema(CustomerSummarySchema):
@@ -583,11 +303,6 @@ class ExternalIdListSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null at the end."})
 
 
-class MembershipListSchema(Schema):
-    data = fields.List(fields.Nested(GroupMembershipSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null at the end."})
-
-
 class EventSummarySchema(Schema):
     """A customer's events of one type and name over the whole history."""
 
@@ -631,24 +346,20 @@ class MeSchema(Schema):
 
 
 # Registered as named components of the OpenAPI document (nested ones before their users).
+# The answers Postgres builds are declared with their SQL (`store/answers/`): their schemas
+# (`FeedItemSchema`, `FeedPageSchema`, ...) are named by the route docstrings and apispec
+# registers them under the same component names.
 COMPONENTS: dict[str, type[Schema]] = {
     "Error": ErrorSchema,
     "Merged": MergedSchema,
     "CustomerSummary": CustomerSummarySchema,
-    "GroupMembership": GroupMembershipSchema,
-    "Profile": ProfileSchema,
     "CustomerList": CustomerListSchema,
-    "FeedContext": FeedContextSchema,
-    "TraitChange": TraitChangeSchema,
-    "FeedItem": FeedItemSchema,
-    "FeedPage": FeedPageSchema,
     "GroupMember": GroupMemberSchema,
     "Group": GroupSchema,
     "TraitDetail": TraitDetailSchema,
     "Traits": TraitsSchema,
     "ExternalId": ExternalIdSchema,
     "ExternalIdList": ExternalIdListSchema,
-    "MembershipList": MembershipListSchema,
     "EventSummary": EventSummarySchema,
     "EventSummaryList": EventSummaryListSchema,
     "MeTeam": MeTeamSchema,

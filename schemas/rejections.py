@@ -16,18 +16,16 @@ import json
 import re
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
-from schemas.cursors import CursorError, decode_cursor, encode_cursor, is_bigint
-from schemas.fields import Instant
+from schemas.cursors import CursorArgument, LastId, decode_cursor, encode_cursor
+from schemas.fields import Instant, limit_field
 from schemas.segment import SUPPORTED_TYPES
 
 PREVIEW_CHARS = 2000
 MESSAGE_CHARS = 1000
 MESSAGE_ID_CHARS = 255
 SOURCES = ("http", "import")
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
 REDACTED = "[redacted]"
 
 # Our key format (store/apikeys.py: "tlk_" + 32 base62). Shorter runs are redacted too:
@@ -36,7 +34,6 @@ _OUR_KEY = re.compile(r"tlk_[0-9A-Za-z]{8,}")
 # A writeKey in text that is not JSON we could decode (a request refused as invalid_json).
 _WRITE_KEY_TEXT = re.compile(r'("write_?key"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}\s]+)', re.IGNORECASE)
 _CODE = re.compile(r"[a-z_]{1,64}")
-_CURSOR_ERROR = "Not a cursor from this list; start again without it."
 
 
 def _is_write_key(name: str) -> bool:
@@ -109,35 +106,22 @@ def bounded_message(message: str) -> str:
 
 
 def encode_rejection_cursor(last_id: int) -> str:
-    return encode_cursor("rejections", last_id)
+    return encode_cursor("rejections", LastId(last_id))
 
 
 def decode_rejection_cursor(text: str) -> int:
-    """The id a cursor stopped at, or ValueError for anything we did not make."""
-    try:
-        values = decode_cursor(text, "rejections")[1]
-    except CursorError:
-        raise ValueError(_CURSOR_ERROR) from None
-    if len(values) != 1 or not is_bigint(values[0]) or values[0] <= 0:
-        raise ValueError(_CURSOR_ERROR)
-    return values[0]
+    """The id a cursor stopped at, or ValueError (a CursorError) for anything we did not make."""
+    return decode_cursor(text, "rejections", LastId).position.id
 
 
-class RejectionCursor(fields.String):
-    """`cursor`: the `next_cursor` of the previous page."""
+class RejectionCursor(CursorArgument[LastId]):
+    """`cursor`: the `next_cursor` of the previous page, loaded as the id it stopped at."""
 
     def __init__(self, **kwargs: Any):
-        super().__init__(
-            metadata={"description": "The `next_cursor` of the previous page; omit it for the first."},
-            **kwargs,
-        )
+        super().__init__("rejections", LastId, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:  # type: ignore[override]
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            return decode_rejection_cursor(text)
-        except ValueError as error:
-            raise ValidationError(str(error)) from None
+        return super()._deserialize(value, attr, data, **kwargs).position.id
 
 
 # -- request arguments ---------------------------------------------------------------
@@ -159,11 +143,7 @@ class RejectionListArgs(Schema):
     )
     since = Instant(metadata={"description": "Only refusals at or after this instant (ISO-8601)."})
     until = Instant(metadata={"description": "Only refusals before this instant (ISO-8601)."})
-    limit = fields.Integer(
-        load_default=DEFAULT_LIMIT,
-        validate=validate.Range(1, MAX_LIMIT),
-        metadata={"description": f"Items per page, 1 to {MAX_LIMIT}."},
-    )
+    limit = limit_field()
     cursor = RejectionCursor()
 
 

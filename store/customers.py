@@ -18,11 +18,12 @@ from schemas.api import (
     PROFILE_GROUPS,
     PROFILE_IDS,
     PROFILE_TRAITS,
-    SHOWN_KEYS,
     SHOWN_VALUE,
-    CustomerPosition,
 )
-from store.statements import iso_sql, normalised_key, prepared, shown_value_sql, value_cut_sql
+from schemas.cursors import CustomerPosition
+from store.answers.profile import GROUP_MEMBERSHIP, PROFILE
+from store.snapshot import snapshot
+from store.statements import normalised_key, prepared, shown_value_sql, value_cut_sql
 
 SUMMARY_COLUMNS = "c.id, c.email, c.name, c.first_seen, c.last_seen, c.event_count"
 
@@ -33,6 +34,7 @@ def lookup_customer(connection: Connection, team_id: int, kind: str, value: str)
     Emails compare case-insensitively; when several customers share one, the most recently
     seen answers.
     """
+    params = {"team": team_id, "v": value}
     if kind == "email":
         # OFFSET 0 keeps the planner from answering "the most recent" by walking every
         # customer in recency order and testing each email: the few with this email come
@@ -45,38 +47,16 @@ def lookup_customer(connection: Connection, team_id: int, kind: str, value: str)
             ) with_email
             ORDER BY last_seen DESC NULLS LAST, id DESC LIMIT 1
         """
-        found: int | None = connection.execute(text(statement), {"team": team_id, "v": value}).scalar()
-        return found
-    found = connection.execute(
-        text("SELECT customer_id FROM identities WHERE team_id = :team AND kind = :k AND value = :v"),
-        {"team": team_id, "k": kind, "v": value},
-    ).scalar()
+    else:
+        statement = "SELECT customer_id FROM identities WHERE team_id = :team AND kind = :k AND value = :v"
+        params["k"] = kind
+    with snapshot(connection, several=False):
+        found: int | None = connection.execute(text(statement), params).scalar()
     return found
 
 
-def membership_sql(m: str) -> str:
-    """A membership (`m`) in GroupMembershipSchema's shape, as JSON: the
-    group's first SHOWN_KEYS traits by normalised key (values cut at SHOWN_VALUE), and
-    `truncated` ["traits"] when it has more (`/groups/{id}` has them all)."""
-    traits = f"""SELECT gt.key, gt.value FROM group_traits gt
-                 WHERE gt.team_id = {m}.team_id AND gt.group_id = {m}.group_id
-                 ORDER BY gt.key_norm"""
-    return f"""json_build_object(
-        'id', {m}.group_id,
-        'name', (SELECT g.name FROM groups g WHERE g.team_id = {m}.team_id AND g.group_id = {m}.group_id),
-        'traits', COALESCE((
-            SELECT jsonb_object_agg(shown.key, {shown_value_sql("shown.value", SHOWN_VALUE)})
-            FROM ({traits} LIMIT {SHOWN_KEYS}) shown), '{{}}'),
-        'joined_at', {iso_sql(f"{m}.joined_at")},
-        'truncated', to_json(array_remove(ARRAY[CASE WHEN (
-            SELECT count(*) > {SHOWN_KEYS}
-                   OR COALESCE(bool_or({value_cut_sql("shown.value", SHOWN_VALUE)}), false)
-            FROM ({traits} LIMIT {SHOWN_KEYS + 1}) shown) THEN 'traits' END], NULL))
-    )"""
-
-
 def _profile_sql() -> str:
-    # A live customer's profile in ProfileSchema's shape, built by Postgres in one statement
+    # A live customer's profile (store/answers/profile.py), built by Postgres in one statement
     # (tests/store/reference.py holds it to the schema's dump of the same rows). Each list
     # is read once, through an index in order, stopped at its cap plus one (schemas.api:
     # PROFILE_IDS, PROFILE_TRAITS, PROFILE_GROUPS): the first `cap` are shown, the one
@@ -90,24 +70,7 @@ def _profile_sql() -> str:
                   ORDER BY kind, value LIMIT {PROFILE_IDS + 1}) i"""
 
     return f"""
-        SELECT c.merged_into, CASE WHEN c.merged_into IS NULL THEN json_build_object(
-            'id', c.id::text,
-            'user_ids', COALESCE(user_ids.shown, '[]'),
-            'anonymous_ids', COALESCE(anonymous_ids.shown, '[]'),
-            'email', c.email,
-            'name', c.name,
-            'traits', COALESCE(traits.shown, '{{}}'),
-            'groups', COALESCE(groups.shown, '[]'),
-            'first_seen', {iso_sql("c.first_seen")},
-            'last_seen', {iso_sql("c.last_seen")},
-            'event_count', c.event_count,
-            'truncated', to_json(array_remove(ARRAY[
-                CASE WHEN user_ids.cut THEN 'user_ids' END,
-                CASE WHEN anonymous_ids.cut THEN 'anonymous_ids' END,
-                CASE WHEN traits.cut THEN 'traits' END,
-                CASE WHEN groups.cut THEN 'groups' END
-            ], NULL))
-        )::text END AS profile
+        SELECT c.merged_into, CASE WHEN c.merged_into IS NULL THEN {PROFILE.sql()}::text END AS profile
         FROM customers c
         LEFT JOIN LATERAL ({identities("= 'user'")}) user_ids ON c.merged_into IS NULL
         LEFT JOIN LATERAL ({identities("<> 'user'")}) anonymous_ids ON c.merged_into IS NULL
@@ -121,7 +84,7 @@ def _profile_sql() -> str:
                   ORDER BY key_norm LIMIT {PROFILE_TRAITS + 1}) t
         ) traits ON c.merged_into IS NULL
         LEFT JOIN LATERAL (
-            SELECT json_agg({membership_sql("m")} ORDER BY m.joined_at, m.group_id)
+            SELECT json_agg({GROUP_MEMBERSHIP.sql()} ORDER BY m.joined_at, m.group_id)
                        FILTER (WHERE m.n <= {PROFILE_GROUPS}) AS shown,
                    count(*) > {PROFILE_GROUPS} AS cut
             FROM (SELECT *, row_number() OVER (ORDER BY group_id) AS n FROM memberships
@@ -138,11 +101,12 @@ PROFILE_SQL = _profile_sql()
 def read_profile(connection: Connection, team_id: int, customer_id: int) -> tuple[int | None, str] | None:
     """(merged_into, the profile's JSON text; "" when merged), or None for an id unknown in the team.
 
-    One statement (one snapshot, no transaction); the profile comes out as ProfileSchema's
-    dump of the customer, its ids, traits and groups would.
+    One statement, in autocommit (its own snapshot, no transaction); the profile is built
+    as declared in store/answers/profile.py (`PROFILE`).
     """
     statement, _ = prepared(PROFILE_SQL)
-    row = connection.execute(statement, {"team": team_id, "id": customer_id}).first()
+    with snapshot(connection, several=False):
+        row = connection.execute(statement, {"team": team_id, "id": customer_id}).first()
     if row is None:
         return None
     if row.merged_into is not None:
@@ -403,11 +367,11 @@ def read_memberships(
 ) -> list[dict[str, Any]]:
     """A page of the groups a customer is a member of now, by groupId: `limit` of them after
     the first `offset`, each in GroupMembershipSchema's shape (built by Postgres, as the
-    profile's are: `membership_sql`)."""
+    profile's are: `store/answers/profile.py`)."""
     rows = connection.execute(
         text(
             f"""
-            SELECT {membership_sql("m")}::text AS membership
+            SELECT {GROUP_MEMBERSHIP.sql()}::text AS membership
             FROM (
                 SELECT * FROM memberships m
                 WHERE m.team_id = :team AND m.customer_id = :c AND m.active

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.api import MemberPosition
+from schemas.cursors import MemberPosition
 from store.customers import SUMMARY_COLUMNS, summaries
 
 

@@ -1,11 +1,12 @@
 """What the console reads, through the read API's own store functions (SPEC §4, §10).
 
 Every import of `store/` for the console is here, so that when those modules move only
-this file changes. The profile and a feed page come from the same single statements the
-API runs (`read_profile`, `read_feed_page`), parsed from the JSON text Postgres builds;
-no query of theirs is repeated here. The console adds two reads of its own: when each
-trait was last set, and the signed-in key by id (its session names the key, never the
-secret).
+this file changes. The profile and a feed page come from the very read functions the API
+calls (`read_profile`, `read_feed_page`, each choosing its own snapshot), parsed from the
+JSON text Postgres builds as `store/answers/` declares it; no query of theirs is repeated
+here, and what the console shows beyond the API is presentation (`present.py`). The
+console adds two reads of its own: when each trait was last set, and the signed-in key by
+id (its session names the key, never the secret).
 """
 
 from __future__ import annotations
@@ -17,14 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.api import (
-    PROFILE_TRAITS,
-    CustomerPosition,
-    FeedPosition,
-    MemberPosition,
-    decode_cursor,
-    encode_cursor,
-)
+from schemas.api import PROFILE_TRAITS
+from schemas.cursors import CustomerPosition, FeedPosition, MemberPosition, encode_cursor
 from store.apikeys import ACTIVE, key_digest, key_status
 from store.apikeys import find_key as _find_key
 from store.customers import lookup_customer, read_profile, search_customers
@@ -39,7 +34,6 @@ __all__ = [
     "FeedFilter",
     "FeedPosition",
     "MemberPosition",
-    "decode_cursor",
     "encode_cursor",
     "key_digest",
     "key_status",
@@ -65,7 +59,8 @@ class Profile:
 def load_profile(connection: Connection, team_id: int, customer_id: int) -> tuple[int | None, Profile | None]:
     """(the survivor's id when `customer_id` was merged away, the profile when live).
 
-    (None, None) for an id unknown in the team.
+    The profile is the API's (`read_profile`, what `GET /customers/{id}` answers), plus the
+    console's `trait_times`. (None, None) for an id unknown in the team.
     """
     found = read_profile(connection, team_id, customer_id)
     if found is None:
@@ -113,7 +108,7 @@ def load_timeline(
 ) -> Timeline | None:
     """A page of the feed exactly as `GET /customers/{id}/feed` reads it, or None when unknown.
 
-    The next page's cursor is the API's own (`encode_cursor("feed", "desc", ...)`), so
+    The next page's cursor is the API's own (`encode_cursor("feed", ..., "desc")`), so
     paging here has the API's guarantee: nothing repeated, nothing skipped.
     """
     page = read_feed_page(connection, team_id, customer_id, limit=limit, after=after, filters=filters)
@@ -122,5 +117,5 @@ def load_timeline(
     if page.merged_into is not None:
         return Timeline(page.merged_into, [], None)
     items: list[dict[str, Any]] = json.loads(page.items_json)
-    cursor = encode_cursor("feed", "desc", page.next_position) if page.next_position else None
+    cursor = encode_cursor("feed", page.next_position, "desc") if page.next_position else None
     return Timeline(None, items, cursor)

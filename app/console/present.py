@@ -53,23 +53,26 @@ def iso(value: str | datetime | None) -> str:
 
 
 def headline(item: dict[str, Any]) -> str:
-    """The item's one line: what happened, in an agent's words."""
+    """The item's one line: the API's `summary` (built by Postgres, `store/answers/feed_item.py`),
+    with what the console adds around it: the traits an identify carried, who an identify
+    or alias was, a page's title."""
+    summary = str(item["summary"])
     kind = item["type"]
     if kind == "identify":
         traits = sorted((item.get("traits") or {}).keys())
-        changed = f": {', '.join(traits)}" if traits else ""
+        line = f"{summary}: {', '.join(traits)}" if traits else summary
         if item.get("user_id") and item.get("anonymous_id"):
-            return f"Identified as {item['user_id']}; traits updated{changed}"
-        return f"Traits updated{changed}"
+            return f"Identified as {item['user_id']}; {line[:1].lower()}{line[1:]}"
+        return line
     if kind == "alias":
         previous = item.get("previous_id")
-        return f"{item['summary']} (was {previous})" if previous else str(item["summary"])
+        return f"{summary} (was {previous})" if previous else summary
     if kind == "page":
         title = (item.get("context") or {}).get("page_title")
         name = item.get("name")
         if title and title != name:
-            return f"{item['summary']} · {title}"
-    return str(item["summary"])
+            return f"{summary} · {title}"
+    return summary
 
 
 def page_url(item: dict[str, Any]) -> str | None:

@@ -240,7 +240,7 @@ def home() -> str:
     more = None
     if position is not None:
         more = url_for(
-            "console.home", q=query or None, cursor=data.encode_cursor("customers", "desc", position)
+            "console.home", q=query or None, cursor=data.encode_cursor("customers", position, "desc")
         )
     return render_template("console/search.html", q=query, customers=customers, more=more, paged=bool(cursor))
 
@@ -300,11 +300,8 @@ def customer(customer_id: str) -> Any:
     """A customer's profile and journey, newest first; `cursor` starts at an older page."""
     wanted = _customer_id(customer_id)
     filters, after, chosen = _feed_query()
-    engine = resources().reads
-    # As the API reads them: each statement its own snapshot, no transaction, unless a
-    # filtered page may need its probe in the page's snapshot (store.customers.read_feed_page).
-    isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
-    with engine.connect(g.agent.team_id).execution_options(isolation_level=isolation) as connection:
+    # As the API reads them: each read chooses its own snapshot (store/snapshot.py).
+    with resources().reads.connect(g.agent.team_id) as connection:
         merged_into, profile = data.load_profile(connection, g.agent.team_id, wanted)
         timeline = None
         if profile is not None:
@@ -332,9 +329,7 @@ def timeline(customer_id: str) -> Any:
     """The next older page of the timeline as HTML items, for the page's "Older" button."""
     wanted = _customer_id(customer_id)
     filters, after, chosen = _feed_query()
-    engine = resources().reads
-    isolation = "REPEATABLE READ" if filters.narrows else "AUTOCOMMIT"
-    with engine.connect(g.agent.team_id).execution_options(isolation_level=isolation) as connection:
+    with resources().reads.connect(g.agent.team_id) as connection:
         found = data.load_timeline(
             connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
         )
@@ -418,7 +413,7 @@ def group(group_id: str) -> Any:
     more = None
     if position is not None:
         more = url_for(
-            "console.group", group_id=group_id, cursor=data.encode_cursor("members", "asc", position)
+            "console.group", group_id=group_id, cursor=data.encode_cursor("members", position, "asc")
         )
     return render_template("console/group.html", group=group_data, more=more)
 

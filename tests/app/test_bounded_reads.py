@@ -313,8 +313,7 @@ def _wide_raws() -> list[dict[str, Any]]:
 
 
 def test_the_caps_postgres_applies_equal_the_reference(engine: Engine) -> None:
-    from schemas.api import FeedItemSchema
-    from store.feed import FEED_ITEM_SQL
+    from store.answers.feed_item import FEED_ITEM_SQL, FeedItemSchema
     from tests.app.test_customers import _ITEM_ROW
     from tests.store.reference import feed_item
 
@@ -340,7 +339,7 @@ def test_the_caps_postgres_applies_equal_the_reference(engine: Engine) -> None:
 def test_a_capped_profile_equals_the_reference(
     client: FlaskClient, team: TeamKeys, engine: Engine, wide: str, many_ids: str
 ) -> None:
-    from schemas.api import ProfileSchema
+    from store.answers.profile import ProfileSchema
     from tests.store.reference import load_profile
 
     for customer in (wide, many_ids):

@@ -11,8 +11,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from schemas.api import FeedItemSchema, ProfileSchema
 from schemas.segment import prepare_event
+from store.answers.feed_item import FeedItemSchema
+from store.answers.profile import ProfileSchema
 from store.events import store_events
 from store.feed import FeedFilter
 from tests.conftest import TeamKeys
@@ -615,7 +616,7 @@ def _item_rows() -> list[dict[str, Any]]:
 def test_the_items_postgres_builds_equal_the_reference_item(engine: Engine, timezone: str) -> None:
     from sqlalchemy import text
 
-    from store.feed import FEED_ITEM_SQL
+    from store.answers.feed_item import FEED_ITEM_SQL
     from tests.store.reference import feed_item
 
     statement = text(_ITEM_ROW.format(item=FEED_ITEM_SQL))

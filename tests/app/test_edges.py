@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 
 from app import edges
 from app.errors import ApiError
-from schemas.cursors import MAX_CURSOR_TEXT, encode_cursor
+from schemas.cursors import MAX_CURSOR_TEXT, LastId, encode_cursor
 from tests.conftest import TeamKeys
 
 LISTS = ["/api/v1/customers", "/api/v1/customers/1/feed", "/api/v1/groups/g"]
@@ -124,14 +124,14 @@ def test_query_limit_reads_its_default_and_its_value(app: Flask) -> None:
 
 
 def test_an_id_cursor_reads_back_and_refuses_anything_else(app: Flask) -> None:
-    with app.test_request_context(f"/?cursor={encode_cursor('keys', 41)}"):
+    with app.test_request_context(f"/?cursor={encode_cursor('keys', LastId(41))}"):
         assert edges.query_cursor_id("keys") == 41
     with app.test_request_context("/"):
         assert edges.query_cursor_id("keys") is None
     for bad in (
-        encode_cursor("audit", 41),
-        encode_cursor("keys", "41"),
-        encode_cursor("keys", 1, 2),
+        encode_cursor("audit", LastId(41)),
+        b64(b'["keys","41"]'),
+        b64(b'["keys",1,2]'),
         "x" * 600,
     ):
         with app.test_request_context(f"/?cursor={bad}"), pytest.raises(ApiError) as refused:

@@ -1,8 +1,11 @@
 """The read side's references: the same answers in plain Python, which the SQL is held to.
 
-The feed and the profile are built as JSON by Postgres (`store/feed.py`,
+The feed and the profile are built as JSON by Postgres (`store/answers/feed_item.py`,
 `store/customers.py`); these build them from the rows in Python, the readable
-definition, and tests compare the two.
+definition, and tests compare the two. This is a test oracle, kept independent of the
+declarations on purpose: a second, plainly written account of each answer, so that a
+mistake in the SQL shows up as a difference instead of being copied into the expectation.
+No production code imports it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.api import PROFILE_GROUPS, PROFILE_IDS, PROFILE_TRAITS, SHOWN_KEYS, SHOWN_VALUE, FeedPosition
+from schemas.api import PROFILE_GROUPS, PROFILE_IDS, PROFILE_TRAITS, SHOWN_KEYS, SHOWN_VALUE
+from schemas.cursors import FeedPosition
 from schemas.fields import utc_iso
 from store.customers import SUMMARY_COLUMNS, summaries
 from store.feed import FEED_SCAN_BUDGET, FeedFilter, read_feed_page
@@ -154,7 +158,7 @@ def feed_item(
 ) -> dict[str, Any]:
     """A timeline entry as agents read it (SPEC §4), ready for JSON: every key always present.
 
-    The reference for `store.feed.FEED_ITEM_SQL`, which the feed runs: Postgres builds the
+    The reference for `store.answers.feed_item.FEED_ITEM`, which the feed runs: Postgres builds the
     items' JSON and the route passes it through. tests/app/test_customers.py holds the two
     to the same output. `changes`: what an identify changed (the fold's trait history;
     none for rows outside a folded team); `set_traits`: how many traits the event set (its
@@ -220,7 +224,7 @@ def feed_item(
 def summary(kind: str, name: str | None, raw: dict[str, Any]) -> str:
     """A one-line label for the feed: what happened, in an agent's words."""
     if kind == "track":
-        return str(name)
+        return name or ""
     if kind == "page":
         return f"Viewed page {name}" if name else "Viewed a page"
     if kind == "screen":
@@ -229,14 +233,14 @@ def summary(kind: str, name: str | None, raw: dict[str, Any]) -> str:
         company = _object((_object(raw.get("traits")) or {}).get("company"))
         if company and company.get("remove") is True and _company_id(company.get("id")):
             label = company["name"] if isinstance(company.get("name"), str) else company["id"]
-            return f"Left group {_python_str(label)}"
+            return f"Left group {_label(label)}"
         return "Traits updated"
     if kind == "group":
         traits = _object(raw.get("traits")) or {}
         label = traits.get("name") if isinstance(traits.get("name"), str) else raw.get("groupId")
-        return f"Joined group {label}"
+        return f"Joined group {_label(label)}"
     if kind == "alias":
-        return f"Identified as {raw.get('userId')}"
+        return f"Identified as {_label(raw.get('userId'))}"
     return kind
 
 
@@ -247,9 +251,12 @@ def _company_id(value: Any) -> bool:
     )
 
 
-def _python_str(value: Any) -> str:
-    """A label as the SQL writes it: strings as they are, JSON numbers as JSON writes them."""
-    return value if isinstance(value, str) else json.dumps(value)
+def _label(value: Any) -> str:
+    """A label as a JSON value's text (SQL's `->>`): a string as it is, nothing for null,
+    anything else as Postgres writes it."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else jsonb_text(value)
 
 
 def _object(value: Any) -> dict[str, Any] | None:

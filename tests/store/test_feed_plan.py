@@ -72,8 +72,10 @@ ANALYZE trait_history;
 
 @pytest.fixture(scope="module")
 def big(engine: Engine) -> Iterator[tuple[Connection, int]]:
-    """A connection inside the seeding transaction, and the (otherwise unused) team id."""
-    with engine.connect() as connection:
+    """A connection inside the seeding transaction, and the (otherwise unused) team id.
+
+    REPEATABLE READ: the reads run inside it (store/snapshot.py), seeing the uncommitted rows."""
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
         transaction = connection.begin()
         team = connection.execute(
             text("INSERT INTO teams (name, created_at) VALUES ('plans', now()) RETURNING id")
