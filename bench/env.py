@@ -5,23 +5,22 @@ under .local/bench/. The bench only ever touches its own databases (`tl_bench`, 
 and made again on every run, and `tl_bench_feed`, which keeps the 10-million-event
 dataset between runs) and its own Redis keys (a per-run queue name and key prefix).
 
-The web and worker processes are started exactly as the Procfile starts them: its `web`
-line (gunicorn with the config module, so the same worker class and count) and its
-`worker` line. The bare WSGI ceiling app is started from the same `web` line with only
-the app swapped.
+The web and worker processes are started exactly as the Procfile starts them, by the
+launcher bin/serve, bin/faults and the tests use too (devstack/stack.py): its `web` line
+(gunicorn with the config module, so the same worker class and count) and its `worker`
+line. The bare WSGI ceiling app is started from the same `web` line with only the app
+swapped.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +30,16 @@ from redis import Redis
 from rq import Queue, Worker
 from sqlalchemy import create_engine, make_url, text
 
-from devstack.embedded import EmbeddedRedis, free_port, start_postgres
+from devstack.embedded import EmbeddedRedis, free_port
+from devstack.stack import (
+    NotReady,
+    Services,
+    launch,
+    stop_processes,
+    wait_answering,
+    web_command,
+    worker_command,
+)
 from store.apikeys import create_team
 from store.engine import make_engine
 from store.migrate import upgrade
@@ -62,17 +70,9 @@ class Servers:
 
     @classmethod
     def start(cls, env: dict[str, str]) -> Servers:
-        postgres = env.get("DATABASE_URL") or ""
-        redis = env.get("REDIS_URL") or ""
-        embedded: list[EmbeddedRedis] = []
-        if not postgres:
-            print("DATABASE_URL unset: embedded Postgres in .local/bench/postgres", file=sys.stderr)
-            postgres = start_postgres(LOCAL / "postgres")
-        if not redis:
-            print("REDIS_URL unset: embedded Redis", file=sys.stderr)
-            embedded.append(EmbeddedRedis(LOCAL / "redis").start())
-            redis = embedded[0].url
-        return cls(libpq_url(sqlalchemy_url(postgres)), redis, embedded)
+        services = Services.start(env, LOCAL, lambda message: print(message, file=sys.stderr))
+        embedded = [services.redis] if services.redis is not None else []
+        return cls(libpq_url(sqlalchemy_url(services.database_url)), services.redis_url, embedded)
 
     def stop(self) -> None:
         for server in self.embedded:
@@ -189,21 +189,6 @@ class RunEnv:
             client.close()
 
 
-def procfile_command(kind: str) -> list[str]:
-    """The Procfile's command for a process type, with its programs from this venv."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == kind:
-            argv = shlex.split(command)
-            bin_dir = Path(sys.executable).parent
-            if argv[0] == "python":
-                argv[0] = sys.executable
-            elif (bin_dir / argv[0]).exists():
-                argv[0] = str(bin_dir / argv[0])
-            return argv
-    raise RuntimeError(f"the Procfile has no {kind!r} line")
-
-
 def peak_rss_mib(pid: int) -> float | None:
     """The process's peak resident set (VmHWM), in MiB; None once it is gone."""
     try:
@@ -232,8 +217,8 @@ class Process:
         LOCAL.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = LOCAL / f"{name}.log"
-        self.log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log_path.write_bytes(b"")  # this run's output only
+        self.popen = launch(argv, env, self.log_path)
 
     @property
     def pid(self) -> int:
@@ -243,14 +228,7 @@ class Process:
         return self.popen.poll() is None
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(self.stop_signal)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self.log.close()
+        stop_processes([self.popen], stop_signal=self.stop_signal, grace=15)
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -266,25 +244,23 @@ class Web(Process):
 
     def __init__(self, name: str, env: dict[str, str], app_spec: str | None = None):
         self.port = free_port()
-        argv = procfile_command("web")
-        if app_spec:
-            argv[-1] = app_spec
-        super().__init__(name, argv, {**env, "PORT": str(self.port)})
+        super().__init__(name, web_command(app_spec), {**env, "PORT": str(self.port)})
         self.base = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, path: str = "/healthz", seconds: float = 30) -> Web:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited during start-up:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(self.base + path, timeout=1) as response:
-                    if response.status == 200 and len(children_of(self.pid)) >= 1:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer {path} within {seconds:.0f}s:\n{self.tail()}")
+        """Until `path` answers 200 and gunicorn has a worker; RuntimeError, with the log's
+        tail, if it exits first or does not answer within `seconds`."""
+        try:
+            wait_answering(
+                self.base + path,
+                {self.name: self.popen},
+                seconds=seconds,
+                ready=lambda: len(children_of(self.pid)) >= 1,
+                pause=0.1,
+            )
+        except NotReady as error:
+            raise RuntimeError(f"{error}:\n{self.tail()}") from None
+        return self
 
     def worker_pids(self) -> list[int]:
         return children_of(self.pid)
@@ -298,7 +274,7 @@ class FoldWorker(Process):
     """The fold worker as the Procfile's worker line starts it."""
 
     def __init__(self, name: str, env: dict[str, str]):
-        super().__init__(name, procfile_command("worker"), env)
+        super().__init__(name, worker_command(), env)
 
     def wait_ready(self, redis: Redis, queue: str, seconds: float = 30) -> FoldWorker:
         deadline = time.monotonic() + seconds
