@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from app import edges
 from app.auth import AUTH_CHALLENGE, authenticate
 from app.errors import ApiError
+from app.key_shapes import audit_fields, created_key_json, key_fields, rotated_key_json
 from app.resources import resources
 from schemas.cursors import encode_cursor
 from schemas.keys import (
@@ -35,15 +36,11 @@ from store.apikeys import (
     ActingKeyRefused,
     KeyManagementError,
     KeyNotFound,
-    audit_fields,
     create_key,
-    created_key_json,
-    key_fields,
     list_audit,
     list_keys,
     revoke_key,
     rotate_key,
-    rotated_key_json,
 )
 
 bp = Blueprint("keys", __name__, url_prefix="/api/v1")
