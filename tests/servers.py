@@ -21,8 +21,7 @@ import json
 import os
 import socket
 import subprocess
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -30,27 +29,30 @@ from typing import Any, Self
 import pytest
 
 from devstack.embedded import free_port
-from devstack.stack import NotReady, launch, stack_env, stop_processes, wait_answering, web_command
+from devstack.stack import (
+    NotReady,
+    launch,
+    stack_env,
+    stop_processes,
+    wait_answering,
+    web_command,
+    worker_command,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def venv_bin(name: str) -> str:
-    """A program from the project's .venv, else from beside the running Python."""
-    local = ROOT / ".venv" / "bin" / name
-    return str(local if local.exists() else Path(sys.executable).parent / name)
-
-
 class GunicornServer:
-    """gunicorn (`app.gunicorn_config`, `app:create_app()`) and any companions given, started
-    on entering once /healthz answers 200, stopped on leaving. Subclass it to add readers."""
+    """gunicorn (the Procfile's `web` line) and `fold_workers` fold workers (its `worker`
+    line), started on entering once /healthz answers 200, stopped on leaving. Subclass it
+    to add readers."""
 
     def __init__(
         self,
         folder: Path,
         env: Mapping[str, str | None] = {},  # noqa: B006 (read, never changed)
         *,
-        companions: Sequence[Sequence[str]] = (),
+        fold_workers: int = 0,
         ready_seconds: float = 20.0,
         log_name: str = "gunicorn.log",
     ) -> None:
@@ -60,7 +62,7 @@ class GunicornServer:
         self.env = stack_env(
             os.environ, port=self.port, web_workers=2, metrics_dir=folder, **{"HOST": "127.0.0.1", **env}
         )
-        self.commands = [web_command(), *(list(command) for command in companions)]
+        self.commands = [web_command(), *(worker_command() for _ in range(fold_workers))]
         self.ready_seconds = ready_seconds
         self.processes: list[subprocess.Popen[bytes]] = []
 
