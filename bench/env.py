@@ -35,6 +35,7 @@ from devstack.stack import (
     NotReady,
     Services,
     launch,
+    stack_env,
     stop_processes,
     wait_answering,
     web_command,
@@ -146,24 +147,20 @@ class RunEnv:
         """The environment of a process of the stack. The capacity phases measure the whole
         deployment through one team, so the per-team ingest budgets (docs/rate-limits.md)
         are off unless `team_budgets` (the isolation phase measures them)."""
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=database_url or self.database_url,
-            REDIS_URL=self.servers.redis_url,
-            FOLD_QUEUE=self.fold_queue,
-            REDIS_PREFIX=self.redis_prefix,
-            LOG_LEVEL="warning",
-            PROMETHEUS_MULTIPROC_DIR=self._temp_dir(),
-            PYTHONPATH=str(ROOT),
-            # The read phases offer one key far more than its per-key limit (100/s by
-            # default, docs/operations.md): they measure the read path, not the 429.
-            API_RATE_LIMIT="0",
-        )
+        # The read phases offer one key far more than its per-key limit (100/s by
+        # default, docs/operations.md): they measure the read path, not the 429.
+        own = {"LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT), "API_RATE_LIMIT": "0"}
         if not team_budgets:
-            env.update(INGEST_RATE_LIMIT="0", INGEST_REQUEST_LIMIT="0", INGEST_BYTE_LIMIT="0")
-        env.update(self.extra_env)
-        env.update(extra)
-        return env
+            own.update(INGEST_RATE_LIMIT="0", INGEST_REQUEST_LIMIT="0", INGEST_BYTE_LIMIT="0")
+        return stack_env(
+            os.environ,
+            database_url=database_url or self.database_url,
+            redis_url=self.servers.redis_url,
+            fold_queue=self.fold_queue,
+            redis_prefix=self.redis_prefix,
+            metrics_dir=self._temp_dir(),
+            more={**own, **self.extra_env, **extra},
+        )
 
     def _temp_dir(self) -> str:
         made = tempfile.mkdtemp(prefix="tl-bench-prom-")

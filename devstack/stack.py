@@ -112,7 +112,7 @@ def stack_env(
     port: int | None = None,
     web_workers: int | None = None,
     metrics_dir: str | Path | None = None,
-    **more: str | None,
+    more: Mapping[str, str | None] | None = None,
 ) -> dict[str, str]:
     """The environment of a process of the stack: `base` with the settings given on top
     (each under its environment name, docs/operations.md) and then `more`, where None
@@ -129,7 +129,7 @@ def stack_env(
     merged: dict[str, str | None] = {
         **base,
         **{name: value for name, value in named.items() if value is not None},
-        **more,
+        **(more or {}),
     }
     return {name: value for name, value in merged.items() if value is not None}
 

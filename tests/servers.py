@@ -60,7 +60,7 @@ class GunicornServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / log_name
         self.env = stack_env(
-            os.environ, port=self.port, web_workers=2, metrics_dir=folder, **{"HOST": "127.0.0.1", **env}
+            os.environ, port=self.port, web_workers=2, metrics_dir=folder, more={"HOST": "127.0.0.1", **env}
         )
         self.commands = [web_command(), *(worker_command() for _ in range(fold_workers))]
         self.ready_seconds = ready_seconds

@@ -40,7 +40,7 @@ class FaultStack:
             fold_queue=queue,
             port=self.port,
             web_workers=web_workers,
-            PYTHONUNBUFFERED="1",
+            more={"PYTHONUNBUFFERED": "1"},
         )
         self.web = launch(web_command(), self.env, folder / "web.log")
         self.workers = {name: self._start_worker(name) for name in WORKERS}

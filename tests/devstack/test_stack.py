@@ -47,8 +47,7 @@ def test_the_environment_names_each_setting_and_none_removes_a_variable() -> Non
         port=8123,
         web_workers=3,
         metrics_dir=Path("/tmp/m"),
-        DROP=None,
-        LOG_LEVEL="debug",
+        more={"DROP": None, "LOG_LEVEL": "debug"},
     )
     assert env == {
         "KEEP": "1",
