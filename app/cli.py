@@ -16,18 +16,16 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from app.key_shapes import created_key_json, key_json, rotated_key_json
 from app.resources import resources
 from schemas.keys import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, MAX_NAME_LENGTH, SCOPES, name_problem
 from store.apikeys import (
     KeyManagementError,
     create_key,
     create_team,
-    created_key_json,
-    key_json,
     list_keys,
     revoke_key,
     rotate_key,
-    rotated_key_json,
     team_exists,
     team_of_key,
 )

@@ -58,7 +58,7 @@ def fold_failures() -> Response:
         `retrying` true, and stays in the backlog until it completes.
         Ordered by event id; page with `limit` and `cursor`.
       tags: [fold]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: admin
       parameters:
         - Limit
         - Cursor
@@ -69,10 +69,6 @@ def fold_failures() -> Response:
             application/json:
               schema: FoldFailureListSchema
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
-        503: Unavailable
     """
     key = authenticate("admin")
     limit = query_limit()
@@ -96,17 +92,13 @@ def retry_fold_failures() -> Response:
         the team's fold is woken (or swept within seconds if Redis is down); an event
         that still fails is set aside again with the error of now. No body.
       tags: [fold]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: admin
       responses:
         200:
           description: How many events were put back.
           content:
             application/json:
               schema: FoldRetrySchema
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
-        503: Unavailable
     """
     key = authenticate("admin")
     res = resources()

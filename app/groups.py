@@ -30,7 +30,7 @@ def group(group_id: str) -> Response:
         customers, in the order they joined (earliest group call first). Page the members
         with `limit` and `cursor`.
       tags: [groups]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - in: path
           name: group_id
@@ -46,11 +46,7 @@ def group(group_id: str) -> Response:
             application/json:
               schema: GroupSchema
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
         404: NotFound
-        503: Unavailable
     """
     key = authenticate("read")
     args = load_query(_group_args)

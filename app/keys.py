@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from app import edges
 from app.auth import AUTH_CHALLENGE, authenticate
 from app.errors import ApiError
+from app.key_shapes import audit_fields, created_key_json, key_fields, rotated_key_json
 from app.resources import resources
 from schemas.cursors import LastId, encode_cursor
 from schemas.keys import (
@@ -35,15 +36,11 @@ from store.apikeys import (
     ActingKeyRefused,
     KeyManagementError,
     KeyNotFound,
-    audit_fields,
     create_key,
-    created_key_json,
-    key_fields,
     list_audit,
     list_keys,
     revoke_key,
     rotate_key,
-    rotated_key_json,
 )
 
 bp = Blueprint("keys", __name__, url_prefix="/api/v1")
@@ -121,7 +118,7 @@ def create_api_key() -> tuple[Response, int]:
       summary: Create an API key
       description: Needs an admin key. The secret (`key`) is in this answer only; store it now.
       tags: [keys]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: admin
       requestBody:
         required: true
         content:
@@ -134,15 +131,7 @@ def create_api_key() -> tuple[Response, int]:
             application/json:
               schema: ApiKeyCreatedSchema
         400: BadRequest
-        413:
-          description: The body is over 16 KiB.
-          content:
-            application/json:
-              schema: ErrorSchema
-        401: Unauthorized
-        403: Forbidden
-        429: TooManyRequests
-        503: Unavailable
+        413: PayloadTooLarge
     """
     actor = authenticate("admin")
     body = _body(ApiKeyCreateRequestSchema())
@@ -166,7 +155,7 @@ def list_api_keys() -> Response:
       summary: List the team's API keys
       description: Needs an admin key. Revoked and expired keys are listed too, with their status.
       tags: [keys]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: admin
       parameters:
         - Limit
         - Cursor
@@ -177,10 +166,6 @@ def list_api_keys() -> Response:
             application/json:
               schema: ApiKeyListSchema
         400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        429: TooManyRequests
-        503: Unavailable
     """
     return _newest_first_page("k", list_keys, key_fields, ApiKeyListSchema())
 
@@ -198,7 +183,7 @@ def rotate_api_key(key_id: str) -> tuple[Response, int]:
         `grace_seconds` (default 86400; 0 cuts it at once; at most 30 days).
         Only an active key can be rotated.
       tags: [keys]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: admin
       parameters:
         - {name: key_id, in: path, required: true, schema: {type: string}, description: The key's id}
       requestBody:
@@ -213,21 +198,13 @@ def rotate_api_key(key_id: str) -> tuple[Response, int]:
             application/json:
               schema: ApiKeyRotatedSchema
         400: BadRequest
-        413:
-          description: The body is over 16 KiB.
-          content:
-            application/json:
-              schema: ErrorSchema
-        401: Unauthorized
-        403: Forbidden
-        429: TooManyRequests
+        413: PayloadTooLarge
         404: NotFound
         409:
           description: The key is already expiring, expired or revoked.
           content:
             application/json:
               schema: ErrorSchema
-        503: Unavailable
     """
     actor = authenticate("admin")
     wanted = _key_id(key_id)
@@ -261,22 +238,18 @@ def revoke_api_key(key_id: str) -> Response:
         Revoking a revoked key changes nothing. The team's last active admin key
         cannot be revoked (409): rotate it instead.
       tags: [keys]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: admin
       parameters:
         - {name: key_id, in: path, required: true, schema: {type: string}, description: The key's id}
       responses:
         204:
           description: Revoked.
-        401: Unauthorized
-        403: Forbidden
-        429: TooManyRequests
         404: NotFound
         409:
           description: It is the team's last active admin key.
           content:
             application/json:
               schema: ErrorSchema
-        503: Unavailable
     """
     actor = authenticate("admin")
     wanted = _key_id(key_id)
@@ -299,7 +272,7 @@ def key_audit() -> Response:
       summary: The key audit list
       description: Needs an admin key. Who (an admin key's id, or the CLI), when, and what.
       tags: [keys]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: admin
       parameters:
         - Limit
         - Cursor
@@ -310,10 +283,6 @@ def key_audit() -> Response:
             application/json:
               schema: KeyAuditListSchema
         400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        429: TooManyRequests
-        503: Unavailable
     """
     return _newest_first_page("a", list_audit, lambda entry, _now: audit_fields(entry), KeyAuditListSchema())
 

@@ -36,16 +36,13 @@ def me() -> Response:
         (id, name) and the key (id, name, scopes, status: `active`, or `expiring` while a
         rotated key is in its grace period). Any scope may call it.
       tags: [meta]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: any
       responses:
         200:
           description: The key and its team.
           content:
             application/json:
               schema: MeSchema
-        401: Unauthorized
-        429: TooManyRequests
-        503: Unavailable
     """
     key = identify_caller()
     with resources().engine.connect() as connection:

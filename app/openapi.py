@@ -8,6 +8,12 @@ JSON Schema by apispec's marshmallow plugin, so the document and the code share 
 definition. `FlaskRoutes` below does what apispec-webframeworks' FlaskPlugin does, and
 also handles a view served at several URLs (`/v1/batch` and `/v1/import`).
 
+The answers every keyed route may give are declared once, in `RESPONSES` (components,
+named by the views: `400: BadRequest`), and a keyed route says only `x-key: SCOPE` (the
+scope its key needs, or `any`): the builder expands it to the two ways of sending a key
+(`security`) and the 401, 403 (not for `any`), 429 and 503 answers, so no docstring
+repeats them.
+
 A view without YAML still appears, with its docstring's first line and `x-undocumented`;
 a docstring that does not parse appears with `x-doc-error` (and a warning in the log)
 rather than breaking the whole document. tests/app/test_openapi.py fails on either.
@@ -26,6 +32,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from werkzeug.routing import Rule
 
 from schemas.api import COMPONENTS
+from schemas.keys import SCOPES
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +69,36 @@ RESPONSES: dict[str, dict[str, Any]] = {
         "This key is over its rate limit (API_RATE_LIMIT); retry after Retry-After seconds.",
         {"Retry-After": _RETRY_AFTER},
     ),
+    "PayloadTooLarge": _error_response("The body is over 16 KiB."),
     "Merged": {
         "description": "The customer was merged into another; `Location` is the same request for it.",
         "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Merged"}}},
     },
 }
+
+# What `x-key: SCOPE` in an operation stands for: a key sent either way, and the answers
+# of `app.auth.authenticate` (no key or a bad one, a missing scope, over the key's rate
+# limit) and of storage being down. `any`: a route every key may call (no 403).
+KEY_SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"basicAuth": []}]
+KEY_RESPONSES = {401: "Unauthorized", 403: "Forbidden", 429: "TooManyRequests", 503: "Unavailable"}
+ANY_SCOPE = "any"
+
+
+def expand_key(operation: dict[str, Any]) -> None:
+    """Replace an operation's `x-key: SCOPE` with its security and its keyed answers."""
+    scope = operation.pop("x-key", None)
+    if scope is None:
+        return
+    if scope != ANY_SCOPE and scope not in SCOPES:
+        raise ValueError(f"x-key: {scope!r} is neither a key scope ({', '.join(SCOPES)}) nor {ANY_SCOPE!r}")
+    operation.setdefault("security", [dict(way) for way in KEY_SECURITY])
+    responses = operation.setdefault("responses", {})
+    for status, name in KEY_RESPONSES.items():
+        if not (status == 403 and scope == ANY_SCOPE):
+            responses.setdefault(status, name)
+    operation["responses"] = dict(sorted(responses.items(), key=lambda item: str(item[0])))
+
 
 PARAMETERS: dict[str, dict[str, Any]] = {
     "CustomerId": {
@@ -117,6 +148,7 @@ class FlaskRoutes(BasePlugin):
         documented = _operations_of(view)
         for method in methods:
             operation = documented.get(method) or _undocumented(view)
+            expand_key(operation)
             _declare_path_parameters(rule, operation)
             operations[method] = operation
         return openapi_path(rule.rule)

@@ -47,7 +47,7 @@ def rejections() -> Response:
         to fix, its messageId and a preview of what was sent (at most 2,000 characters,
         every key removed). The latest 1,000 per team are kept; the summary counts them all.
       tags: [ingest debugger]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - in: query
           schema: RejectionListArgs
@@ -58,10 +58,6 @@ def rejections() -> Response:
             application/json:
               schema: RejectionListSchema
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
-        503: Unavailable
     """
     key = authenticate("read")
     args = edges.load_query(_list_args)
@@ -88,7 +84,7 @@ def summary() -> Response:
         second. A batch of several types with both new and duplicate events is counted
         under type `mixed`; a refused whole request under type `request`.
       tags: [ingest debugger]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - in: query
           schema: IngestSummaryArgs
@@ -99,10 +95,6 @@ def summary() -> Response:
             application/json:
               schema: IngestSummarySchema
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
-        503: Unavailable
     """
     key = authenticate("read")
     edges.load_query(_summary_args)

@@ -5,23 +5,22 @@ under .local/bench/. The bench only ever touches its own databases (`tl_bench`, 
 and made again on every run, and `tl_bench_feed`, which keeps the 10-million-event
 dataset between runs) and its own Redis keys (a per-run queue name and key prefix).
 
-The web and worker processes are started exactly as the Procfile starts them: its `web`
-line (gunicorn with the config module, so the same worker class and count) and its
-`worker` line. The bare WSGI ceiling app is started from the same `web` line with only
-the app swapped.
+The web and worker processes are started exactly as the Procfile starts them, by the
+launcher bin/serve, bin/faults and the tests use too (devstack/stack.py): its `web` line
+(gunicorn with the config module, so the same worker class and count) and its `worker`
+line. The bare WSGI ceiling app is started from the same `web` line with only the app
+swapped.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +30,17 @@ from redis import Redis
 from rq import Queue, Worker
 from sqlalchemy import create_engine, make_url, text
 
-from devstack.embedded import EmbeddedRedis, free_port, start_postgres
+from devstack.embedded import EmbeddedRedis, free_port
+from devstack.stack import (
+    NotReady,
+    Services,
+    launch,
+    stack_env,
+    stop_processes,
+    wait_answering,
+    web_command,
+    worker_command,
+)
 from store.apikeys import create_team
 from store.engine import make_engine
 from store.migrate import upgrade
@@ -62,17 +71,9 @@ class Servers:
 
     @classmethod
     def start(cls, env: dict[str, str]) -> Servers:
-        postgres = env.get("DATABASE_URL") or ""
-        redis = env.get("REDIS_URL") or ""
-        embedded: list[EmbeddedRedis] = []
-        if not postgres:
-            print("DATABASE_URL unset: embedded Postgres in .local/bench/postgres", file=sys.stderr)
-            postgres = start_postgres(LOCAL / "postgres")
-        if not redis:
-            print("REDIS_URL unset: embedded Redis", file=sys.stderr)
-            embedded.append(EmbeddedRedis(LOCAL / "redis").start())
-            redis = embedded[0].url
-        return cls(libpq_url(sqlalchemy_url(postgres)), redis, embedded)
+        services = Services.start(env, LOCAL, lambda message: print(message, file=sys.stderr))
+        embedded = [services.redis] if services.redis is not None else []
+        return cls(libpq_url(sqlalchemy_url(services.database_url)), services.redis_url, embedded)
 
     def stop(self) -> None:
         for server in self.embedded:
@@ -146,24 +147,20 @@ class RunEnv:
         """The environment of a process of the stack. The capacity phases measure the whole
         deployment through one team, so the per-team ingest budgets (docs/rate-limits.md)
         are off unless `team_budgets` (the isolation phase measures them)."""
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=database_url or self.database_url,
-            REDIS_URL=self.servers.redis_url,
-            FOLD_QUEUE=self.fold_queue,
-            REDIS_PREFIX=self.redis_prefix,
-            LOG_LEVEL="warning",
-            PROMETHEUS_MULTIPROC_DIR=self._temp_dir(),
-            PYTHONPATH=str(ROOT),
-            # The read phases offer one key far more than its per-key limit (100/s by
-            # default, docs/operations.md): they measure the read path, not the 429.
-            API_RATE_LIMIT="0",
-        )
+        # The read phases offer one key far more than its per-key limit (100/s by
+        # default, docs/operations.md): they measure the read path, not the 429.
+        own = {"LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT), "API_RATE_LIMIT": "0"}
         if not team_budgets:
-            env.update(INGEST_RATE_LIMIT="0", INGEST_REQUEST_LIMIT="0", INGEST_BYTE_LIMIT="0")
-        env.update(self.extra_env)
-        env.update(extra)
-        return env
+            own.update(INGEST_RATE_LIMIT="0", INGEST_REQUEST_LIMIT="0", INGEST_BYTE_LIMIT="0")
+        return stack_env(
+            os.environ,
+            database_url=database_url or self.database_url,
+            redis_url=self.servers.redis_url,
+            fold_queue=self.fold_queue,
+            redis_prefix=self.redis_prefix,
+            metrics_dir=self._temp_dir(),
+            more={**own, **self.extra_env, **extra},
+        )
 
     def _temp_dir(self) -> str:
         made = tempfile.mkdtemp(prefix="tl-bench-prom-")
@@ -187,21 +184,6 @@ class RunEnv:
                     client.delete(key)
         finally:
             client.close()
-
-
-def procfile_command(kind: str) -> list[str]:
-    """The Procfile's command for a process type, with its programs from this venv."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == kind:
-            argv = shlex.split(command)
-            bin_dir = Path(sys.executable).parent
-            if argv[0] == "python":
-                argv[0] = sys.executable
-            elif (bin_dir / argv[0]).exists():
-                argv[0] = str(bin_dir / argv[0])
-            return argv
-    raise RuntimeError(f"the Procfile has no {kind!r} line")
 
 
 def peak_rss_mib(pid: int) -> float | None:
@@ -232,8 +214,8 @@ class Process:
         LOCAL.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = LOCAL / f"{name}.log"
-        self.log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log_path.write_bytes(b"")  # this run's output only
+        self.popen = launch(argv, env, self.log_path)
 
     @property
     def pid(self) -> int:
@@ -243,14 +225,7 @@ class Process:
         return self.popen.poll() is None
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(self.stop_signal)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self.log.close()
+        stop_processes([self.popen], stop_signal=self.stop_signal, grace=15)
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -266,25 +241,23 @@ class Web(Process):
 
     def __init__(self, name: str, env: dict[str, str], app_spec: str | None = None):
         self.port = free_port()
-        argv = procfile_command("web")
-        if app_spec:
-            argv[-1] = app_spec
-        super().__init__(name, argv, {**env, "PORT": str(self.port)})
+        super().__init__(name, web_command(app_spec), {**env, "PORT": str(self.port)})
         self.base = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, path: str = "/healthz", seconds: float = 30) -> Web:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited during start-up:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(self.base + path, timeout=1) as response:
-                    if response.status == 200 and len(children_of(self.pid)) >= 1:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer {path} within {seconds:.0f}s:\n{self.tail()}")
+        """Until `path` answers 200 and gunicorn has a worker; RuntimeError, with the log's
+        tail, if it exits first or does not answer within `seconds`."""
+        try:
+            wait_answering(
+                self.base + path,
+                {self.name: self.popen},
+                seconds=seconds,
+                ready=lambda: len(children_of(self.pid)) >= 1,
+                pause=0.1,
+            )
+        except NotReady as error:
+            raise RuntimeError(f"{error}:\n{self.tail()}") from None
+        return self
 
     def worker_pids(self) -> list[int]:
         return children_of(self.pid)
@@ -298,7 +271,7 @@ class FoldWorker(Process):
     """The fold worker as the Procfile's worker line starts it."""
 
     def __init__(self, name: str, env: dict[str, str]):
-        super().__init__(name, procfile_command("worker"), env)
+        super().__init__(name, worker_command(), env)
 
     def wait_ready(self, redis: Redis, queue: str, seconds: float = 30) -> FoldWorker:
         deadline = time.monotonic() + seconds

@@ -13,17 +13,23 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 
 
-def start_postgres(data_dir: Path) -> str:
-    """Start (or reuse) an embedded Postgres in data_dir; returns its libpq URL."""
+def embedded_postgres(data_dir: Path) -> Any:
+    """Start (or reuse) an embedded Postgres in data_dir, stopped when this process exits;
+    returns pgserver's handle on it (its URL, its data folder, pg_ctl's user)."""
     import pgserver
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
-    uri: str = server.get_uri()
+    return pgserver.get_server(data_dir, cleanup_mode="stop")
+
+
+def start_postgres(data_dir: Path) -> str:
+    """Start (or reuse) an embedded Postgres in data_dir; returns its libpq URL."""
+    uri: str = embedded_postgres(data_dir).get_uri()
     return uri
 
 

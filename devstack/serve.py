@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +32,17 @@ from types import FrameType
 
 from sqlalchemy import Engine, select
 
-from devstack.embedded import EmbeddedRedis, start_postgres
+from devstack.embedded import EmbeddedRedis
+from devstack.stack import (
+    NotReady,
+    Services,
+    exit_status,
+    launch,
+    stop_processes,
+    wait_answering,
+    web_command,
+    worker_command,
+)
 from schemas.keys import SCOPES
 from store.apikeys import create_key, create_team, key_digest
 from store.engine import make_engine
@@ -55,26 +64,12 @@ def local_dir(env: dict[str, str]) -> Path:
     return Path(env.get("LOCAL_DIR") or ROOT / ".local")
 
 
-def exit_status(code: int) -> str:
-    """A child's exit status in words: 'exit status 3' or 'killed by SIGKILL'."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
 def ensure_services(env: dict[str, str], local: Path) -> EmbeddedRedis | None:
-    if not env.get("DATABASE_URL"):
-        say(f"DATABASE_URL unset: starting embedded Postgres in {local / 'postgres'}")
-        env["DATABASE_URL"] = start_postgres(local / "postgres")
-    redis = None
-    if not env.get("REDIS_URL"):
-        say("REDIS_URL unset: starting embedded Redis")
-        redis = EmbeddedRedis(local / "redis").start()
-        env["REDIS_URL"] = redis.url
-    return redis
+    """Set env's DATABASE_URL / REDIS_URL to embedded servers under `local` where unset;
+    the embedded Redis, if one was started (bin/serve supervises it)."""
+    services = Services.start(env, local, say)
+    env.update(DATABASE_URL=services.database_url, REDIS_URL=services.redis_url)
+    return services.redis
 
 
 # The demo keys by their name in demo.json: their scopes and what each is for.
@@ -171,17 +166,9 @@ class Child:
 
 
 def start_children(env: dict[str, str], redis: EmbeddedRedis | None) -> list[Child]:
-    bin_dir = Path(sys.executable).parent
     children = [
-        Child(
-            "web (gunicorn)",
-            lambda: subprocess.Popen(
-                [str(bin_dir / "gunicorn"), "-c", "python:app.gunicorn_config", "app:create_app()"],
-                cwd=ROOT,
-                env=env,
-            ),
-        ),
-        Child("fold worker", lambda: subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env)),
+        Child("web (gunicorn)", lambda: launch(web_command(), env)),
+        Child("fold worker", lambda: launch(worker_command(), env)),
     ]
     if redis is not None and redis.process is not None:
 
@@ -197,15 +184,7 @@ def start_children(env: dict[str, str], redis: EmbeddedRedis | None) -> list[Chi
 
 
 def stop_children(children: list[Child]) -> None:
-    for child in children:
-        if child.process.poll() is None:
-            child.process.terminate()
-    for child in children:
-        try:
-            child.process.wait(10)
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait(5)
+    stop_processes([child.process for child in children], grace=10)
 
 
 def supervise(children: list[Child], stopping: Callable[[], bool], first_pause: float = 0.5) -> int:
@@ -244,19 +223,10 @@ def supervise(children: list[Child], stopping: Callable[[], bool], first_pause: 
 
 
 def wait_ready(url: str, children: list[Child], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for child in children:
-            code = child.process.poll()
-            if code is not None:
-                raise SystemExit(f"bin/serve: {child.name} exited during start-up with {exit_status(code)}")
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit(f"bin/serve: {url}/readyz did not answer 200 within {seconds:.0f}s")
+    try:
+        wait_answering(url + "/readyz", {child.name: child.process for child in children}, seconds=seconds)
+    except NotReady as error:
+        raise SystemExit(f"bin/serve: {error}") from None
 
 
 def banner(base: str, env: dict[str, str], demo: DemoKeys, local: Path) -> str:

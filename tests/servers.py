@@ -8,7 +8,8 @@ test_console_browser.py, tests/docs/test_segment_destination_doc.py).
 The environment is the test process's own (DATABASE_URL, REDIS_URL, FOLD_QUEUE and
 REDIS_PREFIX are set there by the session fixtures) with HOST, PORT, two workers and a
 Prometheus folder, then the test's own changes on top (None removes a variable). All the
-processes' output goes to one log file in `folder`.
+processes' output goes to one log file in `folder`. They are launched, waited for and stopped
+by the launcher bin/serve, bin/faults and bin/bench use (devstack/stack.py).
 
 Beside it, raw-socket helpers for the tests that speak HTTP/1.1 themselves (`connect`,
 `exchange`, `read_answer`, `assert_envelope`).
@@ -20,56 +21,48 @@ import json
 import os
 import socket
 import subprocess
-import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 import pytest
-import requests
 
 from devstack.embedded import free_port
+from devstack.stack import (
+    NotReady,
+    launch,
+    stack_env,
+    stop_processes,
+    wait_answering,
+    web_command,
+    worker_command,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def venv_bin(name: str) -> str:
-    """A program from the project's .venv, else from beside the running Python."""
-    local = ROOT / ".venv" / "bin" / name
-    return str(local if local.exists() else Path(sys.executable).parent / name)
-
-
 class GunicornServer:
-    """gunicorn (`app.gunicorn_config`, `app:create_app()`) and any companions given, started
-    on entering once /healthz answers 200, stopped on leaving. Subclass it to add readers."""
+    """gunicorn (the Procfile's `web` line) and `fold_workers` fold workers (its `worker`
+    line), started on entering once /healthz answers 200, stopped on leaving. Subclass it
+    to add readers."""
 
     def __init__(
         self,
         folder: Path,
         env: Mapping[str, str | None] = {},  # noqa: B006 (read, never changed)
         *,
-        companions: Sequence[Sequence[str]] = (),
+        fold_workers: int = 0,
         ready_seconds: float = 20.0,
         log_name: str = "gunicorn.log",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / log_name
-        merged: dict[str, str | None] = {
-            **os.environ,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "WEB_CONCURRENCY": "2",
-            "PROMETHEUS_MULTIPROC_DIR": str(folder),
-            **env,
-        }
-        self.env = {name: value for name, value in merged.items() if value is not None}
-        self.commands = [
-            [venv_bin("gunicorn"), "-c", "python:app.gunicorn_config", "app:create_app()"],
-            *(list(command) for command in companions),
-        ]
+        self.env = stack_env(
+            os.environ, port=self.port, web_workers=2, metrics_dir=folder, more={"HOST": "127.0.0.1", **env}
+        )
+        self.commands = [web_command(), *(worker_command() for _ in range(fold_workers))]
         self.ready_seconds = ready_seconds
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -77,13 +70,9 @@ class GunicornServer:
         return self.log_path.read_text(errors="replace")
 
     def __enter__(self) -> Self:
-        with self.log_path.open("wb") as log_file:
-            for command in self.commands:
-                self.processes.append(
-                    subprocess.Popen(
-                        command, cwd=ROOT, env=self.env, stdout=log_file, stderr=subprocess.STDOUT
-                    )
-                )
+        self.log_path.write_bytes(b"")
+        for command in self.commands:
+            self.processes.append(launch(command, self.env, self.log_path))
         try:
             self.wait_ready()
         except BaseException:
@@ -97,30 +86,16 @@ class GunicornServer:
     def wait_ready(self) -> None:
         """Until gunicorn answers /healthz with 200; a test failure, with the log's tail, if it
         exits first or does not answer within `ready_seconds`."""
-        gunicorn = self.processes[0]
-        deadline = time.monotonic() + self.ready_seconds
-        while True:
-            if gunicorn.poll() is not None:
-                pytest.fail(f"gunicorn exited at start-up:\n{self.log_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /healthz:\n{self.log_text()[-3000:]}")
-            time.sleep(0.1)
+        try:
+            wait_answering(
+                f"{self.url}/healthz", {"gunicorn": self.processes[0]}, seconds=self.ready_seconds, pause=0.1
+            )
+        except NotReady as error:
+            pytest.fail(f"{error}:\n{self.log_text()[-3000:]}")
 
     def stop(self) -> None:
         """SIGTERM to each process, then up to 10 s for each to exit before SIGKILL."""
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_processes(self.processes, grace=10)
         self.processes = []
 
 

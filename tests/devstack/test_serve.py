@@ -25,7 +25,8 @@ import pytest
 from sqlalchemy import Engine
 
 from devstack.embedded import free_port
-from devstack.serve import Child, demo_keys, exit_status, supervise
+from devstack.serve import Child, demo_keys, supervise
+from devstack.stack import exit_status
 from store.apikeys import KeyCache, create_key, create_team
 from store.settings import Settings
 

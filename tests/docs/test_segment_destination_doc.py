@@ -51,7 +51,6 @@ from devstack.embedded import free_port
 from store.apikeys import KEY_FORMAT
 from tests.conftest import TeamKeys, make_team
 from tests.servers import GunicornServer as Server
-from tests.servers import venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -217,9 +216,8 @@ def server_environment(**changes: str) -> dict[str, str | None]:
 def server(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """gunicorn and a fold worker, as the Procfile runs them."""
     folder = tmp_path_factory.mktemp("doc-server")
-    worker = [venv_bin("python"), "-m", "workers"]
     with Server(
-        folder, server_environment(), companions=[worker], ready_seconds=30, log_name="server.log"
+        folder, server_environment(), fold_workers=1, ready_seconds=30, log_name="server.log"
     ) as server:
         yield server
 

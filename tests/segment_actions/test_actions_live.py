@@ -31,7 +31,7 @@ from sqlalchemy import Engine, text
 
 from tests.conftest import TeamKeys, fixture_names, load_fixture, make_team
 from tests.node import node_packages, npm
-from tests.servers import GunicornServer, venv_bin
+from tests.servers import GunicornServer
 
 pytestmark = pytest.mark.slow
 
@@ -100,8 +100,7 @@ def server(settings: Any, built: Path, tmp_path_factory: pytest.TempPathFactory)
         "REDIS_PREFIX": os.environ["REDIS_PREFIX"] + "actions:",
         "SWEEP_INTERVAL_SECONDS": "0.5",
     }
-    worker = [venv_bin("python"), "-m", "workers"]
-    with GunicornServer(folder, env, companions=[worker], ready_seconds=30, log_name="server.log") as running:
+    with GunicornServer(folder, env, fold_workers=1, ready_seconds=30, log_name="server.log") as running:
         yield running
 
 

@@ -1,9 +1,6 @@
-"""API keys: creation, rotation, revocation, lookup by digest, and the audit list (SPEC §5).
-
-A key is `tlk_` plus 32 base62 characters (190 random bits). Only its SHA-256 digest
-is stored; a key has so much entropy that a slow hash would add nothing. The plaintext
-is returned once, by the call that creates it. The displayed `prefix` is the first 12
-characters; the 24 characters after it still carry 142 random bits.
+"""A key's life: a team and its first admin key, keys created, rotated (the old key kept
+for a grace period) and revoked, each change audited, and the lookups the keys API and
+the CLI make (SPEC §5).
 
 Rotation never cuts a key at once unless asked: Segment keeps sending the old key until
 the customer pastes the new one, and it does not retry a 401. The old key gets an
@@ -12,63 +9,30 @@ the customer pastes the new one, and it does not retry a 401. The old key gets a
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-import secrets
-import string
-import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, insert, select, update
 
-from schemas.keys import (
-    DEFAULT_GRACE_SECONDS,
-    MAX_GRACE_SECONDS,
-    SCOPES,
-    ApiKeyCreatedSchema,
-    ApiKeyRotatedSchema,
-    ApiKeySchema,
+from schemas.keys import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, SCOPES
+from store.apikeys.material import (
+    ACTIVE,
+    DISPLAY_PREFIX_LENGTH,
+    EXPIRED,
+    EXPIRING,
+    REVOKED,
+    key_digest,
+    key_status,
+    new_secret,
 )
 from store.models import ApiKey, KeyAuditEntry, Team
 
-log = logging.getLogger(__name__)
-
-KEY_PREFIX = "tlk_"
-SECRET_LENGTH = 32
-DISPLAY_PREFIX_LENGTH = 12  # "tlk_" + 8 characters: enough to tell keys apart
-_ALPHABET = string.ascii_letters + string.digits
-# What new_secret makes, and so the only shape worth looking up (app/auth.py refuses any other).
-KEY_FORMAT = re.compile(rf"{re.escape(KEY_PREFIX)}[A-Za-z0-9]{{{SECRET_LENGTH}}}")
+log = logging.getLogger("store.apikeys")
 
 DEFAULT_GRACE = timedelta(seconds=DEFAULT_GRACE_SECONDS)
 MAX_GRACE = timedelta(seconds=MAX_GRACE_SECONDS)
-# How often one process writes a key's last use: "about once a minute", never per request.
-LAST_USED_INTERVAL = timedelta(minutes=1)
-
-ACTIVE, EXPIRING, EXPIRED, REVOKED = "active", "expiring", "expired", "revoked"
-
-
-def new_secret() -> str:
-    return KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_LENGTH))
-
-
-def key_digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def key_status(key: ApiKey, now: datetime) -> str:
-    """active, expiring (rotated, in its grace period), expired, or revoked."""
-    if key.revoked_at is not None and key.revoked_at <= now:
-        return REVOKED
-    if key.expires_at is not None:
-        return EXPIRING if now < key.expires_at else EXPIRED
-    return ACTIVE
 
 
 class KeyManagementError(Exception):
@@ -398,214 +362,3 @@ def revoke_key(
     )
     log.info("key revoked: team=%s key=%s", team_id, key.id)
     return revoked
-
-
-def record_key_uses(connection: Connection, uses: dict[int, datetime]) -> None:
-    """Move each key's last_used_at forward to its latest use (never backward)."""
-    if not uses:
-        return
-    connection.execute(
-        update(ApiKey)
-        .where(ApiKey.id == bindparam("used_key_id"))
-        .values(last_used_at=func.greatest(ApiKey.last_used_at, bindparam("used_at"))),
-        [{"used_key_id": key_id, "used_at": at} for key_id, at in uses.items()],
-    )
-
-
-@dataclass(frozen=True)
-class AuthenticatedKey:
-    """Who is calling: the key's team, id and scopes."""
-
-    team_id: int
-    key_id: int
-    scopes: frozenset[str]
-    expires_at: datetime | None
-    revoked_at: datetime | None
-
-    def usable_at(self, now: datetime) -> bool:
-        if self.revoked_at is not None and self.revoked_at <= now:
-            return False
-        return self.expires_at is None or now < self.expires_at
-
-
-def _stale(since: datetime | None, now: datetime, interval: timedelta) -> bool:
-    # A clock that went backwards (only a test tool does that) counts as stale too.
-    return since is None or not timedelta(0) <= now - since < interval
-
-
-class KeyCache:
-    """Digest -> key, kept in the process for at most `ttl` seconds; and keys' last use.
-
-    Expiry is checked against the clock on every request, so it is exact. Revocation is
-    seen once the entry is refreshed, within `ttl` (SPEC §5: within 1 second), and at once
-    in the process that revoked (`forget_key`).
-
-    last_used_at is kept here and written at most once per `last_used_every` per key by
-    this process: a use is written when the key's previous write is that old, and a sweep
-    as often writes the uses of keys that have gone quiet since. So the stored value lags
-    real use by about a minute at most, and a request never waits on a write otherwise.
-    """
-
-    def __init__(self, engine: Engine, ttl: float = 0.5, last_used_every: timedelta = LAST_USED_INTERVAL):
-        self.engine = engine
-        self.ttl = ttl
-        self.last_used_every = last_used_every
-        self._entries: dict[str, tuple[float, AuthenticatedKey | None]] = {}
-        self._lock = threading.Lock()
-        # One load from Postgres at a time: when an entry expires, the requests in flight
-        # wait for that one load instead of each loading the key (a herd that was 28% of a
-        # web process's CPU under gevent, py-spy in bin/bench). Fresh entries never take it.
-        self._loading = threading.Lock()
-        self._unwritten: dict[int, datetime] = {}  # key id -> latest use not yet written
-        self._written_at: dict[int, datetime] = {}  # key id -> when this process last wrote it
-        self._last_sweep: datetime | None = None
-
-    def lookup(self, secret: str) -> AuthenticatedKey | None:
-        digest = key_digest(secret)
-        cached = self._fresh(digest)
-        if cached is None:
-            with self._loading:
-                cached = self._fresh(digest)  # another caller may have loaded it meanwhile
-                if cached is None:
-                    cached = (time.monotonic(), self._load(digest))
-                    with self._lock:
-                        if len(self._entries) > 10_000:  # unknown keys must not grow it without bound
-                            self._entries.clear()
-                        self._entries[digest] = cached
-        found = cached[1]
-        if found is not None:
-            self._note_use(found, datetime.now(UTC))
-        return found
-
-    def _fresh(self, digest: str) -> tuple[float, AuthenticatedKey | None] | None:
-        cached = self._entries.get(digest)
-        if cached is not None and 0 <= time.monotonic() - cached[0] < self.ttl:
-            return cached
-        return None
-
-    def forget(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def forget_key(self, key_id: int) -> None:
-        """Drop a key changed by this process, so the change applies here at once."""
-        with self._lock:
-            for digest in [d for d, (_, k) in self._entries.items() if k is not None and k.key_id == key_id]:
-                del self._entries[digest]
-
-    def flush_last_used(self) -> None:
-        """Write every use not written yet (for a process that is about to stop)."""
-        with self._lock:
-            due, self._unwritten = self._unwritten, {}
-        self._write_uses(due)
-
-    def _note_use(self, key: AuthenticatedKey, now: datetime) -> None:
-        if not key.usable_at(now):
-            return
-        every = self.last_used_every
-        due: dict[int, datetime] = {}
-        with self._lock:
-            previous = self._unwritten.get(key.key_id)
-            self._unwritten[key.key_id] = now if previous is None or now > previous else previous
-            candidates = [key.key_id]
-            if _stale(self._last_sweep, now, every):
-                self._last_sweep = now
-                candidates = list(self._unwritten)
-                # A write older than the interval is as good as none: forget it.
-                for key_id in [k for k, at in self._written_at.items() if _stale(at, now, every)]:
-                    del self._written_at[key_id]
-            for key_id in candidates:
-                if _stale(self._written_at.get(key_id), now, every):
-                    due[key_id] = self._unwritten.pop(key_id)
-                    self._written_at[key_id] = now
-        self._write_uses(due)
-
-    def _write_uses(self, due: dict[int, datetime]) -> None:
-        if not due:
-            return
-        try:
-            with self.engine.begin() as connection:
-                record_key_uses(connection, due)
-        except SQLAlchemyError as error:
-            # Only bookkeeping: keep the uses for the next write, never fail the request.
-            log.warning("could not record last use of %d keys: %s", len(due), type(error).__name__)
-            with self._lock:
-                for key_id, at in due.items():
-                    previous = self._unwritten.get(key_id)
-                    if previous is None or at > previous:
-                        self._unwritten[key_id] = at
-
-    def _load(self, digest: str) -> AuthenticatedKey | None:
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                select(ApiKey.team_id, ApiKey.id, ApiKey.scopes, ApiKey.expires_at, ApiKey.revoked_at).where(
-                    ApiKey.digest == digest
-                )
-            ).first()
-        if row is None:
-            return None
-        found = AuthenticatedKey(
-            team_id=row.team_id,
-            key_id=row.id,
-            scopes=frozenset(row.scopes),
-            expires_at=row.expires_at,
-            revoked_at=row.revoked_at,
-        )
-        log.debug("key cache loaded key=%s usable=%s", found.key_id, found.usable_at(datetime.now(UTC)))
-        return found
-
-
-# --- shapes shared by the keys API and the CLI-------------------------------------------------
-
-
-def key_fields(key: ApiKey, now: datetime) -> dict[str, Any]:
-    """A key as the API and the CLI show it: never its secret."""
-    return {
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "scopes": list(key.scopes),
-        "status": key_status(key, now),
-        "created_at": key.created_at,
-        "last_used_at": key.last_used_at,
-        "expires_at": key.expires_at,
-        "revoked_at": key.revoked_at,
-        "rotated_from_id": key.rotated_from_id,
-    }
-
-
-def created_key_json(made: NewKey, now: datetime) -> dict[str, Any]:
-    """A new key with its secret: the one answer that shows it."""
-    data: dict[str, Any] = ApiKeyCreatedSchema().dump({**key_fields(made.key, now), "key": made.secret})
-    return data
-
-
-def rotated_key_json(rotation: Rotation, now: datetime) -> dict[str, Any]:
-    """The new key with its secret, and under `rotated_from` the old key, now expiring."""
-    data: dict[str, Any] = ApiKeyRotatedSchema().dump(
-        {
-            **key_fields(rotation.new.key, now),
-            "key": rotation.new.secret,
-            "rotated_from": key_fields(rotation.old, now),
-        }
-    )
-    return data
-
-
-def key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
-    """A key as listed: never its secret."""
-    data: dict[str, Any] = ApiKeySchema().dump(key_fields(key, now))
-    return data
-
-
-def audit_fields(entry: KeyAuditEntry) -> dict[str, Any]:
-    """An audit entry's fields for KeyAuditEntrySchema; the actor is 'cli' or 'key'."""
-    return {
-        "id": entry.id,
-        "at": entry.at,
-        "action": entry.action,
-        "key_id": entry.key_id,
-        "actor": "cli" if entry.actor_key_id is None else "key",
-        "actor_key_id": entry.actor_key_id,
-        "detail": entry.detail,
-    }

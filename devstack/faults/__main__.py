@@ -1,0 +1,5 @@
+"""`python -m devstack.faults`: what bin/faults runs."""
+
+from devstack.faults.suite import main
+
+raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""API keys (SPEC §5), by concern: `material` (what a key is: its secret, digest, prefix
+and status), `lifecycle` (teams and keys created, rotated, revoked and audited, and the
+lookups of the keys API and the CLI) and `cache` (keys as the request path sees them, and
+their last use). Every public name is importable from here, as callers always have.
+
+How the keys API and the CLI show a key is app/key_shapes.py.
+"""
+
+from store.apikeys.cache import (
+    LAST_USED_INTERVAL,
+    AuthenticatedKey,
+    KeyCache,
+    record_key_uses,
+)
+from store.apikeys.lifecycle import (
+    DEFAULT_GRACE,
+    MAX_GRACE,
+    ActingKeyExpiring,
+    ActingKeyRefused,
+    KeyManagementError,
+    KeyNotActive,
+    KeyNotFound,
+    LastAdminKey,
+    NewKey,
+    Rotation,
+    TeamNotFound,
+    check_acting_key,
+    create_key,
+    create_team,
+    find_key,
+    list_audit,
+    list_keys,
+    record_audit,
+    revoke_key,
+    rotate_key,
+    team_exists,
+    team_of_key,
+)
+from store.apikeys.material import (
+    ACTIVE,
+    DISPLAY_PREFIX_LENGTH,
+    EXPIRED,
+    EXPIRING,
+    KEY_FORMAT,
+    KEY_PREFIX,
+    REVOKED,
+    SECRET_LENGTH,
+    key_digest,
+    key_status,
+    new_secret,
+)
+
+__all__ = [
+    "ACTIVE",
+    "EXPIRED",
+    "EXPIRING",
+    "REVOKED",
+    "ActingKeyExpiring",
+    "ActingKeyRefused",
+    "AuthenticatedKey",
+    "DEFAULT_GRACE",
+    "DISPLAY_PREFIX_LENGTH",
+    "KEY_FORMAT",
+    "KEY_PREFIX",
+    "KeyCache",
+    "KeyManagementError",
+    "KeyNotActive",
+    "KeyNotFound",
+    "LAST_USED_INTERVAL",
+    "LastAdminKey",
+    "MAX_GRACE",
+    "NewKey",
+    "Rotation",
+    "SECRET_LENGTH",
+    "TeamNotFound",
+    "check_acting_key",
+    "create_key",
+    "create_team",
+    "find_key",
+    "key_digest",
+    "key_status",
+    "list_audit",
+    "list_keys",
+    "new_secret",
+    "record_audit",
+    "record_key_uses",
+    "revoke_key",
+    "rotate_key",
+    "team_exists",
+    "team_of_key",
+]
