@@ -183,7 +183,7 @@ def search() -> Response:
         `q`, every customer of the team, most recently seen first. Customers with no events
         are not listed.
       tags: [customers]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - in: query
           schema: CustomerSearchArgs
@@ -194,10 +194,6 @@ def search() -> Response:
             application/json:
               schema: CustomerListSchema
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
-        503: Unavailable
     """
     key = authenticate("read")
     args = load_query(_search_args)
@@ -226,7 +222,7 @@ def lookup() -> Response:
         that was merged resolves to the surviving customer. When several customers share an
         email, the most recently seen answers.
       tags: [customers]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - in: query
           schema: CustomerLookupArgs
@@ -237,11 +233,7 @@ def lookup() -> Response:
             application/json:
               schema: ProfileSchema
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
         404: NotFound
-        503: Unavailable
     """
     key = authenticate("read")
     args = load_query(_lookup_args)
@@ -269,7 +261,7 @@ def profile(customer_id: str) -> Response:
         with values cut at 1,000 characters (all, whole: /traits), 100 groups with 50
         traits each (all: /groups); `truncated` names each list shown in part.
       tags: [customers]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - CustomerId
       responses:
@@ -279,11 +271,7 @@ def profile(customer_id: str) -> Response:
             application/json:
               schema: ProfileSchema
         308: Merged
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
         404: NotFound
-        503: Unavailable
     """
     key = authenticate("read")
     with resources().reads.connect(key.team_id) as connection:
@@ -319,7 +307,7 @@ def feed(customer_id: str) -> Response:
         identify set; its `truncated` names what it shows in part, and
         /customers/{id}/feed/{item id} answers it whole.
       tags: [customers]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - CustomerId
         - in: query
@@ -332,11 +320,7 @@ def feed(customer_id: str) -> Response:
               schema: FeedPageSchema
         308: Merged
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
         404: NotFound
-        503: Unavailable
     """
     key = authenticate("read")
     args = load_query(_feed_args)
@@ -385,7 +369,7 @@ def traits(customer_id: str) -> Response:
         follow `next_cursor` until null. An id merged into another customer answers 308 to
         the survivor's traits.
       tags: [customers]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - CustomerId
         - in: query
@@ -398,11 +382,7 @@ def traits(customer_id: str) -> Response:
               schema: TraitsSchema
         308: Merged
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
         404: NotFound
-        503: Unavailable
     """
 
     def answer(connection: Connection, team_id: int, live: int, args: Mapping[str, Any]) -> Response:
@@ -444,7 +424,7 @@ def external_ids(customer_id: str) -> Response:
         follow `next_cursor` until null. Found in one pass over the customer's timeline.
         An id merged into another customer answers 308.
       tags: [customers]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - CustomerId
         - in: query
@@ -457,11 +437,7 @@ def external_ids(customer_id: str) -> Response:
               schema: ExternalIdListSchema
         308: Merged
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
         404: NotFound
-        503: Unavailable
     """
     return _offset_page(customer_id, _external_ids_args, "external_ids", read_external_ids, _external_ids)
 
@@ -479,7 +455,7 @@ def memberships(customer_id: str) -> Response:
         characters; `truncated` says so; /groups/{group_id} has them all). An id merged
         into another customer answers 308.
       tags: [customers]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - CustomerId
         - in: query
@@ -492,11 +468,7 @@ def memberships(customer_id: str) -> Response:
               schema: MembershipListSchema
         308: Merged
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
         404: NotFound
-        503: Unavailable
     """
     # Built by Postgres as declared in store/answers/profile.py (GROUP_MEMBERSHIP).
     return _offset_page(customer_id, _memberships_args, "groups", read_memberships, None)
@@ -514,7 +486,7 @@ def feed_item(customer_id: str, item_id: str) -> Response:
         trait, values uncut, every change (its `truncated` is []). The way to what a feed
         item left out. An id merged into another customer answers 308 to the survivor's.
       tags: [customers]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - CustomerId
         - in: path
@@ -529,11 +501,7 @@ def feed_item(customer_id: str, item_id: str) -> Response:
             application/json:
               schema: FeedItemSchema
         308: Merged
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
         404: NotFound
-        503: Unavailable
     """
     key = authenticate("read")
     load_query(_no_args)
@@ -566,7 +534,7 @@ def event_summary(customer_id: str) -> Response:
         fold, so it costs the same for a customer with 100,000 events. Most frequent
         first. An id merged into another customer answers 308.
       tags: [customers]
-      security: [{bearerAuth: []}, {basicAuth: []}]
+      x-key: read
       parameters:
         - CustomerId
       responses:
@@ -577,11 +545,7 @@ def event_summary(customer_id: str) -> Response:
               schema: EventSummaryListSchema
         308: Merged
         400: BadRequest
-        401: Unauthorized
-        429: TooManyRequests
-        403: Forbidden
         404: NotFound
-        503: Unavailable
     """
     return _live_list(customer_id, read_event_summary, _event_summary)
 
