@@ -251,9 +251,12 @@ class IngestLane:
         if route is None:
             return self._metrics_counters(environ, start_response)
         started = time.perf_counter()
+        lane = lane_of(self.app)
         try:
-            status, headers, body = ingest(lane_of(self.app), route, environ)
+            status, headers, body = ingest(lane, route, environ)
         except Exception as error:
+            if isinstance(error, ApiError):
+                lane.limits.refusal_hold.pause(error)  # a 429 only (app/ratelimit.py `RefusalHold`)
             with self.app.request_context(environ):
                 response = self._error_response(error)
             metrics.request_observed(route.rule, response.status_code, time.perf_counter() - started)

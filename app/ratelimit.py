@@ -19,6 +19,13 @@ budgets, so a flood of invalid events is answered 429 as cheaply as a valid one;
 `take_events` takes the events of a stored request, and `charge_refused` the events of
 a refused one (whatever the balance: they were already paid for in work).
 
+An ingest 429 is answered after a pause (`RefusalHold`, INGEST_REFUSAL_HOLD_SECONDS,
+1 s; at most `REFUSAL_HOLDS_MAX` answers held at once in a process, the rest answered at
+once): a client that resends as soon as it is answered, ignoring Retry-After, then
+sends one request a second per connection instead of as many as the server can refuse,
+and the refusals stop taking the CPU that other teams' requests need. A held answer
+costs a greenlet and its connection, no CPU.
+
 Settings: INGEST_RATE_LIMIT / INGEST_RATE_BURST (events/s per team),
 INGEST_REQUEST_LIMIT / INGEST_REQUEST_BURST (requests/s per team), INGEST_BYTE_LIMIT /
 INGEST_BYTE_BURST (body bytes/s per team); API_RATE_LIMIT / API_RATE_BURST (requests/s
@@ -30,12 +37,50 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
 from app.errors import ApiError
 from store.settings import Settings
+
+# Ingest 429s held at once in one process (`RefusalHold`); past this, answered at once.
+REFUSAL_HOLDS_MAX = 512
+
+
+class RefusalHold:
+    """Holds an ingest 429 for up to `seconds` before it is answered (see the module's
+    docstring). A gevent worker's sleep yields to the other requests; `sleep` is a
+    parameter so a test can see the pause without waiting for it."""
+
+    def __init__(
+        self, seconds: float, most: int = REFUSAL_HOLDS_MAX, sleep: Callable[[float], None] = time.sleep
+    ):
+        self.seconds = seconds
+        self.most = most
+        self.sleep = sleep
+        self.holding = 0
+        self.held = 0  # answers held so far (a figure for tests and debugging)
+        self.lock = threading.Lock()
+
+    def pause(self, error: ApiError) -> float:
+        """Sleep before `error` (a 429) is answered: its Retry-After, at most `seconds`;
+        nothing when holds are off or `most` are already held. Returns the pause."""
+        if self.seconds <= 0 or error.status != 429:
+            return 0.0
+        with self.lock:
+            if self.holding >= self.most:
+                return 0.0
+            self.holding += 1
+            self.held += 1
+        try:
+            pause = min(self.seconds, float(error.headers.get("Retry-After", self.seconds)))
+            self.sleep(pause)
+            return pause
+        finally:
+            with self.lock:
+                self.holding -= 1
 
 
 class TokenBucket:
@@ -112,6 +157,7 @@ class RateLimits:
         self.ingest_requests = Limiter(self.request_limit, settings.ingest_request_burst, processes)
         self.ingest_bytes = Limiter(self.byte_limit, settings.ingest_byte_burst, processes)
         self.api = Limiter(settings.api_rate_limit, settings.api_rate_burst, processes)
+        self.refusal_hold = RefusalHold(settings.ingest_refusal_hold_seconds)
 
     def admit(self, team_id: int, size: int) -> None:
         """A team's ingest request, before its body is parsed: one request and `size` bytes

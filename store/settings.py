@@ -45,6 +45,9 @@ class Settings:
     ingest_request_burst: float = 2500.0
     ingest_byte_limit: float = 4.0 * 2**20
     ingest_byte_burst: float = 8.0 * 2**20
+    # An ingest 429 is answered after this pause (its Retry-After, at most this), so a
+    # client that resends at once cannot keep the CPU busy with refusals; 0 answers at once.
+    ingest_refusal_hold_seconds: float = 1.0
     # Per-key limit on the read and key routes, in requests per second; 0 turns it off.
     api_rate_limit: float = 100.0
     api_rate_burst: float = 500.0
@@ -109,6 +112,9 @@ class Settings:
             ingest_request_burst=float(env.get("INGEST_REQUEST_BURST", cls.ingest_request_burst)),
             ingest_byte_limit=float(env.get("INGEST_BYTE_LIMIT", cls.ingest_byte_limit)),
             ingest_byte_burst=float(env.get("INGEST_BYTE_BURST", cls.ingest_byte_burst)),
+            ingest_refusal_hold_seconds=float(
+                env.get("INGEST_REFUSAL_HOLD_SECONDS", cls.ingest_refusal_hold_seconds)
+            ),
             api_rate_limit=float(env.get("API_RATE_LIMIT", "100")),
             api_rate_burst=float(env.get("API_RATE_BURST", "500")),
             metrics_token=env.get("METRICS_TOKEN", ""),

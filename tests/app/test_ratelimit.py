@@ -20,6 +20,8 @@ import requests
 from flask import Flask
 
 from app import create_app
+from app.errors import ApiError
+from app.ratelimit import RefusalHold
 from store.settings import Settings
 from tests.conftest import TeamKeys
 from tests.servers import GunicornServer
@@ -31,6 +33,7 @@ def limited_app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator
     made: list[Flask] = []
 
     def build(**limits: Any) -> Flask:
+        limits.setdefault("ingest_refusal_hold_seconds", 0.0)  # 429s at once unless a test holds them
         app = create_app({"TESTING": True, "SETTINGS": dataclasses.replace(settings, **limits)})
         made.append(app)
         return app
@@ -70,6 +73,34 @@ def test_a_batch_within_the_burst_passes_and_the_next_waits_its_turn(
     refused = client.post("/v1/batch", json={"batch": events(50, "b2")}, headers=team.basic(team.ingest))
     assert refused.status_code == 429
     assert 1 <= int(refused.headers["Retry-After"]) <= 6
+
+
+def test_an_ingest_429_is_held_before_it_is_answered(
+    limited_app: Callable[..., Flask], team: TeamKeys
+) -> None:
+    app = limited_app(ingest_request_limit=0.05, ingest_request_burst=1.0, ingest_refusal_hold_seconds=0.2)
+    hold = app.extensions["rate_limits"].refusal_hold
+    client = app.test_client()
+    assert (
+        client.post("/v1/track", json=events(1, "h1")[0], headers=team.basic(team.ingest)).status_code == 200
+    )
+    assert hold.held == 0  # a stored request is answered at once
+    refused = client.post("/v1/track", json=events(1, "h2")[0], headers=team.basic(team.ingest))
+    assert refused.status_code == 429 and hold.held == 1 and hold.holding == 0
+
+
+def test_a_refusal_hold_pauses_429s_only_and_at_most_so_many_at_once() -> None:
+    pauses: list[float] = []
+    hold = RefusalHold(1.0, most=1, sleep=pauses.append)
+    over = ApiError(429, "rate_limited", "Over.", headers={"Retry-After": "3"})
+    assert hold.pause(over) == 1.0 and pauses == [1.0]  # Retry-After, at most the hold
+    soon = ApiError(429, "rate_limited", "Over.", headers={"Retry-After": "1"})
+    hold.seconds = 5.0
+    assert hold.pause(soon) == 1.0  # never longer than the client is told to wait
+    assert hold.pause(ApiError(400, "invalid_json", "Bad.")) == 0.0  # only 429s
+    hold.holding = 1  # one answer held already: the next is answered at once
+    assert hold.pause(over) == 0.0 and pauses == [1.0, 1.0]
+    assert RefusalHold(0.0).pause(over) == 0.0  # holds off
 
 
 @pytest.mark.parametrize("path", ["/api/v1/keys", "/api/v1/keys/audit", "/api/v1/customers"])
