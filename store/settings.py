@@ -36,15 +36,15 @@ class Settings:
     fold_queue: str = "fold"
     redis_prefix: str = "tl:"
     # Ingest budgets per team (app/ratelimit.py; docs/rate-limits.md derives the defaults: a
-    # quarter of what the Procfile's deployment, two web processes on two cores, was
-    # measured to take). Refused events and bytes are charged as well as accepted ones.
+    # quarter of what the Procfile's deployment, two web processes and a fold worker on two
+    # cores, was measured to take end to end, stored and folded). Refused events and bytes are charged as well as accepted ones.
     # Events, requests and body bytes per second, each with its burst; 0 turns one off.
-    ingest_rate_limit: float = 6000.0
-    ingest_rate_burst: float = 12000.0
-    ingest_request_limit: float = 1250.0
-    ingest_request_burst: float = 2500.0
-    ingest_byte_limit: float = 4.0 * 2**20
-    ingest_byte_burst: float = 8.0 * 2**20
+    ingest_rate_limit: float = 2500.0
+    ingest_rate_burst: float = 5000.0
+    ingest_request_limit: float = 750.0
+    ingest_request_burst: float = 1500.0
+    ingest_byte_limit: float = 2.0 * 2**20
+    ingest_byte_burst: float = 4.0 * 2**20
     # An ingest 429 is answered after this pause (its Retry-After, at most this), so a
     # client that resends at once cannot keep the CPU busy with refusals; 0 answers at once.
     ingest_refusal_hold_seconds: float = 1.0

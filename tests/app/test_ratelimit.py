@@ -232,7 +232,7 @@ def test_the_default_budgets_answer_a_flood_of_refused_32_kib_events_with_429(
     env: dict[str, str | None] = {"GUNICORN_WORKER_CLASS": None, **dict.fromkeys(BUDGET_VARIABLES)}
     with GunicornServer(tmp_path, env) as server, requests.Session() as flood:
         statuses: list[int] = []
-        # Until the first 429: the burst (8 MiB) is 17 such bodies, the rate (4 MiB/s) 8.5 a
+        # Until the first 429: the burst (4 MiB) is 8.5 such bodies, the rate (2 MiB/s) 4.3 a
         # second; the cap, 140 MB, is far more than any machine parses under that rate.
         while len(statuses) < 300 and 429 not in statuses:
             answer = flood.post(
