@@ -115,6 +115,9 @@ def ingest(lane: Lane, route: Route, environ: dict[str, Any]) -> Answer:
         if notes.team_id is not None and refused_content and not notes.events_refused:
             lane.limits.charge_refused(notes.team_id, 1)  # a body refused whole costs an event
         raise
+    finally:
+        if notes.turn:
+            lane.limits.team_turns.leave(notes.turn)
 
 
 def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ingest_ledger.RequestNotes) -> Answer:
@@ -165,11 +168,14 @@ def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ingest_led
 def _begin(
     lane: Lane, notes: ingest_ledger.RequestNotes, key: AuthenticatedKey | None, raw: bytes, size: int
 ) -> None:
-    """The team is known: the debugger keeps what is refused from here on, and the team's
-    ingest budgets are checked before any parsing (a 429, cheaply, for a team over them)."""
+    """The team is known: the debugger keeps what is refused from here on, the team's
+    ingest budgets are checked before any parsing (a 429, cheaply, for a team over them),
+    and the request waits for one of the team's turns (app/ratelimit.py `TeamTurns`)."""
     ingest_ledger.begin(notes, key, raw)
     if key is not None:
         lane.limits.admit(key.team_id, size)
+        if not notes.turn and lane.limits.team_turns.enter(key.team_id):
+            notes.turn = key.team_id  # given back when the request ends (`ingest`)
 
 
 def _prepared(

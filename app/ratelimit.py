@@ -26,6 +26,12 @@ sends one request a second per connection instead of as many as the server can r
 and the refusals stop taking the CPU that other teams' requests need. A held answer
 costs a greenlet and its connection, no CPU.
 
+And at most INGEST_TEAM_CONCURRENCY (4) of one team's ingest requests are parsed and
+stored at once in a process (`TeamTurns`); the team's others wait their turn, without
+CPU, after their body is read and their key checked. A team's burst (sixteen large
+batches at once) then cannot fill a process and keep every other team's requests
+waiting behind it; a well-behaved client's burst is only queued, never refused.
+
 Settings: INGEST_RATE_LIMIT / INGEST_RATE_BURST (events/s per team),
 INGEST_REQUEST_LIMIT / INGEST_REQUEST_BURST (requests/s per team), INGEST_BYTE_LIMIT /
 INGEST_BYTE_BURST (body bytes/s per team); API_RATE_LIMIT / API_RATE_BURST (requests/s
@@ -81,6 +87,44 @@ class RefusalHold:
         finally:
             with self.lock:
                 self.holding -= 1
+
+
+# How long a team's request waits for its turn before it is answered 429.
+TURN_WAIT_SECONDS = 10.0
+
+
+class TeamTurns:
+    """At most `concurrency` requests of one team in progress in this process (0: no
+    bound). `enter` waits for a turn (a gevent worker's lock yields while it waits),
+    or raises a 429 after `TURN_WAIT_SECONDS`; `leave` gives the turn back."""
+
+    def __init__(self, concurrency: int, wait: float = TURN_WAIT_SECONDS):
+        self.concurrency = concurrency
+        self.wait = wait
+        self.turns: dict[int, threading.BoundedSemaphore] = {}
+        self.lock = threading.Lock()
+
+    def enter(self, team_id: int) -> bool:
+        """True once the team has a turn to give back; False when turns are off."""
+        if self.concurrency <= 0:
+            return False
+        with self.lock:
+            turns = self.turns.get(team_id)
+            if turns is None:
+                turns = self.turns[team_id] = threading.BoundedSemaphore(self.concurrency)
+        if not turns.acquire(timeout=self.wait):
+            retry = max(1, math.ceil(self.wait / 10))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"This team has {self.concurrency} ingest requests in progress on this server and more "
+                f"waiting; send fewer at once. Retry after {retry} seconds.",
+                headers={"Retry-After": str(retry)},
+            )
+        return True
+
+    def leave(self, team_id: int) -> None:
+        self.turns[team_id].release()
 
 
 class TokenBucket:
@@ -158,6 +202,7 @@ class RateLimits:
         self.ingest_bytes = Limiter(self.byte_limit, settings.ingest_byte_burst, processes)
         self.api = Limiter(settings.api_rate_limit, settings.api_rate_burst, processes)
         self.refusal_hold = RefusalHold(settings.ingest_refusal_hold_seconds)
+        self.team_turns = TeamTurns(settings.ingest_team_concurrency)
 
     def admit(self, team_id: int, size: int) -> None:
         """A team's ingest request, before its body is parsed: one request and `size` bytes

@@ -151,7 +151,12 @@ class RunEnv:
         # default, docs/operations.md): they measure the read path, not the 429.
         own = {"LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT), "API_RATE_LIMIT": "0"}
         if not team_budgets:
-            own.update(INGEST_RATE_LIMIT="0", INGEST_REQUEST_LIMIT="0", INGEST_BYTE_LIMIT="0")
+            own.update(
+                INGEST_RATE_LIMIT="0",
+                INGEST_REQUEST_LIMIT="0",
+                INGEST_BYTE_LIMIT="0",
+                INGEST_TEAM_CONCURRENCY="0",
+            )
         return stack_env(
             os.environ,
             database_url=database_url or self.database_url,

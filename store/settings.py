@@ -37,7 +37,8 @@ class Settings:
     redis_prefix: str = "tl:"
     # Ingest budgets per team (app/ratelimit.py; docs/rate-limits.md derives the defaults: a
     # quarter of what the Procfile's deployment, two web processes and a fold worker on two
-    # cores, was measured to take end to end, stored and folded). Refused events and bytes are charged as well as accepted ones.
+    # cores, was measured to take end to end, stored and folded). Refused events and bytes
+    # are charged as well as accepted ones.
     # Events, requests and body bytes per second, each with its burst; 0 turns one off.
     ingest_rate_limit: float = 2500.0
     ingest_rate_burst: float = 5000.0
@@ -48,6 +49,9 @@ class Settings:
     # An ingest 429 is answered after this pause (its Retry-After, at most this), so a
     # client that resends at once cannot keep the CPU busy with refusals; 0 answers at once.
     ingest_refusal_hold_seconds: float = 1.0
+    # A team's ingest requests parsed and stored at once in one web process; its others
+    # wait their turn (app/ratelimit.py `TeamTurns`). 0: no bound.
+    ingest_team_concurrency: int = 4
     # Per-key limit on the read and key routes, in requests per second; 0 turns it off.
     api_rate_limit: float = 100.0
     api_rate_burst: float = 500.0
@@ -115,6 +119,7 @@ class Settings:
             ingest_refusal_hold_seconds=float(
                 env.get("INGEST_REFUSAL_HOLD_SECONDS", cls.ingest_refusal_hold_seconds)
             ),
+            ingest_team_concurrency=int(env.get("INGEST_TEAM_CONCURRENCY", cls.ingest_team_concurrency)),
             api_rate_limit=float(env.get("API_RATE_LIMIT", "100")),
             api_rate_burst=float(env.get("API_RATE_BURST", "500")),
             metrics_token=env.get("METRICS_TOKEN", ""),

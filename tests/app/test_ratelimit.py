@@ -21,7 +21,7 @@ from flask import Flask
 
 from app import create_app
 from app.errors import ApiError
-from app.ratelimit import RefusalHold
+from app.ratelimit import RefusalHold, TeamTurns
 from store.settings import Settings
 from tests.conftest import TeamKeys
 from tests.servers import GunicornServer
@@ -101,6 +101,31 @@ def test_a_refusal_hold_pauses_429s_only_and_at_most_so_many_at_once() -> None:
     hold.holding = 1  # one answer held already: the next is answered at once
     assert hold.pause(over) == 0.0 and pauses == [1.0, 1.0]
     assert RefusalHold(0.0).pause(over) == 0.0  # holds off
+
+
+def test_a_team_has_so_many_ingest_turns_at_once_and_others_are_not_held_by_them() -> None:
+    turns = TeamTurns(2, wait=0.05)
+    assert turns.enter(7) and turns.enter(7)
+    with pytest.raises(ApiError) as refused:  # a third waits its turn, and is refused when none comes
+        turns.enter(7)
+    assert refused.value.status == 429 and "2 ingest requests in progress" in refused.value.message
+    assert turns.enter(8)  # another team has turns of its own
+    turns.leave(7)
+    assert turns.enter(7)  # a turn given back is taken again
+    assert not TeamTurns(0).enter(7)  # 0: no bound, nothing to give back
+
+
+def test_every_ingest_request_gives_its_turn_back(limited_app: Callable[..., Flask], team: TeamKeys) -> None:
+    app = limited_app(ingest_team_concurrency=1)
+    client = app.test_client()
+    ingest = team.basic(team.ingest)
+    answers = [client.post("/v1/track", json=event, headers=ingest) for event in events(3, "t")]
+    answers.append(client.post("/v1/track", data=b"{", headers=ingest))  # refused whole: 400
+    answers.append(client.post("/v1/track", json=events(1, "t-last")[0], headers=ingest))
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 400, 200]
+    turns = app.extensions["rate_limits"].team_turns
+    assert turns.enter(team.id)  # the one turn is free again
+    turns.leave(team.id)
 
 
 @pytest.mark.parametrize("path", ["/api/v1/keys", "/api/v1/keys/audit", "/api/v1/customers"])
