@@ -61,7 +61,7 @@ class RefusalHold:
     parameter so a test can see the pause without waiting for it."""
 
     def __init__(
-        self, seconds: float, most: int = REFUSAL_HOLDS_MAX, sleep: Callable[[float], None] = time.sleep
+        self, seconds: float, most: int = REFUSAL_HOLDS_MAX, sleep: Callable[[float], None] | None = None
     ):
         self.seconds = seconds
         self.most = most
@@ -82,7 +82,7 @@ class RefusalHold:
             self.held += 1
         try:
             pause = min(self.seconds, float(error.headers.get("Retry-After", self.seconds)))
-            self.sleep(pause)
+            (self.sleep or time.sleep)(pause)  # looked up now: gevent's, once the worker patched it
             return pause
         finally:
             with self.lock:
