@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from store.settings import Settings
+from service.settings import Settings
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

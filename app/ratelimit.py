@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from app.errors import ApiError
-from store.settings import Settings
+from service.settings import Settings
 
 
 class TokenBucket:

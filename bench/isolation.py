@@ -59,11 +59,11 @@ from bench.load import LoadResult, LoadSpec, run_load
 from bench.pipeline import Look, Watcher
 from schemas import segment as schemas_segment
 from schemas.segment import MAX_EVENT_BYTES
+from service.fold_queue import flag_key, request_fold
+from service.settings import Settings, sqlalchemy_url
 from store import imports as store_imports
 from store.engine import make_engine
-from store.fold_queue import flag_key, request_fold
 from store.imports import EVENT_COLUMNS, event_row, import_batches
-from store.settings import Settings, sqlalchemy_url
 
 CHUNK_EVENTS = 50_000  # generated, prepared and COPYed at a time (memory stays small)
 STAGE_EVENTS = 1000  # rows handed to the import's writer at a time

@@ -20,7 +20,7 @@ import requests
 from flask import Flask
 
 from app import create_app
-from store.settings import Settings
+from service.settings import Settings
 from tests.conftest import TeamKeys
 from tests.servers import GunicornServer
 
