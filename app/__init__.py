@@ -25,6 +25,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         console,
         customers,
         errors,
+        feed,
         fold_failures,
         groups,
         health,
@@ -46,6 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     health.init_app(app)
     ingest.init_app(app)
     customers.init_app(app)
+    feed.init_app(app)
     groups.init_app(app)
     keys.init_app(app)
     rejections.init_app(app)

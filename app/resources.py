@@ -28,7 +28,7 @@ from store.engine import make_engine, make_health_engine, make_read_engine, make
 # is one only with `verbose=true`.
 EXPENSIVE_READS = frozenset(
     {
-        "customers.feed",
+        "feed.feed",
         "customers.external_ids",
         "customers.event_summary",
         "console.customer",
