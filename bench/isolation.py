@@ -57,6 +57,7 @@ from bench.fold import take_statistics
 from bench.ingest import IngestSizes, basic_auth, post_spec
 from bench.load import LoadResult, LoadSpec, run_load
 from bench.pipeline import Look, Watcher
+from schemas import event_schemas, quick_load, trait_keys
 from schemas import segment as schemas_segment
 from schemas.segment import MAX_EVENT_BYTES
 from service.fold_queue import flag_key, request_fold
@@ -172,7 +173,7 @@ def backlog_chunks(events: int) -> Iterator[list[tuple[Any, ...]]]:
 def backlog_key() -> str:
     """A digest of the code a chunk depends on: a change to any of it makes the chunks again."""
     digest = hashlib.sha256(f"{CHUNK_EVENTS}/{CHUNK_CUSTOMER_EVENTS}".encode())
-    for module in (bench_data, schemas_segment, store_imports):
+    for module in (bench_data, schemas_segment, event_schemas, quick_load, trait_keys, store_imports):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()[:16]
 
