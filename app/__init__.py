@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from store.settings import Settings
+from service.settings import Settings
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -25,6 +25,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         console,
         customers,
         errors,
+        feed,
         fold_failures,
         groups,
         health,
@@ -46,6 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     health.init_app(app)
     ingest.init_app(app)
     customers.init_app(app)
+    feed.init_app(app)
     groups.init_app(app)
     keys.init_app(app)
     rejections.init_app(app)

@@ -17,8 +17,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from service.waiting import current_client_watch
 from store.engine import ReadCapacityBusy
-from store.waiting import current_client_watch
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from store.logs import logging_config
+from service.logs import logging_config
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
@@ -51,8 +51,8 @@ raw_env = [
 
 
 def post_worker_init(worker: object) -> None:
-    """The app is loaded: under gevent, psycopg waits on the hub (store/waiting.py)."""
-    from store.waiting import install
+    """The app is loaded: under gevent, psycopg waits on the hub (service/waiting.py)."""
+    from service.waiting import install
 
     install()
 

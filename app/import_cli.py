@@ -8,7 +8,7 @@ when every line was stored or already stored, 1 when some lines were refused (th
 are stored), 2 when it could not run.
 
 After each committed batch the team's fold is requested (the same per-team flag as
-ingest's waker, `store/fold_queue.py`), so the fold catches up in its usual batches while
+ingest's waker, `service/fold_queue.py`), so the fold catches up in its usual batches while
 the import goes on; if Redis is down, the worker's sweep finds the events.
 """
 

@@ -7,7 +7,7 @@ docs/ingest-debugger.md for the exact hook): `begin` once the key is known,
 this process's memory: an accepted request pays no statement at all, and neither does a
 refused one. A daemon
 thread (started on first use in a process, so after gunicorn's fork: a forked child
-starts its own, `store.per_process`) writes what gathered at most every
+starts its own, `service.per_process`) writes what gathered at most every
 `FLUSH_INTERVAL_SECONDS` with `store.rejections.record_rejections`, one transaction per
 team, and once more when the process exits.
 
@@ -38,9 +38,9 @@ from sqlalchemy import Engine
 from app.errors import ApiError
 from schemas.rejections import bounded_message, message_id_of, preview_of, preview_of_text, type_label
 from schemas.segment import EventRejected, PreparedEvent
+from service.per_process import PerProcess, start_daemon
 from store.apikeys import AuthenticatedKey
 from store.events import StoreResult
-from store.per_process import PerProcess, start_daemon
 from store.rejections import MAX_PER_CALL, CountKey, Refusal, hour_of, record_rejections
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from app.errors import ApiError
-from store.settings import Settings
+from service.settings import Settings
 
 # Ingest 429s held at once in one process (`RefusalHold`); past this, answered at once.
 REFUSAL_HOLDS_MAX = 512

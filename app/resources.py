@@ -18,17 +18,17 @@ from redis import Redis
 from sqlalchemy import Connection, Engine
 
 from app.errors import READS_MARK, ApiError
+from service.fold_queue import FoldQueue
+from service.settings import Settings
+from service.waiting import gevent_patched, unwatch_client, watch_client
 from store.apikeys import KeyCache
 from store.engine import make_engine, make_health_engine, make_read_engine, make_redis
-from store.fold_queue import FoldQueue
-from store.settings import Settings
-from store.waiting import gevent_patched, unwatch_client, watch_client
 
 # Reads whose cost grows with what a customer holds (Flask endpoints); `customers.traits`
 # is one only with `verbose=true`.
 EXPENSIVE_READS = frozenset(
     {
-        "customers.feed",
+        "feed.feed",
         "customers.external_ids",
         "customers.event_summary",
         "console.customer",

@@ -50,7 +50,7 @@ from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
 from app.errors import ApiError
-from store.settings import Settings
+from service.settings import Settings
 
 # A response that the client does not read: give up on the connection after this long.
 RESPONSE_SEND_SECONDS = 30.0

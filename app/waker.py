@@ -2,7 +2,7 @@
 
 A request that committed events marks its team dirty (`Waker.mark`: memory only, no
 I/O) and answers. The process's waker thread takes the dirty teams at most every
-`interval` seconds and calls `store.fold_queue.request_fold` for each (a per-team flag
+`interval` seconds and calls `service.fold_queue.request_fold` for each (a per-team flag
 naming the waiting fold job; the job clears it before it reads), so no wake-up is lost.
 The mark happens after the commit, and the thread takes a team only after its mark, so
 every committed event is followed by a `request_fold` for its team; marks that arrive
@@ -15,7 +15,7 @@ exits with dirty teams leaves behind (an exit flushes them too, best effort).
 
 The thread starts lazily, on the first mark in a process (so after gunicorn's fork), and
 is a daemon; a forked child starts its own, and each process flushes once at exit
-(`store.per_process`). `inline=True` (the app's TESTING mode) calls `request_fold` in the request
+(`service.per_process`). `inline=True` (the app's TESTING mode) calls `request_fold` in the request
 instead, as a synchronous flush: tests that post and then run the queued fold jobs see
 every event folded, with nothing to wait for.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from store.per_process import PerProcess, start_daemon
+from service.per_process import PerProcess, start_daemon
 
 log = logging.getLogger(__name__)
 

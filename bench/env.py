@@ -41,10 +41,10 @@ from devstack.stack import (
     web_command,
     worker_command,
 )
+from service.settings import Settings, sqlalchemy_url
 from store.apikeys import create_team
 from store.engine import make_engine
 from store.migrate import upgrade
-from store.settings import Settings, sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local" / "bench"

@@ -28,7 +28,7 @@ from sqlalchemy import event
 
 from bench.env import BenchTeam, Servers, make_team
 from bench.load import LoadSpec, percentile, run_load
-from store.settings import Settings, sqlalchemy_url
+from service.settings import Settings, sqlalchemy_url
 
 DATASET_VERSION = 1
 FILLER_TEAMS = 49

@@ -24,7 +24,7 @@ import psycopg
 
 from bench.data import BacklogEvent, copy_events, customer_journeys, prepared
 from bench.env import BenchTeam, FoldWorker, RunEnv, busy_cores
-from store.fold_queue import request_fold
+from service.fold_queue import request_fold
 
 CEILING_BATCH = 1000
 

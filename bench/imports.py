@@ -33,7 +33,7 @@ from rq import Queue
 from bench.data import BacklogEvent, customer_journeys, event_rows, prepared
 from bench.env import ROOT, BenchTeam, FoldWorker, RunEnv, busy_cores, make_team
 from bench.fold import wait_until_folded
-from store.fold_queue import flag_key, request_fold
+from service.fold_queue import flag_key, request_fold
 from store.imports import EVENT_COLUMNS
 
 FILES = 4

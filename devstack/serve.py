@@ -44,11 +44,11 @@ from devstack.stack import (
     worker_command,
 )
 from schemas.keys import SCOPES
+from service.settings import Settings
 from store.apikeys import create_key, create_team, key_digest
 from store.engine import make_engine
 from store.migrate import upgrade
 from store.models import ApiKey
-from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 GIVE_UP_AFTER = 5

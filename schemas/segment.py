@@ -1,50 +1,35 @@
 """The Segment Spec: what an event must look like to be stored.
 
-One marshmallow schema per event type, declared once at the boundary. Unknown
-top-level keys are INCLUDEd on purpose: Segment adds keys over time (`_metadata`,
-`projectId`, `channel`, ...) and we store the event as received.
-
 `prepare_event` is the one entry point: it takes one decoded JSON value and returns a
 `PreparedEvent` (the columns we store plus the raw event) or an `EventRejected` error
 that says what to fix. The raw event is what was received, with three changes: the
 Spec's top-level keys in their canonical casing, ids that came as numbers written as
 strings, and no `writeKey` (a credential is not event data). A derived messageId is
-added when none was sent.
+added when none was sent. What each type must hold is declared once, as marshmallow
+schemas (`schemas/event_schemas.py`); the fast path (`schemas/quick_load.py`) answers
+for the plainly valid events and leaves the others to them; trait keys and their bounds
+are `schemas/trait_keys.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
+from marshmallow import Schema, ValidationError
 
+from schemas.event_schemas import SCHEMAS, json_type, present
 from schemas.problems import flatten_errors
+from schemas.quick_load import quick_load
 from schemas.timestamps import TimestampError, parse_timestamp
 
 SUPPORTED_TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")
 
-MAX_MESSAGE_ID = 100
-MAX_ID = 255
 MAX_EVENT_BYTES = 32 * 1024
-# Trait names become index keys when folded (a Postgres btree entry holds ~2.7 KB at most):
-# a longer name would make the event impossible to fold.
-MAX_TRAIT_NAME = 255
-# The email and name traits (firstName + lastName make a name too) become the customer's
-# indexed email and name columns: bounded so that even four-byte characters fit an entry.
-MAX_PROFILE_TRAIT = 255
-# Trait keys one event may carry, `traits` and `context.traits` together: the fold writes
-# a customer (or group) trait and a `trait_history` row per key, so this bounds what one
-# event makes it write. Amplitude's SDKs refuse more than 1,000 user properties a call,
-# Mixpanel takes 255 properties an event, Segment's own source schema keeps 300 traits
-# by default (docs/ingest.md has the references).
-MAX_TRAIT_KEYS = 1_000
-PROFILE_TRAITS = frozenset(("email", "name", "firstname", "lastname"))
 MAX_DEPTH = 64
 
 # Segment warns that top-level keys arrive in any casing (`messageid`, `MessageId`).
@@ -114,248 +99,6 @@ class PreparedEvent:
         return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-class Identifier(fields.Field[str]):
-    """A Segment id: a string, or a number that we store as its string."""
-
-    default_error_messages = {
-        "invalid": "Must be a string or a number.",
-        "too_long": "Must be at most {max} characters.",
-    }
-
-    def __init__(self, max_length: int = MAX_ID, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.max_length = max_length
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        if isinstance(value, int):
-            text = str(value)
-        elif isinstance(value, float):
-            if value != value or value in (float("inf"), float("-inf")):
-                raise self.make_error("invalid")
-            text = str(int(value)) if value.is_integer() else repr(value)
-        elif isinstance(value, str):
-            text = value
-        else:
-            raise self.make_error("invalid")
-        if len(text) > self.max_length:
-            raise self.make_error("too_long", max=self.max_length)
-        return text
-
-
-class Timestamp(fields.Field[datetime | None]):
-    """A lenient Segment timestamp (see schemas.timestamps); an empty string is no timestamp."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime | None:
-        if isinstance(value, str) and not value.strip():
-            return None
-        try:
-            return parse_timestamp(value)
-        except TimestampError as error:
-            raise ValidationError(f"Not a timestamp: {error}.") from None
-
-
-class ObjectOrNull(fields.Field[Any]):
-    """A JSON object or null; the value is kept as sent."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        if value is not None and not isinstance(value, dict):
-            raise ValidationError(f"Must be an object or null, not {json_type(value)}.")
-        return value
-
-
-def check_trait_names(traits: dict[str, Any]) -> None:
-    """Raise ValidationError if a trait name is longer than MAX_TRAIT_NAME, or an email or
-    name trait (as the fold normalises its key) is a string longer than MAX_PROFILE_TRAIT."""
-    for name, value in traits.items():
-        if len(name) > MAX_TRAIT_NAME:
-            raise ValidationError(
-                f"Trait names may be at most {MAX_TRAIT_NAME} characters; {name[:30]!r}... has {len(name)}."
-            )
-        if type(value) is str and len(value) > MAX_PROFILE_TRAIT and _profile_trait(name):
-            raise ValidationError(
-                f"The {name[:30]!r} trait may be at most {MAX_PROFILE_TRAIT} characters; it has {len(value)}."
-            )
-
-
-def _context_traits(context: Any) -> Any:
-    return context.get("traits") if type(context) is dict else None
-
-
-def _trait_keys(traits: Any) -> int:
-    """How many trait keys `traits` holds (0 unless an object)."""
-    return len(traits) if type(traits) is dict else 0
-
-
-# Trait-key normalisation, the one rule (docs/fold.md, "Traits"): ASCII letters lower-cased,
-# ASCII whitespace, `_`, `.` and `-` removed; a key made only of those is kept as it is.
-# Written here twice, in Python and as SQL, with nothing left to a locale: Python's
-# Unicode `lower()` and Postgres's (the database's locale) disagree (`"EMAİL".lower()` is
-# `emai̇l` in Python, `email` under glibc), and a key that passed the profile-trait bound
-# here as not-`email` became the customer's indexed email in the fold (issue 22).
-# `lower(... COLLATE "C")` folds ASCII only, and under the C collation `[[:space:]]` is
-# ASCII whitespace only; tests/schemas/test_trait_keys.py holds the two to one answer
-# over every code point.
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_KEY_SEPARATORS = re.compile("[ \t\n\v\f\r_.-]+")
-
-
-def normalise_trait_key(key: str) -> str:
-    """A trait key as the fold compares it: `firstName` = `first_name` = `First Name`."""
-    return _KEY_SEPARATORS.sub("", key.translate(_ASCII_LOWER)) or key
-
-
-def normalised_key_sql(key: str) -> str:
-    """`normalise_trait_key` in SQL, of the text expression `key`."""
-    return f"""COALESCE(NULLIF(regexp_replace(lower(({key}) COLLATE "C"), '[[:space:]_.-]+', '', 'g'), ''),
-                        {key})"""
-
-
-def _profile_trait(name: str) -> bool:
-    """Whether the fold keeps this trait as the email or name (`normalise_trait_key`)."""
-    return normalise_trait_key(name) in PROFILE_TRAITS
-
-
-class Traits(ObjectOrNull):
-    """A traits object (or null): the fold keeps each trait by name, so names are bounded."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        value = super()._deserialize(value, attr, data, **kwargs)
-        if value is not None:
-            check_trait_names(value)
-        return value
-
-
-class OptionalString(fields.Field[Any]):
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        if value is not None and not isinstance(value, str):
-            raise ValidationError(f"Must be a string or null, not {json_type(value)}.")
-        return value
-
-
-class EventSchema(Schema):
-    """Fields common to every type."""
-
-    class Meta:
-        unknown = INCLUDE
-
-    type = fields.String(required=True)
-    messageId = Identifier(max_length=MAX_MESSAGE_ID, allow_none=True)
-    userId = Identifier(allow_none=True)
-    anonymousId = Identifier(allow_none=True)
-    timestamp = Timestamp(allow_none=True)
-    context = ObjectOrNull(allow_none=True)
-    integrations = ObjectOrNull(allow_none=True)
-    properties = ObjectOrNull(allow_none=True)
-    traits = Traits(allow_none=True)
-
-    @validates_schema
-    def check_context_traits(self, data: dict[str, Any], **kwargs: Any) -> None:
-        context = data.get("context")
-        traits = context.get("traits") if isinstance(context, dict) else None
-        if isinstance(traits, dict):
-            try:
-                check_trait_names(traits)
-            except ValidationError as error:
-                raise ValidationError(error.messages, "context.traits") from None
-
-    @validates_schema
-    def check_trait_count(self, data: dict[str, Any], **kwargs: Any) -> None:
-        traits, context_traits = data.get("traits"), _context_traits(data.get("context"))
-        count = _trait_keys(traits) + _trait_keys(context_traits)
-        if count > MAX_TRAIT_KEYS:
-            where = "traits" if _trait_keys(traits) >= _trait_keys(context_traits) else "context.traits"
-            raise ValidationError(
-                f"An event may carry at most {MAX_TRAIT_KEYS} trait keys (traits and context.traits "
-                f"together); this one has {count}. Send the traits an agent needs, or split them "
-                "over several identify calls.",
-                where,
-            )
-
-    @validates_schema
-    def check_identity(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if not _present(data.get("userId")) and not _present(data.get("anonymousId")):
-            raise ValidationError(
-                "userId or anonymousId is required: send at least one, non-empty.", "userId"
-            )
-
-
-class TrackSchema(EventSchema):
-    event = fields.String(required=True, error_messages={"invalid": "Must be a string."})
-
-    @validates_schema
-    def check_event(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if not str(data.get("event") or "").strip():
-            raise ValidationError("Must be a non-empty string naming the action.", "event")
-
-
-class PageSchema(EventSchema):
-    name = OptionalString(allow_none=True)
-    category = OptionalString(allow_none=True)
-
-
-class IdentifySchema(EventSchema):
-    pass
-
-
-class GroupSchema(EventSchema):
-    groupId = Identifier(required=True, allow_none=False)
-
-    @validates_schema
-    def check_group(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if not _present(data.get("groupId")):
-            raise ValidationError("Must be a non-empty id of the group.", "groupId")
-
-
-class AliasSchema(EventSchema):
-    previousId = Identifier(required=True, allow_none=False)
-
-    @validates_schema
-    def check_identity(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if not _present(data.get("userId")):
-            raise ValidationError("alias needs the new userId.", "userId")
-        if not _present(data.get("previousId")):
-            raise ValidationError("alias needs the previousId it links.", "previousId")
-
-
-class DeleteSchema(EventSchema):
-    @validates_schema
-    def check_identity(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if not _present(data.get("userId")):
-            raise ValidationError("delete needs the userId of the person to erase.", "userId")
-
-
-SCHEMAS: dict[str, Schema] = {
-    "identify": IdentifySchema(),
-    "track": TrackSchema(),
-    "page": PageSchema(),
-    "screen": PageSchema(),
-    "group": GroupSchema(),
-    "alias": AliasSchema(),
-    "delete": DeleteSchema(),
-}
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value != ""
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 def canonical_keys(event: dict[str, Any]) -> dict[str, Any]:
     """Re-case the Spec's top-level keys; unknown keys stay as sent.
 
@@ -392,11 +135,11 @@ def derive_message_id(
     content alone, so rerunning an import dedupes it (docs/import.md).
     """
     content = {k: v for k, v in event.items() if k not in _VOLATILE_KEYS}
-    if not any(_present(content.get(key)) for key in ("timestamp", "originalTimestamp")):
-        sent_at = event.get("sentAt") if _present(event.get("sentAt")) else sent_at
-        if not _present(sent_at) and not archived:
+    if not any(present(content.get(key)) for key in ("timestamp", "originalTimestamp")):
+        sent_at = event.get("sentAt") if present(event.get("sentAt")) else sent_at
+        if not present(sent_at) and not archived:
             return "derived-" + uuid.uuid4().hex
-        if _present(sent_at):
+        if present(sent_at):
             content["sentAt"] = sent_at
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if occurrence:
@@ -470,7 +213,7 @@ def prepare_event(
             f"type {kind[:50]!r} is not supported; send one of " + ", ".join(SUPPORTED_TYPES) + ".",
             {"type": [f"Unsupported type {kind[:50]!r}."]},
         )
-    loaded = _quick_load(kind, event)
+    loaded = quick_load(kind, event)
     if loaded is None:  # not the common shape: the schema decides, and says what is wrong
         loaded = _schema_load(kind, schema, event)
         for key in _ID_KEYS:  # (the fast path takes string ids only)
@@ -525,117 +268,6 @@ def _schema_load(kind: str, schema: Schema, event: dict[str, Any]) -> dict[str, 
         flat = flatten_errors(error.messages, root="_schema")
         raise EventRejected(400, "invalid_event", summarize(kind, flat), flat) from None
     return loaded
-
-
-# The fast path. Most events are plainly valid: string ids within their bounds, objects
-# where objects go, a readable timestamp. For those, `_quick_load` returns what
-# `schema.load` would for the fields prepare_event reads (the declared ones). For
-# anything else (a numeric id, a wrong type, a missing field, a bad timestamp, ...) it
-# returns None and the schema above, the one definition of the Spec, decides and words
-# the errors. tests/schemas/test_quick_load.py holds the two to the same answers.
-_QUICK_IDS = {"messageId": MAX_MESSAGE_ID, "userId": MAX_ID, "anonymousId": MAX_ID}
-_QUICK_OBJECTS = ("context", "integrations", "properties")
-
-
-# The timestamps SDKs and Segment's archives send, RFC 3339 in UTC or with an offset
-# (`2024-03-01T09:30:00.123Z`): `datetime.fromisoformat` reads exactly these as
-# `parse_timestamp` does, several times faster. Anything else goes to parse_timestamp.
-_RFC3339 = re.compile(
-    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)", re.ASCII
-)
-
-
-def _quick_timestamp(stamp: str) -> datetime | None:
-    """`parse_timestamp(stamp)` for the common RFC 3339 form, else None (ask parse_timestamp)."""
-    if _RFC3339.fullmatch(stamp) is None:
-        return None
-    try:
-        return datetime.fromisoformat(stamp).astimezone(UTC)
-    except (ValueError, OverflowError):  # month 13, year 0 in UTC: parse_timestamp words it
-        return None
-
-
-def _names_fit(traits: dict[str, Any]) -> bool:
-    return all(
-        len(name) <= MAX_TRAIT_NAME
-        and not (type(v) is str and len(v) > MAX_PROFILE_TRAIT and _profile_trait(name))
-        for name, v in traits.items()
-    )
-
-
-def _quick_load(kind: str, event: dict[str, Any]) -> dict[str, Any] | None:
-    """What the schema would load for a plainly valid event, or None: ask the schema."""
-    loaded: dict[str, Any] = {"type": kind}
-    get = event.get
-    for key, limit in _QUICK_IDS.items():
-        if key in event:
-            value = get(key)
-            if value is not None and not (type(value) is str and len(value) <= limit):
-                return None
-            loaded[key] = value
-    for key in _QUICK_OBJECTS:
-        if key in event:
-            value = get(key)
-            if value is not None and type(value) is not dict:
-                return None
-            loaded[key] = value
-    if "traits" in event:
-        traits = get("traits")
-        if traits is not None and not (type(traits) is dict and _names_fit(traits)):
-            return None
-        loaded["traits"] = traits
-    context = loaded.get("context")
-    if context is not None:
-        context_traits = context.get("traits")
-        if type(context_traits) is dict and not _names_fit(context_traits):
-            return None
-    if _trait_keys(loaded.get("traits")) + _trait_keys(_context_traits(context)) > MAX_TRAIT_KEYS:
-        return None
-    if "timestamp" in event:
-        stamp = get("timestamp")
-        if stamp is None:
-            loaded["timestamp"] = None
-        elif type(stamp) is not str:
-            return None
-        elif not stamp.strip():
-            loaded["timestamp"] = None
-        else:
-            quick = _quick_timestamp(stamp)
-            if quick is None:
-                try:
-                    quick = parse_timestamp(stamp)
-                except TimestampError:
-                    return None
-            loaded["timestamp"] = quick
-    user_id, anonymous_id = loaded.get("userId"), loaded.get("anonymousId")
-    if kind == "track":
-        name = get("event")
-        if type(name) is not str or not name.strip():
-            return None
-        loaded["event"] = name
-    elif kind in ("page", "screen"):
-        for key in ("name", "category"):
-            if key in event:
-                value = get(key)
-                if value is not None and type(value) is not str:
-                    return None
-                loaded[key] = value
-    elif kind == "group":
-        group_id = get("groupId")
-        if not (type(group_id) is str and 0 < len(group_id) <= MAX_ID):
-            return None
-        loaded["groupId"] = group_id
-    elif kind == "alias":
-        previous_id = get("previousId")
-        if not (type(previous_id) is str and 0 < len(previous_id) <= MAX_ID):
-            return None
-        loaded["previousId"] = previous_id
-        return loaded if _present(user_id) else None
-    elif kind == "delete":
-        return loaded if _present(user_id) else None
-    elif kind != "identify":
-        return None
-    return loaded if _present(user_id) or _present(anonymous_id) else None
 
 
 def _event_name(kind: str, loaded: dict[str, Any]) -> str | None:

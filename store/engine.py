@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
-from store.settings import Settings
+from service.settings import Settings
 
 
 class ReadCapacityBusy(PoolTimeoutError):

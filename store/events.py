@@ -29,7 +29,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError
 
 from schemas.segment import PreparedEvent
-from store.per_process import PerProcess
+from service.per_process import PerProcess
 
 # A group's transaction holds at most this many events (a request's own batch of up to
 # 2,500 always goes in whole): bounded statement size, bounded wait for the followers.

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from store.settings import sqlalchemy_url
+from service.settings import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

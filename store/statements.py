@@ -14,11 +14,11 @@ from functools import lru_cache
 
 from sqlalchemy import TextClause, text
 
-from schemas.segment import normalised_key_sql
+from schemas.trait_keys import normalised_key_sql
 
 
 def normalised_key(key: str) -> str:
-    """A trait key as compared, in SQL: `schemas.segment.normalised_key_sql`, the one rule
+    """A trait key as compared, in SQL: `schemas.trait_keys.normalised_key_sql`, the one rule
     (ASCII lower case without spaces, `_`, `.` or `-`; docs/fold.md, "Traits").
 
     The fold keys traits by it (`workers/derived.py`); the read side finds `?include=`

@@ -28,11 +28,11 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from app import create_app
+from service.fold_queue import FoldQueue
+from service.settings import Settings, sqlalchemy_url
 from store.apikeys import create_key, create_team
 from store.engine import make_engine, make_redis
-from store.fold_queue import FoldQueue
 from store.migrate import upgrade
-from store.settings import Settings, sqlalchemy_url
 from workers import runtime
 
 # ../shared beside the clone (SPEC: "payloads exactly as Segment documents them").

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("app", "workers", "schemas", "store", "devstack", "tests", "bench")
+FOLDERS = ("app", "workers", "schemas", "store", "service", "devstack", "tests", "bench")
 
 
 def test_ruff_finds_nothing() -> None:

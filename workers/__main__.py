@@ -4,13 +4,13 @@ SimpleWorker runs each job in this process (no fork per job), so the engine and 
 connections live as long as the process. A thread runs the sweep every few seconds.
 When Redis goes away RQ retries the connection (at most `FoldWorker.max_connection_wait_time`
 apart), and if RQ's loop gives up the worker starts it again; nothing is lost meanwhile,
-because the events wait in Postgres. Logs are JSON lines (store/logs.py), RQ's included.
+because the events wait in Postgres. Logs are JSON lines (service/logs.py), RQ's included.
 
 RQ's own recovery, tuned for a fold job that is short and idempotent (docs/operations.md):
 maintenance every `MAINTENANCE_INTERVAL_SECONDS` fails jobs a dead worker left in the
 intermediate list or the started registry, and an idle worker heartbeats every
 `WORKER_TTL_SECONDS - 15` seconds. The fold itself does not wait for either: a flag whose
-job left the queue holds no wake-up back (store/fold_queue.py), so the next sweep queues
+job left the queue holds no wake-up back (service/fold_queue.py), so the next sweep queues
 a new job.
 """
 
@@ -26,8 +26,8 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 
-from store.logs import configure_logging
-from store.settings import Settings
+from service.logs import configure_logging
+from service.settings import Settings
 from workers import runtime
 from workers.sweep import sweep_round
 

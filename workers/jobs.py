@@ -4,7 +4,7 @@ A fold job is one **turn** of its team (docs/fold.md, "Turns"): it folds a batch
 another while `Settings.fold_turn_seconds` have not passed, and after that only while no
 other fold job waits in the queue (one LLEN a batch). When its turn is over and the team
 still has unfolded events, it queues its successor, which goes to the back of the FIFO
-queue. Every team has at most one job waiting (the flag, store/fold_queue.py), so the
+queue. Every team has at most one job waiting (the flag, service/fold_queue.py), so the
 queue serves the teams round robin: a team's fresh event waits at most one turn of each
 busy team ahead of it, whatever their backlogs. A team alone is not slowed by turns (no
 RQ job per batch); its job still hands over after `FOLD_JOB_MAX_SECONDS`, far below
@@ -19,7 +19,7 @@ import time
 from redis.exceptions import RedisError
 from rq import get_current_job
 
-from store.fold_queue import FOLD_JOB_MAX_SECONDS
+from service.fold_queue import FOLD_JOB_MAX_SECONDS
 from workers import runtime
 from workers.fold import fold_pending
 

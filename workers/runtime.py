@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from redis import Redis
 from sqlalchemy import Engine
 
+from service.fold_queue import FoldQueue
+from service.settings import Settings
 from store.engine import make_engine, make_redis
-from store.fold_queue import FoldQueue
-from store.settings import Settings
 
 
 @dataclass

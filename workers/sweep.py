@@ -3,7 +3,7 @@
 This is what makes a lost queue harmless: after a Redis outage, flush or restart, and
 after a worker died mid-batch or right after it took a job, the events are still
 unfolded in Postgres and the next sweep queues them again (a flag whose job left the
-queue holds nobody back: store/fold_queue.py). Each round logs what it found and did:
+queue holds nobody back: service/fold_queue.py). Each round logs what it found and did:
 the teams it queued, those already queued, and those whose flagged job had left the
 queue without starting (a worker died holding it, or was just taking it).
 """
@@ -14,7 +14,7 @@ import logging
 
 from sqlalchemy import Engine, text
 
-from store.fold_queue import FoldQueue, Wake
+from service.fold_queue import FoldQueue, Wake
 
 log = logging.getLogger(__name__)
 

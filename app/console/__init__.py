@@ -10,7 +10,7 @@ from flask import Flask
 
 from app.console import present, session
 from app.console.views import bp
-from store.settings import Settings
+from service.settings import Settings
 
 
 def init_app(app: Flask, settings: Settings) -> None:

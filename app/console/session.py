@@ -31,7 +31,7 @@ from werkzeug.wrappers import Response
 
 from app.console import data
 from app.resources import resources
-from store.settings import Settings
+from service.settings import Settings
 
 SESSION_COOKIE = "console_session"
 SIGN_IN_CSRF_COOKIE = "console_sign_in"

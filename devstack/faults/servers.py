@@ -8,7 +8,7 @@ import os
 from sqlalchemy import create_engine, make_url, text
 
 from devstack.stack import Services
-from store.settings import sqlalchemy_url
+from service.settings import sqlalchemy_url
 
 
 class SuiteDatabase:

@@ -24,10 +24,10 @@ from devstack.faults.processes import FaultStack
 from devstack.faults.report import RECOVERY_BOUND_SECONDS, Row, say, table
 from devstack.faults.servers import SuiteDatabase
 from devstack.stack import Services
+from service.settings import Settings
 from store.apikeys import create_key, create_team
 from store.engine import make_engine
 from store.migrate import upgrade
-from store.settings import Settings
 
 FOLD_QUEUE = "fold"
 PREFIX = "tl:"

@@ -11,8 +11,8 @@ import os
 from alembic import context
 from sqlalchemy import create_engine, text
 
+from service.settings import sqlalchemy_url
 from store.models import Base
-from store.settings import sqlalchemy_url
 
 config = context.config
 target_metadata = Base.metadata

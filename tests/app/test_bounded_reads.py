@@ -18,7 +18,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, text
 
 from schemas.api import PROFILE_GROUPS, PROFILE_IDS, PROFILE_TRAITS, SHOWN_KEYS, SHOWN_VALUE
-from schemas.segment import MAX_TRAIT_KEYS, prepare_event
+from schemas.segment import prepare_event
+from schemas.trait_keys import MAX_TRAIT_KEYS
 from store.customers import read_external_ids
 from store.events import store_events
 from store.feed import read_feed_page

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from app.serving import ConnectionSlots, DeadlineSocket
-from store.settings import Settings
+from service.settings import Settings
 from tests.servers import GunicornServer as Server
 from tests.servers import assert_envelope, connect, exchange, read_answer
 

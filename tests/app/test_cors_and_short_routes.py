@@ -20,7 +20,7 @@ from app.cors import MAX_AGE_SECONDS
 from app.ingest import SHORT_ROUTES
 from devstack.embedded import free_port
 from schemas.batch import MAX_BATCH_EVENTS
-from store.settings import Settings
+from service.settings import Settings
 from tests.app.test_ingest import post, stored, track
 from tests.conftest import TeamKeys
 

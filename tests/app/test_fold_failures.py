@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from app import create_app
-from store.settings import Settings
+from service.settings import Settings
 from tests.conftest import TeamKeys
 from tests.workers.hostile import HUGE, poisoned
 from tests.workers.support import event, store

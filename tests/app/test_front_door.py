@@ -2,7 +2,7 @@
 
 Real gunicorn with two worker processes on a loopback port, real sockets. Its deadlines
 are shortened through the environment (head and body 2 s, idle keep-alive 2 s) so the
-slow-client cases finish in seconds; the production values are in store/settings.py and
+slow-client cases finish in seconds; the production values are in service/settings.py and
 app/gunicorn_config.py. Nothing here measures speed: "answered" means within 1 s, a
 bound a working server meets by a factor of a hundred.
 """
@@ -18,7 +18,7 @@ import pytest
 import requests
 from sqlalchemy import Engine, text
 
-from store.settings import Settings
+from service.settings import Settings
 from tests.conftest import TeamKeys, make_team
 from tests.servers import GunicornServer as Server
 from tests.servers import assert_envelope, connect, exchange, read_answer

@@ -16,7 +16,7 @@ from flask import Flask
 from sqlalchemy import event
 
 from app import create_app
-from store.settings import Settings
+from service.settings import Settings
 
 
 def _closed_port() -> int:

@@ -23,9 +23,9 @@ from sqlalchemy import Engine
 
 from app import create_app
 from devstack.embedded import EmbeddedRedis, free_port
+from service.fold_queue import FoldQueue
+from service.settings import Settings
 from store.apikeys import KeyCache
-from store.fold_queue import FoldQueue
-from store.settings import Settings
 from tests.app.test_ingest import post, stored, track
 from tests.conftest import TeamKeys
 from workers.sweep import sweep

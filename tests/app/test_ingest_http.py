@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Engine
 
 from app.body import DRAIN_BYTES, MAX_REQUEST_BYTES
-from store.settings import Settings
+from service.settings import Settings
 from tests.app.test_ingest import stored, track
 from tests.conftest import TeamKeys, make_team
 from tests.servers import GunicornServer

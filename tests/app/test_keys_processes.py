@@ -22,7 +22,7 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from store.settings import Settings
+from service.settings import Settings
 from tests.conftest import TeamKeys, make_team
 from tests.servers import GunicornServer
 

@@ -22,7 +22,7 @@ from flask import Flask
 from app import create_app
 from app.errors import ApiError
 from app.ratelimit import RefusalHold, TeamTurns
-from store.settings import Settings
+from service.settings import Settings
 from tests.conftest import TeamKeys
 from tests.servers import GunicornServer
 

@@ -13,7 +13,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.waker import Waker
-from store.fold_queue import FoldQueue
+from service.fold_queue import FoldQueue
 
 WAIT_SECONDS = 10.0
 

@@ -27,8 +27,8 @@ from sqlalchemy import Engine
 from devstack.embedded import free_port
 from devstack.serve import Child, demo_keys, supervise
 from devstack.stack import exit_status
+from service.settings import Settings
 from store.apikeys import KeyCache, create_key, create_team
-from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

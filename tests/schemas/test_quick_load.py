@@ -1,4 +1,4 @@
-"""The fast path of prepare_event (`_quick_load`) never disagrees with the marshmallow schema.
+"""The fast path of prepare_event (`quick_load`) never disagrees with the marshmallow schema.
 
 Whatever it accepts, the schema accepts, with the same values for every field the schema
 declares; whatever the schema refuses, it leaves to the schema (returns None).
@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from schemas.segment import SCHEMAS, SUPPORTED_TYPES, _quick_load, canonical_keys
+from schemas.event_schemas import SCHEMAS
+from schemas.quick_load import quick_load
+from schemas.segment import SUPPORTED_TYPES, canonical_keys
 from tests.conftest import fixture_names, load_fixture
 
 FIELDS = [
@@ -40,7 +42,7 @@ def agrees(event: dict[str, Any]) -> dict[str, Any] | None:
     kind = event.get("type")
     assert isinstance(kind, str) and kind in SCHEMAS
     schema = SCHEMAS[kind]
-    quick = _quick_load(kind, event)
+    quick = quick_load(kind, event)
     try:
         full = schema.load(event)
     except ValidationError:

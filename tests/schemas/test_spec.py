@@ -10,13 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.segment import (
-    MAX_TRAIT_KEYS,
     SUPPORTED_TYPES,
     EventRejected,
     canonical_keys,
     derive_message_id,
     prepare_event,
 )
+from schemas.trait_keys import MAX_TRAIT_KEYS
 from tests.conftest import fixture_names, load_fixture
 
 RECEIVED = datetime(2024, 3, 5, 9, 30, tzinfo=UTC)

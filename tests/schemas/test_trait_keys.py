@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from schemas.segment import PROFILE_TRAITS, normalise_trait_key, normalised_key_sql
+from schemas.trait_keys import PROFILE_TRAITS, normalise_trait_key, normalised_key_sql
 
 # Keys made of a profile trait with one character inserted, replacing a letter, or alone.
 # (ASCII letters only around the character: lower() of them is the same on both sides.)

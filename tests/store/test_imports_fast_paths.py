@@ -4,7 +4,7 @@
 orjson and stdlib paths to one answer.)
 - `app.importer.prepare_line` (one event, `schemas.batch.prepare_one`) and
   `prepare_events([item])`, the ingest path: the same prepared event, or the same refusal;
-- `schemas.segment._quick_timestamp` (`datetime.fromisoformat`) and `parse_timestamp`.
+- `schemas.quick_load.quick_timestamp` (`datetime.fromisoformat`) and `parse_timestamp`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from app.body import parse_json
 from app.errors import ApiError
 from app.importer import LineRefused, prepare_line
 from schemas.batch import Scan, prepare_events
-from schemas.segment import _quick_timestamp
+from schemas.quick_load import quick_timestamp
 from schemas.timestamps import TimestampError, parse_timestamp
 
 RECEIVED = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -119,7 +119,7 @@ stamps = st.builds(
 @example(stamp="9999-12-31T23:59:59-01:00")
 @example(stamp="2024-02-30T00:00:00Z")
 def test_the_quick_timestamp_is_parse_timestamp_or_leaves_it_to_it(stamp: str) -> None:
-    quick = _quick_timestamp(stamp)
+    quick = quick_timestamp(stamp)
     if quick is None:
         return
     try:

@@ -14,8 +14,8 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, create_engine, make_url, text
 
+from service.settings import sqlalchemy_url
 from store.migrate import alembic_config, upgrade
-from store.settings import sqlalchemy_url
 from tests.workers.model import expected_state, snapshot
 from tests.workers.support import event, new_team, store_and_fold
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from store.settings import Settings
+from service.settings import Settings
 from tests.workers.processes import StartWorker, worker_processes
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.segment import PreparedEvent, normalise_trait_key
+from schemas.segment import PreparedEvent
+from schemas.trait_keys import normalise_trait_key
 from workers.erase import DELETE_TIME_FUTURE, DELETE_TIME_PAST
 from workers.identity import usable_id
 

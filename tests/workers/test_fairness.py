@@ -20,9 +20,9 @@ from rq import Queue, Worker
 from sqlalchemy import Engine, text
 
 from schemas.segment import PreparedEvent
-from store.fold_queue import FoldQueue
+from service.fold_queue import FoldQueue
+from service.settings import Settings
 from store.imports import event_row, import_batches
-from store.settings import Settings
 from tests.workers.processes import StartWorker, wait_for_workers
 from tests.workers.support import RECEIVED, event, new_team, store
 

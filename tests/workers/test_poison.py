@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from schemas.segment import MAX_PROFILE_TRAIT
+from schemas.trait_keys import MAX_PROFILE_TRAIT
 from tests.conftest import TeamKeys
 from tests.workers.hostile import HUGE, failures, incompressible, poisoned
 from tests.workers.support import customer_of, event, new_team, store

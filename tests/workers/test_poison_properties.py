@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from schemas.segment import MAX_PROFILE_TRAIT, MAX_TRAIT_NAME, PROFILE_TRAITS, PreparedEvent
+from schemas.segment import PreparedEvent
+from schemas.trait_keys import MAX_PROFILE_TRAIT, MAX_TRAIT_NAME, PROFILE_TRAITS
 from tests.workers.hostile import incompressible
 from tests.workers.model import expected_state, norm_key, snapshot
 from tests.workers.support import event, fold_in_steps, new_team

@@ -10,7 +10,7 @@ from pathlib import Path
 from redis import Redis
 from sqlalchemy import Engine
 
-from store.settings import Settings
+from service.settings import Settings
 from workers.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]

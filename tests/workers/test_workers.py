@@ -20,8 +20,8 @@ from rq.job import Job
 from sqlalchemy import Engine, text
 
 from schemas.segment import PreparedEvent
-from store.fold_queue import FoldQueue
-from store.settings import Settings
+from service.fold_queue import FoldQueue
+from service.settings import Settings
 from tests.workers.model import TeamState, expected_state
 from tests.workers.processes import StartWorker, unfolded, wait_for_workers, wait_until_folded
 from tests.workers.support import journeys, new_team, state, store, store_and_fold

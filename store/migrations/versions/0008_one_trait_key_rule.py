@@ -25,7 +25,7 @@ down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The rule as it is today, frozen here (schemas/segment.py `normalised_key_sql`).
+# The rule as it was then, frozen here (now schemas/trait_keys.py `normalised_key_sql`).
 NORM = """COALESCE(NULLIF(regexp_replace(lower(key COLLATE "C"), '[[:space:]_.-]+', '', 'g'), ''), key)"""
 
 

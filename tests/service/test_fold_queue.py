@@ -1,4 +1,4 @@
-"""The fold's wake-up flag (store/fold_queue.py): it
+"""The fold's wake-up flag (service/fold_queue.py): it
 holds a wake-up back only while its job still waits in the RQ queue."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from redis import Redis
 from rq import Queue
 
-from store.fold_queue import FoldQueue, Wake
+from service.fold_queue import FoldQueue, Wake
 
 
 def team_jobs(queue: Queue, team_id: int) -> list[str]:

@@ -35,7 +35,7 @@ import uuid
 from redis import Redis
 from rq import Queue
 
-from store.settings import Settings
+from service.settings import Settings
 
 FOLD_JOB = "workers.jobs.fold_team"
 # Only key hygiene: the flag never blocks once its job has left the queue.

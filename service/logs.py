@@ -10,7 +10,7 @@ it to every line of every process.
 
 Nothing logs a request body or a key: handlers log ids, counts and error class names.
 And whatever a client sends, the one handler masks keys in every record that reaches
-it (store/redaction.py), gunicorn's own lines included.
+it (service/redaction.py), gunicorn's own lines included.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ class PlainText(logging.Filter):
 
 # name -> dictConfig filter entry; applied to every line, in this order.
 FILTERS: dict[str, dict[str, Any]] = {
-    "plain_text": {"()": "store.logs.PlainText"},
+    "plain_text": {"()": "service.logs.PlainText"},
     # Last, so it sees the final text: no key reaches a line, whatever a client sends.
-    "redact_secrets": {"()": "store.redaction.RedactSecrets"},
+    "redact_secrets": {"()": "service.redaction.RedactSecrets"},
 }
 
 

@@ -1,4 +1,4 @@
-"""The redaction filter (store/redaction.py): no form of a key survives into a log line.
+"""The redaction filter (service/redaction.py): no form of a key survives into a log line.
 
 The gunicorn tests (tests/app/test_keys_processes.py) send keys to a real server and
 read every line it wrote; these tests pin each form the filter masks.
@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import pytest
 
+from service.logs import logging_config
+from service.redaction import redact
 from store.apikeys import new_secret
-from store.logs import logging_config
-from store.redaction import redact
 
 KEY = new_secret()
 
@@ -79,7 +79,7 @@ def record_through_the_handler(emit: object) -> dict[str, object]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     factories = [config["filters"][name]["()"] for name in config["handlers"]["stderr"]["filters"]]
-    assert "store.redaction.RedactSecrets" in factories
+    assert "service.redaction.RedactSecrets" in factories
     for factory in factories:  # every filter of the one handler, in its order
         module, _, name = factory.rpartition(".")
         handler.addFilter(getattr(importlib.import_module(module), name)())

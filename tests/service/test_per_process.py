@@ -1,4 +1,4 @@
-"""Per-process state (store/per_process.py): a forked child makes its own, and each
+"""Per-process state (service/per_process.py): a forked child makes its own, and each
 process flushes what it made once, at exit.
 
 The fork happens in a fresh interpreter (a small script run as a subprocess), so that
@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from store.per_process import PerProcess
+from service.per_process import PerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys, threading
-    from store.per_process import PerProcess, start_daemon
+    from service.per_process import PerProcess, start_daemon
 
     def say(**fields):
         print(json.dumps({"pid": os.getpid(), **fields}), flush=True)

@@ -1,4 +1,4 @@
-"""psycopg under gevent waits on the hub (store/waiting.py), in a real patched process."""
+"""psycopg under gevent waits on the hub (service/waiting.py), in a real patched process."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     monkey.patch_all()
     import json, sys
     import gevent, psycopg, psycopg.waiting
-    from store.waiting import cooperative_wait, install
+    from service.waiting import cooperative_wait, install
 
     url = sys.argv[1]
     installed = install()
@@ -72,7 +72,7 @@ def test_under_gevent_psycopg_waits_on_the_hub_and_other_greenlets_run(database_
 
 
 def test_outside_gevent_nothing_is_installed() -> None:
-    from store.waiting import install
+    from service.waiting import install
 
     assert install() is False
 
@@ -83,7 +83,7 @@ WATCH_SCRIPT = textwrap.dedent(
     monkey.patch_all()
     import json, socket, sys
     import gevent, psycopg
-    from store.waiting import install, unwatch_client, watch_client
+    from service.waiting import install, unwatch_client, watch_client
 
     url = sys.argv[1]
     install()

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from app.serving import ReadDeadlines
-from store.settings import Settings
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 URLS = {"DATABASE_URL": "postgresql://h/db", "REDIS_URL": "redis://h/0"}

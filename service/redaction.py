@@ -5,7 +5,7 @@ of it reaches a log verbatim: gunicorn logs a malformed header line as it came
 (`Invalid HTTP Header: 'Authorization Bearer tlk_...'`), a request line with its query
 string, or a library puts a value in an exception message. SPEC §6: no key is ever
 logged, whatever a client sends. So the one handler every process logs through
-(store/logs.py) runs this filter on every record, gunicorn's included.
+(service/logs.py) runs this filter on every record, gunicorn's included.
 
 What is masked:
 - our key format, `tlk_` then letters and digits (also percent-encoded, `tlk%5F...`),
