@@ -42,8 +42,8 @@ class Settings:
     # Events, requests and body bytes per second, each with its burst; 0 turns one off.
     ingest_rate_limit: float = 2500.0
     ingest_rate_burst: float = 5000.0
-    ingest_request_limit: float = 750.0
-    ingest_request_burst: float = 1500.0
+    ingest_request_limit: float = 350.0
+    ingest_request_burst: float = 700.0
     ingest_byte_limit: float = 2.0 * 2**20
     ingest_byte_burst: float = 4.0 * 2**20
     # An ingest 429 is answered after this pause (its Retry-After, at most this), so a
