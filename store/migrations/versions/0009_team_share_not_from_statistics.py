@@ -65,7 +65,7 @@ DO $$
 BEGIN
     DELETE FROM pg_statistic s USING pg_attribute a
     WHERE a.attrelid = s.starelid AND a.attnum = s.staattnum AND a.attname = 'team_id'
-      AND s.starelid = ANY (CAST(:tables AS regclass[]));
+      AND s.starelid = ANY (ARRAY[{tables}]::regclass[]);
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE NOTICE 'statistics on team_id kept: delete them as a superuser (docs/operations.md)';
 END $$
@@ -75,8 +75,7 @@ END $$
 def upgrade() -> None:
     for table in TEAM_TABLES:
         op.execute(f"ALTER TABLE {table} ALTER COLUMN team_id SET STATISTICS 0")
-    tables = ", ".join(f"'{table}'" for table in TEAM_TABLES)
-    op.execute(FORGET_TEAM_STATISTICS.replace("CAST(:tables AS regclass[])", f"ARRAY[{tables}]::regclass[]"))
+    op.execute(FORGET_TEAM_STATISTICS.format(tables=", ".join(f"'{table}'" for table in TEAM_TABLES)))
 
 
 def downgrade() -> None:
