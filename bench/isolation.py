@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +46,7 @@ from bench.env import BenchTeam, FoldWorker, RunEnv, Web, busy_cores
 from bench.fold import take_statistics
 from bench.ingest import IngestSizes, basic_auth, post_spec
 from bench.load import LoadResult, LoadSpec, run_load
-from bench.pipeline import Look, Watcher
+from bench.pipeline import Watcher, lags_with_unseen
 from schemas.segment import MAX_EVENT_BYTES
 from service.fold_queue import flag_key, request_fold
 
@@ -67,26 +66,6 @@ class IsolationSizes:
 
 # ---------------------------------------------------------------------------------------
 # The quiet team's lag
-
-
-def lags_with_unseen(
-    records: list[tuple[str, float]], looks: list[Look], message_prefix: str
-) -> tuple[list[float], list[float]]:
-    """(lags of the events seen folded, the waits so far of those never seen folded)."""
-    starts = [look.started for look in looks]
-    seen: list[float] = []
-    unseen: list[float] = []
-    end = looks[-1].started if looks else 0.0
-    for n, answered in records:
-        message_id = f"{message_prefix}-{n}"
-        index = bisect_right(starts, answered)
-        while index < len(looks) and message_id in looks[index].unfolded:
-            index += 1
-        if index < len(looks):
-            seen.append(looks[index].started - answered)
-        else:
-            unseen.append(max(0.0, end - answered))
-    return seen, unseen
 
 
 def lag_figures(seen: list[float], unseen: list[float]) -> dict[str, Any]:

@@ -90,18 +90,29 @@ class BacklogSampler(Watcher):
                 self.stop_event.wait(0.25)
 
 
-def visible_lags(records: list[tuple[str, float]], looks: list[Look], message_prefix: str) -> list[float]:
-    """For each 2xx, seconds until the first look after it no longer listed it unfolded."""
+def lags_with_unseen(
+    records: list[tuple[str, float]], looks: list[Look], message_prefix: str
+) -> tuple[list[float], list[float]]:
+    """(lags of the events seen folded, the waits so far of those never seen folded)."""
     starts = [look.started for look in looks]
-    lags: list[float] = []
+    seen: list[float] = []
+    unseen: list[float] = []
+    end = looks[-1].started if looks else 0.0
     for n, answered in records:
         message_id = f"{message_prefix}-{n}"
         index = bisect_right(starts, answered)
         while index < len(looks) and message_id in looks[index].unfolded:
             index += 1
         if index < len(looks):
-            lags.append(looks[index].started - answered)
-    return lags
+            seen.append(looks[index].started - answered)
+        else:
+            unseen.append(max(0.0, end - answered))
+    return seen, unseen
+
+
+def visible_lags(records: list[tuple[str, float]], looks: list[Look], message_prefix: str) -> list[float]:
+    """For each 2xx, seconds until the first look after it no longer listed it unfolded."""
+    return lags_with_unseen(records, looks, message_prefix)[0]
 
 
 def measure_lag(
