@@ -20,41 +20,28 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     settings: Settings = app.config.get("SETTINGS") or Settings.from_env()
 
-    from app import (
-        cli,
-        console,
-        customers,
-        errors,
-        feed,
-        fold_failures,
-        groups,
-        health,
-        import_cli,
-        ingest,
-        keys,
-        me,
-        metrics,
-        openapi,
-        ratelimit,
-        rejections,
-        resources,
-    )
+    from app import console, errors, openapi, resources
+    from app.admin import fold_failures, keys, keys_cli
+    from app.imports import cli as import_cli
+    from app.ingest import debugger, lane, ratelimit
+    from app.read_api import customers, feed, groups, me
+    from app.serving import health, metrics
 
     resources.init_app(app, settings)
     ratelimit.init_app(app, settings)
     errors.init_app(app)
     metrics.init_app(app)
     health.init_app(app)
-    ingest.init_app(app)
+    lane.init_app(app)
     customers.init_app(app)
     feed.init_app(app)
     groups.init_app(app)
     keys.init_app(app)
-    rejections.init_app(app)
+    debugger.init_app(app)
     fold_failures.init_app(app)
     me.init_app(app)
     openapi.init_app(app)
     console.init_app(app, settings)
-    cli.init_app(app)
+    keys_cli.init_app(app)
     import_cli.init_app(app)
     return app

@@ -7,7 +7,7 @@ lookup, so junk neither reaches Postgres nor fills the key cache.
 A rotated key, during its grace period, keeps only the `ingest` scope: grace exists
 because Segment keeps sending the old key until the customer pastes the new one; it
 gives nobody admin or read power (SPEC §5, docs/keys.md). The read and key routes
-also pay one request of the key's rate limit here (app/ratelimit.py).
+also pay one request of the key's rate limit here (app/ingest/ratelimit.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from flask import request
 
 from app.errors import ApiError
-from app.ratelimit import check_key_rate_limit
+from app.ingest.ratelimit import check_key_rate_limit
 from app.resources import resources
 from store.apikeys import KEY_FORMAT, AuthenticatedKey, KeyCache
 
@@ -86,7 +86,7 @@ def authenticate(
 def check_key(keys: KeyCache, secret: str | None, scope: str) -> AuthenticatedKey:
     """The key `secret` names, if usable now and for `scope`; raises 401/403 with what to fix.
 
-    No Flask in it: the ingest lane (app/ingest.py) calls it with its app's key cache.
+    No Flask in it: the ingest lane (app/ingest/lane.py) calls it with its app's key cache.
     """
     key = _usable_key(keys, secret)
     if scope not in key.scopes:

@@ -1,7 +1,7 @@
 """The ingest ceiling: a bare WSGI app that answers the same POST and does nothing else.
 
 Served by gunicorn with the same config module and worker count as the product
-(`gunicorn -c python:app.gunicorn_config bench.bare:app`), it measures what gunicorn,
+(`gunicorn -c python:app.serving.gunicorn_config bench.bare:app`), it measures what gunicorn,
 the kernel's loopback and the load generator allow on this machine: the most any
 WSGI app could answer here.
 """

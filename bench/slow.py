@@ -2,7 +2,7 @@
 
 Half the slow connections send a `POST /v1/segment` head a byte a second; the other half
 send a whole head (valid key, `Content-Length: 1000`) and then the body a byte a second.
-A slow connection that the server answers or closes (its read deadline, app/serving.py)
+A slow connection that the server answers or closes (its read deadline, app/serving/worker.py)
 is opened again at once, so 200 trickle for the whole phase; what each got back is
 counted (a JSON 408, a close, or anything else, which would be a fault).
 

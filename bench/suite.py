@@ -201,7 +201,7 @@ def machine(servers: Servers, env: dict[str, str]) -> dict[str, Any]:
         [
             sys.executable,
             "-c",
-            "import app.gunicorn_config as c; print(c.workers, c.worker_class, c.threads)",
+            "import app.serving.gunicorn_config as c; print(c.workers, c.worker_class, c.threads)",
         ],
         cwd=ROOT,
         capture_output=True,

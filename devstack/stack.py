@@ -3,7 +3,7 @@
 All four run the same processes the same way, so that what they exercise is what a
 platform runs:
 
-- the commands are the Procfile's own lines (`web`: gunicorn with `app.gunicorn_config`;
+- the commands are the Procfile's own lines (`web`: gunicorn with `app.serving.gunicorn_config`;
   `worker`: `python -m workers`), with their programs taken from this venv;
 - the servers are the ones DATABASE_URL / REDIS_URL name, else embedded ones started
   under a folder of the caller's (`Services`);

@@ -1,6 +1,6 @@
 """Structured logs for every process (web and worker): one JSON object per line.
 
-The web (gunicorn's `logconfig_dict`, app/gunicorn_config.py) and the fold worker
+The web (gunicorn's `logconfig_dict`, app/serving/gunicorn_config.py) and the fold worker
 (`python -m workers`) both use `logging_config()`, so every line has the same fields:
 `time`, `level`, `logger`, `process`, `message`, plus whatever a call passes as `extra`
 (e.g. `team_id`). Library loggers (gunicorn's, RQ's) go through the same handler: RQ adds

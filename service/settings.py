@@ -2,9 +2,9 @@
 
 Whoever builds a process builds its Settings, once, and passes it down: `create_app`
 (the web app; a test passes its own as `config["SETTINGS"]`), the worker's `main`, and
-gunicorn's worker class for its read deadlines (`app/serving.py`, in each web process).
+gunicorn's worker class for its read deadlines (`app/serving/worker.py`, in each web process).
 Nothing reads `os.environ` after that, and nothing writes it: gunicorn hands its
-workers their environment through its own `raw_env` setting (`app/gunicorn_config.py`).
+workers their environment through its own `raw_env` setting (`app/serving/gunicorn_config.py`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Settings:
     # RQ queue for fold jobs and the prefix of our own Redis keys; tests isolate on them.
     fold_queue: str = "fold"
     redis_prefix: str = "tl:"
-    # Ingest budgets per team (app/ratelimit.py; docs/rate-limits.md derives the defaults: a
+    # Ingest budgets per team (app/ingest/ratelimit.py; docs/rate-limits.md derives the defaults: a
     # quarter of what the Procfile's deployment, two web processes and a fold worker on two
     # cores, was measured to take end to end, stored and folded). Refused events and bytes
     # are charged as well as accepted ones.
@@ -50,7 +50,7 @@ class Settings:
     # client that resends at once cannot keep the CPU busy with refusals; 0 answers at once.
     ingest_refusal_hold_seconds: float = 1.0
     # A team's ingest requests parsed and stored at once in one web process; its others
-    # wait their turn (app/ratelimit.py `TeamTurns`). 0: no bound.
+    # wait their turn (app/ingest/ratelimit.py `TeamTurns`). 0: no bound.
     ingest_team_concurrency: int = 4
     # Per-key limit on the read and key routes, in requests per second; 0 turns it off.
     api_rate_limit: float = 100.0
@@ -83,7 +83,7 @@ class Settings:
     db_write_timeout_ms: int = 15000
     db_health_timeout_ms: int = 2000
     expensive_reads_per_team: int = 2
-    # gunicorn's worker (app/serving.py, docs/serving.md): a request's head (request line
+    # gunicorn's worker (app/serving/worker.py, docs/serving.md): a request's head (request line
     # and headers) must arrive within this many seconds of its first byte, its body within
     # this many seconds of the end of its head (500 KiB, the largest body ingest takes,
     # needs ~17 KiB/s). Tests shorten them.

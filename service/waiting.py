@@ -6,7 +6,7 @@ every wait: more CPU than libpq spends on a small statement (the ingest INSERT w
 to four times, a read route ~9 times a request). `install()` puts `cooperative_wait` in
 its place for every connection of the process (psycopg's `Connection.wait` calls
 `psycopg.waiting.wait`); the gunicorn worker calls it once the app is loaded
-(app/gunicorn_config.py `post_worker_init`). Outside gevent it does nothing.
+(app/serving/gunicorn_config.py `post_worker_init`). Outside gevent it does nothing.
 
 A wait may also watch the client of the request the greenlet serves (`watch_client`,
 which the read engine of app/resources.py sets up): if that client closes its socket

@@ -94,7 +94,7 @@ _MOVE = f"""
     SELECT type, count(*) FROM inserted GROUP BY type
 """
 DEDUPE_CONSTRAINT = "uq_events_team_id_message_id_type"
-# Chunks of rows (at most 1,000 events or 1 MiB each, app/importer.py) waiting for the
+# Chunks of rows (at most 1,000 events or 1 MiB each, app/imports/importer.py) waiting for the
 # writer: enough for the reader to go on while a batch commits.
 QUEUED_CHUNKS = 16
 

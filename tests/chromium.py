@@ -51,9 +51,7 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def chromium(
-    *flags: str, zone: str | None = None, unhandled_prompt: str | None = None
-) -> Iterator[Any]:
+def chromium(*flags: str, zone: str | None = None, unhandled_prompt: str | None = None) -> Iterator[Any]:
     """A headless Chromium (a selenium WebDriver), quit and its profile removed afterwards.
 
     `zone`: the time zone the browser and its pages live in; `unhandled_prompt`: what

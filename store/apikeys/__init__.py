@@ -3,7 +3,7 @@ and status), `lifecycle` (teams and keys created, rotated, revoked and audited, 
 lookups of the keys API and the CLI) and `cache` (keys as the request path sees them, and
 their last use). Every public name is importable from here, as callers always have.
 
-How the keys API and the CLI show a key is app/key_shapes.py.
+How the keys API and the CLI show a key is app/admin/key_shapes.py.
 """
 
 from store.apikeys.cache import (

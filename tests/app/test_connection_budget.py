@@ -1,4 +1,4 @@
-"""Connection slots (issue 20, app/serving.py `ConnectionSlots`, docs/serving.md): no client
+"""Connection slots (issue 20, app/serving/worker.py `ConnectionSlots`, docs/serving.md): no client
 holds what others need, and a new connection always gets an answer.
 
 Real gunicorn on loopback sockets. The first server runs the production defaults and gets
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from app.serving import ConnectionSlots, DeadlineSocket
+from app.serving.worker import ConnectionSlots, DeadlineSocket
 from service.settings import Settings
 from tests.servers import GunicornServer as Server
 from tests.servers import assert_envelope, connect, exchange, read_answer

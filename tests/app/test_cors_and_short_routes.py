@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from app import create_app
-from app.cors import MAX_AGE_SECONDS
-from app.ingest import SHORT_ROUTES
+from app.ingest.cors import MAX_AGE_SECONDS
+from app.ingest.lane import SHORT_ROUTES
 from devstack.embedded import free_port
 from schemas.batch import MAX_BATCH_EVENTS
 from service.settings import Settings

@@ -67,7 +67,7 @@ def test_a_query_error_names_the_argument_by_its_path(client: FlaskClient, team:
     assert body["errors"] == {"type": {"1": ["Must be one of: " + str(body["message"]).split("of: ")[1]]}}
 
 
-# --- what app/keys.py and any new view adopt (key management reads bodies and id cursors) ---
+# --- what app/admin/keys.py and any new view adopt (key management reads bodies and id cursors) ---
 
 
 class _Named(Schema):

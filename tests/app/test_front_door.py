@@ -1,9 +1,9 @@
-"""The front door under gunicorn, as the Procfile starts it (app/serving.py, docs/serving.md).
+"""The front door under gunicorn, as the Procfile starts it (app/serving/worker.py, docs/serving.md).
 
 Real gunicorn with two worker processes on a loopback port, real sockets. Its deadlines
 are shortened through the environment (head and body 2 s, idle keep-alive 2 s) so the
 slow-client cases finish in seconds; the production values are in service/settings.py and
-app/gunicorn_config.py. Nothing here measures speed: "answered" means within 1 s, a
+app/serving/gunicorn_config.py. Nothing here measures speed: "answered" means within 1 s, a
 bound a working server meets by a factor of a hundred.
 """
 

@@ -343,8 +343,8 @@ def test_run_killed_mid_file_and_run_again_stores_every_event_once(
 def test_progress_is_a_plain_line_when_not_a_terminal_with_an_eta_when_the_size_is_known() -> None:
     import io
 
-    from app.import_cli import ProgressLine, describe
-    from app.importer import ImportProgress
+    from app.imports.cli import ProgressLine, describe
+    from app.imports.importer import ImportProgress
 
     progress = ImportProgress(files=2, files_done=1, bytes_total=1000, bytes_done=250, read=5000,
                               stored=4000, duplicates=900, rejected=100)  # fmt: skip

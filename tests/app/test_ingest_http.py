@@ -1,6 +1,6 @@
 """The ingest lane under real gunicorn, real sockets: as Segment's senders see it.
 
-An over-limit body is read (up to app.body.DRAIN_BYTES) before the 413, so a client
+An over-limit body is read (up to app.ingest.body.DRAIN_BYTES) before the 413, so a client
 that writes its whole body before reading (Python's http.client) reads our JSON 413
 instead of a broken pipe, after which Segment would retry. Each worker class the
 gunicorn config can run is tried: the sync worker, and gevent (monkey-patched: the
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from app.body import DRAIN_BYTES, MAX_REQUEST_BYTES
+from app.ingest.body import DRAIN_BYTES, MAX_REQUEST_BYTES
 from service.settings import Settings
 from tests.app.test_ingest import stored, track
 from tests.conftest import TeamKeys, make_team

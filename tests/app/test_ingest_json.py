@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.body import parse_json
 from app.errors import ApiError
+from app.ingest.body import parse_json
 from schemas.batch import Scan
 
 # Every body walked by the slow path: parse_json then never takes the orjson one.

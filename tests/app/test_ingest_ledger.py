@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, text
 
-from app.ingest_ledger import IngestLedger
+from app.ingest.ledger import IngestLedger
 from store.rejections import CountKey, Refusal, hour_of
 from tests.conftest import TeamKeys
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from app.body import make_storable
+from app.ingest.body import make_storable
 from schemas.segment import CANONICAL_KEYS
 from tests.app.test_ingest import stored
 from tests.conftest import TeamKeys

@@ -220,7 +220,7 @@ def test_no_form_of_a_key_reaches_any_log_line_whatever_the_client_sends(
         f"GET /api/v1/keys HTTP/1.1\r\n{head}Content-Length: {secret}\r\n\r\n",
     ]
     statuses = [status_of(raw_request(server, request.encode("latin-1"))) for request in crafted]
-    # A bad chunk size carrying the key: its status is app/body.py's business; its log line is ours.
+    # A bad chunk size carrying the key: its status is app/ingest/body.py's business; its log line is ours.
     bad_chunk = f"POST /v1/segment HTTP/1.1\r\n{head}Transfer-Encoding: chunked\r\n\r\n{secret}\r\n"
     raw_request(server, bad_chunk.encode())
     body = json.dumps({"type": "track", "userId": "u", "event": secret, "writeKey": secret})

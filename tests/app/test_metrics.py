@@ -1,6 +1,6 @@
 """`/metrics` counts what ingest did (SPEC §6): events accepted and refused, request latency.
 
-The ingest lane answers in front of Flask's routing (app/ingest.py), so Flask's request
+The ingest lane answers in front of Flask's routing (app/ingest/lane.py), so Flask's request
 hooks do not time it; these tests hold the lane to the same figures as every other route.
 """
 

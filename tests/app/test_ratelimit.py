@@ -21,7 +21,7 @@ from flask import Flask
 
 from app import create_app
 from app.errors import ApiError
-from app.ratelimit import RefusalHold, TeamTurns
+from app.ingest.ratelimit import RefusalHold, TeamTurns
 from service.settings import Settings
 from tests.conftest import TeamKeys
 from tests.servers import GunicornServer

@@ -1,4 +1,4 @@
-"""The fold waker (app/waker.py): every mark is followed by a request_fold, Redis may fail.
+"""The fold waker (app/ingest/waker.py): every mark is followed by a request_fold, Redis may fail.
 
 No timing assertions: the thread tests wait (bounded) for an outcome, never measure.
 """
@@ -12,7 +12,7 @@ import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app.waker import Waker
+from app.ingest.waker import Waker
 from service.fold_queue import FoldQueue
 
 WAIT_SECONDS = 10.0

@@ -32,7 +32,7 @@ from devstack.stack import (
 def test_the_commands_are_the_procfiles_lines_with_this_venvs_programs() -> None:
     web = web_command()
     assert Path(web[0]) == Path(sys.executable).parent / "gunicorn"
-    assert web[1:] == ["-c", "python:app.gunicorn_config", "app:create_app()"]
+    assert web[1:] == ["-c", "python:app.serving.gunicorn_config", "app:create_app()"]
     assert web_command("bench.ceiling:app")[-1] == "bench.ceiling:app"
     assert worker_command() == [sys.executable, "-m", "workers"]
     with pytest.raises(RuntimeError, match="no 'clock' line"):

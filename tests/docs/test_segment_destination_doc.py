@@ -1,6 +1,6 @@
 """docs/segment-destination.md, held to the code: every sample runs against a live server.
 
-The server is what the Procfile runs: gunicorn with `app.gunicorn_config` and a fold
+The server is what the Procfile runs: gunicorn with `app.serving.gunicorn_config` and a fold
 worker (`python -m workers`), on the session's Postgres and Redis (their own RQ queue and
 Redis prefix). Its per-team rate limit is 1 event/s with bursts of 100, so that the
 refusal table's 429 can be reached in two requests; every other test here stays far

@@ -7,7 +7,7 @@ import runpy
 import shutil
 from pathlib import Path
 
-from app.serving import ReadDeadlines
+from app.serving.worker import ReadDeadlines
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def test_no_web_module_reads_the_environment_but_gunicorns_own_settings() -> Non
     ]
     # gunicorn's config, read once when gunicorn starts (bind, workers, keep-alive...);
     # the app, its console and gunicorn's worker class read Settings only.
-    assert readers == ["app/gunicorn_config.py"]
+    assert readers == ["app/serving/gunicorn_config.py"]
 
 
 def test_the_read_deadlines_and_the_consoles_settings_come_from_the_same_names() -> None:

@@ -1,8 +1,8 @@
 """The import's fast paths give what the paths they shortcut give (no database needed).
 
-(Decoding is `app.body.parse_json` itself; tests/app/test_ingest_json.py holds its
+(Decoding is `app.ingest.body.parse_json` itself; tests/app/test_ingest_json.py holds its
 orjson and stdlib paths to one answer.)
-- `app.importer.prepare_line` (one event, `schemas.batch.prepare_one`) and
+- `app.imports.importer.prepare_line` (one event, `schemas.batch.prepare_one`) and
   `prepare_events([item])`, the ingest path: the same prepared event, or the same refusal;
 - `schemas.quick_load.quick_timestamp` (`datetime.fromisoformat`) and `parse_timestamp`.
 """
@@ -18,9 +18,9 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from app.body import parse_json
 from app.errors import ApiError
-from app.importer import LineRefused, prepare_line
+from app.imports.importer import LineRefused, prepare_line
+from app.ingest.body import parse_json
 from schemas.batch import Scan, prepare_events
 from schemas.quick_load import quick_timestamp
 from schemas.timestamps import TimestampError, parse_timestamp

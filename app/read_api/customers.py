@@ -1,11 +1,11 @@
 """The agents' read API about one customer: find a customer, read the profile, traits,
-identities, groups and event summary (SPEC §4); the timeline is `app/feed.py`.
+identities, groups and event summary (SPEC §4); the timeline is `app/read_api/feed.py`.
 
 Each view authenticates with the `read` scope, loads its query through a schema of
 `schemas/api.py` (`app/edges.py`), calls `store/customers.py`, and answers in a response
 schema's shape: dumped through it (search, traits), or built in that shape by Postgres in
 one statement and passed through (profile, lookup, memberships; tests hold the two to the
-same output). A path's customer and the 308 of a merged one are `app/customer_ref.py`'s.
+same output). A path's customer and the 308 of a merged one are `app/read_api/customer_ref.py`'s.
 The YAML after `---` in each docstring is the view's OpenAPI operation (`app/openapi.py`
 collects it); schema names refer to `schemas.api.COMPONENTS` or, for the answers Postgres
 builds, to their declarations in `store/answers/`.
@@ -20,8 +20,15 @@ from flask import Blueprint, Flask, Response, jsonify, url_for
 from sqlalchemy import Connection
 
 from app.auth import authenticate
-from app.customer_ref import LOOKUP_KINDS, customer_ref, live_list, merged_redirect, offset_page, read_live
 from app.edges import load_query, not_found
+from app.read_api.customer_ref import (
+    LOOKUP_KINDS,
+    customer_ref,
+    live_list,
+    merged_redirect,
+    offset_page,
+    read_live,
+)
 from app.resources import resources
 from schemas.api import (
     CustomerListSchema,

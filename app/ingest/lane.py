@@ -26,14 +26,15 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from app import cors, ingest_ledger, metrics
 from app.auth import check_browser_key, check_key, credentials_in
-from app.body import decode_content, parse_json, read_raw_body
 from app.errors import ApiError
-from app.ingest_ledger import IngestLedger
-from app.ratelimit import RateLimits
+from app.ingest import cors, ledger
+from app.ingest.body import decode_content, parse_json, read_raw_body
+from app.ingest.ledger import IngestLedger
+from app.ingest.ratelimit import RateLimits
+from app.ingest.waker import Waker
 from app.resources import Resources
-from app.waker import Waker
+from app.serving import metrics
 from schemas.batch import MAX_BATCH_EVENTS, PreparedBatch, Scan, body_write_key, prepare_batch
 from schemas.segment import EventRejected
 from store.apikeys import AuthenticatedKey
@@ -79,7 +80,7 @@ ROUTES = {
         *(Route(f"/v1/{short}", forced_type=kind) for short, kind in SHORT_ROUTES.items()),
     )
 }
-# The paths that answer CORS (app/cors.py): the ingest routes and analytics.js's counters.
+# The paths that answer CORS (app/ingest/cors.py): the ingest routes and analytics.js's counters.
 CORS_PATHS = frozenset([*ROUTES, METRICS_RULE])
 
 
@@ -105,12 +106,12 @@ def lane_of(app: Flask) -> Lane:
 
 def ingest(lane: Lane, route: Route, environ: dict[str, Any]) -> Answer:
     """One ingest request: (status, headers, body), or the ApiError to answer."""
-    notes = ingest_ledger.RequestNotes(route.rule)
+    notes = ledger.RequestNotes(route.rule)
     try:
         return _ingest(lane, route, environ, notes)
     except ApiError as error:
         metrics.request_rejected(error.code)
-        ingest_ledger.request_refused(lane.ledger, notes, error)
+        ledger.request_refused(lane.ledger, notes, error)
         refused_content = 400 <= error.status < 500 and error.status != 429
         if notes.team_id is not None and refused_content and not notes.events_refused:
             lane.limits.charge_refused(notes.team_id, 1)  # a body refused whole costs an event
@@ -120,7 +121,7 @@ def ingest(lane: Lane, route: Route, environ: dict[str, Any]) -> Answer:
             lane.limits.team_turns.leave(notes.turn)
 
 
-def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ingest_ledger.RequestNotes) -> Answer:
+def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ledger.RequestNotes) -> Answer:
     received_at = datetime.now(UTC)
     keys = lane.resources.keys
     # The body is read first (bounded): answering before reading it would make the
@@ -148,8 +149,8 @@ def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ingest_led
         raise
     result = store_events(lane.resources.engine, key.team_id, batch.events, received_at)
     metrics.events_accepted(batch.events)
-    ingest_ledger.events_stored(lane.ledger, notes, batch.events, result)
-    # Wake the fold after the commit (app/waker.py): memory only here, the process's
+    ledger.events_stored(lane.ledger, notes, batch.events, result)
+    # Wake the fold after the commit (app/ingest/waker.py): memory only here, the process's
     # waker thread makes the Redis call; a Redis failure only delays the fold (the sweep
     # queues stored-but-unfolded events).
     lane.waker.mark(key.team_id)
@@ -166,12 +167,12 @@ def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ingest_led
 
 
 def _begin(
-    lane: Lane, notes: ingest_ledger.RequestNotes, key: AuthenticatedKey | None, raw: bytes, size: int
+    lane: Lane, notes: ledger.RequestNotes, key: AuthenticatedKey | None, raw: bytes, size: int
 ) -> None:
     """The team is known: the debugger keeps what is refused from here on, the team's
     ingest budgets are checked before any parsing (a 429, cheaply, for a team over them),
-    and the request waits for one of the team's turns (app/ratelimit.py `TeamTurns`)."""
-    ingest_ledger.begin(notes, key, raw)
+    and the request waits for one of the team's turns (app/ingest/ratelimit.py `TeamTurns`)."""
+    ledger.begin(notes, key, raw)
     if key is not None:
         lane.limits.admit(key.team_id, size)
         if not notes.turn and lane.limits.team_turns.enter(key.team_id):
@@ -179,7 +180,7 @@ def _begin(
 
 
 def _prepared(
-    lane: Lane, notes: ingest_ledger.RequestNotes, route: Route, body: Any, received_at: datetime, scan: Scan
+    lane: Lane, notes: ledger.RequestNotes, route: Route, body: Any, received_at: datetime, scan: Scan
 ) -> PreparedBatch:
     """The body prepared (schemas/batch.py); a refusal of the whole request as an ApiError."""
     body, batch_only = _array_as_batch(route, body)
@@ -191,7 +192,7 @@ def _prepared(
         raise _api_error(error) from None
     for item, rejection in zip(batch.rejected_items, batch.rejected, strict=True):
         metrics.events_rejected(item, rejection.error.code)
-        ingest_ledger.event_refused(lane.ledger, notes, item, rejection.error)
+        ledger.event_refused(lane.ledger, notes, item, rejection.error)
     if batch.rejected and notes.team_id is not None:
         lane.limits.charge_refused(notes.team_id, len(batch.rejected))  # paid like stored ones
     refusal = batch.refusal()
@@ -231,7 +232,7 @@ class IngestLane:
     pushing one cost more CPU than the request's own Python work. Errors are rendered
     by the app's own error handlers (the one envelope), in a request context pushed
     then. Every answer on an ingest path carries the CORS headers, and a preflight
-    `OPTIONS` is answered here (app/cors.py). Anything else (other paths, other methods)
+    `OPTIONS` is answered here (app/ingest/cors.py). Anything else (other paths, other methods)
     goes to Flask. Flask's before/after-request hooks do not run for these POSTs; the
     request latency metric is observed here instead.
     """
@@ -247,7 +248,7 @@ class IngestLane:
         return self._answer(path, environ, cors.answering(start_response))
 
     def _answer(self, path: str, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """An ingest path's answer, CORS headers added by `start_response` (app/cors.py)."""
+        """An ingest path's answer, CORS headers added by `start_response` (app/ingest/cors.py)."""
         method = environ.get("REQUEST_METHOD")
         if method == "OPTIONS":
             return cors.preflight(environ, start_response)
@@ -262,7 +263,7 @@ class IngestLane:
             status, headers, body = ingest(lane, route, environ)
         except Exception as error:
             if isinstance(error, ApiError):
-                lane.limits.refusal_hold.pause(error)  # a 429 only (app/ratelimit.py `RefusalHold`)
+                lane.limits.refusal_hold.pause(error)  # a 429 only (app/ingest/ratelimit.py `RefusalHold`)
             with self.app.request_context(environ):
                 response = self._error_response(error)
             metrics.request_observed(route.rule, response.status_code, time.perf_counter() - started)
@@ -358,7 +359,7 @@ def init_app(app: Flask) -> None:
     app.extensions["ingest_lane"] = Lane(
         resources=res,
         limits=app.extensions["rate_limits"],
-        ledger=ingest_ledger.init_app(app, res.engine),
+        ledger=ledger.init_app(app, res.engine),
         waker=_make_waker(app),
     )
     app.register_blueprint(bp)

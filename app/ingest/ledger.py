@@ -151,7 +151,7 @@ class RequestNotes:
     team_id: int | None = None
     raw: bytes = b""
     events_refused: bool = False
-    turn: int = 0  # the team whose ingest turn this request holds (app/ratelimit.py `TeamTurns`)
+    turn: int = 0  # the team whose ingest turn this request holds (app/ingest/ratelimit.py `TeamTurns`)
 
 
 def init_app(app: Flask, engine: Engine) -> IngestLedger:

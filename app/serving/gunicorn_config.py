@@ -1,6 +1,6 @@
-"""gunicorn settings (`gunicorn -c python:app.gunicorn_config "app:create_app()"`).
+"""gunicorn settings (`gunicorn -c python:app.serving.gunicorn_config "app:create_app()"`).
 
-One gevent worker per core by default (`app.serving.FrontDoorWorker`, docs/serving.md):
+One gevent worker per core by default (`app.serving.worker.FrontDoorWorker`, docs/serving.md):
 each connection is a greenlet, so slow or many clients cannot hold the process, and
 connections are kept alive between requests. Each request commits its events before it
 answers, and the process holds its own connection pool (made after the fork).
@@ -15,11 +15,11 @@ from service.logs import logging_config
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "app.serving.FrontDoorWorker")
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "app.serving.worker.FrontDoorWorker")
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))  # gthread only
 # Connection slots per worker (greenlets; docs/serving.md has the measured memory per idle
 # connection). Past 90% of them each new connection closes the oldest idle one; with every
-# slot busy in a request, a new connection gets a JSON 503 with Retry-After (app/serving.py).
+# slot busy in a request, a new connection gets a JSON 503 with Retry-After (app/serving/worker.py).
 # Lowered to what the process's file descriptor limit allows.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))
 # Idle kept-alive connections are closed after this many seconds (docs/serving.md); a
@@ -27,7 +27,7 @@ worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "30"))
 timeout = 30  # a worker whose loop is blocked this long is restarted by the arbiter
 graceful_timeout = 20
-# gunicorn's defaults, named: past them a request gets a JSON 414 or 431 (app/serving.py).
+# gunicorn's defaults, named: past them a request gets a JSON 414 or 431 (app/serving/worker.py).
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190

@@ -3,7 +3,7 @@
 A route's `{id}` is a customer id or `user_id:X` / `email:X` / `anonymous_id:X`
 (`customer_ref`); a customer merged away answers 308 to the same route of its survivor,
 query kept (`redirect_same_route`, `merged_redirect`). The customer routes
-(`app/customers.py`) and the feed's (`app/feed.py`) share these, so neither blueprint
+(`app/read_api/customers.py`) and the feed's (`app/read_api/feed.py`) share these, so neither blueprint
 imports the other.
 """
 

@@ -2,7 +2,7 @@
 
 Any Content-Type (analytics.js posts text/plain), gzip with a bound on the inflated
 size, strict JSON in UTF-8 (no NaN/Infinity, which Postgres cannot store). Flask-free:
-the ingest lane (app/ingest.py) reads the environ itself. The repairs for what JSON
+the ingest lane (app/ingest/lane.py) reads the environ itself. The repairs for what JSON
 allows but JSONB refuses (NUL, lone surrogates) are Spec rules: `schemas/batch.py`.
 """
 

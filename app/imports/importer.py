@@ -30,8 +30,8 @@ from typing import IO, Any
 
 from sqlalchemy import Engine
 
-from app.body import parse_json
 from app.errors import ApiError
+from app.ingest.body import parse_json
 from schemas.batch import Scan, prepare_one
 from schemas.rejections import bounded_message, message_id_of, preview_of, preview_of_text, type_label
 from schemas.segment import MAX_EVENT_BYTES, EventRejected, PreparedEvent

@@ -82,7 +82,7 @@ def request_rejected(reason: str) -> None:
 
 
 def request_observed(route: str, status: int, seconds: float) -> None:
-    """One request's latency, for the routes answered in front of Flask (app/ingest.py)."""
+    """One request's latency, for the routes answered in front of Flask (app/ingest/lane.py)."""
     child = _latency.get((route, status))
     if child is None:
         child = _latency.setdefault((route, status), REQUEST_LATENCY.labels(route, str(status)))

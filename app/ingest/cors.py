@@ -10,7 +10,7 @@ sessions must not be usable from another site's page.
 `*` as the origin: the ingest routes read no cookie, so nothing is gained by naming the
 origin, and one answer serves every site (a page that sets fetch's `credentials:
 "include"` is refused by the browser; analytics.js leaves it unset). Flask-free: the
-ingest lane (app/ingest.py) answers in front of Flask's dispatch.
+ingest lane (app/ingest/lane.py) answers in front of Flask's dispatch.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 `ok`, `behind` or `unavailable` per check: no error class, host or version, since it
 is open to whoever can reach the port. `/metrics` wants a bearer token when
 METRICS_TOKEN is set, and its fold figures are read at most every
-METRICS_REFRESH_SECONDS (app/metrics.py). docs/operations.md has the settings.
+METRICS_REFRESH_SECONDS (app/serving/metrics.py). docs/operations.md has the settings.
 
 Both read Postgres through the health engine (`resources().health`, two connections of
 their own, `DB_HEALTH_TIMEOUT_MS` a statement): busy read or write pools do not make readiness
@@ -20,9 +20,9 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from rq import Queue
 from sqlalchemy import text
 
-from app import metrics
 from app.errors import ApiError
 from app.resources import Resources, resources
+from app.serving import metrics
 from store.fold_failures import count_failing_deletes, count_set_aside
 from store.migrate import is_current
 

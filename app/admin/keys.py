@@ -20,9 +20,9 @@ from marshmallow import Schema
 from sqlalchemy import Connection
 
 from app import edges
+from app.admin.key_shapes import audit_fields, created_key_json, key_fields, rotated_key_json
 from app.auth import AUTH_CHALLENGE, authenticate
 from app.errors import ApiError
-from app.key_shapes import audit_fields, created_key_json, key_fields, rotated_key_json
 from app.resources import resources
 from schemas.cursors import LastId, encode_cursor
 from schemas.keys import (

@@ -1,7 +1,7 @@
 """The agents' read API: a customer's timeline, a page of it or one item whole (SPEC §4).
 
 Both views authenticate with the `read` scope, resolve the path's customer
-(`app/customer_ref.py`: an id or `user_id:` / `email:` / `anonymous_id:`; a merged one
+(`app/read_api/customer_ref.py`: an id or `user_id:` / `email:` / `anonymous_id:`; a merged one
 answers 308 to the same route of its survivor, query kept) and pass through the JSON
 Postgres builds for a feed item as declared in `store/answers/feed_item.py`
 (`store.feed`, which chooses its own snapshot). The YAML after `---` in each docstring is
@@ -15,8 +15,8 @@ import json
 from flask import Blueprint, Flask, Response
 
 from app.auth import authenticate
-from app.customer_ref import NO_ARGS, customer_ref, redirect_same_route
 from app.edges import load_query, not_found, path_id
+from app.read_api.customer_ref import NO_ARGS, customer_ref, redirect_same_route
 from app.resources import resources
 from schemas.api import FeedArgs
 from schemas.cursors import encode_cursor

@@ -189,7 +189,7 @@ class Limiter:
 
 class RateLimits:
     """One app's limits, made from its settings once (`init_app`); no Flask inside, so the
-    ingest lane (app/ingest.py) calls it directly."""
+    ingest lane (app/ingest/lane.py) calls it directly."""
 
     def __init__(self, settings: Settings):
         processes = settings.web_processes

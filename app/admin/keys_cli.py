@@ -16,7 +16,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app.key_shapes import created_key_json, key_json, rotated_key_json
+from app.admin.key_shapes import created_key_json, key_json, rotated_key_json
 from app.resources import resources
 from schemas.keys import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, MAX_NAME_LENGTH, SCOPES, name_problem
 from store.apikeys import (

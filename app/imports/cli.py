@@ -27,7 +27,7 @@ from flask.cli import AppGroup
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from app.importer import ImportProgress, ImportUsageError, ReportedLine, find_sources, run_import
+from app.imports.importer import ImportProgress, ImportUsageError, ReportedLine, find_sources, run_import
 from app.resources import resources
 from store.apikeys import team_exists
 

@@ -1,0 +1,1 @@
+"""What gunicorn runs: its settings and hooks, its gevent worker, health, metrics."""
