@@ -20,6 +20,9 @@ that fails, the delete stays in the backlog (retried with every batch) with a ro
 `fold_failures` that names it, a log line at ERROR and the `fold_failing_deletes` gauge:
 loud, and never looking done.
 
+This module is the strategy; its statements are in `store/fold_failures.py` (recording,
+marking set aside, erasing set-aside events) and `store/fold/` (the fold itself).
+
 The happy path pays nothing: no savepoint and no extra statement unless a batch failed.
 """
 
