@@ -21,7 +21,7 @@ def normalised_key(key: str) -> str:
     """A trait key as compared, in SQL: `schemas.trait_keys.normalised_key_sql`, the one rule
     (ASCII lower case without spaces, `_`, `.` or `-`; docs/fold.md, "Traits").
 
-    The fold keys traits by it (`workers/derived.py`); the read side finds `?include=`
+    The fold keys traits by it (`store/fold/derived.py`); the read side finds `?include=`
     traits by it.
     """
     return normalised_key_sql(key)

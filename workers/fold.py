@@ -7,10 +7,13 @@ stay unfolded for the next one. An event the fold cannot write (a value an index
 refuses) is set aside with its error and the team's other events fold
 (`workers/poison.py`).
 
-A batch is three steps, each in its own module, all through one `workers.batch.Batch`:
-1. deletes erase the people they name and leave tombstones (`workers/erase.py`);
-2. identity resolution points each event at its customer (`workers/resolve.py`);
-3. derived state (traits, groups, memberships, counts) follows (`workers/derived.py`).
+A batch is taken by `store/fold/backlog.py` (the lock and the batch's events), then folded
+in three steps, each in its own module of `store/fold/` (which holds the fold's SQL), all
+through one `store.fold.batch.Batch`:
+1. deletes erase the people they name and leave tombstones (`store/fold/erase.py`);
+2. identity resolution points each event at its customer (`store/fold/resolve.py`);
+3. derived state (traits, groups, memberships, counts) follows (`store/fold/derived.py`).
+This module only orders them, in one transaction, and falls back to poison isolation.
 
 The result is a function of the *set* of events, not of their arrival order or batching
 (the rules and why: docs/fold.md; the same rules as a reference model:
@@ -23,19 +26,19 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from workers import derived
-from workers.batch import Batch
-from workers.erase import apply_deletes
-from workers.pending import PENDING_COLUMNS, PendingEvent
-from workers.poison import cannot_fold, describe, erase_set_aside, fold_isolating
-from workers.resolve import Resolution
+from store.fold import derived
+from store.fold.backlog import take_batch
+from store.fold.batch import Batch
+from store.fold.erase import apply_deletes
+from store.fold.pending import PendingEvent
+from store.fold.resolve import Resolution
+from store.fold_failures import erase_set_aside
+from workers.poison import cannot_fold, describe, fold_isolating
 
 log = logging.getLogger(__name__)
-
-FOLD_LOCK_NAMESPACE = 7_301
 
 
 def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
@@ -63,41 +66,6 @@ def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
         events = take_batch(connection, team_id, batch_size)
         fold_isolating(connection, team_id, events, datetime.now(UTC), fold_events)
         return len(events)
-
-
-def take_batch(connection: Connection, team_id: int, batch_size: int) -> list[PendingEvent]:
-    """Lock the team for this transaction and take up to `batch_size` of its unfolded events."""
-    # The team's lock, then settings for this transaction only: psycopg prepares a
-    # statement after a few runs, and Postgres's generic plan cannot see how many ids
-    # an array holds (measured 10-30x slower); JIT spends 20 ms compiling statements
-    # that run in 2. And no bitmap scans: a backlog stored faster than autovacuum
-    # analyses it (an import, a burst) is estimated at a few rows, so taking a batch
-    # became a bitmap scan and a sort of the whole backlog, per batch (quadratic); the
-    # partial index read in id order stops after the batch. Measured on the bench's
-    # imported 200,000-event backlog: 2,014/s -> 8,508/s. (Hash and merge joins off as
-    # well made the derived-state statement slower: 2,014/s; so they stay on.)
-    connection.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(:ns, :team), "
-            "set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true), "
-            "set_config('enable_bitmapscan', 'off', true)"
-        ),
-        {"ns": FOLD_LOCK_NAMESPACE, "team": team_id % 2_147_483_647},
-    )
-    rows = connection.execute(
-        text(
-            f"""
-            SELECT {PENDING_COLUMNS}
-            FROM events
-            WHERE team_id = :team AND folded_at IS NULL
-            ORDER BY id
-            LIMIT :limit
-            FOR UPDATE SKIP LOCKED
-            """
-        ),
-        {"team": team_id, "limit": batch_size},
-    ).all()
-    return [PendingEvent(*row) for row in rows]
 
 
 def fold_until_empty(engine: Engine, team_id: int, batch_size: int = 1000) -> int:

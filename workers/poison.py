@@ -20,6 +20,9 @@ that fails, the delete stays in the backlog (retried with every batch) with a ro
 `fold_failures` that names it, a log line at ERROR and the `fold_failing_deletes` gauge:
 loud, and never looking done.
 
+This module is the strategy; its statements are in `store/fold_failures.py` (recording,
+marking set aside, erasing set-aside events) and `store/fold/` (the fold itself).
+
 The happy path pays nothing: no savepoint and no extra statement unless a batch failed.
 """
 
@@ -27,17 +30,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from workers import derived
-from workers.batch import Batch
-from workers.erase import apply_deletes
-from workers.identity import SQL_IS_JUNK
-from workers.pending import PENDING_COLUMNS, PendingEvent
+from store.fold import derived
+from store.fold.batch import Batch
+from store.fold.erase import apply_deletes
+from store.fold.pending import PendingEvent
+from store.fold_failures import FoldError, erase_set_aside, mark_set_aside, record_failures
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +50,6 @@ DATA_ERROR_CLASSES = ("22", "23", "54")
 MAX_MESSAGE = 1_000
 
 FoldStep = Callable[[Connection, int, Sequence[PendingEvent], datetime], None]
-
-
-@dataclass(frozen=True)
-class FoldError:
-    """Why one event could not be folded, as stored and shown to the team's admins."""
-
-    error_class: str
-    sqlstate: str | None
-    message: str
 
 
 def sqlstate_of(error: DBAPIError) -> str | None:
@@ -170,18 +163,7 @@ def erase_first(
 
 def _rebuild_group_call_by_call(connection: Connection, batch: Batch, group: str) -> None:
     """A group derived again from its folded calls one at a time, each under a savepoint."""
-    batch.sql("DELETE FROM group_traits WHERE team_id = :team AND group_id = :g", g=group)
-    batch.sql("DELETE FROM groups WHERE team_id = :team AND group_id = :g", g=group)
-    rows = batch.sql(
-        f"""SELECT {PENDING_COLUMNS} FROM events
-            WHERE team_id = :team AND type = 'group' AND group_id = :g AND folded_at IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM fold_failures f WHERE f.team_id = events.team_id
-                              AND f.event_id = events.id)
-            ORDER BY id""",
-        g=group,
-    )
-    for row in rows:
-        call = PendingEvent(*row)
+    for call in derived.reset_group(batch, group):
         try:
             with connection.begin_nested():
                 derived.update_groups(batch, [call])
@@ -201,7 +183,7 @@ def delete_failed(connection: Connection, team_id: int, failed: dict[int, FoldEr
     """Record deletes that could not complete, and leave them in the backlog.
 
     Not set aside: each stays unfolded, so every batch of the team tries it again until
-    it completes (then its row goes with it, `workers/erase.py`); its `fold_failures` row
+    it completes (then its row goes with it, `store/fold/erase.py`); its `fold_failures` row
     names it to the team's admins, `fold_failing_deletes` counts it, and this logs it.
     """
     ids = sorted(failed)
@@ -218,48 +200,11 @@ def delete_failed(connection: Connection, team_id: int, failed: dict[int, FoldEr
         )
 
 
-def record_failures(
-    connection: Connection, team_id: int, failed: dict[int, FoldError], now: datetime
-) -> None:
-    """The events' errors in `fold_failures` (one row per event, the latest error)."""
-    ids = sorted(failed)
-    connection.execute(
-        text(
-            """
-            INSERT INTO fold_failures AS f (team_id, event_id, error_class, sqlstate, message, failed_at)
-            SELECT :team, x.id, x.c, x.s, x.m, :now
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:classes AS text[]), CAST(:states AS text[]),
-                        CAST(:messages AS text[])) AS x(id, c, s, m)
-            ON CONFLICT (team_id, event_id) DO UPDATE
-            SET error_class = excluded.error_class, sqlstate = excluded.sqlstate,
-                message = excluded.message, failed_at = excluded.failed_at
-            """
-        ),
-        {
-            "team": team_id,
-            "now": now,
-            "ids": ids,
-            "classes": [failed[i].error_class for i in ids],
-            "states": [failed[i].sqlstate for i in ids],
-            "messages": [failed[i].message for i in ids],
-        },
-    )
-
-
 def set_aside(connection: Connection, team_id: int, failed: dict[int, FoldError], now: datetime) -> None:
-    """Record the events' errors and mark them folded without a customer."""
+    """Record the events' errors and mark them folded without a customer (`store/fold_failures.py`)."""
     ids = sorted(failed)
     record_failures(connection, team_id, failed, now)
-    connection.execute(
-        text(
-            """
-            UPDATE events e SET folded_at = :now, customer_id = NULL
-            FROM unnest(CAST(:ids AS bigint[])) AS x(id)
-            WHERE e.team_id = :team AND e.id = x.id
-            """
-        ),
-        {"team": team_id, "now": now, "ids": ids},
-    )
+    mark_set_aside(connection, team_id, ids, now)
     for event_id in ids:
         error = failed[event_id]
         log.warning(
@@ -270,31 +215,3 @@ def set_aside(connection: Connection, team_id: int, failed: dict[int, FoldError]
             error.sqlstate,
             error.message,
         )
-
-
-def erase_set_aside(batch: Batch) -> None:
-    """Erase set-aside events that the team's tombstones cover (a delete's batch calls it).
-
-    The eraser reaches folded events through their customers, and a set-aside event has
-    none; so, by the rules of docs/fold.md "Delete": an event carrying a deleted userId
-    (an alias: or previousId) dated at or before its tombstone or received by then, or
-    one whose only id is a tombstoned anonymousId. Its `fold_failures` row goes with it.
-    """
-    user_is_junk = SQL_IS_JUNK.format(column="e.user_id")
-    batch.sql(
-        f"""
-        WITH erased AS (
-            DELETE FROM events e USING fold_failures f
-            WHERE f.team_id = :team AND e.team_id = :team AND e.id = f.event_id AND EXISTS (
-                SELECT 1 FROM tombstones t
-                WHERE t.team_id = :team
-                  AND (e.event_time <= t.deleted_at OR e.received_at <= t.received_at) AND (
-                    (t.kind = 'user' AND (t.value = e.user_id
-                                          OR (e.type = 'alias' AND t.value = e.previous_id)))
-                    OR (t.kind = 'anonymous' AND t.value = e.anonymous_id
-                        AND (e.user_id IS NULL OR {user_is_junk}))))
-            RETURNING e.id)
-        DELETE FROM fold_failures f USING erased
-        WHERE f.team_id = :team AND f.event_id = erased.id
-        """
-    )

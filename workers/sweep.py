@@ -12,32 +12,12 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from service.fold_queue import FoldQueue, Wake
+from store.fold.backlog import teams_with_unfolded_events
 
 log = logging.getLogger(__name__)
-
-
-def teams_with_unfolded_events(engine: Engine) -> list[int]:
-    """Teams that have unfolded events (a walk of the small partial index)."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                """
-                WITH RECURSIVE t AS (
-                    (SELECT team_id FROM events WHERE folded_at IS NULL ORDER BY team_id LIMIT 1)
-                    UNION ALL
-                    SELECT (SELECT team_id FROM events
-                            WHERE folded_at IS NULL AND team_id > t.team_id
-                            ORDER BY team_id LIMIT 1)
-                    FROM t WHERE t.team_id IS NOT NULL
-                )
-                SELECT team_id FROM t WHERE team_id IS NOT NULL
-                """
-            )
-        ).all()
-    return [int(row.team_id) for row in rows]
 
 
 def sweep(engine: Engine, fold_queue: FoldQueue) -> list[int]:

@@ -10,7 +10,7 @@ from rq import Queue
 from rq.job import Job
 from sqlalchemy import Engine, text
 
-from workers.fold import FOLD_LOCK_NAMESPACE
+from store.fold.backlog import FOLD_LOCK_NAMESPACE
 
 
 def unfolded(engine: Engine, team_id: int) -> int | None:

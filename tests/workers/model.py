@@ -22,8 +22,8 @@ from sqlalchemy import Connection, text
 
 from schemas.segment import PreparedEvent
 from schemas.trait_keys import normalise_trait_key
-from workers.erase import DELETE_TIME_FUTURE, DELETE_TIME_PAST
-from workers.identity import usable_id
+from store.fold.erase import DELETE_TIME_FUTURE, DELETE_TIME_PAST
+from store.fold.identity import usable_id
 
 CustomerKey = tuple[tuple[str, ...], tuple[str, ...]]  # (sorted userIds, sorted anonymousIds)
 Traits = dict[str, tuple[str, Any]]  # normalised key -> (key as sent, value)

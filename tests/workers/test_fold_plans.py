@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Connection, Engine, text
 
+from store.fold.batch import Batch
+from store.fold.pending import PENDING_COLUMNS, PendingEvent
+from store.fold.resolve import Resolution
 from tests.store.test_feed_plan import describe, nodes, plans_of
-from workers.batch import Batch
-from workers.pending import PENDING_COLUMNS, PendingEvent
-from workers.resolve import Resolution
 
 GROWN = 100_000  # customers the team gains after the ANALYZE, each with a userId and an anonymousId
 
@@ -74,7 +74,7 @@ def grown(engine: Engine) -> Iterator[tuple[Connection, int]]:
         for statement in SEED.split(";\n"):
             if statement.strip():
                 connection.execute(text(statement), {"team": team, "grown": GROWN})
-        # The batch's own settings (workers/fold.py `take_batch`), for this transaction.
+        # The batch's own settings (store/fold/backlog.py `take_batch`), for this transaction.
         connection.execute(
             text(
                 "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "

@@ -19,10 +19,11 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from schemas.trait_keys import MAX_PROFILE_TRAIT
+from store.fold.backlog import FOLD_LOCK_NAMESPACE
 from tests.conftest import TeamKeys
 from tests.workers.hostile import HUGE, failures, incompressible, poisoned
 from tests.workers.support import customer_of, event, new_team, store
-from workers.fold import FOLD_LOCK_NAMESPACE, fold_pending, fold_until_empty
+from workers.fold import fold_pending, fold_until_empty
 
 
 def backlog(engine: Engine, team_id: int) -> int:

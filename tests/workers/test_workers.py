@@ -22,11 +22,11 @@ from sqlalchemy import Engine, text
 from schemas.segment import PreparedEvent
 from service.fold_queue import FoldQueue
 from service.settings import Settings
+from store.fold.backlog import FOLD_LOCK_NAMESPACE
 from tests.workers.model import TeamState, expected_state
 from tests.workers.processes import StartWorker, unfolded, wait_for_workers, wait_until_folded
 from tests.workers.support import journeys, new_team, state, store, store_and_fold
 from tests.workers.test_fold_properties import as_dict
-from workers.fold import FOLD_LOCK_NAMESPACE
 
 pytestmark = pytest.mark.slow
 

@@ -34,9 +34,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from workers.batch import Batch
-from workers.identity import SQL_IS_JUNK, usable_id
-from workers.pending import PENDING_COLUMNS, PendingEvent
+from store.fold.batch import Batch
+from store.fold.identity import SQL_IS_JUNK, usable_id
+from store.fold.pending import PENDING_COLUMNS, PendingEvent
+from store.fold_failures import forget_failures
 
 Key = tuple[str, str]  # ("user" | "anonymous", id)
 Link = tuple[str, str, str]  # a userId, and an id ("user" | "anonymous", id) it was seen with
@@ -128,6 +129,7 @@ def apply_deletes(batch: Batch, events: list[PendingEvent], *, take_apart: bool 
 
 class _Eraser:
     def __init__(self, batch: Batch, take_apart: bool = False):
+        self.batch = batch
         self.sql = batch.sql
         self.take_apart = take_apart
         self.tomb: dict[Key, Stamp] = {}
@@ -187,7 +189,7 @@ class _Eraser:
             # the failure an earlier attempt recorded for it (`workers/poison.py`).
             ids = [d.id for d in deletes]
             self.sql("DELETE FROM events WHERE team_id = :team AND id = ANY(:ids)", ids=ids)
-            self.sql("DELETE FROM fold_failures WHERE team_id = :team AND event_id = ANY(:ids)", ids=ids)
+            forget_failures(self.batch, ids)
         requested: dict[Key, Stamp] = {}
         for delete in deletes:
             if user := usable_id(delete.user_id):

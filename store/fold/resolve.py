@@ -9,7 +9,7 @@ The rules, which make the result a function of the set of events, not of their o
 Resolving decides in memory which customers merge and which visitors move, then writes
 the batch's merges and moves with a fixed number of statements, whatever their number,
 and points each event at its customer. What the customers then show (traits, groups,
-counts) is derived state: `workers/derived.py`.
+counts) is derived state: `store/fold/derived.py`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from workers.batch import Batch
-from workers.derived import move_derived
-from workers.identity import SQL_IS_JUNK, usable_id
-from workers.pending import PendingEvent
+from store.fold.batch import Batch
+from store.fold.derived import move_derived
+from store.fold.identity import SQL_IS_JUNK, usable_id
+from store.fold.pending import PendingEvent
 
 # The identities of a batch and their customers: one primary-key probe per id, whatever
 # the statistics say. As `kind = ... AND value = ANY(...) OR ...` over a join, a team
@@ -29,7 +29,7 @@ from workers.pending import PendingEvent
 # identities, and the join to customers scanned the team's customers once per identity
 # (EXPLAIN on 600,000 identities: 229 s for one lookup). A LATERAL subquery with LIMIT 1
 # is never flattened into a join, so each id is one probe of each primary key
-# (the same shape as the batch's events in workers/derived.py, `BATCH_EVENTS`).
+# (the same shape as the batch's events in store/fold/derived.py, `BATCH_EVENTS`).
 IDENTITY_LOOKUP = """
     SELECT x.kind, x.value, i.customer_id, c.is_known
     FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS x(kind, value)

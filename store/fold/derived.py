@@ -1,6 +1,6 @@
 """Derived state: what a folded customer or group shows, from the events assigned to it.
 
-Once identity resolution (`workers/resolve.py`) has pointed every event of a batch at
+Once identity resolution (`store/fold/resolve.py`) has pointed every event of a batch at
 its customer, these set-based statements bring up to date what the read side shows:
 traits and group traits (per normalised key, the latest (event time, tiebreak) wins),
 the trait history (what each event set, for the feed's `changes`), groups, memberships
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from store.fold.batch import Batch
+from store.fold.pending import PENDING_COLUMNS, PendingEvent
 from store.statements import normalised_key
-from workers.batch import Batch
-from workers.pending import PENDING_COLUMNS, PendingEvent
 
 
 def latest_wins(owner: str, alias: str) -> str:
@@ -211,6 +211,23 @@ def recompute_groups(batch: Batch, group_ids: list[str]) -> None:
     update_groups(batch, [PendingEvent(*row) for row in rows])
 
 
+def reset_group(batch: Batch, group: str) -> list[PendingEvent]:
+    """Delete a group and its traits; its folded calls (not set aside), by id, for the
+    caller to derive it again from one at a time (`workers/poison.py`, when deriving it
+    from all of them at once failed on one's data)."""
+    batch.sql("DELETE FROM group_traits WHERE team_id = :team AND group_id = :g", g=group)
+    batch.sql("DELETE FROM groups WHERE team_id = :team AND group_id = :g", g=group)
+    rows = batch.sql(
+        f"""SELECT {PENDING_COLUMNS} FROM events
+            WHERE team_id = :team AND type = 'group' AND group_id = :g AND folded_at IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM fold_failures f WHERE f.team_id = events.team_id
+                              AND f.event_id = events.id)
+            ORDER BY id""",
+        g=group,
+    )
+    return [PendingEvent(*row) for row in rows]
+
+
 # A membership's state: the latest (event time, tiebreak) joining or leaving call wins, so
 # a late older call never undoes a newer one; joined_at is the earliest joining call.
 MEMBERSHIP_WINS = """ON CONFLICT (team_id, customer_id, group_id) DO UPDATE
@@ -368,7 +385,7 @@ def move_derived(batch: Batch, params: dict[str, list[int]], pairs: str) -> None
     """Merged customers' traits, memberships and counts onto their survivors.
 
     `pairs` is the (loser `m.l`, survivor `m.s`) relation of `params`, as
-    `workers/resolve.py` writes merges. Traits: the latest per normalised key wins.
+    `store/fold/resolve.py` writes merges. Traits: the latest per normalised key wins.
     """
     batch.sql(
         f"""

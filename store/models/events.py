@@ -1,0 +1,64 @@
+"""The stored events: ingest writes them (`store/events.py`), the fold folds them (`store/fold/`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Identity,
+    Index,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from store.models.base import TZ, Base
+
+
+class Event(Base):
+    """A Segment event as received, and (once folded) the customer it belongs to.
+
+    The stored events are also the timeline: the feed reads this table by
+    (team_id, customer_id, event_time, tiebreak, id).
+    """
+
+    __tablename__ = "events"
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    id: Mapped[int] = mapped_column(BigInteger, Identity())
+    message_id: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    event_name: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    anonymous_id: Mapped[str | None] = mapped_column(Text)
+    group_id: Mapped[str | None] = mapped_column(Text)
+    previous_id: Mapped[str | None] = mapped_column(Text)
+    event_time: Mapped[datetime] = mapped_column(TZ)
+    received_at: Mapped[datetime] = mapped_column(TZ)
+    # Order of events with the same event time: a hash of (type, messageId), so the
+    # timeline order does not depend on arrival order.
+    tiebreak: Mapped[int] = mapped_column(BigInteger)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    folded_at: Mapped[datetime | None] = mapped_column(TZ)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("team_id", "id"),
+        # Idempotency. A messageId that comes back with another type is another message:
+        # Segment's own docs reuse one messageId across identify, screen and group samples.
+        UniqueConstraint("team_id", "message_id", "type"),
+        Index("ix_events_feed", "team_id", "customer_id", "event_time", "tiebreak", "id"),
+        Index(
+            "ix_events_unfolded",
+            "team_id",
+            "id",
+            postgresql_where=text("folded_at IS NULL"),
+        ),
+        # A group's calls, to derive it again when a delete erases some (few rows: group
+        # calls are rare beside track and page).
+        Index("ix_events_group_calls", "team_id", "group_id", postgresql_where=text("type = 'group'")),
+    )
