@@ -24,7 +24,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.admin import fold_failures, keys, keys_cli
     from app.imports import cli as import_cli
     from app.ingest import debugger, lane, ratelimit
-    from app.read_api import customers, feed, groups, me
+    from app.read_api import customers, feed, groups, me, stream
     from app.serving import health, metrics
 
     resources.init_app(app, settings)
@@ -35,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     lane.init_app(app)
     customers.init_app(app)
     feed.init_app(app)
+    stream.init_app(app)
     groups.init_app(app)
     keys.init_app(app)
     debugger.init_app(app)

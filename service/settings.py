@@ -89,6 +89,9 @@ class Settings:
     # needs ~17 KiB/s). Tests shorten them.
     request_head_seconds: float = 10.0
     request_body_seconds: float = 30.0
+    # Live streams (`/customers/{id}/stream`) one web process holds at most: a tenth of its
+    # 10,000 connection slots, so open pages never take the slots ingest needs.
+    live_streams_per_process: int = 1000
     # The console (docs/console.md): an optional pepper mixed into every session's signing
     # secret, and the cookies' `Secure` flag (set it behind HTTPS).
     console_secret: str = ""
@@ -139,6 +142,7 @@ class Settings:
             expensive_reads_per_team=_whole(env, "EXPENSIVE_READS_PER_TEAM", 2),
             request_head_seconds=float(env.get("REQUEST_HEAD_SECONDS", "10")),
             request_body_seconds=float(env.get("REQUEST_BODY_SECONDS", "30")),
+            live_streams_per_process=_whole(env, "LIVE_STREAMS_PER_PROCESS", 1000),
             console_secret=env.get("CONSOLE_SECRET", ""),
             console_cookie_secure=env.get("CONSOLE_COOKIE_SECURE", "") in ("1", "true", "yes"),
         )

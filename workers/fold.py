@@ -14,6 +14,8 @@ through one `store.fold.batch.Batch`:
 2. identity resolution points each event at its customer (`store/fold/resolve.py`);
 3. derived state (traits, groups, memberships, counts) follows (`store/fold/derived.py`).
 This module only orders them, in one transaction, and falls back to poison isolation.
+Last, in the same transaction, it tells the web processes' live streams what it folded
+(`store/live.py`: a `NOTIFY`, delivered only if the batch commits).
 
 The result is a function of the *set* of events, not of their arrival order or batching
 (the rules and why: docs/fold.md; the same rules as a reference model:
@@ -36,6 +38,7 @@ from store.fold.erase import apply_deletes
 from store.fold.pending import PendingEvent
 from store.fold.resolve import Resolution
 from store.fold_failures import erase_set_aside
+from store.live import notify_folded
 from workers.poison import cannot_fold, describe, fold_isolating
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
             events = take_batch(connection, team_id, batch_size)
             if events:
                 fold_events(connection, team_id, events, datetime.now(UTC))
+                notify_folded(connection, team_id, [e.id for e in events])
             return len(events)
     except DBAPIError as error:
         if not cannot_fold(error):
@@ -65,6 +69,7 @@ def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
     with engine.begin() as connection:
         events = take_batch(connection, team_id, batch_size)
         fold_isolating(connection, team_id, events, datetime.now(UTC), fold_events)
+        notify_folded(connection, team_id, [e.id for e in events])
         return len(events)
 
 

@@ -84,7 +84,7 @@ def test_no_docstring_is_broken(client: FlaskClient) -> None:
 
 def test_the_read_api_is_fully_documented(client: FlaskClient) -> None:
     own = [(p, m, op) for p, m, op in operations(document(client)) if p.startswith(OWN_ROUTES)]
-    assert len(own) == 12  # with /customers/{id}/groups and /customers/{id}/feed/{item_id} (issue 20)
+    assert len(own) == 13  # with /customers/{id}/groups, /feed/{item_id} (issue 20) and /stream (issue 24)
     for path, _, operation in own:
         assert "x-undocumented" not in operation, path
         assert operation["operationId"] and operation["summary"]
@@ -141,6 +141,8 @@ def test_schemathesis_finds_no_5xx_and_no_answer_that_breaks_the_document(
         operation = result.ok()
         if not operation.path.startswith(OWN_ROUTES):
             continue
+        if operation.path.endswith("/stream"):
+            continue  # a live stream never ends, so a whole-body call would hang: tests/app/test_stream.py
         overrides: list[dict[str, Any]] = [{}]  # generated ids: mostly 404s
         if "{customer_id}" in operation.path:
             overrides += [

@@ -1,0 +1,126 @@
+"""One subscription per web process to what the fold folded: the live streams' source.
+
+The fold `NOTIFY`s from each batch's transaction which events landed on which customer's
+timeline (`store/live.py`). Each web process holds one Postgres session that `LISTEN`s
+(a `Listener`, made on the first stream and again in a forked child), and hands each
+notice's events to the streams open on those customers in this process (`Subscription`:
+a queue each). Open pages cost nothing per notice beyond a queue put; a stream then reads
+its items by primary key.
+
+A notice can be lost only while the listening session is down (Postgres restarted, the
+connection cut): when it is back, every open stream is told to catch up (`RESYNC`), and
+reads what it missed from its position, so nothing is skipped or sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from typing import Final
+
+import psycopg
+from sqlalchemy import Engine
+
+from service.per_process import PerProcess, start_daemon
+from store.live import FOLDED_CHANNEL
+
+log = logging.getLogger(__name__)
+
+RESYNC: Final = None  # what a stream's queue receives when notices may have been missed
+_RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0)
+
+
+class Subscription:
+    """One open stream's share of the notices: the event ids folded onto its customer."""
+
+    def __init__(self, team_id: int, customer_id: int):
+        self.key = (team_id, customer_id)
+        self.notices: queue.Queue[list[int] | None] = queue.Queue()
+
+
+class Listener:
+    """This process's one `LISTEN` session and the streams it feeds."""
+
+    def __init__(self, conninfo: str):
+        self._conninfo = conninfo
+        self._lock = threading.Lock()
+        self._streams: dict[tuple[int, int], set[Subscription]] = defaultdict(set)
+        self.open = 0
+        self.listening = threading.Event()
+        start_daemon(self._run, "timeline-live-listener")
+
+    def subscribe(self, team_id: int, customer_id: int) -> Subscription:
+        subscription = Subscription(team_id, customer_id)
+        with self._lock:
+            self._streams[subscription.key].add(subscription)
+            self.open += 1
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            streams = self._streams.get(subscription.key)
+            if streams is not None and subscription in streams:
+                streams.discard(subscription)
+                self.open -= 1
+                if not streams:
+                    del self._streams[subscription.key]
+
+    def deliver(self, payload: str) -> None:
+        """Hand a notice (`team customer:event ...`) to the streams open on its customers."""
+        team, _, pairs = payload.partition(" ")
+        folded: dict[tuple[int, int], list[int]] = defaultdict(list)
+        try:
+            team_id = int(team)
+            for pair in pairs.split():
+                customer, _, event = pair.partition(":")
+                folded[(team_id, int(customer))].append(int(event))
+        except ValueError:
+            log.warning("live: a notice that is not ours on %s was ignored", FOLDED_CHANNEL)
+            return
+        with self._lock:
+            for key, events in folded.items():
+                for subscription in self._streams.get(key, ()):
+                    subscription.notices.put(events)
+
+    def _resync_all(self) -> None:
+        with self._lock:
+            for streams in self._streams.values():
+                for subscription in streams:
+                    subscription.notices.put(RESYNC)
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                with psycopg.connect(
+                    self._conninfo, autocommit=True, application_name="timeline-live"
+                ) as session:
+                    session.execute(f"LISTEN {FOLDED_CHANNEL}")
+                    # Whatever was folded while this session was not listening: read it.
+                    self._resync_all()
+                    self.listening.set()
+                    failures = 0
+                    for notice in session.notifies():
+                        self.deliver(notice.payload)
+            except Exception as error:  # the session is gone: listen again, streams catch up
+                self.listening.clear()
+                wait = _RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)]
+                failures += 1
+                log.warning(
+                    "live: listening on Postgres failed (%s); again in %.1f s", type(error).__name__, wait
+                )
+                time.sleep(wait)
+
+
+def libpq_conninfo(engine: Engine) -> str:
+    """The engine's database as a libpq URL (psycopg's own, without SQLAlchemy's driver name)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def per_process_listener(engine: Engine) -> PerProcess[Listener]:
+    """The listener each web process makes on its first stream (made again in a forked child)."""
+    conninfo = libpq_conninfo(engine)
+    return PerProcess(lambda: Listener(conninfo))

@@ -1,0 +1,227 @@
+"""`GET /api/v1/customers/{id}/stream`: a customer's new feed items, live, resumable.
+
+Each stream is read by a thread of its own from the test client (unbuffered), while the
+test stores and folds events as ingest and the worker would; the fold's `NOTIFY` reaches
+the app's listener through real Postgres. Every wait is on the items themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+from werkzeug.test import TestResponse
+
+from app.read_api import stream as stream_module
+from store.apikeys import revoke_key
+from store.live import StreamPosition
+from tests.app.test_customers import customer_of, send, track
+from tests.conftest import TeamKeys
+
+
+@dataclass
+class Event:
+    name: str
+    id: str | None
+    data: str
+
+
+@dataclass
+class Reader:
+    """A stream read in a thread: its SSE events as they arrive."""
+
+    response: TestResponse
+    events: list[Event] = field(default_factory=list)
+    ended: threading.Event = field(default_factory=threading.Event)
+    failure: BaseException | None = None
+
+    def start(self) -> Reader:
+        threading.Thread(target=self._read, daemon=True, name="sse-reader").start()
+        return self
+
+    def _read(self) -> None:
+        buffer = ""
+        try:
+            for chunk in self.response.response:
+                buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+                while "\n\n" in buffer:
+                    block, buffer = buffer.split("\n\n", 1)
+                    fields = dict(
+                        line.split(": ", 1)
+                        for line in block.splitlines()
+                        if line and not line.startswith(":")
+                    )
+                    if "event" in fields:
+                        self.events.append(Event(fields["event"], fields.get("id"), fields.get("data", "")))
+        except BaseException as error:
+            self.failure = error
+        finally:
+            self.ended.set()
+
+    def items(self) -> list[Event]:
+        return [e for e in self.events if e.name == "item"]
+
+    def wait_items(self, count: int, seconds: float = 30) -> list[Event]:
+        def arrived() -> list[Event]:
+            assert self.failure is None, f"the stream failed: {self.failure!r}"
+            return self.items() if len(self.items()) >= count else []
+
+        found: list[Event] = wait_for(f"{count} items", arrived, seconds)
+        return found
+
+
+def wait_for(what: str, condition: Callable[[], Any], seconds: float = 30) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return found
+
+
+def open_stream(client: FlaskClient, secret: str, customer: str, last_event_id: str | None = None) -> Reader:
+    headers = TeamKeys.bearer(secret)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    response = client.get(f"/api/v1/customers/{customer}/stream", headers=headers, buffered=False)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/event-stream"
+    return Reader(response).start()
+
+
+@pytest.fixture
+def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(stream_module, "HEARTBEAT_SECONDS", 0.1)
+    yield
+
+
+def names(reader: Reader) -> list[str]:
+    return [json.loads(e.data)["event"] for e in reader.items()]
+
+
+def test_new_events_of_the_customer_arrive_as_feed_items_in_fold_order(
+    client: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    send(engine, team, track("ada", "Before", 0))
+    customer = customer_of(client, team, "ada")
+    reader = open_stream(client, team.read, customer)
+    # The stream starts after what was folded before it opened.
+    send(engine, team, track("ada", "Viewed Pricing", 5), track("bob", "Elsewhere", 5))
+    send(engine, team, track("ada", "Signed Up", 1))  # dated earlier, folded later: still news
+    reader.wait_items(2)
+    assert names(reader) == ["Viewed Pricing", "Signed Up"]
+    feed = client.get(f"/api/v1/customers/{customer}/feed", headers=team.bearer(team.read)).get_json()["data"]
+    by_id = {item["id"]: item for item in feed}
+    for event in reader.items():
+        item = json.loads(event.data)
+        assert item == by_id[item["id"]]  # exactly the feed's item
+    ids = [StreamPosition.parse(e.id or "") for e in reader.items()]
+    assert all(ids) and ids == sorted(ids)  # type: ignore[type-var]
+
+
+def test_a_stream_resumed_with_last_event_id_gets_what_it_missed_once(
+    client: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    send(engine, team, track("cy", "Opened", 0))
+    customer = customer_of(client, team, "cy")
+    first = open_stream(client, team.read, customer)
+    send(engine, team, track("cy", "One", 1))
+    send(engine, team, track("cy", "Two", 2))
+    received = first.wait_items(2)
+    # The client dropped after "One"; "Two" and what follows must come, once each.
+    send(engine, team, track("cy", "Three", 3), track("cy", "Four", 4))
+    resumed = open_stream(client, team.read, customer, last_event_id=received[0].id)
+    resumed.wait_items(3)
+    send(engine, team, track("cy", "Five", 5))
+    resumed.wait_items(4)
+    assert names(resumed) == ["Two", "Three", "Four", "Five"]
+
+
+def test_notices_missed_while_the_listener_was_down_are_caught_up(
+    client: FlaskClient, app: Flask, engine: Engine, team: TeamKeys
+) -> None:
+    send(engine, team, track("dee", "Opened", 0))
+    customer = customer_of(client, team, "dee")
+    reader = open_stream(client, team.read, customer)
+    listener = app.extensions["timeline_live"].get()
+    wait_for("the listener", listener.listening.is_set)
+    # Postgres ends the listening session (as a restart would); events fold meanwhile.
+    with engine.connect() as connection:
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'timeline-live' AND datname = current_database()"
+            )
+        )
+        connection.commit()
+    send(engine, team, track("dee", "During", 1))
+    wait_for("the listener back", listener.listening.is_set)
+    send(engine, team, track("dee", "After", 2))
+    reader.wait_items(2)
+    assert names(reader) == ["During", "After"]
+
+
+def test_a_revoked_key_ends_the_stream_saying_why(
+    client: FlaskClient, engine: Engine, team: TeamKeys, quick_heartbeat: None
+) -> None:
+    send(engine, team, track("eve", "Opened", 0))
+    customer = customer_of(client, team, "eve")
+    reader = open_stream(client, team.read, customer)
+    me = client.get("/api/v1/me", headers=team.bearer(team.read)).get_json()
+    with engine.begin() as connection:
+        revoke_key(connection, team.id, int(me["key"]["id"]), datetime.now(UTC))
+    wait_for("the stream to end", reader.ended.is_set)
+    assert reader.events[-1].name == "end"
+    assert json.loads(reader.events[-1].data)["code"] == "invalid_key"
+
+
+def test_another_teams_key_never_sees_the_customer(
+    client: FlaskClient, engine: Engine, team: TeamKeys, other_team: TeamKeys
+) -> None:
+    send(engine, team, track("fay", "Opened", 0))
+    customer = customer_of(client, team, "fay")
+    response = client.get(f"/api/v1/customers/{customer}/stream", headers=other_team.bearer(other_team.read))
+    assert response.status_code == 404
+    assert response.get_json()["code"] == "not_found"
+
+
+def test_the_stream_needs_the_read_scope(client: FlaskClient, engine: Engine, team: TeamKeys) -> None:
+    send(engine, team, track("gus", "Opened", 0))
+    customer = customer_of(client, team, "gus")
+    response = client.get(f"/api/v1/customers/{customer}/stream", headers=team.bearer(team.ingest))
+    assert response.status_code == 403
+    assert response.get_json()["code"] == "missing_scope"
+    assert client.get(f"/api/v1/customers/{customer}/stream").status_code == 401
+
+
+@pytest.mark.parametrize("bad", ["abc", "12", "-5", "1-2-3", "1" * 30 + "-1"])
+def test_a_malformed_last_event_id_is_a_400(
+    client: FlaskClient, engine: Engine, team: TeamKeys, bad: str
+) -> None:
+    send(engine, team, track("hal", "Opened", 0))
+    customer = customer_of(client, team, "hal")
+    headers = {**team.bearer(team.read), "Last-Event-ID": bad}
+    response = client.get(f"/api/v1/customers/{customer}/stream", headers=headers)
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "invalid_last_event_id"
+
+
+def test_past_the_process_share_of_streams_a_503_with_retry_after(
+    client: FlaskClient, app: Flask, engine: Engine, team: TeamKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(engine, team, track("ivy", "Opened", 0))
+    customer = customer_of(client, team, "ivy")
+    listener = app.extensions["timeline_live"].get()
+    monkeypatch.setattr(listener, "open", app.extensions["timeline"].settings.live_streams_per_process)
+    response = client.get(f"/api/v1/customers/{customer}/stream", headers=team.bearer(team.read))
+    assert response.status_code == 503
+    assert response.get_json()["code"] == "too_many_streams"
+    assert response.headers["Retry-After"]
