@@ -1,7 +1,8 @@
 """Groups (Segment `group` calls): a company's traits and its member customers (SPEC §4).
 
 The group is built by Postgres as `store/answers/group.py` declares it (`GROUP`) and passed
-through, with the `next_cursor` the read adds; `GroupSchema` is its OpenAPI component.
+through, with the `next_cursor` the read adds; `GroupSchema` is its OpenAPI component,
+named in full in the docstring below (the Segment `group` call has a `GroupSchema` too).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def group(group_id: str) -> Response:
           description: The group and one page of members.
           content:
             application/json:
-              schema: GroupSchema
+              schema: store.answers.declared.GroupSchema
         400: BadRequest
         404: NotFound
     """

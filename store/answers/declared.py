@@ -100,9 +100,12 @@ class Answer:
 
     @cached_property
     def schema(self) -> type[Schema]:
-        """The marshmallow schema of this answer (`{name}Schema`, so apispec names it `name`)."""
+        """The marshmallow schema of this answer (`{name}Schema`, so apispec names it `name`).
+
+        A route's docstring names it `{name}Schema`, or, where another schema has that
+        name, `store.answers.declared.{name}Schema` (its path in marshmallow's registry)."""
         attributes: dict[str, Any] = {field.attribute: field.response_field() for field in self.fields}
-        return cast(type[Schema], type(f"{self.name}Schema", (Schema,), attributes))
+        return _schema(f"{self.name}Schema", attributes)
 
 
 def page_schema(name: str, item: type[Schema], next_cursor: str | None = None) -> type[Schema]:
@@ -116,4 +119,9 @@ def page_schema(name: str, item: type[Schema], next_cursor: str | None = None) -
         "data": fields.List(fields.Nested(item), required=True),
         "next_cursor": fields.String(**cursor),
     }
-    return cast(type[Schema], type(f"{name}Schema", (Schema,), attributes))
+    return _schema(f"{name}Schema", attributes)
+
+
+def _schema(name: str, attributes: dict[str, Any]) -> type[Schema]:
+    # Made here, so marshmallow's registry knows it as `store.answers.declared.{name}` too.
+    return cast(type[Schema], type(name, (Schema,), {**attributes, "__module__": __name__}))
