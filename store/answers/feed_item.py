@@ -103,6 +103,13 @@ FEED_CONTEXT = Answer(
         Field("user_agent", _string_sql("(raw -> 'context' -> 'userAgent')"), fields.String, nullable=True),
         Field("ip", _string_sql("(raw -> 'context' -> 'ip')"), fields.String, nullable=True),
         Field(
+            "locale",
+            _string_sql("(raw -> 'context' -> 'locale')"),
+            fields.String,
+            "The language the customer's device or browser uses, e.g. `en-US`: the one to answer in.",
+            nullable=True,
+        ),
+        Field(
             "library",
             _object_sql("(raw -> 'context' -> 'library')"),
             _JSON_OBJECT,

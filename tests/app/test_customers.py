@@ -336,6 +336,7 @@ def test_reading_needs_the_read_scope(client: FlaskClient, team: TeamKeys) -> No
 def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
     context = {
         "ip": "203.0.113.9",
+        "locale": "de-CH",
         "userAgent": "Mozilla/5.0",
         "library": {"name": "analytics.js", "version": "2.11.1"},
         "page": {"url": "https://example.com/pricing", "title": "Pricing"},
@@ -378,6 +379,7 @@ def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys,
             "page_referrer": None,
             "user_agent": "Mozilla/5.0",
             "ip": "203.0.113.9",
+            "locale": "de-CH",
             "library": {"name": "analytics.js", "version": "2.11.1"},
         },
         "truncated": [],
@@ -388,6 +390,7 @@ def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys,
         "Order Completed",
     )
     assert order["context"]["ip"] is None  # not a string: the API promises strings or null
+    assert [item["context"]["locale"] for item in feed["data"]] == ["de-CH", None, None, None, None, None]
     assert (identify["traits"], identify["properties"], identify["summary"], identify["changes"]) == (
         {"plan": "pro"},
         None,
@@ -611,7 +614,7 @@ def _odd_raws() -> list[Any]:
         raws += [
             {"properties": value, "traits": value, "groupId": some_id, "userId": some_id},
             {"context": value},
-            {"context": {"page": value, "userAgent": value, "ip": value, "library": value}},
+            {"context": {"page": value, "userAgent": value, "ip": value, "locale": value, "library": value}},
             {"context": {"page": {"url": value, "title": value}}},
             {"traits": {"name": value}, "groupId": "g-1"},
             {"properties": {"url": value, "title": value, "path": value, "referrer": value}},

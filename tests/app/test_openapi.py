@@ -107,6 +107,19 @@ def test_every_reference_names_a_component(client: FlaskClient) -> None:
     assert group["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Group"}
 
 
+def test_a_feed_item_documents_the_locale_its_context_carries(client: FlaskClient) -> None:
+    # One Field in store/answers/feed_item.py (FEED_CONTEXT) puts it in the document too.
+    context = document(client)["components"]["schemas"]["FeedContext"]
+    assert context["properties"]["locale"] == {
+        "type": "string",
+        "nullable": True,
+        "description": "The language the customer's device or browser uses, e.g. `en-US`: "
+        "the one to answer in.",
+    }
+    assert "locale" in context["required"]
+    assert list(context["properties"]).index("locale") == list(context["properties"]).index("ip") + 1
+
+
 def test_list_arguments_repeat_in_the_query_string(client: FlaskClient) -> None:
     feed = document(client)["paths"]["/api/v1/customers/{customer_id}/feed"]["get"]
     types = next(p for p in feed["parameters"] if p.get("name") == "type")

@@ -335,6 +335,7 @@ def feed_item(
             "page_referrer": page_field("referrer"),
             "user_agent": _string(context.get("userAgent")),
             "ip": _string(context.get("ip")),
+            "locale": _string(context.get("locale")),
             "library": _object(context.get("library")),
         },
         "truncated": truncated,
