@@ -18,7 +18,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from schemas.cursors import ORDERS, CursorArgument, CustomerPosition, FeedPosition, ListOffset, MemberPosition
+from schemas.cursors import ORDERS, CursorArgument, FeedPosition, InstantPosition, ListOffset
 from schemas.fields import Instant, QueryText, limit_field
 from schemas.segment import SUPPORTED_TYPES
 
@@ -59,7 +59,7 @@ class CustomerSearchArgs(Schema):
         },
     )
     limit = limit_field()
-    cursor = CursorArgument("customers", CustomerPosition)
+    cursor = CursorArgument("customers", InstantPosition)
 
 
 class CustomerLookupArgs(Schema):
@@ -179,7 +179,7 @@ class GroupArgs(Schema):
         unknown = RAISE
 
     limit = limit_field()
-    cursor = CursorArgument("members", MemberPosition)
+    cursor = CursorArgument("members", InstantPosition)
 
 
 # Which arguments may repeat in a query string (`?type=track&type=page`).
@@ -224,41 +224,6 @@ class MergedSchema(Schema):
 
     id = fields.String(required=True, metadata={"description": "The surviving customer's id."})
     message = fields.String(required=True)
-
-
-class CustomerSummarySchema(Schema):
-    """A customer in a list."""
-
-    id = fields.String(required=True)
-    user_ids = fields.List(fields.String(), required=True)
-    anonymous_ids = fields.List(fields.String(), required=True)
-    email = fields.String(required=True, allow_none=True)
-    name = fields.String(required=True, allow_none=True)
-    first_seen = Instant(required=True, allow_none=True)
-    last_seen = Instant(required=True, allow_none=True)
-    event_count = fields.Integer(required=True)
-
-
-class CustomerListSchema(Schema):
-    data = fields.List(fields.Nested(CustomerSummarySchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True)
-
-
-class GroupMemberSchema(CustomerSummarySchema):
-    joined_at = Instant(required=True)
-
-
-class GroupSchema(Schema):
-    """A group, its traits, and one page of its members (by joined_at, oldest first)."""
-
-    id = fields.String(required=True)
-    name = fields.String(required=True, allow_none=True)
-    traits = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)
-    first_seen = Instant(required=True)
-    last_seen = Instant(required=True)
-    member_count = fields.Integer(required=True)
-    members = fields.List(fields.Nested(GroupMemberSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True)
 
 
 class TraitDetailSchema(Schema):
@@ -347,15 +312,11 @@ class MeSchema(Schema):
 
 # Registered as named components of the OpenAPI document (nested ones before their users).
 # The answers Postgres builds are declared with their SQL (`store/answers/`): their schemas
-# (`FeedItemSchema`, `FeedPageSchema`, ...) are named by the route docstrings and apispec
-# registers them under the same component names.
+# (`FeedItemSchema`, `ProfileSchema`, `CustomerListSchema`, `GroupSchema`, ...) are named by
+# the route docstrings and apispec registers them under the same component names.
 COMPONENTS: dict[str, type[Schema]] = {
     "Error": ErrorSchema,
     "Merged": MergedSchema,
-    "CustomerSummary": CustomerSummarySchema,
-    "CustomerList": CustomerListSchema,
-    "GroupMember": GroupMemberSchema,
-    "Group": GroupSchema,
     "TraitDetail": TraitDetailSchema,
     "Traits": TraitsSchema,
     "ExternalId": ExternalIdSchema,

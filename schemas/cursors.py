@@ -90,33 +90,16 @@ class FeedPosition:
 
 
 @dataclass(frozen=True)
-class CustomerPosition:
-    """A place in a customer list sorted by (last_seen desc, id desc)."""
+class InstantPosition:
+    """A place in a list sorted by (an instant, an id): the customers by (last_seen desc,
+    id desc), a group's members by (joined_at, customer id)."""
 
     ORDERED: ClassVar[bool] = True
-    last_seen: datetime
+    at: datetime
     id: int
 
     def values(self) -> tuple[Scalar, ...]:
-        return self.last_seen.isoformat(), self.id
-
-    @classmethod
-    def read(cls, values: list[Scalar]) -> Self:
-        if len(values) != 2:
-            raise CursorError()
-        return cls(_instant(values[0]), *_bigints(values[1:], 1))
-
-
-@dataclass(frozen=True)
-class MemberPosition:
-    """A place in a group's members sorted by (joined_at, customer id)."""
-
-    ORDERED: ClassVar[bool] = True
-    joined_at: datetime
-    customer_id: int
-
-    def values(self) -> tuple[Scalar, ...]:
-        return self.joined_at.isoformat(), self.customer_id
+        return self.at.isoformat(), self.id
 
     @classmethod
     def read(cls, values: list[Scalar]) -> Self:
@@ -164,8 +147,8 @@ class LastId:
         return cls(last)
 
 
-Position = FeedPosition | CustomerPosition | MemberPosition | ListOffset | LastId
-P = TypeVar("P", FeedPosition, CustomerPosition, MemberPosition, ListOffset, LastId)
+Position = FeedPosition | InstantPosition | ListOffset | LastId
+P = TypeVar("P", FeedPosition, InstantPosition, ListOffset, LastId)
 
 
 @dataclass(frozen=True)

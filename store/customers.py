@@ -3,13 +3,15 @@
 Lists are keyset-paged: a page ends at the sort values of its last item and the next
 page starts strictly after them, so items that existed when paging began are neither
 repeated nor skipped whatever arrives in between. A profile is built as JSON by Postgres
-in one statement (`read_profile`), for `/customers/{id}` and `/customers/lookup` alike.
+in one statement (`read_profile`), for `/customers/{id}` and `/customers/lookup` alike;
+so is a page of search results (`search_customers`), as `store/answers/` declares them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -20,12 +22,11 @@ from schemas.api import (
     PROFILE_TRAITS,
     SHOWN_VALUE,
 )
-from schemas.cursors import CustomerPosition
+from schemas.cursors import InstantPosition
+from store.answers.customer_list_item import CUSTOMER_LIST_ITEM
 from store.answers.profile import GROUP_MEMBERSHIP, PROFILE
 from store.snapshot import snapshot
 from store.statements import normalised_key, prepared, shown_value_sql, value_cut_sql
-
-SUMMARY_COLUMNS = "c.id, c.email, c.name, c.first_seen, c.last_seen, c.event_count"
 
 
 def lookup_customer(connection: Connection, team_id: int, kind: str, value: str) -> int | None:
@@ -114,14 +115,44 @@ def read_profile(connection: Connection, team_id: int, customer_id: int) -> tupl
     return None, row.profile
 
 
+@dataclass(frozen=True)
+class CustomerPage:
+    """A page of customers: their JSON, and where the next page starts (None at the end)."""
+
+    items_json: str  # a JSON array of items in CustomerSummarySchema's shape
+    next_position: InstantPosition | None
+
+
+# Each item's JSON is built by Postgres as declared (CUSTOMER_LIST_ITEM) over the page's
+# rows, which come in the list's order: the row number and json_agg's ORDER BY follow it
+# (no sort), and one row more than `:shown` says whether another page follows.
+_SEARCH_PAGE = f"""
+    SELECT COALESCE(json_agg(item ORDER BY last_seen DESC NULLS LAST, id DESC)
+                        FILTER (WHERE n <= :shown), '[]')::text AS items,
+           count(*) AS fetched,
+           max(last_seen) FILTER (WHERE n = :shown) AS last_seen,
+           max(id) FILTER (WHERE n = :shown) AS last_id
+    FROM (
+        SELECT {CUSTOMER_LIST_ITEM.sql()} AS item, c.last_seen, c.id,
+               row_number() OVER (ORDER BY c.last_seen DESC NULLS LAST, c.id DESC) AS n
+        FROM (
+            SELECT c.* FROM customers c
+            WHERE {{conditions}}
+            ORDER BY c.last_seen DESC NULLS LAST, c.id DESC
+            LIMIT :limit
+        ) c
+    ) numbered
+"""
+
+
 def search_customers(
     connection: Connection,
     team_id: int,
     query: str,
     *,
     limit: int,
-    after: CustomerPosition | None = None,
-) -> tuple[list[dict[str, Any]], CustomerPosition | None]:
+    after: InstantPosition | None = None,
+) -> CustomerPage:
     """Customers whose email, name, userId or anonymousId starts with `query` (any case),
     most recently seen first; every live customer when `query` is empty.
 
@@ -129,47 +160,42 @@ def search_customers(
     fetched and sorted. A broad one ("j") would match too many to sort per page, and is
     answered by walking `ix_customers_recent` and keeping the matches, which are dense.
     Customers with no events left (an anonymous visitor whose history moved to the person
-    who claimed it) have nothing to show and are not listed.
+    who claimed it) have nothing to show and are not listed. The page itself is one
+    statement that builds its JSON (store/answers/customer_list_item.py); with a query,
+    it and the statements that find the candidates run in one snapshot.
     """
-    params: dict[str, Any] = {"team": team_id, "limit": limit + 1}
+    params: dict[str, Any] = {"team": team_id, "shown": limit, "limit": limit + 1}
     conditions = ["c.team_id = :team", "c.merged_into IS NULL", "c.last_seen IS NOT NULL"]
     if after is not None:
         conditions.append("(c.last_seen, c.id) < (:after_seen, :after_id)")
-        params.update(after_seen=after.last_seen, after_id=after.id)
-    if query:
-        low, high = prefix_range(_lower(connection, query))
-        params.update(low=low, high=high)
-        candidates = _search_candidates(connection, team_id, low, high)
-        if candidates is not None:
-            conditions.append("c.id = ANY(:candidates)")
-            params["candidates"] = candidates
-        else:
-            # The customer's own few identities, through ix_identities_customer: a scalar
-            # subquery (an EXISTS may become one hashed scan of every matching identity,
-            # most of the team's for a broad prefix) with a prefix test no index serves.
-            params["low_length"] = len(low)
-            conditions.append(
-                "({email} OR {name} OR COALESCE((SELECT true FROM identities i WHERE i.team_id = c.team_id "
-                "AND i.customer_id = c.id AND substr(lower(i.value), 1, :low_length) = :low LIMIT 1), "
-                "false))".format(
-                    email=_in_range("lower(c.email)", high), name=_in_range("lower(c.name)", high)
-                )
-            )
-    rows = connection.execute(
-        text(
-            f"""
-            SELECT {SUMMARY_COLUMNS} FROM customers c
-            WHERE {" AND ".join(conditions)}
-            ORDER BY c.last_seen DESC NULLS LAST, c.id DESC
-            LIMIT :limit
-            """
-        ),
-        params,
-    ).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if rows and more else None
-    return summaries(connection, team_id, rows), (CustomerPosition(last.last_seen, last.id) if last else None)
+        params.update(after_seen=after.at, after_id=after.id)
+    with snapshot(connection, several=bool(query)):  # the prefix's candidates and the page agree
+        if query:
+            conditions.append(_matching(connection, team_id, query, params))
+        row = connection.execute(
+            text(_SEARCH_PAGE.replace("{conditions}", " AND ".join(conditions))), params
+        ).one()
+    more = row.fetched > limit
+    return CustomerPage(row.items, InstantPosition(row.last_seen, row.last_id) if more else None)
+
+
+def _matching(connection: Connection, team_id: int, query: str, params: dict[str, Any]) -> str:
+    """The condition a customer matching the prefix `query` meets (its values put in `params`)."""
+    low, high = prefix_range(_lower(connection, query))
+    params.update(low=low, high=high)
+    candidates = _search_candidates(connection, team_id, low, high)
+    if candidates is not None:
+        params["candidates"] = candidates
+        return "c.id = ANY(:candidates)"
+    # The customer's own few identities, through ix_identities_customer: a scalar
+    # subquery (an EXISTS may become one hashed scan of every matching identity,
+    # most of the team's for a broad prefix) with a prefix test no index serves.
+    params["low_length"] = len(low)
+    return (
+        "({email} OR {name} OR COALESCE((SELECT true FROM identities i WHERE i.team_id = c.team_id "
+        "AND i.customer_id = c.id AND substr(lower(i.value), 1, :low_length) = :low LIMIT 1), "
+        "false))".format(email=_in_range("lower(c.email)", high), name=_in_range("lower(c.name)", high))
+    )
 
 
 # Up to this many prefix matches are fetched and sorted; beyond, the recency walk answers.
@@ -224,35 +250,6 @@ def _lower(connection: Connection, value: str) -> str:
     # whatever the database's locale (Python's str.lower differs on some letters).
     lowered: str = connection.execute(text("SELECT lower(:v)"), {"v": value}).scalar_one()
     return lowered
-
-
-def summaries(connection: Connection, team_id: int, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """Customer rows (id, email, name, first_seen, last_seen, event_count) with their ids."""
-    ids = [row.id for row in rows]
-    user_ids: dict[int, list[str]] = {customer: [] for customer in ids}
-    anonymous_ids: dict[int, list[str]] = {customer: [] for customer in ids}
-    if ids:
-        for customer, kind, value in connection.execute(
-            text(
-                "SELECT customer_id, kind, value FROM identities "
-                "WHERE team_id = :team AND customer_id = ANY(:ids) ORDER BY kind, value"
-            ),
-            {"team": team_id, "ids": ids},
-        ):
-            (user_ids if kind == "user" else anonymous_ids)[customer].append(value)
-    return [
-        {
-            "id": str(row.id),
-            "user_ids": user_ids[row.id],
-            "anonymous_ids": anonymous_ids[row.id],
-            "email": row.email,
-            "name": row.name,
-            "first_seen": row.first_seen,
-            "last_seen": row.last_seen,
-            "event_count": row.event_count,
-        }
-        for row in rows
-    ]
 
 
 def customer_state(connection: Connection, team_id: int, customer_id: int) -> tuple[bool, int | None]:

@@ -1,8 +1,9 @@
 """What the console reads, through the read API's own store functions (SPEC §4, §10).
 
 Every import of `store/` for the console is here, so that when those modules move only
-this file changes. The profile and a feed page come from the very read functions the API
-calls (`read_profile`, `read_feed_page`, each choosing its own snapshot), parsed from the
+this file changes. The profile, a feed page, a page of search results and a group come
+from the very read functions the API calls (`read_profile`, `read_feed_page`,
+`search_customers`, `read_group`, each choosing its own snapshot), parsed from the
 JSON text Postgres builds as `store/answers/` declares it; no query of theirs is repeated
 here, and what the console shows beyond the API is presentation (`present.py`). The
 console adds two reads of its own: when each trait was last set, and the signed-in key by
@@ -19,33 +20,54 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from schemas.api import PROFILE_TRAITS
-from schemas.cursors import CustomerPosition, FeedPosition, MemberPosition, encode_cursor
+from schemas.cursors import FeedPosition, InstantPosition, encode_cursor
 from store.apikeys import ACTIVE, key_digest, key_status
 from store.apikeys import find_key as _find_key
-from store.customers import lookup_customer, read_profile, search_customers
+from store.customers import lookup_customer, read_profile
+from store.customers import search_customers as _search_customers
 from store.feed import FeedFilter, read_feed_page
-from store.groups import load_group
+from store.groups import read_group
 from store.models import ApiKey
 
 __all__ = [
     "ACTIVE",
     "ApiKey",
-    "CustomerPosition",
     "FeedFilter",
     "FeedPosition",
-    "MemberPosition",
+    "InstantPosition",
     "encode_cursor",
     "key_digest",
     "key_status",
-    "load_group",
     "lookup_customer",
-    "search_customers",
 ]
 
 
 def find_key(connection: Connection, team_id: int, key_id: int) -> ApiKey | None:
     """The team's key by id (digest, scopes, expiry, revocation), read fresh each request."""
     return _find_key(connection, team_id, key_id)
+
+
+def search_customers(
+    connection: Connection, team_id: int, query: str, *, limit: int, after: InstantPosition | None
+) -> tuple[list[dict[str, Any]], InstantPosition | None]:
+    """A page of the search `GET /customers` answers (`search_customers`), parsed, and where
+    the next page starts."""
+    page = _search_customers(connection, team_id, query, limit=limit, after=after)
+    customers: list[dict[str, Any]] = json.loads(page.items_json)
+    return customers, page.next_position
+
+
+def load_group(
+    connection: Connection, team_id: int, group_id: str, *, limit: int, after: InstantPosition | None
+) -> tuple[dict[str, Any], InstantPosition | None] | None:
+    """The group `GET /groups/{id}` answers (`read_group`), parsed, and where its next page
+    of members starts; None for a group unknown in the team."""
+    found = read_group(connection, team_id, group_id, limit=limit, after=after)
+    if found is None:
+        return None
+    body, position = found
+    group: dict[str, Any] = json.loads(body)
+    return group, position
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@ identities, groups and event summary (SPEC §4); the timeline is `app/read_api/f
 
 Each view authenticates with the `read` scope, loads its query through a schema of
 `schemas/api.py` (`app/edges.py`), calls `store/customers.py`, and answers in a response
-schema's shape: dumped through it (search, traits), or built in that shape by Postgres in
-one statement and passed through (profile, lookup, memberships; tests hold the two to the
-same output). A path's customer and the 308 of a merged one are `app/read_api/customer_ref.py`'s.
+schema's shape: dumped through it (traits, external ids, event summary), or built in that
+shape by Postgres in one statement and passed through (search, profile, lookup,
+memberships; tests hold the two to the same output). A path's customer and the 308 of a
+merged one are `app/read_api/customer_ref.py`'s.
 The YAML after `---` in each docstring is the view's OpenAPI operation (`app/openapi.py`
 collects it); schema names refer to `schemas.api.COMPONENTS` or, for the answers Postgres
 builds, to their declarations in `store/answers/`.
@@ -13,6 +14,7 @@ builds, to their declarations in `store/answers/`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +33,6 @@ from app.read_api.customer_ref import (
 )
 from app.resources import resources
 from schemas.api import (
-    CustomerListSchema,
     CustomerLookupArgs,
     CustomerSearchArgs,
     EventSummaryListSchema,
@@ -60,7 +61,6 @@ _lookup_args = CustomerLookupArgs()
 _traits_args = TraitsArgs()
 _external_ids_args = ExternalIdsArgs()
 _memberships_args = MembershipsArgs()
-_customer_list = CustomerListSchema()
 _traits = TraitsSchema()
 _external_ids = ExternalIdListSchema()
 _event_summary = EventSummaryListSchema()
@@ -94,15 +94,17 @@ def search() -> Response:
     args = load_query(_search_args)
     cursor = args.get("cursor")
     with resources().reads.connect(key.team_id) as connection:
-        customers, next_position = search_customers(
+        page = search_customers(
             connection,
             key.team_id,
             args["q"].strip(),
             limit=args["limit"],
             after=cursor.position if cursor else None,
         )
-    next_cursor = encode_cursor("customers", next_position, "desc") if next_position else None
-    return jsonify(_customer_list.dump({"data": customers, "next_cursor": next_cursor}))
+    next_cursor = encode_cursor("customers", page.next_position, "desc") if page.next_position else None
+    # Items built by Postgres as declared in store/answers/customer_list_item.py.
+    body = f'{{"data":{page.items_json},"next_cursor":{json.dumps(next_cursor)}}}\n'
+    return Response(body, mimetype="application/json")
 
 
 @bp.get("/customers/lookup")

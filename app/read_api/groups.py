@@ -1,20 +1,25 @@
-"""Groups (Segment `group` calls): a company's traits and its member customers (SPEC §4)."""
+"""Groups (Segment `group` calls): a company's traits and its member customers (SPEC §4).
+
+The group is built by Postgres as `store/answers/group.py` declares it (`GROUP`) and passed
+through, with the `next_cursor` the read adds; `GroupSchema` is its OpenAPI component,
+named in full in the docstring below (the Segment `group` call has a `GroupSchema` too).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, jsonify
+from flask import Blueprint, Flask, Response
 
 from app.auth import authenticate
 from app.edges import load_query, not_found
 from app.resources import resources
-from schemas.api import MAX_QUERY_TEXT, GroupArgs, GroupSchema
+from schemas.api import MAX_QUERY_TEXT, GroupArgs
 from schemas.cursors import encode_cursor
-from store.groups import load_group
+from store.answers.group import GROUP
+from store.groups import read_group
 
 bp = Blueprint("groups", __name__, url_prefix="/api/v1")
 
 _group_args = GroupArgs()
-_group = GroupSchema()
 
 
 # `path:` so that a groupId with a slash in it (Segment allows any string) is reachable.
@@ -44,7 +49,7 @@ def group(group_id: str) -> Response:
           description: The group and one page of members.
           content:
             application/json:
-              schema: GroupSchema
+              schema: store.answers.declared.GroupSchema
         400: BadRequest
         404: NotFound
     """
@@ -54,7 +59,7 @@ def group(group_id: str) -> Response:
         raise not_found("group")  # no stored groupId looks like this
     cursor = args.get("cursor")
     with resources().reads.connect(key.team_id) as connection:
-        found = load_group(
+        found = read_group(
             connection,
             key.team_id,
             group_id,
@@ -63,9 +68,9 @@ def group(group_id: str) -> Response:
         )
     if found is None:
         raise not_found("group")
-    data, next_position = found
+    body, next_position = found
     next_cursor = encode_cursor("members", next_position, "asc") if next_position else None
-    return jsonify(_group.dump({**data, "next_cursor": next_cursor}))
+    return Response(GROUP.completed(body, next_cursor=next_cursor) + "\n", mimetype="application/json")
 
 
 def init_app(app: Flask) -> None:

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 
 from schemas.api import FEED_TYPES, SHOWN_KEYS, SHOWN_VALUE
 from schemas.fields import Instant
-from store.answers.declared import Answer, Field
+from store.answers.declared import Answer, Field, page_schema
 from store.statements import iso_sql, object_cut_sql, shown_object_sql, shown_value_sql, value_cut_sql
 
 _JSON_OBJECT = partial(fields.Dict, keys=fields.String(), values=fields.Raw())
@@ -102,6 +102,13 @@ FEED_CONTEXT = Answer(
         Field("page_referrer", _page_sql("referrer"), fields.String, "Likewise `referrer`.", nullable=True),
         Field("user_agent", _string_sql("(raw -> 'context' -> 'userAgent')"), fields.String, nullable=True),
         Field("ip", _string_sql("(raw -> 'context' -> 'ip')"), fields.String, nullable=True),
+        Field(
+            "locale",
+            _string_sql("(raw -> 'context' -> 'locale')"),
+            fields.String,
+            "The language the customer's device or browser uses, e.g. `en-US`: the one to answer in.",
+            nullable=True,
+        ),
         Field(
             "library",
             _object_sql("(raw -> 'context' -> 'library')"),
@@ -275,12 +282,7 @@ def feed_item_sql(capped: bool) -> str:
 FEED_ITEM_SQL = feed_item_sql(capped=True)
 
 
-class FeedPageSchema(Schema):
-    """A page of the feed: built as `{"data": [items...], "next_cursor": ...}` around Postgres's items."""
-
-    data = fields.List(fields.Nested(FeedItemSchema), required=True)
-    next_cursor = fields.String(
-        required=True,
-        allow_none=True,
-        metadata={"description": "null at the end. A page may be short, even empty, yet have one."},
-    )
+# A page of the feed: built as `{"data": [items...], "next_cursor": ...}` around Postgres's items.
+FeedPageSchema = page_schema(
+    "FeedPage", FeedItemSchema, "null at the end. A page may be short, even empty, yet have one."
+)

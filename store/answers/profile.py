@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from functools import partial
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 
 from schemas.api import PROFILE_GROUPS, PROFILE_IDS, PROFILE_TRAITS, SHOWN_KEYS, SHOWN_VALUE
 from schemas.fields import Instant
-from store.answers.declared import Answer, Field
+from store.answers.declared import Answer, Field, page_schema
 from store.statements import iso_sql, shown_value_sql, value_cut_sql
 
 _JSON_OBJECT = partial(fields.Dict, keys=fields.String(), values=fields.Raw())
@@ -111,8 +111,5 @@ GroupMembershipSchema = GROUP_MEMBERSHIP.schema
 ProfileSchema = PROFILE.schema
 
 
-class MembershipListSchema(Schema):
-    """A page of a customer's memberships (`GET /customers/{id}/groups`)."""
-
-    data = fields.List(fields.Nested(GroupMembershipSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null at the end."})
+# A page of a customer's memberships (`GET /customers/{id}/groups`).
+MembershipListSchema = page_schema("MembershipList", GroupMembershipSchema, "null at the end.")

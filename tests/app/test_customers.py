@@ -11,13 +11,15 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
+from schemas.cursors import InstantPosition, decode_cursor, encode_cursor
 from schemas.segment import prepare_event
+from store.answers.customer_list_item import CUSTOMER_LIST_ITEM, CustomerSummarySchema
 from store.answers.feed_item import FeedItemSchema
 from store.answers.profile import ProfileSchema
 from store.events import store_events
 from store.feed import FeedFilter
 from tests.conftest import TeamKeys
-from tests.store.reference import load_feed, load_profile
+from tests.store.reference import load_feed, load_profile, search
 from workers.fold import fold_until_empty
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -142,6 +144,44 @@ def test_search_pages_with_a_cursor(client: FlaskClient, people: TeamKeys) -> No
 def test_search_treats_like_wildcards_as_text(client: FlaskClient, people: TeamKeys) -> None:
     assert get(client, people, "/api/v1/customers?q=%25")["data"] == []
     assert get(client, people, "/api/v1/customers?q=_")["data"] == []
+
+
+@pytest.mark.parametrize("limit", [1, 2, 50])
+def test_every_search_page_postgres_builds_equals_the_reference(
+    client: FlaskClient, people: TeamKeys, engine: Engine, limit: int
+) -> None:
+    send(
+        engine,
+        people,
+        {"type": "page", "anonymousId": "anon-z", "timestamp": at(5), "messageId": "p2"},
+        {"type": "page", "anonymousId": "anon-b", "timestamp": at(5.5), "messageId": "p3"},
+        {"type": "identify", "userId": "u-bo", "anonymousId": "anon-z", "timestamp": at(6), "messageId": "i4",
+         "traits": {"name": "Bö \u2028 \"Quoted\""}},
+        {"type": "identify", "userId": "u-bo", "anonymousId": "anon-b", "timestamp": at(6.5),
+         "messageId": "i5"},
+        {"type": "alias", "previousId": "u-ada", "userId": "u-ada-2", "timestamp": at(7), "messageId": "a1"},
+        track("u-grace", "Paid", 3),  # last seen when alan was: the id orders them
+    )  # fmt: skip
+    fields = [field.name for field in CUSTOMER_LIST_ITEM.fields]
+    for query in ("", "a", "U-", "anon", "Bö", "nobody"):
+        after: InstantPosition | None = None
+        cursor = None
+        while True:
+            url = f"/api/v1/customers?q={query}&limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+            response = client.get(url, headers=people.bearer(people.read))
+            assert response.status_code == 200 and response.mimetype == "application/json"
+            page = json.loads(response.get_data(as_text=True))
+            with engine.connect() as connection:
+                items, following = search(connection, people.id, query, limit=limit, after=after)
+            assert page["data"] == CustomerSummarySchema(many=True).dump(items), (query, after)
+            assert all(list(item) == fields for item in page["data"])
+            assert page["next_cursor"] == (
+                encode_cursor("customers", following, "desc") if following else None
+            )
+            cursor, after = page["next_cursor"], following
+            if cursor is None:
+                break
+            assert decode_cursor(cursor, "customers", InstantPosition).position == following
 
 
 @pytest.mark.parametrize(
@@ -296,6 +336,7 @@ def test_reading_needs_the_read_scope(client: FlaskClient, team: TeamKeys) -> No
 def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:
     context = {
         "ip": "203.0.113.9",
+        "locale": "de-CH",
         "userAgent": "Mozilla/5.0",
         "library": {"name": "analytics.js", "version": "2.11.1"},
         "page": {"url": "https://example.com/pricing", "title": "Pricing"},
@@ -338,6 +379,7 @@ def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys,
             "page_referrer": None,
             "user_agent": "Mozilla/5.0",
             "ip": "203.0.113.9",
+            "locale": "de-CH",
             "library": {"name": "analytics.js", "version": "2.11.1"},
         },
         "truncated": [],
@@ -348,6 +390,7 @@ def test_feed_items_are_shaped_as_spec_says(client: FlaskClient, team: TeamKeys,
         "Order Completed",
     )
     assert order["context"]["ip"] is None  # not a string: the API promises strings or null
+    assert [item["context"]["locale"] for item in feed["data"]] == ["de-CH", None, None, None, None, None]
     assert (identify["traits"], identify["properties"], identify["summary"], identify["changes"]) == (
         {"plan": "pro"},
         None,
@@ -571,7 +614,7 @@ def _odd_raws() -> list[Any]:
         raws += [
             {"properties": value, "traits": value, "groupId": some_id, "userId": some_id},
             {"context": value},
-            {"context": {"page": value, "userAgent": value, "ip": value, "library": value}},
+            {"context": {"page": value, "userAgent": value, "ip": value, "locale": value, "library": value}},
             {"context": {"page": {"url": value, "title": value}}},
             {"traits": {"name": value}, "groupId": "g-1"},
             {"properties": {"url": value, "title": value, "path": value, "referrer": value}},

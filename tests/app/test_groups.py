@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -10,9 +11,12 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
+from schemas.cursors import InstantPosition, encode_cursor
 from schemas.segment import prepare_event
+from store.answers.group import GROUP, GroupSchema
 from store.events import store_events
 from tests.conftest import TeamKeys
+from tests.store.reference import load_group
 from workers.fold import fold_until_empty
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -89,6 +93,42 @@ def test_members_page_in_the_order_they_joined(client: FlaskClient, team: TeamKe
         joined.append([member["user_ids"][0] for member in page["members"]])
         url = f"/api/v1/groups/big?limit=2&cursor={page['next_cursor']}" if page["next_cursor"] else ""
     assert joined == [["u4", "u3"], ["u2", "u1"], ["u0"]]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 50])
+def test_every_group_page_postgres_builds_equals_the_reference(
+    client: FlaskClient, team: TeamKeys, engine: Engine, limit: int
+) -> None:
+    send(
+        engine,
+        team,
+        joins("u1", "acme", 1, name="Acme", plan={"tier": 2, "seats": [1, None]}, **{"ü": "ß", "B": 1.5}),
+        joins("u2", "acme", 1),  # joined at the same time as u1: the customer id orders them
+        joins("u3", "acme", 2, employees=40),
+        {"type": "identify", "userId": "u2", "anonymousId": "v2", "timestamp": at(3), "messageId": "i2",
+         "traits": {"email": "two@acme.test", "name": "Two \u2028 \"quoted\""}},
+        company("u4", 4, {"id": "acme", "remove": True}),  # never joined: a membership that is not active
+        company("u5", 5, {"id": "initech"}),  # a company only named in traits.company
+        {"type": "alias", "previousId": "u3", "userId": "u6", "timestamp": at(6), "messageId": "a1"},
+    )  # fmt: skip
+    for group_id in ("acme", "initech"):
+        after: InstantPosition | None = None
+        cursor = None
+        while True:
+            url = f"/api/v1/groups/{group_id}?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+            response = client.get(url, headers=team.bearer(team.read))
+            assert response.status_code == 200 and response.mimetype == "application/json"
+            group = json.loads(response.get_data(as_text=True))
+            with engine.connect() as connection:
+                found = load_group(connection, team.id, group_id, limit=limit, after=after)
+            assert found is not None
+            reference, following = found
+            next_cursor = encode_cursor("members", following, "asc") if following else None
+            assert group == GroupSchema().dump({**reference, "next_cursor": next_cursor}), (group_id, after)
+            assert list(group) == [field.name for field in GROUP.fields]
+            cursor, after = group["next_cursor"], following
+            if cursor is None:
+                break
 
 
 def test_a_group_id_may_hold_any_characters(client: FlaskClient, team: TeamKeys, engine: Engine) -> None:

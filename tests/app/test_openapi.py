@@ -91,6 +91,35 @@ def test_the_read_api_is_fully_documented(client: FlaskClient) -> None:
         assert "200" in operation["responses"], path
 
 
+def test_every_reference_names_a_component(client: FlaskClient) -> None:
+    doc = document(client)
+
+    def refs(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            return [value["$ref"]] if "$ref" in value else [ref for v in value.values() for ref in refs(v)]
+        return [ref for v in value for ref in refs(v)] if isinstance(value, list) else []
+
+    components = {
+        f"#/components/{kind}/{name}" for kind, named in doc["components"].items() for name in named
+    }
+    assert sorted(set(refs(doc)) - components) == []
+    group = doc["paths"]["/api/v1/groups/{group_id}"]["get"]["responses"]["200"]
+    assert group["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Group"}
+
+
+def test_a_feed_item_documents_the_locale_its_context_carries(client: FlaskClient) -> None:
+    # One Field in store/answers/feed_item.py (FEED_CONTEXT) puts it in the document too.
+    context = document(client)["components"]["schemas"]["FeedContext"]
+    assert context["properties"]["locale"] == {
+        "type": "string",
+        "nullable": True,
+        "description": "The language the customer's device or browser uses, e.g. `en-US`: "
+        "the one to answer in.",
+    }
+    assert "locale" in context["required"]
+    assert list(context["properties"]).index("locale") == list(context["properties"]).index("ip") + 1
+
+
 def test_list_arguments_repeat_in_the_query_string(client: FlaskClient) -> None:
     feed = document(client)["paths"]["/api/v1/customers/{customer_id}/feed"]["get"]
     types = next(p for p in feed["parameters"] if p.get("name") == "type")

@@ -11,11 +11,10 @@ import pytest
 from schemas.cursors import (
     MAX_CURSOR_TEXT,
     CursorError,
-    CustomerPosition,
     FeedPosition,
+    InstantPosition,
     LastId,
     ListOffset,
-    MemberPosition,
     Position,
     decode_cursor,
     encode_cursor,
@@ -38,8 +37,8 @@ def wire(*values: object) -> str:
     ("kind", "order", "position", "text"),
     [
         ("feed", "asc", FeedPosition(WHEN, 3, 9), wire("feed", "asc", WHEN.isoformat(), 3, 9)),
-        ("customers", "desc", CustomerPosition(WHEN, BIG), wire("customers", "desc", WHEN.isoformat(), BIG)),
-        ("members", "asc", MemberPosition(WHEN, 7), wire("members", "asc", WHEN.isoformat(), 7)),
+        ("customers", "desc", InstantPosition(WHEN, BIG), wire("customers", "desc", WHEN.isoformat(), BIG)),
+        ("members", "asc", InstantPosition(WHEN, 7), wire("members", "asc", WHEN.isoformat(), 7)),
         ("traits", "asc", ListOffset(0), wire("traits", "asc", 0)),
         ("k", None, LastId(41), wire("k", 41)),
         ("rejections", None, LastId(5), wire("rejections", 5)),
@@ -100,10 +99,10 @@ def test_a_cursor_for_another_list_is_refused() -> None:
         (["feed", "asc", "2024-03-01T12:00:00+00:00", True, 2], FeedPosition),
         (["feed", "asc", "2024-03-01T12:00:00+00:00", 2**63, 2], FeedPosition),
         (["feed", "asc", "2024-03-01T12:00:00+00:00", 1], FeedPosition),
-        (["members", "asc", "2024-03-01T12:00:00+00:00", 1, 2], MemberPosition),
+        (["members", "asc", "2024-03-01T12:00:00+00:00", 1, 2], InstantPosition),
         (["groups", "asc", "2024-03-01T12:00:00+00:00", 1], ListOffset),
         (["groups", "asc", -1], ListOffset),
-        (["customers", "2024-03-01T12:00:00+00:00", 1], CustomerPosition),  # no order
+        (["customers", "2024-03-01T12:00:00+00:00", 1], InstantPosition),  # no order
     ],
 )
 def test_a_read_cursor_holds_its_own_keyset_only(values: list[object], position: type[Position]) -> None:

@@ -1,8 +1,8 @@
 """The read side's references: the same answers in plain Python, which the SQL is held to.
 
-The feed and the profile are built as JSON by Postgres (`store/answers/feed_item.py`,
-`store/customers.py`); these build them from the rows in Python, the readable
-definition, and tests compare the two. This is a test oracle, kept independent of the
+The feed item, the profile, the customer list item (search) and the group are built as
+JSON by Postgres, as `store/answers/` declares them; these build them from the rows in
+Python, the readable definition, and tests compare the two. This is a test oracle, kept independent of the
 declarations on purpose: a second, plainly written account of each answer, so that a
 mistake in the SQL shows up as a difference instead of being copied into the expectation.
 No production code imports it.
@@ -11,15 +11,139 @@ No production code imports it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from schemas.api import PROFILE_GROUPS, PROFILE_IDS, PROFILE_TRAITS, SHOWN_KEYS, SHOWN_VALUE
-from schemas.cursors import FeedPosition
+from schemas.cursors import FeedPosition, InstantPosition
 from schemas.fields import utc_iso
-from store.customers import SUMMARY_COLUMNS, summaries
 from store.feed import FEED_SCAN_BUDGET, FeedFilter, read_feed_page
+
+
+def list_items(connection: Connection, team_id: int, customer_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Customers as a list shows them, in the order given, in two plain queries: what
+    `store.answers.customer_list_item.CUSTOMER_LIST_ITEM` builds, before its schema's dump.
+    Every userId and anonymousId, each list by value (bytewise: the database's C collation)."""
+    params = {"team": team_id, "ids": list(customer_ids)}
+    customers = {
+        row.id: row
+        for row in connection.execute(
+            text(
+                "SELECT id, email, name, first_seen, last_seen, event_count FROM customers "
+                "WHERE team_id = :team AND id = ANY(:ids)"
+            ),
+            params,
+        )
+    }
+    ids: dict[int, dict[str, list[str]]] = {c: {"user": [], "anonymous": []} for c in customer_ids}
+    for customer, kind, value in connection.execute(
+        text(
+            "SELECT customer_id, kind, value FROM identities i "
+            "WHERE i.team_id = :team AND i.customer_id = ANY(:ids)"
+        ),
+        params,
+    ):
+        ids[customer]["user" if kind == "user" else "anonymous"].append(value)
+    return [
+        {
+            "id": str(c),
+            "user_ids": sorted(ids[c]["user"], key=str.encode),
+            "anonymous_ids": sorted(ids[c]["anonymous"], key=str.encode),
+            "email": customers[c].email,
+            "name": customers[c].name,
+            "first_seen": customers[c].first_seen,
+            "last_seen": customers[c].last_seen,
+            "event_count": customers[c].event_count,
+        }
+        for c in customer_ids
+    ]
+
+
+def search(
+    connection: Connection, team_id: int, query: str, *, limit: int, after: InstantPosition | None = None
+) -> tuple[list[dict[str, Any]], InstantPosition | None]:
+    """`GET /customers?q=` read plainly: every live customer with events whose email, name,
+    userId or anonymousId starts with `query` in any case (ASCII, as these tests write),
+    most recently seen first; a page of `limit` after `after`, and where the next starts."""
+    rows = connection.execute(
+        text(
+            "SELECT c.id, c.email, c.name, c.last_seen, ARRAY(SELECT i.value FROM identities i "
+            "WHERE i.team_id = c.team_id AND i.customer_id = c.id) AS ids "
+            "FROM customers c WHERE c.team_id = :team AND c.merged_into IS NULL AND c.last_seen IS NOT NULL"
+        ),
+        {"team": team_id},
+    ).all()
+    prefix = query.lower()
+    found = sorted(
+        (
+            row
+            for row in rows
+            if any(
+                value is not None and value.lower().startswith(prefix)
+                for value in [row.email, row.name, *row.ids]
+            )
+        ),
+        key=lambda row: (row.last_seen, row.id),
+        reverse=True,
+    )
+    if after is not None:
+        found = [row for row in found if (row.last_seen, row.id) < (after.at, after.id)]
+    page = found[:limit]
+    following = InstantPosition(page[-1].last_seen, page[-1].id) if len(found) > limit else None
+    return list_items(connection, team_id, [row.id for row in page]), following
+
+
+def load_group(
+    connection: Connection, team_id: int, group_id: str, *, limit: int, after: InstantPosition | None = None
+) -> tuple[dict[str, Any], InstantPosition | None] | None:
+    """A group and one page of its members in plain queries, or None: what
+    `store.groups.read_group` builds in one, before GroupSchema's dump (no `next_cursor`),
+    and where the next page of members starts."""
+    params = {"team": team_id, "group": group_id}
+    group = connection.execute(
+        text("SELECT name, first_seen, last_seen FROM groups WHERE team_id = :team AND group_id = :group"),
+        params,
+    ).first()
+    memberships = connection.execute(
+        text(
+            "SELECT m.customer_id, m.joined_at, m.last_seen, m.active, c.merged_into FROM memberships m "
+            "JOIN customers c ON c.team_id = m.team_id AND c.id = m.customer_id "
+            "WHERE m.team_id = :team AND m.group_id = :group"
+        ),
+        params,
+    ).all()
+    if group is None and not memberships:
+        return None
+    if group is None:  # a company only named in identifies' traits.company
+        name = None
+        first_seen = min(m.joined_at or m.last_seen for m in memberships)
+        last_seen = max(m.last_seen for m in memberships)
+    else:
+        name, first_seen, last_seen = group.name, group.first_seen, group.last_seen
+    traits = connection.execute(
+        text("SELECT key, value FROM group_traits WHERE team_id = :team AND group_id = :group"), params
+    ).all()
+    members = sorted(
+        (m for m in memberships if m.active and m.merged_into is None),
+        key=lambda m: (m.joined_at, m.customer_id),
+    )
+    if after is not None:
+        members = [m for m in members if (m.joined_at, m.customer_id) > (after.at, after.id)]
+    page = members[:limit]
+    items = list_items(connection, team_id, [m.customer_id for m in page])
+    found = {
+        "id": group_id,
+        "name": name,
+        "traits": {t.key: t.value for t in sorted(traits, key=lambda t: t.key.encode())},
+        "first_seen": first_seen,
+        "last_seen": last_seen,
+        "member_count": sum(1 for m in memberships if m.active),
+        "members": [{**item, "joined_at": m.joined_at} for item, m in zip(items, page, strict=True)],
+    }
+    following = InstantPosition(page[-1].joined_at, page[-1].customer_id) if len(members) > limit else None
+    return found, following
 
 
 def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict[str, Any] | None:
@@ -27,11 +151,7 @@ def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict
     `store.customers.read_profile` builds in one, before ProfileSchema's dump."""
     params = {"team": team_id, "id": customer_id}
     customer = connection.execute(
-        text(
-            f"SELECT {SUMMARY_COLUMNS} FROM customers c "
-            "WHERE c.team_id = :team AND c.id = :id AND c.merged_into IS NULL"
-        ),
-        params,
+        text("SELECT id FROM customers WHERE team_id = :team AND id = :id AND merged_into IS NULL"), params
     ).first()
     if customer is None:
         return None
@@ -52,7 +172,7 @@ def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict
         ),
         params,
     ).all()
-    profile = summaries(connection, team_id, [customer])[0]
+    (profile,) = list_items(connection, team_id, [customer.id])
     truncated = []
     for ids in ("user_ids", "anonymous_ids"):
         if len(profile[ids]) > PROFILE_IDS:
@@ -215,6 +335,7 @@ def feed_item(
             "page_referrer": page_field("referrer"),
             "user_agent": _string(context.get("userAgent")),
             "ip": _string(context.get("ip")),
+            "locale": _string(context.get("locale")),
             "library": _object(context.get("library")),
         },
         "truncated": truncated,

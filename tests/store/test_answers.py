@@ -6,13 +6,16 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 from sqlalchemy import Engine, text
 
+from store.answers.customer_list_item import CUSTOMER_LIST_ITEM, CustomerSummarySchema
 from store.answers.declared import Answer, Field
 from store.answers.feed_item import FEED_ITEM, FeedItemSchema
+from store.answers.group import GROUP, GROUP_MEMBER, GroupMemberSchema, GroupSchema
 from store.answers.profile import PROFILE, ProfileSchema
 
 # One events row, as the feed reads it.
@@ -26,9 +29,23 @@ _ROW = """
 """
 
 
-def test_the_schemas_are_the_declarations_keys_in_order() -> None:
-    assert list(FeedItemSchema().fields) == [field.name for field in FEED_ITEM.fields]
-    assert list(ProfileSchema().fields) == [field.name for field in PROFILE.fields]
+@pytest.mark.parametrize(
+    ("schema", "answer"),
+    [
+        (FeedItemSchema, FEED_ITEM),
+        (ProfileSchema, PROFILE),
+        (CustomerSummarySchema, CUSTOMER_LIST_ITEM),
+        (GroupMemberSchema, GROUP_MEMBER),
+        (GroupSchema, GROUP),
+    ],
+)
+def test_the_schemas_are_the_declarations_keys_in_order(schema: type, answer: Answer) -> None:
+    assert list(schema().fields) == [field.name for field in answer.fields]
+
+
+def test_a_group_member_is_a_customer_list_item_and_when_it_joined() -> None:
+    assert GROUP_MEMBER.fields[:-1] == CUSTOMER_LIST_ITEM.fields
+    assert GROUP_MEMBER.fields[-1].name == "joined_at"
 
 
 def test_one_added_field_reaches_the_sql_the_schema_and_the_document(engine: Engine) -> None:
@@ -58,3 +75,24 @@ def test_a_keyword_key_is_its_json_key_on_the_wire() -> None:
     answer = Answer("Span", (Field("from", "1", fields.Integer, nullable=True),))
     assert answer.sql() == "json_build_object(\n    'from', 1\n)"
     assert answer.schema().dump({"from_": None}) == {"from": None}
+
+
+def test_a_key_the_read_adds_is_documented_and_written_after_postgres_keys(engine: Engine) -> None:
+    answer = Answer(
+        "Paged",
+        (
+            Field("n", "41 + 1", fields.Integer),
+            Field("next_cursor", None, fields.String, "The next page.", nullable=True),
+        ),
+    )
+    assert "next_cursor" not in answer.sql()
+    with engine.connect() as connection:
+        built = connection.execute(text(f"SELECT ({answer.sql()})::text")).scalar_one()
+    body = answer.completed(built, next_cursor="abc")
+    assert json.loads(body) == {"n": 42, "next_cursor": "abc"}
+    assert list(json.loads(answer.completed(built, next_cursor=None))) == ["n", "next_cursor"]
+    assert answer.schema().dump({"n": 42, "next_cursor": None}) == {"n": 42, "next_cursor": None}
+    with pytest.raises(ValueError):
+        answer.completed(built)  # every key the read adds, always
+    with pytest.raises(TypeError):
+        Answer("Backwards", (Field("next_cursor", None, fields.String), Field("n", "1", fields.Integer)))
