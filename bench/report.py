@@ -106,6 +106,8 @@ def figures(details: dict[str, Any]) -> list[Figure]:
         rows += _import_rows(details["import"])
     if "isolation" in details:
         rows += _isolation_rows(details["isolation"], details.get("lag"))
+    if "live" in details:
+        rows += _live_rows(details["live"])
     rows += _memory_rows(details.get("memory", {}))
     return rows
 
@@ -419,3 +421,32 @@ def machine_line(meta: dict[str, Any]) -> str:
 def with_figures(results: dict[str, Any]) -> dict[str, Any]:
     rows = figures(results["details"])
     return {**results, "figures": [asdict(r) | {"verdict": r.verdict} for r in rows]}
+
+
+def _live_rows(live: dict[str, Any]) -> list[Figure]:
+    with_streams, without = live["ingest_with_streams"], live["ingest_without"]
+    answered = with_streams["ok"] == with_streams["sent"] and without["ok"] == without["sent"]
+    complete = live["delivered"] == live["expected"]
+    ratio = with_streams["p99_ms"] / without["p99_ms"] if without["p99_ms"] else 0.0
+    return [
+        Figure(
+            f"Event 200 at ingest -> item on an open customer stream, p50 / p99, "
+            f"{live['rate']:,.0f} events/s to {live['customers']} customers, {live['streams']:,} streams",
+            f"{live['lag_p50_ms']:.0f} / {live['lag_p99_ms']:.0f} ms"
+            + ("" if complete else f" ({live['delivered']:,} of {live['expected']:,} delivered)"),
+            "-",
+            "-",
+            "p99 < 1.5 s",
+            live["lag_p99_ms"] < 1500 and complete,
+        ),
+        Figure(
+            f"Ingest p99 at {live['rate']:,.0f} events/s with {live['streams']:,} streams open "
+            "on one web process",
+            f"{with_streams['p99_ms']:.1f} ms "
+            f"({with_streams['ok']:,} of {with_streams['sent']:,} answered 200)",
+            f"{without['p99_ms']:.1f} ms without streams",
+            f"{ratio:.2f}x",
+            "unchanged (<= 1.5x)",
+            answered and ratio <= 1.5,
+        ),
+    ]

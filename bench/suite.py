@@ -54,6 +54,7 @@ from bench.fold import measure_fold
 from bench.imports import IMPORT_EVENTS, measure_import
 from bench.ingest import IngestSizes, measure_ingest, post_spec
 from bench.isolation import IsolationSizes, measure_isolation
+from bench.live import LiveSizes, measure_live
 from bench.load import run_load
 from bench.pipeline import measure_end_to_end, measure_lag
 from bench.profiling import Recording
@@ -83,6 +84,7 @@ class Sizes:
     slow_seconds: float
     slow_rounds: int
     isolation: IsolationSizes
+    live: LiveSizes
 
 
 FULL = Sizes(
@@ -117,6 +119,9 @@ FULL = Sizes(
         other_rate=200,
         flood_concurrency=16,
     ),
+    # The figures: 1,000 open customer pages (a stream each) on one process, 500
+    # events/s flowing to those customers.
+    live=LiveSizes(customers=1000, streams=1000, rate=500, seconds=8, rounds=2),
 )
 
 QUICK = Sizes(
@@ -150,10 +155,11 @@ QUICK = Sizes(
         other_rate=100,
         flood_concurrency=4,
     ),
+    live=LiveSizes(customers=8, streams=8, rate=40, seconds=1, rounds=1),
 )
 
 
-PHASES = ("ingest", "slow", "fold", "pipeline", "feed", "rq", "imports", "isolation")
+PHASES = ("ingest", "slow", "fold", "pipeline", "feed", "rq", "imports", "isolation", "live")
 
 
 @dataclass
@@ -259,6 +265,7 @@ def run_suite(options: Options) -> dict[str, Any]:
                 name: make_team(write_url, f"bench {name}")
                 for name in ("ingest", "slow", "fold", "lag", "e2e", "e2e_batch")
             }
+            live_team = make_team(write_url, "bench live")
             isolation_teams = {
                 name: make_team(write_url, f"bench {name}")
                 for name in ("busy", "busy_2", "busy_3", "quiet", "other", "flooder")
@@ -345,6 +352,9 @@ def run_suite(options: Options) -> dict[str, Any]:
         if "isolation" in options.only:
             with phase("fair share: a flood beside another team; a quiet team beside big backlogs", timings):
                 details["isolation"] = measure_isolation(run, isolation_teams, sizes.isolation)
+        if "live" in options.only:
+            with phase("live streams: an event to the open customer pages; what open pages cost", timings):
+                details["live"] = measure_live(run, live_team, sizes.live)
         if "rq" in options.only:
             with phase("one RQ job per event (baseline)", timings):
                 details["rq_per_event"] = measure_rq_baseline(

@@ -79,15 +79,16 @@ class StreamPosition:
 
 @dataclass(frozen=True)
 class StreamItem:
+    customer_id: int
     position: StreamPosition
     item_json: str  # one feed item, as the feed shows it
 
 
-_COLUMNS = f"folded_at, id, {FEED_ITEM_SQL}::text AS item"
+_COLUMNS = f"customer_id, folded_at, id, {FEED_ITEM_SQL}::text AS item"
 
 _BY_IDS_SQL = f"""
     SELECT {_COLUMNS} FROM events
-    WHERE team_id = :team AND id = ANY(:events) AND customer_id = :customer AND folded_at IS NOT NULL
+    WHERE team_id = :team AND id = ANY(:events) AND customer_id IS NOT NULL AND folded_at IS NOT NULL
     ORDER BY folded_at, id
 """
 
@@ -113,16 +114,14 @@ def _items(connection: Connection, sql: str, params: dict[str, object]) -> list[
     statement, names = prepared(sql)
     with snapshot(connection, several=False):
         rows = connection.execute(statement, {name: params[name] for name in names}).all()
-    return [StreamItem(StreamPosition(row.folded_at, row.id), row.item) for row in rows]
+    return [StreamItem(row.customer_id, StreamPosition(row.folded_at, row.id), row.item) for row in rows]
 
 
-def read_folded(
-    connection: Connection, team_id: int, customer_id: int, event_ids: Sequence[int]
-) -> list[StreamItem]:
-    """The items of these events that are on this customer's timeline, in stream order
-    (one statement by the events' primary key: what a notice names)."""
-    params = {"team": team_id, "customer": customer_id, "events": list(event_ids)}
-    return _items(connection, _BY_IDS_SQL, params)
+def read_folded(connection: Connection, team_id: int, event_ids: Sequence[int]) -> list[StreamItem]:
+    """The items of these (folded) events, each with the customer whose timeline it is on,
+    in stream order: one statement by the events' primary key, for every stream of the
+    process that a notice concerns."""
+    return _items(connection, _BY_IDS_SQL, {"team": team_id, "events": list(event_ids)})
 
 
 def read_since(

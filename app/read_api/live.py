@@ -2,10 +2,11 @@
 
 The fold `NOTIFY`s from each batch's transaction which events landed on which customer's
 timeline (`store/live.py`). Each web process holds one Postgres session that `LISTEN`s
-(a `Listener`, made on the first stream and again in a forked child), and hands each
-notice's events to the streams open on those customers in this process (`Subscription`:
-a queue each). Open pages cost nothing per notice beyond a queue put; a stream then reads
-its items by primary key.
+(a `Listener`, made on the first stream and again in a forked child). For each notice it
+reads, in one statement by primary key, the items of the events that land on customers
+with a stream open in this process, and puts them in those streams' queues
+(`Subscription`). So a notice costs a process one read, however many pages are open, and
+one open page costs a queue put.
 
 A notice can be lost only while the listening session is down (Postgres restarted, the
 connection cut): when it is back, every open stream is told to catch up (`RESYNC`), and
@@ -25,7 +26,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from service.per_process import PerProcess, start_daemon
-from store.live import FOLDED_CHANNEL
+from store.live import FOLDED_CHANNEL, StreamItem, read_folded
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,19 @@ _RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
 
 class Subscription:
-    """One open stream's share of the notices: the event ids folded onto its customer."""
+    """One open stream's share of the notices: the items folded onto its customer."""
 
     def __init__(self, team_id: int, customer_id: int):
         self.key = (team_id, customer_id)
-        self.notices: queue.Queue[list[int] | None] = queue.Queue()
+        self.notices: queue.Queue[list[StreamItem] | None] = queue.Queue()
 
 
 class Listener:
     """This process's one `LISTEN` session and the streams it feeds."""
 
-    def __init__(self, conninfo: str):
+    def __init__(self, conninfo: str, reads: Engine):
         self._conninfo = conninfo
+        self._reads = reads
         self._lock = threading.Lock()
         self._streams: dict[tuple[int, int], set[Subscription]] = defaultdict(set)
         self.open = 0
@@ -69,27 +71,40 @@ class Listener:
                     del self._streams[subscription.key]
 
     def deliver(self, payload: str) -> None:
-        """Hand a notice (`team customer:event ...`) to the streams open on its customers."""
+        """Hand a notice's items (`team customer:event ...`) to the streams open on its customers."""
         team, _, pairs = payload.partition(" ")
-        folded: dict[tuple[int, int], list[int]] = defaultdict(list)
         try:
             team_id = int(team)
-            for pair in pairs.split():
-                customer, _, event = pair.partition(":")
-                folded[(team_id, int(customer))].append(int(event))
+            folded = [(int(c), int(e)) for c, _, e in (pair.partition(":") for pair in pairs.split())]
         except ValueError:
             log.warning("live: a notice that is not ours on %s was ignored", FOLDED_CHANNEL)
             return
         with self._lock:
-            for key, events in folded.items():
-                for subscription in self._streams.get(key, ()):
-                    subscription.notices.put(events)
-
-    def _resync_all(self) -> None:
+            wanted = [event for customer, event in folded if (team_id, customer) in self._streams]
+        if not wanted:
+            return
+        try:
+            with self._reads.connect() as connection:
+                items = read_folded(connection, team_id, wanted)
+        except Exception as error:  # the streams concerned read it themselves, later
+            log.warning("live: reading folded items failed (%s); the streams catch up", type(error).__name__)
+            self._resync({(team_id, customer) for customer, _ in folded})
+            return
+        by_customer: dict[int, list[StreamItem]] = defaultdict(list)
+        for item in items:
+            by_customer[item.customer_id].append(item)
         with self._lock:
-            for streams in self._streams.values():
-                for subscription in streams:
-                    subscription.notices.put(RESYNC)
+            for customer, found in by_customer.items():
+                for subscription in self._streams.get((team_id, customer), ()):
+                    subscription.notices.put(found)
+
+    def _resync(self, keys: set[tuple[int, int]] | None = None) -> None:
+        """Tell these streams (every one: None) to read what they may have missed."""
+        with self._lock:
+            for key, streams in self._streams.items():
+                if keys is None or key in keys:
+                    for subscription in streams:
+                        subscription.notices.put(RESYNC)
 
     def _run(self) -> None:
         failures = 0
@@ -100,7 +115,7 @@ class Listener:
                 ) as session:
                     session.execute(f"LISTEN {FOLDED_CHANNEL}")
                     # Whatever was folded while this session was not listening: read it.
-                    self._resync_all()
+                    self._resync()
                     self.listening.set()
                     failures = 0
                     for notice in session.notifies():
@@ -120,7 +135,8 @@ def libpq_conninfo(engine: Engine) -> str:
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def per_process_listener(engine: Engine) -> PerProcess[Listener]:
-    """The listener each web process makes on its first stream (made again in a forked child)."""
-    conninfo = libpq_conninfo(engine)
-    return PerProcess(lambda: Listener(conninfo))
+def per_process_listener(reads: Engine) -> PerProcess[Listener]:
+    """The listener each web process makes on its first stream (made again in a forked
+    child); it reads items through `reads`, the process's read engine."""
+    conninfo = libpq_conninfo(reads)
+    return PerProcess(lambda: Listener(conninfo, reads))

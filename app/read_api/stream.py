@@ -29,7 +29,7 @@ from app.read_api.customer_ref import NO_ARGS, read_live
 from app.read_api.live import RESYNC, Listener, Subscription, per_process_listener
 from app.resources import Resources, resources
 from service.per_process import PerProcess
-from store.live import CATCH_UP_ITEMS, StreamItem, StreamPosition, newest_position, read_folded, read_since
+from store.live import CATCH_UP_ITEMS, StreamItem, StreamPosition, newest_position, read_since
 
 bp = Blueprint("stream", __name__, url_prefix="/api/v1")
 
@@ -154,29 +154,24 @@ def _events(
                     return
                 yield ": keep-alive\n\n"
                 continue
-            events: list[int] = []
+            items: list[StreamItem] = []
             resync = notice is RESYNC
             if notice is not None:
-                events.extend(notice)
+                items.extend(notice)
             while not subscription.notices.empty():  # what else arrived meanwhile, at once
                 more = subscription.notices.get_nowait()
                 if more is RESYNC:
                     resync = True
                 else:
-                    events.extend(more)
+                    items.extend(more)
             if resync:
                 position, text = _caught_up(engine, team_id, customer_id, position)
             else:
-                position, text = _sent(_folded(engine, team_id, customer_id, events), position)
+                position, text = _sent(items, position)
             if text:
                 yield text
     finally:
         listener.unsubscribe(subscription)
-
-
-def _folded(engine: Engine, team_id: int, customer_id: int, events: list[int]) -> list[StreamItem]:
-    with engine.connect() as connection:  # held for one statement only
-        return read_folded(connection, team_id, customer_id, events)
 
 
 def _since(engine: Engine, team_id: int, customer_id: int, position: StreamPosition) -> list[StreamItem]:

@@ -1,0 +1,239 @@
+"""Live streams: how soon an event reaches an open customer page, and what open pages cost.
+
+One web process (WEB_CONCURRENCY=1) and one fold worker. `customers` customers are made
+first (the full run: 1,000, a stream open on each: 1,000 agents, each with a customer's
+page open). Then rounds alternate, each `seconds` long, with single-event POSTs offered open
+loop at `rate` events/s to those customers (each event to the next customer in turn):
+- **with streams:** `streams` SSE connections are open on the customers
+  (`/customers/{id}/stream`, round robin), all held by that one process; every item each
+  stream receives is matched to its event, and its lag is the time from the event's 200
+  at ingest to the item's arrival on that stream;
+- **without:** the same load, no stream open.
+The ingest p99 (from each request's due time: open loop, no coordinated omission) of the
+two kinds of round is compared. One asyncio client does everything, on raw sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from bench.env import BenchTeam, FoldWorker, RunEnv, Web
+from bench.fold import wait_until_folded
+from bench.load import percentile
+
+_MESSAGE_ID = re.compile(rb'"message_id" : "([^"]+)"')
+SENDERS = 8
+
+
+@dataclass
+class LiveSizes:
+    customers: int
+    streams: int
+    rate: float
+    seconds: float
+    rounds: int  # of each kind, alternating
+
+
+@dataclass
+class Round:
+    streams: int
+    sent: int = 0
+    ok: int = 0
+    latencies: list[float] = field(default_factory=list)  # ingest, from the due time
+    answered_at: dict[bytes, float] = field(default_factory=dict)  # messageId -> its 200
+    customer_of: dict[bytes, int] = field(default_factory=dict)
+    arrivals: list[tuple[bytes, float]] = field(default_factory=list)  # (messageId, arrival)
+
+
+async def _request_head(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes
+) -> int:
+    writer.write(head + body)
+    await writer.drain()
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
+async def _stream(host: str, port: int, path: str, auth: str, round_: Round, opened: asyncio.Event) -> None:
+    reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n"
+            "Accept: text/event-stream\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(f"stream refused: {status!r}")
+        while await reader.readline() not in (b"\r\n", b""):
+            pass
+        opened.set()
+        while line := await reader.readline():
+            if line.startswith(b"data: ") or (b"data: " in line):
+                found = _MESSAGE_ID.search(line)
+                if found:
+                    round_.arrivals.append((found.group(1), time.monotonic()))
+    finally:
+        writer.close()
+
+
+async def _sender(
+    host: str,
+    port: int,
+    auth: str,
+    customers: list[str],
+    round_: Round,
+    due: list[float],
+    index: int,
+    run: str,
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for n in range(index, len(due), SENDERS):
+            delay = due[n] - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            message_id = f"live-{run}-{n}".encode()
+            user = customers[n % len(customers)]
+            body = json.dumps(
+                {"type": "track", "userId": user, "event": "Viewed Page", "messageId": message_id.decode()}
+            ).encode()
+            head = (
+                f"POST /v1/segment HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            round_.sent += 1
+            status = await _request_head(reader, writer, head, body)
+            answered = time.monotonic()
+            round_.latencies.append(answered - due[n])
+            if status == 200:
+                round_.ok += 1
+                round_.answered_at[message_id] = answered
+                round_.customer_of[message_id] = n % len(customers)
+    finally:
+        writer.close()
+
+
+async def _round(
+    base: str, team: BenchTeam, ids: list[str], users: list[str], sizes: LiveSizes, streams: int, run: str
+) -> Round:
+    url = urlsplit(base)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    basic = "Basic " + base64.b64encode(f"{team.key}:".encode()).decode()
+    bearer = f"Bearer {team.key}"
+    round_ = Round(streams)
+    readers: list[asyncio.Task[None]] = []
+    for s in range(streams):
+        opened = asyncio.Event()
+        path = f"/api/v1/customers/{ids[s % len(ids)]}/stream"
+        readers.append(asyncio.create_task(_stream(host, port, path, bearer, round_, opened)))
+        await asyncio.wait_for(opened.wait(), 10)
+    start = time.monotonic() + 0.2
+    count = int(sizes.rate * sizes.seconds)
+    due = [start + k / sizes.rate for k in range(count)]
+    senders = [_sender(host, port, basic, users, round_, due, i, run) for i in range(SENDERS)]
+    await asyncio.gather(*senders)
+    await asyncio.sleep(2.0)  # the last events' fold and delivery
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    return round_
+
+
+def _make_customers(
+    base: str, team: BenchTeam, count: int, run: str, url: str
+) -> tuple[list[str], list[str]]:
+    """`count` customers (one identify each, folded); their user ids and customer ids."""
+    users = [f"live-{run}-user-{n}" for n in range(count)]
+    batch: list[dict[str, Any]] = [
+        {"type": "identify", "userId": user, "traits": {"name": user}, "messageId": f"{user}-identify"}
+        for user in users
+    ]
+    for start in range(0, count, 100):
+        answer = requests.post(
+            base + "/v1/batch", json={"batch": batch[start : start + 100]}, auth=(team.key, ""), timeout=30
+        )
+        answer.raise_for_status()
+    wait_until_folded(url, team.id, timeout=60)
+    ids = []
+    for user in users:
+        found = requests.get(
+            base + "/api/v1/customers/lookup",
+            params={"user_id": user},
+            headers={"Authorization": f"Bearer {team.key}"},
+            timeout=30,
+        )
+        found.raise_for_status()
+        ids.append(found.json()["id"])
+    return users, ids
+
+
+def measure_live(run: RunEnv, team: BenchTeam, sizes: LiveSizes) -> dict[str, Any]:
+    web = Web("live-web", run.process_env(WEB_CONCURRENCY="1")).wait_ready("/readyz")
+    worker = FoldWorker("live-worker", run.process_env()).wait_ready(run.redis(), run.fold_queue)
+    try:
+        users, ids = _make_customers(web.base, team, sizes.customers, run.run_id, run.database_url)
+        rounds: list[Round] = []
+        for n in range(sizes.rounds):
+            # Alternating, and each kind first in turn: neither gets the warm-up to itself.
+            for streams in (sizes.streams, 0) if n % 2 == 0 else (0, sizes.streams):
+                tag = f"{run.run_id}-{n}-{streams}"
+                rounds.append(asyncio.run(_round(web.base, team, ids, users, sizes, streams, tag)))
+        return _summary(rounds, sizes)
+    finally:
+        worker.stop()
+        web.stop()
+
+
+def _summary(rounds: list[Round], sizes: LiveSizes) -> dict[str, Any]:
+    def ingest(kind: list[Round]) -> dict[str, Any]:
+        latencies = [x for r in kind for x in r.latencies]
+        return {
+            "sent": sum(r.sent for r in kind),
+            "ok": sum(r.ok for r in kind),
+            "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        }
+
+    with_streams = [r for r in rounds if r.streams]
+    without = [r for r in rounds if not r.streams]
+    lags: list[float] = []
+    expected = delivered = 0
+    for r in with_streams:
+        per_customer = [0] * sizes.customers
+        for s in range(r.streams):
+            per_customer[s % sizes.customers] += 1
+        expected += sum(per_customer[r.customer_of[m]] for m in r.answered_at)
+        for message_id, arrived in r.arrivals:
+            answered = r.answered_at.get(message_id)
+            if answered is not None:
+                delivered += 1
+                lags.append(max(0.0, arrived - answered))
+    return {
+        "customers": sizes.customers,
+        "streams": sizes.streams,
+        "rate": sizes.rate,
+        "seconds": sizes.seconds,
+        "rounds": sizes.rounds,
+        "lag_p50_ms": round(percentile(lags, 50) * 1000, 1),
+        "lag_p99_ms": round(percentile(lags, 99) * 1000, 1),
+        "delivered": delivered,
+        "expected": expected,
+        "ingest_with_streams": ingest(with_streams),
+        "ingest_without": ingest(without),
+    }
