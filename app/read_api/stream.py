@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy import Connection, Engine
@@ -75,15 +75,23 @@ def stream(customer_id: str) -> Response:
         404: NotFound
     """
     secret = key_from_header()
-    resume = _resume_position()
+    resume = resume_position()
+    keys = resources().keys
+
+    def key_still_reads() -> None:
+        check_key(keys, secret, "read")
+
     return read_live(
         customer_id,
         NO_ARGS,
-        lambda connection, team_id, live, _args: _open(connection, team_id, live, secret, resume),
+        lambda connection, team_id, live, _args: open_stream(
+            connection, team_id, live, key_still_reads, resume
+        ),
     )
 
 
-def _resume_position() -> StreamPosition | None:
+def resume_position() -> StreamPosition | None:
+    """Where the request's `Last-Event-ID` says to resume (None: from now); 400 if malformed."""
     raw = request.headers.get("Last-Event-ID")
     if raw is None or not raw.strip():
         return None
@@ -98,9 +106,19 @@ def _resume_position() -> StreamPosition | None:
     return position
 
 
-def _open(
-    connection: Connection, team_id: int, customer_id: int, secret: str | None, resume: StreamPosition | None
+def open_stream(
+    connection: Connection,
+    team_id: int,
+    customer_id: int,
+    still_allowed: Callable[[], object],
+    resume: StreamPosition | None,
 ) -> Response:
+    """The stream of a live customer of the team, from `resume` (or from now), as SSE.
+
+    `still_allowed()` is called at each heartbeat and raises `ApiError` once the caller may
+    no longer read (a revoked key, a signed-out session): the stream then ends with an
+    `end` event carrying the error. The API's route and the console's use it alike.
+    """
     listener = _listener()
     limit = resources().settings.live_streams_per_process
     if listener.open >= limit:
@@ -119,7 +137,7 @@ def _open(
         raise
     # The generator runs after the view returned (and its request context is gone): it is
     # handed what it needs, and holds no Postgres connection between reads.
-    body = _events(resources(), listener, subscription, start, secret, resume is not None)
+    body = _events(resources(), listener, subscription, start, still_allowed, resume is not None)
     return Response(
         body,
         mimetype="text/event-stream",
@@ -132,7 +150,7 @@ def _events(
     listener: Listener,
     subscription: Subscription,
     position: StreamPosition,
-    secret: str | None,
+    still_allowed: Callable[[], object],
     catch_up: bool,
 ) -> Iterator[str]:
     team_id, customer_id = subscription.key
@@ -148,7 +166,7 @@ def _events(
                 notice = subscription.notices.get(timeout=HEARTBEAT_SECONDS)
             except queue.Empty:
                 try:
-                    check_key(res.keys, secret, "read")
+                    still_allowed()
                 except ApiError as error:
                     yield _event("end", json.dumps({"message": error.message, "code": error.code}))
                     return
