@@ -52,27 +52,49 @@ def iso(value: str | datetime | None) -> str:
     return utc_iso(value)
 
 
-def headline(item: dict[str, Any]) -> str:
-    """The item's one line: the API's `summary` (built by Postgres, `store/answers/feed_item.py`),
-    with what the console adds around it: the traits an identify carried, who an identify
-    or alias was, a page's title."""
+# A piece of a headline, and whether it came from an event (shown direction-isolated).
+Part = tuple[str, bool]
+
+
+def headline_parts(item: dict[str, Any]) -> list[Part]:
+    """The item's one line in pieces: the API's `summary` (built by Postgres,
+    `store/answers/feed_item.py`), with what the console adds around it: the traits an
+    identify carried, who an identify or alias was, a page's title. Each piece that holds
+    a value from the event is marked, so the page isolates its direction (`<bdi>`): an
+    RLO in a userId cannot reverse the console's words after it."""
     summary = str(item["summary"])
     kind = item["type"]
     if kind == "identify":
-        traits = sorted((item.get("traits") or {}).keys())
-        line = f"{summary}: {', '.join(traits)}" if traits else summary
+        traits = sorted(str(key) for key in (item.get("traits") or {}).keys())
+        named: list[Part] = []
+        for n, trait in enumerate(traits):
+            named += [(", " if n else ": ", False), (trait, True)]
         if item.get("user_id") and item.get("anonymous_id"):
-            return f"Identified as {item['user_id']}; {line[:1].lower()}{line[1:]}"
-        return line
+            lowered = summary[:1].lower() + summary[1:]
+            return [
+                ("Identified as ", False),
+                (str(item["user_id"]), True),
+                ("; ", False),
+                (lowered, True),
+                *named,
+            ]
+        return [(summary, True), *named]
     if kind == "alias":
         previous = item.get("previous_id")
-        return f"{summary} (was {previous})" if previous else summary
+        if previous:
+            return [(summary, True), (" (was ", False), (str(previous), True), (")", False)]
+        return [(summary, True)]
     if kind == "page":
         title = (item.get("context") or {}).get("page_title")
         name = item.get("name")
         if title and title != name:
-            return f"{summary} · {title}"
-    return summary
+            return [(summary, True), (" · ", False), (str(title), True)]
+    return [(summary, True)]
+
+
+def headline(item: dict[str, Any]) -> str:
+    """The item's one line as text (see `headline_parts`)."""
+    return "".join(text for text, _ in headline_parts(item))
 
 
 def page_url(item: dict[str, Any]) -> str | None:
@@ -96,6 +118,7 @@ def timeline_item(item: dict[str, Any]) -> dict[str, Any]:
     return {
         **item,
         "headline": headline(item),
+        "headline_parts": headline_parts(item),
         "url": page_url(item),
         "page_title": context.get("page_title"),
         "ip": context.get("ip"),
@@ -110,4 +133,8 @@ def timeline_item(item: dict[str, Any]) -> dict[str, Any]:
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(as_text=as_text, utc_text=utc_text, iso=iso, timeline_item=timeline_item)
     app.jinja_env.tests["web_url"] = is_web_url
-    app.jinja_env.globals.update(headline=headline, page_url=page_url, is_web_url=is_web_url)
+    # FIRST STRONG ISOLATE / POP DIRECTIONAL ISOLATE: `<bdi>` for text that holds no
+    # elements (the page's <title>).
+    app.jinja_env.globals.update(
+        headline=headline, page_url=page_url, is_web_url=is_web_url, FSI="\u2068", PDI="\u2069"
+    )

@@ -11,7 +11,7 @@ import re
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from flask import (
     Blueprint,
@@ -27,7 +27,7 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
-from app.console import data, session
+from app.console import data, session, throttle
 from app.resources import resources
 from schemas.api import FEED_TYPES, CustomerSearchArgs, FeedArgs, GroupArgs, query_arguments
 
@@ -48,7 +48,8 @@ _LOOKUP_KINDS = {
     "user_id": ("user", "userId"),
     "anonymous_id": ("anonymous", "anonymousId"),
 }
-_OPEN = {"console.sign_in", "console.sign_in_submit", "console.static"}
+_OPEN = {"console.sign_in", "console.sign_in_submit", "console.static", "console.front_door", "console.bare"}
+OPENAPI_PATH = "/api/v1/openapi.json"
 # What the sign-in page says when it was reached because a session ended.
 SIGNED_OUT_REASONS = {
     "revoked": "You were signed out: your key was revoked. Ask your team admin for a new read key.",
@@ -57,6 +58,7 @@ SIGNED_OUT_REASONS = {
     "scope": "You were signed out: your key no longer has the read scope.",
     "unknown": "You were signed out: your key no longer exists.",
     "invalid": "Your session was not valid any more. Sign in again.",
+    "ended": "Your session has ended (it was signed out, perhaps in another tab). Sign in again.",
     "signed_out": "You signed out.",
 }
 # What the sign-in form says about a key typed into it.
@@ -76,6 +78,19 @@ _group_args = GroupArgs()
 
 class BadRequest(Exception):
     """A console URL that cannot be answered as given; shown as a 400 page saying why."""
+
+
+def group_url(group_id: str, **query: str) -> str:
+    """A group's page: its id as one path segment, every `/` and `.` in it percent-encoded,
+    so no groupId (`../../api/v1/keys`) can make the link leave /console. An id that is
+    all dots (`.`, `..`) is a dot-segment to a browser even encoded (WHATWG URL: `%2e%2e`
+    is `..`), so those two go in the query string instead."""
+    base = url_for("console.home") + "groups/"
+    if group_id in (".", ".."):
+        query = {"id": group_id, **query}
+    else:
+        base += quote(group_id, safe="").replace(".", "%2E")
+    return base + ("?" + urlencode(query) if query else "")
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -99,6 +114,8 @@ def require_agent() -> BaseResponse | None:
         return None
     try:
         agent = session.current_agent(request)
+    except session.Unavailable:
+        return _unavailable()
     except session.SignedOut as out:
         response = _to_sign_in(reason=out.reason)
         session.end_session(response)
@@ -157,6 +174,42 @@ def bad_request(error: BadRequest) -> tuple[str, int]:
     return render_template("console/message.html", title="Cannot show this", message=str(error)), 400
 
 
+def _unavailable() -> BaseResponse:
+    page = render_template(
+        "console/message.html",
+        title="The console is unavailable",
+        message="Sessions cannot be checked right now (Redis does not answer). Try again in a minute.",
+    )
+    response = make_response(page, 503)
+    response.headers["Retry-After"] = "30"
+    return response
+
+
+@bp.errorhandler(session.Unavailable)
+def unavailable(error: session.Unavailable) -> BaseResponse:
+    return _unavailable()
+
+
+# -- the front door ------------------------------------------------------------------
+
+
+def front_door() -> BaseResponse:
+    """`/`: people go to the console; the answer also names the API's OpenAPI document."""
+    response = redirect(url_for("console.home"), 302)
+    response.headers["Link"] = f'<{OPENAPI_PATH}>; rel="service-desc"'
+    response.set_data(
+        f"The console for agents is at /console/. The API is described at {OPENAPI_PATH} (OpenAPI 3).\n"
+    )
+    response.mimetype = "text/plain"
+    return response
+
+
+@bp.get("")
+def bare() -> BaseResponse:
+    """`/console` without its slash: to `/console/` by a path (never a URL built from `Host`)."""
+    return redirect(url_for("console.home"), 308)
+
+
 # -- sign-in -------------------------------------------------------------------------
 
 
@@ -191,15 +244,25 @@ def sign_in_submit() -> BaseResponse:
     secret = request.form.get("key", "").strip()
     if not secret:
         return _sign_in_page(problem="Paste your read key into the box.", status=400)
-    if len(secret) > 200 or "\x00" in secret:
-        return _sign_in_page(problem=KEY_PROBLEMS["unknown"], status=401)
-    found = resources().keys.lookup(secret)
+    address = request.remote_addr or "unknown"
+    throttled = throttle.check(address, secret)
+    if throttled is not None:
+        refused = _sign_in_page(
+            problem="Too many sign-in attempts failed from here or with this key. "
+            f"Wait {max(1, throttled.retry_after // 60)} minute(s), then try again with your read key.",
+            status=429,
+        )
+        refused.headers["Retry-After"] = str(throttled.retry_after)
+        return refused
     key = None
-    if found is not None:
-        with resources().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            key = data.find_key(connection, found.team_id, found.key_id)
+    if len(secret) <= 200 and "\x00" not in secret:
+        found = resources().keys.lookup(secret)
+        if found is not None:
+            with resources().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                key = data.find_key(connection, found.team_id, found.key_id)
     reason = session.why_unusable(key, datetime.now(UTC))
     if reason is not None or key is None:
+        throttle.record_failure(address, secret, reason or "unknown")
         return _sign_in_page(problem=KEY_PROBLEMS[reason or "unknown"], status=401)
     response = redirect(_safe_next(request.form.get("next")) or url_for("console.home"), 303)
     session.start_session(response, key)
@@ -211,7 +274,7 @@ def sign_out() -> BaseResponse:
     if not session.csrf_matches(g.agent):
         raise BadRequest("The sign-out form had expired or came from another site. Reload and try again.")
     response = redirect(url_for("console.sign_in", reason="signed_out"), 303)
-    session.end_session(response)
+    session.end_session(response, g.agent)
     return response
 
 
@@ -386,7 +449,18 @@ def lookup() -> Any:
 # -- groups --------------------------------------------------------------------------
 
 
-@bp.get("/groups/<path:group_id>")
+@bp.get("/groups/", merge_slashes=False)
+def group_by_query() -> Any:
+    """`/console/groups/?id=..`: the group whose id a path segment cannot carry (see `group_url`)."""
+    group_id = request.args.get("id")
+    if group_id is None:
+        abort(404)
+    return group(group_id)
+
+
+# merge_slashes=False: an id holding `//` is found as it is, never redirected (Werkzeug's
+# redirect would name the request's Host).
+@bp.get("/groups/<path:group_id>", merge_slashes=False)
 def group(group_id: str) -> Any:
     """A group's traits and its members, in the order they joined."""
     raw = {"limit": str(SEARCH_PAGE_SIZE)}
@@ -412,9 +486,7 @@ def group(group_id: str) -> Any:
     group_data, position = found
     more = None
     if position is not None:
-        more = url_for(
-            "console.group", group_id=group_id, cursor=data.encode_cursor("members", position, "asc")
-        )
+        more = group_url(group_id, cursor=data.encode_cursor("members", position, "asc"))
     return render_template("console/group.html", group=group_data, more=more)
 
 

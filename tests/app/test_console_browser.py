@@ -420,7 +420,8 @@ def test_a_hostile_payload_stays_inert_text(signed_in: Console) -> None:
         "s => s.dispatchEvent(new MouseEvent('mouseover', {bubbles: true})))"
     )
     signed_in.assert_nothing_ran()
-    assert signed_in.driver.title.startswith("<script>")  # escaped text in the title, not markup
+    # escaped text in the title, not markup (between FSI and PDI, its direction isolated)
+    assert signed_in.driver.title.startswith("\u2068<script>")
 
 
 def test_another_teams_customer_is_not_found(signed_in: Console) -> None:
@@ -465,3 +466,75 @@ def test_a_key_revoked_while_signed_in_signs_the_agent_out(console: Console) -> 
     assert "your key was revoked" in console.text("#notice")
     console.open("/console/lookup?user_id=u-journey")
     assert "/console/sign-in" in console.driver.current_url
+
+
+# -- what the red-team pass found (issue 24) ------------------------------------------
+
+RLO = "\u202e"
+
+
+def test_the_sign_in_cookie_is_a_host_cookie_chromium_keeps_over_http_on_loopback(console: Console) -> None:
+    console.sign_out()
+    console.open("/console/sign-in")
+    cookies = {cookie["name"]: cookie for cookie in console.driver.get_cookies()}
+    kept = cookies.get("__Host-console_sign_in")
+    assert kept is not None, cookies
+    assert kept["secure"] is True and kept["path"] == "/" and kept["httpOnly"] is True
+    assert "console_sign_in" not in cookies
+    console.find("#key").send_keys(console.team.read)
+    console.follow(console.find("#sign-in"))
+    assert console.all("#sign-out")  # the double submit held: Chromium sent the cookie back
+    assert "__Host-console_sign_in" not in {cookie["name"] for cookie in console.driver.get_cookies()}
+
+
+def test_a_long_value_wraps_and_the_traits_table_stays_on_the_page(signed_in: Console) -> None:
+    long_url = "https://shop.test/" + "a" * 3000
+    send(signed_in.engine, signed_in.team, [
+        {"type": "identify", "userId": "u-long", "timestamp": at(0), "messageId": "long-1",
+         "traits": {"name": "Lon Gvalue", "homepage": long_url, "note": "x" * 3000, "k" * 250: "y"}},
+    ])  # fmt: skip
+    signed_in.open("/console/lookup?user_id=u-long")
+    widths = signed_in.driver.execute_script(
+        "const main = document.querySelector('main');"
+        "return {table: document.querySelector('#traits').getBoundingClientRect().width,"
+        " main: main.getBoundingClientRect().width, page: document.documentElement.scrollWidth,"
+        " window: window.innerWidth,"
+        " wrap: getComputedStyle(document.querySelector('#traits td a')).overflowWrap};"
+    )
+    assert widths["table"] <= widths["main"], widths
+    assert widths["page"] <= widths["window"], widths
+    assert widths["wrap"] == "anywhere"
+
+
+def _text_after_isolate(console: Console, css: str) -> dict[str, float]:
+    """The box of the first isolated element matching `css`, and that of the text right after it."""
+    found: dict[str, float] = console.driver.execute_script(
+        "const bdi = document.querySelector(arguments[0]);"
+        "const range = document.createRange(); range.selectNodeContents(bdi.nextSibling);"
+        "const after = range.getBoundingClientRect(), own = bdi.getBoundingClientRect();"
+        "return {bdi_left: own.left, bdi_right: own.right, after_left: after.left,"
+        " style: getComputedStyle(bdi).unicodeBidi};",
+        css,
+    )
+    return found
+
+
+def test_an_rlo_in_a_value_does_not_reverse_the_consoles_text_after_it(signed_in: Console) -> None:
+    """Left to right after the value, as written: the closing quote and the headline's words."""
+    send(signed_in.engine, signed_in.team, [
+        {"type": "identify", "userId": f"u-{RLO}rlo", "anonymousId": "anon-rlo", "timestamp": at(0),
+         "messageId": "rlo-1", "traits": {"name": f"Refund {RLO}00.001$ :tnuoma"}},
+    ])  # fmt: skip
+    signed_in.open(f"/console/?q={quote(RLO)}")
+    quote_mark = _text_after_isolate(signed_in, "h1 #query")
+    assert quote_mark["after_left"] >= quote_mark["bdi_right"] - 1, quote_mark
+    assert quote_mark["style"] == "isolate"
+    signed_in.open("/console/lookup?anonymous_id=anon-rlo")
+    words = _text_after_isolate(signed_in, "#timeline .line bdi")  # "Identified as <bdi>u-…</bdi>; …"
+    assert words["after_left"] >= words["bdi_right"] - 1, words
+    assert (
+        signed_in.driver.execute_script(
+            "return getComputedStyle(document.querySelector('#traits .value')).unicodeBidi"
+        )
+        == "isolate"
+    )
