@@ -8,7 +8,7 @@ host (a `javascript:` or `data:` URL stays inert text).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -127,6 +127,70 @@ def timeline_item(item: dict[str, Any]) -> dict[str, Any]:
         "received_utc": utc_text(item["received_at"]),
         "property_pairs": pairs(item.get("properties")),
         "trait_pairs": pairs(item.get("traits")),
+    }
+
+
+# "Active now": an event within this long (as analytics tools and support tools count it).
+ACTIVE_WITHIN = timedelta(minutes=5)
+# The page or screen shown as where an active customer is: their newest one, if it is of
+# the same visit (no gap of this long after it).
+VISIT_GAP = timedelta(minutes=30)
+_UNITS = (
+    (365 * 86400, "year"),
+    (30 * 86400, "month"),
+    (7 * 86400, "week"),
+    (86400, "day"),
+    (3600, "hour"),
+    (60, "minute"),
+)
+
+
+def instant(value: str | datetime) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+
+
+def ago(then: datetime, now: datetime) -> str:
+    """`then` as an agent says it: "just now", "1 minute ago", "3 hours ago", "2 days ago"."""
+    seconds = (now - then).total_seconds()
+    if seconds < 60:
+        return "just now"
+    for size, unit in _UNITS:
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'' if count == 1 else 's'} ago"
+    return "just now"  # unreachable: 60 s is the last unit
+
+
+def where(item: dict[str, Any] | None) -> str | None:
+    """What a page or screen item names the place by: its name, else its title, else its URL."""
+    if item is None or item.get("type") not in ("page", "screen"):
+        return None
+    context = item.get("context") or {}
+    for found in (item.get("name"), context.get("page_title"), page_url(item)):
+        if isinstance(found, str) and found.strip():
+            return found
+    return None
+
+
+def presence(
+    last_seen: str | datetime | None, now: datetime, newest_place: dict[str, Any] | None
+) -> dict[str, Any]:
+    """ "Active now" (and where) when the newest event is within ACTIVE_WITHIN of `now`,
+    else when they were last seen, relative; `newest_place` is the newest page or screen item."""
+    if last_seen is None:
+        return {"active": False, "seen": False}
+    seen = instant(last_seen)
+    active = now - seen < ACTIVE_WITHIN
+    place = None
+    if active and newest_place is not None and seen - instant(newest_place["timestamp"]) < VISIT_GAP:
+        place = where(newest_place)
+    return {
+        "active": active,
+        "seen": True,
+        "where": place,
+        "ago": ago(seen, now),
+        "iso": iso(seen),
+        "utc": utc_text(seen),
     }
 
 

@@ -27,7 +27,7 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
-from app.console import data, session, throttle
+from app.console import data, present, session, throttle
 from app.resources import resources
 from schemas.api import FEED_TYPES, CustomerSearchArgs, FeedArgs, GroupArgs, query_arguments
 
@@ -377,6 +377,7 @@ def customer(customer_id: str) -> Any:
         return _not_found("customer", f"customer {customer_id}")
     return render_template(
         "console/customer.html",
+        presence=_presence(wanted, profile.data, timeline.items, whole=after is None and not filters.narrows),
         profile=profile.data,
         trait_times=profile.trait_times,
         items=timeline.items,
@@ -385,6 +386,31 @@ def customer(customer_id: str) -> Any:
         feed_types=FEED_TYPES,
         paged=after is not None,
     )
+
+
+def _presence(customer_id: int, profile: dict[str, Any], items: list[dict[str, Any]], whole: bool) -> Any:
+    """Active now (and on which page or screen), or last seen how long ago. The newest page
+    or screen is read only for a customer active now, from the items shown when they are
+    the newest of every kind, else by one more feed read (the API's, one item)."""
+    now = datetime.now(UTC)
+    last_seen = profile.get("last_seen")
+    place = None
+    if last_seen and now - present.instant(last_seen) < present.ACTIVE_WITHIN:
+        shown = [item for item in items if item.get("type") in ("page", "screen")] if whole else []
+        if shown:
+            place = shown[0]
+        else:
+            with resources().reads.connect(g.agent.team_id) as connection:
+                found = data.load_timeline(
+                    connection,
+                    g.agent.team_id,
+                    customer_id,
+                    filters=data.FeedFilter(types=("page", "screen"), events=()),
+                    after=None,
+                    limit=1,
+                )
+            place = found.items[0] if found is not None and found.items else None
+    return present.presence(last_seen, now, place)
 
 
 @bp.get("/customers/<customer_id>/timeline")

@@ -571,3 +571,48 @@ def test_the_front_door_leads_to_the_console_and_names_the_api_docs(client: Flas
     assert response.headers["Link"] == '</api/v1/openapi.json>; rel="service-desc"'
     assert "/api/v1/openapi.json" in response.get_data(as_text=True)
     assert client.get("/api/v1/openapi.json").status_code == 200
+
+
+# -- presence ------------------------------------------------------------------------
+
+
+def _ago(**delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(**delta)).isoformat().replace("+00:00", "Z")
+
+
+def test_a_customer_active_now_shows_so_with_the_page_they_are_on(
+    agent: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    send(engine, team,
+         {"type": "page", "userId": "u-live", "name": "Pricing", "timestamp": _ago(minutes=3),
+          "messageId": "l1", "context": {"page": {"title": "Pricing | Shop", "url": "https://shop.test/pricing"}}},
+         {"type": "track", "userId": "u-live", "event": "Plan Compared", "timestamp": _ago(minutes=2),
+          "messageId": "l2"})  # fmt: skip
+    customer = agent.get("/console/lookup?user_id=u-live").headers["Location"]
+    html = agent.get(customer).get_data(as_text=True)
+    assert (
+        '<span class="active-now" id="active-now">Active now</span> on <bdi id="current-place">Pricing</bdi>'
+        in html
+    )
+    # Filtered to tracks, the page is not among the items shown: it is read apart.
+    filtered = agent.get(customer + "?type=track").get_data(as_text=True)
+    assert '<bdi id="current-place">Pricing</bdi>' in filtered
+
+
+def test_a_customer_seen_hours_ago_shows_when_relative_with_the_instant_on_hover(
+    agent: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    seen = _ago(hours=3, minutes=5)
+    send(engine, team, {"type": "track", "userId": "u-gone", "event": "Logged Out", "timestamp": seen,
+                        "messageId": "g1"})  # fmt: skip
+    customer = agent.get("/console/lookup?user_id=u-gone").headers["Location"]
+    html = agent.get(customer).get_data(as_text=True)
+    found = re.search(
+        r'Last seen <time datetime="([^"]+)" title="([^"]+)" data-relative="1" '
+        r'id="last-seen-ago">([^<]+)</time>',
+        html,
+    )
+    assert found, html[html.find("presence") - 200 : html.find("presence") + 400]
+    assert found.group(3) == "3 hours ago"
+    assert found.group(2).endswith(" UTC")
+    assert "Active now" not in html

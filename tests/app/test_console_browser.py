@@ -538,3 +538,23 @@ def test_an_rlo_in_a_value_does_not_reverse_the_consoles_text_after_it(signed_in
         )
         == "isolate"
     )
+
+
+def test_presence_says_active_now_or_last_seen_relative_with_the_agents_time_on_hover(
+    signed_in: Console,
+) -> None:
+    now = datetime.now(UTC)
+    stamp = lambda delta: (now - delta).isoformat().replace("+00:00", "Z")  # noqa: E731
+    send(signed_in.engine, signed_in.team, [
+        {"type": "page", "userId": "u-here", "name": "Checkout", "timestamp": stamp(timedelta(minutes=1)),
+         "messageId": "here-1", "context": {"page": {"url": "https://shop.test/checkout"}}},
+        {"type": "track", "userId": "u-away", "event": "Logged Out", "messageId": "away-1",
+         "timestamp": stamp(timedelta(hours=3, minutes=2))},
+    ])  # fmt: skip
+    signed_in.open("/console/lookup?user_id=u-here")
+    assert signed_in.text("#presence") == "Active now on Checkout"
+    signed_in.open("/console/lookup?user_id=u-away")
+    shown = signed_in.find("#last-seen-ago")
+    assert shown.text == "3 hours ago"  # the script leaves the relative text as it is
+    title = shown.get_attribute("title") or ""
+    assert f"({ZONE})" in title and title.endswith(" UTC")  # the instant, in the agent's zone, on hover
