@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from app.read_api.visits import read_visits
 from schemas.api import PROFILE_TRAITS
 from schemas.cursors import CustomerPosition, FeedPosition, MemberPosition, encode_cursor
 from store.apikeys import ACTIVE, key_digest, key_status
@@ -39,6 +40,7 @@ __all__ = [
     "key_status",
     "load_group",
     "lookup_customer",
+    "read_visits",
     "search_customers",
 ]
 

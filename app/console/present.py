@@ -194,8 +194,44 @@ def presence(
     }
 
 
+def duration(seconds: int) -> str:
+    """A visit's length as an agent reads it: "under a minute", "25 min", "1 h 5 min"."""
+    if seconds < 60:
+        return "under a minute"
+    hours, minutes = divmod(seconds // 60, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def campaign_text(campaign: Any) -> str | None:
+    """A campaign as one line: its name, then source / medium when given."""
+    if not isinstance(campaign, dict):
+        return None
+    name = campaign.get("name")
+    via = " / ".join(str(campaign[key]) for key in ("source", "medium") if campaign.get(key))
+    parts = [str(name)] if name else []
+    if via:
+        parts.append(f"({via})" if parts else via)
+    return " ".join(parts) or None
+
+
+def device_text(device: Any) -> str | None:
+    if not isinstance(device, dict):
+        return None
+    return " · ".join(str(device[key]) for key in ("browser", "os", "device") if device.get(key)) or None
+
+
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters.update(as_text=as_text, utc_text=utc_text, iso=iso, timeline_item=timeline_item)
+    app.jinja_env.filters.update(
+        as_text=as_text,
+        utc_text=utc_text,
+        iso=iso,
+        timeline_item=timeline_item,
+        duration=duration,
+        campaign_text=campaign_text,
+        device_text=device_text,
+    )
     app.jinja_env.tests["web_url"] = is_web_url
     # FIRST STRONG ISOLATE / POP DIRECTIONAL ISOLATE: `<bdi>` for text that holds no
     # elements (the page's <title>).

@@ -41,6 +41,9 @@ bp = Blueprint(
 )
 
 PAGE_SIZE = 50
+VISITS_SHOWN = 5  # the newest visits on a customer's page; the API pages through them all
+# Events read for them at most (about): a longer visit is shown as "over" its part read.
+VISITS_SCAN = 1_000
 SEARCH_PAGE_SIZE = 25
 _CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
 _LOOKUP_KINDS = {
@@ -367,9 +370,13 @@ def customer(customer_id: str) -> Any:
     with resources().reads.connect(g.agent.team_id) as connection:
         merged_into, profile = data.load_profile(connection, g.agent.team_id, wanted)
         timeline = None
+        visits: list[dict[str, Any]] = []
         if profile is not None:
             timeline = data.load_timeline(
                 connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
+            )
+            visits, _ = data.read_visits(
+                connection, g.agent.team_id, wanted, limit=VISITS_SHOWN, after=None, budget=VISITS_SCAN
             )
     if merged_into is not None:
         return redirect(_customer_url("console.customer", merged_into, request.args), 303)
@@ -379,6 +386,7 @@ def customer(customer_id: str) -> Any:
         "console/customer.html",
         presence=_presence(wanted, profile.data, timeline.items, whole=after is None and not filters.narrows),
         profile=profile.data,
+        visits=visits,
         trait_times=profile.trait_times,
         items=timeline.items,
         older=_older_url(wanted, timeline.next_cursor, chosen),

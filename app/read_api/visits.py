@@ -36,6 +36,7 @@ bp = Blueprint("visits", __name__, url_prefix="/api/v1")
 
 VISIT_GAP = timedelta(minutes=30)
 CHUNK = 1000  # events read per statement
+SCAN_BUDGET = 10_000  # events read per request, at most about (see read_visits)
 
 
 def _string(path: str) -> str:
@@ -92,6 +93,8 @@ class _Visit:
     campaign: dict[str, Any] | None = None
     user_agent: str | None = None
     oldest: FeedPosition | None = None
+    continued: bool = False  # its newer part was on the previous page
+    continues: bool = False  # its older part is on the next page
 
     def add(self, row: Any) -> None:
         self.start = row.event_time
@@ -126,20 +129,37 @@ class _Visit:
             "campaign": self.campaign,
             "user_agent": self.user_agent,
             "device": device_of(self.user_agent) if self.user_agent else None,
+            "continued_from_previous_page": self.continued,
+            "continues_on_next_page": self.continues,
         }
 
 
 def read_visits(
-    connection: Connection, team_id: int, customer_id: int, *, limit: int, after: FeedPosition | None
+    connection: Connection,
+    team_id: int,
+    customer_id: int,
+    *,
+    limit: int,
+    after: FeedPosition | None,
+    budget: int = SCAN_BUDGET,
+    chunk: int = CHUNK,
 ) -> tuple[list[dict[str, Any]], FeedPosition | None]:
     """Up to `limit` visits, newest first, from the event after `after`; and the next page's
-    position (None at the journey's first visit)."""
+    position (None at the journey's first visit).
+
+    At most about `budget` events are read: a page whose budget runs out ends with the
+    visits it completed; one whose first visit alone is longer ends with that visit's
+    newer part, `continues_on_next_page` (it may: the scan stopped inside it or at its
+    end), and the next page starts with the older part, if any,
+    `continued_from_previous_page`. (A visit of a million events costs a million rows
+    however it is answered; this way no request reads more than the budget.)"""
     done: list[_Visit] = []
     current: _Visit | None = None
     position = after
+    scanned = 0
     while True:
         statement = _ROWS.replace("/*after*/", _AFTER if position else "")
-        params: dict[str, Any] = {"team": team_id, "customer": customer_id, "chunk": CHUNK}
+        params: dict[str, Any] = {"team": team_id, "customer": customer_id, "chunk": chunk}
         if position is not None:
             params.update(
                 after_time=position.event_time, after_tiebreak=position.tiebreak, after_id=position.id
@@ -152,12 +172,22 @@ def read_visits(
                 if len(done) == limit:
                     return [visit.answer() for visit in done], done[-1].oldest
             if current is None:
-                current = _Visit(end=row.event_time, start=row.event_time)
+                # A page that starts within 30 minutes of the event before it continues a
+                # visit the previous page cut (only a budget cuts one).
+                continued = not done and after is not None and after.event_time - row.event_time < VISIT_GAP
+                current = _Visit(end=row.event_time, start=row.event_time, continued=continued)
             current.add(row)
-        if len(rows) < CHUNK:
+        scanned += len(rows)
+        if len(rows) < chunk:
             if current is not None:
                 done.append(current)
             return [visit.answer() for visit in done], None
+        if scanned >= budget:
+            if done:
+                return [visit.answer() for visit in done], done[-1].oldest
+            assert current is not None
+            current.continues = True
+            return [current.answer()], current.oldest
         last = rows[-1]
         position = FeedPosition(last.event_time, last.tiebreak, last.id)
 
@@ -201,6 +231,12 @@ class VisitSchema(Schema):
     device = fields.Nested(
         VisitDevice, allow_none=True, metadata={"description": "From user_agent (ua-parser)."}
     )
+    continued_from_previous_page = fields.Boolean(
+        metadata={"description": "Its newer part ended the previous page (a visit of over 10,000 events)."}
+    )
+    continues_on_next_page = fields.Boolean(
+        metadata={"description": "Its older part, and its real start, begin the next page."}
+    )
 
 
 class VisitPageSchema(Schema):
@@ -226,7 +262,10 @@ def visits(customer_id: str) -> Response:
         entered on, the referrer and campaign its first event carried
         (`context.page.referrer`, `context.campaign`), and the browser, system and
         device parsed from its first `context.userAgent`. Follow `next_cursor` until it
-        is null. An id merged into another customer answers 308 to the survivor's.
+        is null. A request reads at most about 10,000 events: a longer visit is answered
+        in parts, the newer with `continues_on_next_page`, the older (on the next page)
+        with `continued_from_previous_page`. An id merged into another customer answers
+        308 to the survivor's.
       tags: [customers]
       x-key: read
       parameters:

@@ -616,3 +616,33 @@ def test_a_customer_seen_hours_ago_shows_when_relative_with_the_instant_on_hover
     assert found.group(3) == "3 hours ago"
     assert found.group(2).endswith(" UTC")
     assert "Active now" not in html
+
+
+def test_the_customer_page_shows_the_newest_visits_with_what_they_came_with(
+    agent: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    from tests.app.test_visits import journey
+
+    send(engine, team, *journey())
+    customer = agent.get("/console/lookup?user_id=u-v").headers["Location"]
+    html = without_bdi(agent.get(customer).get_data(as_text=True))
+    rows = re.findall(r'<tr class="visit">(.*?)</tr>', html, re.S)
+    assert len(rows) == 3
+    phone, second, first = rows
+    assert '<td class="length">3 min</td>' in phone and '<td class="entry">Orders</td>' in phone
+    assert "Mobile Safari 17 · iOS 17 · iPhone</span>" in phone
+    assert '<td class="length">25 min</td>' in second and '<td class="entry">Pricing</td>' in second
+    assert '<td class="campaign">spring_sale (newsletter / email)</td>' in first
+    assert '<span class="value">https://mail.example/</span>' in first
+    assert re.search(r'<time datetime="2024-05-01T09:00:00Z"', first)
+
+
+def test_a_visits_length_reads_as_an_agent_says_it() -> None:
+    from app.console.present import campaign_text, device_text, duration
+
+    assert [duration(s) for s in (0, 59, 60, 25 * 60, 3600, 3900)] == [
+        "under a minute", "under a minute", "1 min", "25 min", "1 h", "1 h 5 min"
+    ]  # fmt: skip
+    assert campaign_text({"source": "google", "medium": "cpc"}) == "google / cpc"
+    assert campaign_text({"name": "x"}) == "x" and campaign_text("x") is None and campaign_text({}) is None
+    assert device_text({"browser": "Firefox 125", "os": None, "device": None}) == "Firefox 125"

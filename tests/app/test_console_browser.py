@@ -558,3 +558,15 @@ def test_presence_says_active_now_or_last_seen_relative_with_the_agents_time_on_
     assert shown.text == "3 hours ago"  # the script leaves the relative text as it is
     title = shown.get_attribute("title") or ""
     assert f"({ZONE})" in title and title.endswith(" UTC")  # the instant, in the agent's zone, on hover
+
+
+def test_the_journey_shows_its_visits_and_the_page_stays_within_the_window(signed_in: Console) -> None:
+    signed_in.open("/console/lookup?user_id=u-journey")
+    rows = signed_in.all("#visits tr.visit")
+    # The fixture's journey: 09:00 UTC the old login, anonymous pages a minute on, then
+    # tracks every 3 minutes: one visit.
+    assert len(rows) == 1
+    assert signed_in.text("#visits tr.visit td.entry") == "Home"
+    assert signed_in.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    logs = [e for e in signed_in.driver.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
+    assert [e["message"] for e in logs if "status of 40" not in e["message"]] == []

@@ -121,3 +121,39 @@ def test_visits_are_in_the_openapi_document_with_the_read_key(client: FlaskClien
     operation = document["paths"]["/api/v1/customers/{customer_id}/visits"]["get"]
     assert operation["operationId"] == "getCustomerVisits"
     assert "VisitPage" in str(operation["responses"]["200"])
+
+
+def test_a_visit_longer_than_the_scan_budget_is_answered_in_parts_that_say_so(
+    engine: Engine, team: TeamKeys
+) -> None:
+    from app.read_api.visits import read_visits
+    from store.customers import lookup_customer
+
+    long_visit = [
+        {"type": "track", "userId": "u-long", "event": "Tick", "timestamp": at(100 + n), "messageId": f"t{n}"}
+        for n in range(30)
+    ]
+    earlier = [
+        {"type": "page", "userId": "u-long", "name": "Home", "timestamp": at(n), "messageId": f"e{n}"}
+        for n in range(2)
+    ]
+    send(engine, team, long_visit + earlier)
+    with engine.connect() as connection:
+        customer = lookup_customer(connection, team.id, "user", "u-long")
+        assert customer is not None
+        pages = []
+        after = None
+        while True:
+            found, after = read_visits(
+                connection, team.id, customer, limit=5, after=after, budget=10, chunk=5
+            )
+            pages.append(found)
+            if after is None:
+                break
+    parts = [visit for page in pages for visit in page]
+    # Three parts of the long visit (10 events each, newest first), then the earlier visit.
+    assert [visit["events"] for visit in parts] == [10, 10, 10, 2]
+    assert [visit["continued_from_previous_page"] for visit in parts] == [False, True, True, False]
+    assert [visit["continues_on_next_page"] for visit in parts] == [True, True, True, False]
+    assert parts[2]["start"] == T0 + timedelta(minutes=100)
+    assert parts[3]["entry_page"]["name"] == "Home"
