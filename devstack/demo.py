@@ -7,7 +7,8 @@ path (`POST /v1/batch` with the demo team's ingest-only key, as Segment sends th
 - Maya Chen arrives anonymously from the spring-sale newsletter (a campaign, an email
   referrer, a desktop browser), browses, signs up and is identified, joins her company,
   orders twice, comes back on her phone (a second device, tied to her by a login), and
-  writes to support about an order forty minutes ago.
+  writes to support about an order a minute before the first run is ready (so the
+  console shows her "Active now" for a few minutes, then "last seen ... ago").
 - Sam Okafor finds the shop from a Google search, signs up for a trial, browses the docs.
 - An anonymous visitor from a Facebook ad looks at two pages on an Android phone and leaves.
 
@@ -212,7 +213,7 @@ def journeys(now: datetime) -> list[dict[str, Any]]:
         },
     )
     # Today: where is order 1043? Then she writes to support.
-    today = 52 * minute
+    today = 13 * minute  # her help request is a minute old: the console shows her "Active now"
     maya.add(
         "page", today, known, laptop, name="Your orders", title="Your orders | Shop", path="/account/orders"
     )

@@ -161,6 +161,7 @@ def test_a_fresh_serve_names_the_console_and_a_read_key_and_has_journeys_to_show
     runs: list[Run], tmp_path: Path
 ) -> None:
     local = tmp_path / "local"
+    launched = time.monotonic()
     first = Run(local, tmp_path / "first.out")
     runs.append(first)
     _wait_for(first.output, BANNER_END)
@@ -214,6 +215,11 @@ def test_a_fresh_serve_names_the_console_and_a_read_key_and_has_journeys_to_show
     assert "Joined group Northwind Traders" in lines
     assert lines[-1].startswith("Viewed page Home")  # the anonymous visit from the newsletter
     assert "utm_campaign=spring_sale" in page.text and "iPhone" in page.text
+    # Her help request was sent a minute before the banner: active for four more minutes
+    # (checked only while that holds, so a slow machine does not fail on the clock).
+    if time.monotonic() - launched < 3 * 60:
+        assert 'id="active-now">Active now</span> on <bdi id="current-place">Shipping help</bdi>' in page.text
+    assert len(re.findall(r'<tr class="visit">', page.text)) == 3  # newsletter, phone, today
     first.stop()
     assert first.process.returncode == 0
 
