@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -30,6 +30,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from app.console import data, present, session, throttle
 from app.resources import resources
 from schemas.api import FEED_TYPES, CustomerSearchArgs, FeedArgs, GroupArgs, query_arguments
+from schemas.fields import Instant
 
 bp = Blueprint(
     "console",
@@ -41,6 +42,8 @@ bp = Blueprint(
 )
 
 PAGE_SIZE = 50
+# A deep link's `at=` shows what the customer did in this long before it.
+BEFORE_AT = timedelta(minutes=30)
 VISITS_SHOWN = 5  # the newest visits on a customer's page; the API pages through them all
 # Events read for them at most (about): a longer visit is shown as "over" its part read.
 VISITS_SCAN = 1_000
@@ -74,6 +77,7 @@ KEY_PROBLEMS = {
     "scope": "That key has no read scope, so it cannot open the console. Use a key with the read scope.",
 }
 
+_at_field = Instant()
 _search_args = CustomerSearchArgs()
 _feed_args = FeedArgs()
 _group_args = GroupArgs()
@@ -328,8 +332,9 @@ def _feed_query() -> tuple[data.FeedFilter, Any, dict[str, Any]]:
     types = [kind for kind in request.args.getlist("type") if kind]
     events = [name.strip() for name in request.args.getlist("event") if name.strip()]
     raw: dict[str, Any] = {"type": types, "event": events}
-    if request.args.get("cursor"):
-        raw["cursor"] = request.args["cursor"]
+    for name in ("cursor", "since", "until"):
+        if request.args.get(name):
+            raw[name] = request.args[name]
     try:
         args = _feed_args.load(query_arguments(_feed_args, _MultiDict(raw)))
     except ValidationError as error:
@@ -338,8 +343,14 @@ def _feed_query() -> tuple[data.FeedFilter, Any, dict[str, Any]]:
             "Open the customer again from the newest events."
         ) from None
     cursor = args.get("cursor")
-    filters = data.FeedFilter(types=tuple(args.get("type", ())), events=tuple(args.get("event", ())))
-    return filters, cursor.position if cursor else None, {"type": types, "event": events}
+    filters = data.FeedFilter(
+        types=tuple(args.get("type", ())),
+        events=tuple(args.get("event", ())),
+        since=args.get("since"),
+        until=args.get("until"),
+    )
+    window = {name: request.args[name] for name in ("since", "until") if args.get(name) is not None}
+    return filters, cursor.position if cursor else None, {"type": types, "event": events, **window}
 
 
 class _MultiDict(dict[str, Any]):
@@ -391,6 +402,7 @@ def customer(customer_id: str) -> Any:
         items=timeline.items,
         older=_older_url(wanted, timeline.next_cursor, chosen),
         chosen=chosen,
+        window=(filters.since, filters.until) if filters.since or filters.until else None,
         feed_types=FEED_TYPES,
         paged=after is not None,
     )
@@ -450,6 +462,7 @@ def _older_url(customer_id: int, cursor: str | None, chosen: dict[str, Any]) -> 
     if cursor is None:
         return None
     query = [("type", kind) for kind in chosen["type"]] + [("event", name) for name in chosen["event"]]
+    query += [(name, chosen[name]) for name in ("since", "until") if name in chosen]
     query.append(("cursor", cursor))
     return url_for("console.customer", customer_id=str(customer_id)) + "?" + urlencode(query)
 
@@ -461,7 +474,7 @@ def _older_url(customer_id: int, cursor: str | None, chosen: dict[str, Any]) -> 
 def lookup() -> Any:
     """`?email=`, `?user_id=` or `?anonymous_id=`: that customer's page (the survivor of a merge)."""
     given = [(name, value) for name, value in request.args.items(multi=True) if name in _LOOKUP_KINDS]
-    unknown = sorted(set(request.args) - set(_LOOKUP_KINDS))
+    unknown = sorted(set(request.args) - set(_LOOKUP_KINDS) - {"at"})
     if len(given) != 1 or unknown or not given[0][1].strip():
         raise BadRequest(
             "A lookup link needs exactly one of email=, user_id= or anonymous_id=, for example "
@@ -477,7 +490,23 @@ def lookup() -> Any:
         customer_id = data.lookup_customer(connection, g.agent.team_id, kind, value)
     if customer_id is None:
         return _not_found("customer", f"{label} {value}")
-    return redirect(url_for("console.customer", customer_id=str(customer_id)), 303)
+    window = _before(request.args.get("at"))
+    url = url_for("console.customer", customer_id=str(customer_id))
+    return redirect(url + ("?" + urlencode(window) if window else ""), 303)
+
+
+def _before(at: str | None) -> dict[str, str]:
+    """`at=` of a deep link (when the customer wrote to us): the window of what they did in
+    the BEFORE_AT minutes up to it, as the customer page's since/until."""
+    if not at:
+        return {}
+    try:
+        instant = _at_field.deserialize(at)
+    except ValidationError:
+        raise BadRequest(
+            f"at= must be an ISO-8601 instant, for example 2024-03-01T12:00:00Z (it was {at[:60]!r})."
+        ) from None
+    return {"since": present.iso(instant - BEFORE_AT), "until": present.iso(instant + timedelta(seconds=1))}
 
 
 # -- groups --------------------------------------------------------------------------

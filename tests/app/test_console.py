@@ -646,3 +646,24 @@ def test_a_visits_length_reads_as_an_agent_says_it() -> None:
     assert campaign_text({"source": "google", "medium": "cpc"}) == "google / cpc"
     assert campaign_text({"name": "x"}) == "x" and campaign_text("x") is None and campaign_text({}) is None
     assert device_text({"browser": "Firefox 125", "os": None, "device": None}) == "Firefox 125"
+
+
+def test_a_deep_link_with_at_opens_the_thirty_minutes_before_it(
+    agent: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    send(engine, team, *[
+        {"type": "track", "userId": "u-at", "event": f"Step {minute}", "timestamp": at(minute),
+         "messageId": f"at-{minute}"}
+        for minute in (0, 40, 50, 65, 80)
+    ])  # fmt: skip
+    wrote = at(70)  # when the ticket came in
+    found = agent.get(f"/console/lookup?user_id=u-at&at={wrote}")
+    assert found.status_code == 303
+    location = found.headers["Location"]
+    assert location.endswith("?since=2024-03-01T12%3A40%3A00Z&until=2024-03-01T13%3A10%3A01Z")
+    html = without_bdi(agent.get(location).get_data(as_text=True))
+    assert re.findall(r'<span class="line">(.*?)</span>', html) == ["Step 65", "Step 50", "Step 40"]
+    assert 'id="window">Showing events from <time datetime="2024-03-01T12:40:00Z"' in html
+    assert 'id="whole-journey"' in html
+    assert agent.get("/console/lookup?user_id=u-at&at=yesterday").status_code == 400
+    assert agent.get("/console/lookup?user_id=u-at&when=x").status_code == 400  # still no other argument
