@@ -24,7 +24,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.admin import fold_failures, keys, keys_cli
     from app.imports import cli as import_cli
     from app.ingest import debugger, lane, ratelimit
-    from app.read_api import customers, feed, groups, me, stream
+    from app.read_api import customers, feed, groups, me, stream, visits
     from app.serving import health, metrics
 
     resources.init_app(app, settings)
@@ -41,6 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     debugger.init_app(app)
     fold_failures.init_app(app)
     me.init_app(app)
+    visits.init_app(app)
     openapi.init_app(app)
     console.init_app(app, settings)
     keys_cli.init_app(app)

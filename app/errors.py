@@ -17,6 +17,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+# Defined apart so that gunicorn's arbiter, which loads the worker class, need not import
+# redis (app/api_error.py says why); re-exported here, where the app's modules find it.
+from app.api_error import ApiError as ApiError
 from service.waiting import current_client_watch
 from store.engine import ReadCapacityBusy
 
@@ -26,25 +29,6 @@ RETRY_AFTER_SECONDS = 10
 READ_BUSY_RETRY_AFTER_SECONDS = 1
 # Set on `flask.g` by the read budget (app/resources.py) when a request reads through it.
 READS_MARK = "timeline_reads"
-
-
-class ApiError(Exception):
-    """An answer other than success: status, machine code, and a message that says what to fix."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        errors: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.errors = errors
-        self.headers = headers or {}
 
 
 def error_response(error: ApiError) -> Response:

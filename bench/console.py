@@ -41,7 +41,7 @@ def sign_in(connection: http.client.HTTPConnection, key: str) -> str:
     found = _CSRF.search(body)
     if response.status != 200 or found is None:
         raise RuntimeError(f"console sign-in page answered {response.status}")
-    form_cookie = _cookie(response, "console_sign_in")
+    form_cookie = _cookie(response, "__Host-console_sign_in")  # app/console/session.py (loopback)
     connection.request(
         "POST",
         "/console/sign-in",

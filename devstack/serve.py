@@ -5,7 +5,9 @@ under .local/ (or `LOCAL_DIR`). A team named "demo" and three keys are made on t
 run and kept in .local/demo.json (mode 0600), so the printed curls work on every run: an
 ingest-only key for Segment and browsers (a key in a web page is public, so a browser may
 only use one that cannot read: SPEC §2), a read key for the console and the read API, and
-an admin key for the keys API, printed when it is made.
+an admin key for the keys API, printed when it is made. On the demo team's first run, a
+few customers' journeys are sent through ingest (devstack/demo.py), so the console the
+banner points to has something to show.
 
 Supervision (docs/operations.md): bin/serve watches gunicorn, the fold worker and the
 embedded Redis. A child that dies is reported with its exit status and started again,
@@ -32,6 +34,7 @@ from types import FrameType
 
 from sqlalchemy import Engine, select
 
+from devstack import demo as demo_journeys
 from devstack.embedded import EmbeddedRedis
 from devstack.stack import (
     NotReady,
@@ -254,6 +257,14 @@ def banner(base: str, env: dict[str, str], demo: DemoKeys, local: Path) -> str:
     return f"""
 Ready: web on {base}, fold worker running, supervised. Ctrl-C stops everything.
 
+Open the console and sign in with the demo team's read key:
+
+  {base}/console/
+  {demo.read_key}
+
+  (Maya Chen, Sam Okafor and an anonymous visitor from an ad are there to look at.
+  The API is described at {base}/api/v1/openapi.json.)
+
   Postgres  {env["DATABASE_URL"]}
   Redis     {env["REDIS_URL"]}
 
@@ -282,6 +293,15 @@ Then read the customer it made with the read key (or sign in to {base}/console w
 """
 
 
+def seed_demo(base: str, demo: DemoKeys, local: Path) -> None:
+    """The demo journeys, on the demo team's first run; a failure is said, not fatal."""
+    try:
+        if demo_journeys.seed_once(base, demo.team_id, demo.ingest_key, local):
+            say("sent the demo team's journeys through ingest (devstack/demo.py)")
+    except (OSError, RuntimeError) as error:
+        say(f"could not send the demo journeys ({error}); the console starts empty")
+
+
 def main() -> None:
     env = dict(os.environ)
     local = local_dir(env)
@@ -303,6 +323,7 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, children)
+        seed_demo(base, demo, local)
         print(banner(base, env, demo, local), flush=True)
         status = supervise(children, lambda: bool(stop_asked))
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from app.read_api.visits import read_visits
 from schemas.api import PROFILE_TRAITS
 from schemas.cursors import FeedPosition, InstantPosition, encode_cursor
 from store.apikeys import ACTIVE, key_digest, key_status
@@ -39,6 +40,7 @@ __all__ = [
     "key_digest",
     "key_status",
     "lookup_customer",
+    "read_visits",
 ]
 
 

@@ -8,7 +8,7 @@ host (a `javascript:` or `data:` URL stays inert text).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,27 +52,49 @@ def iso(value: str | datetime | None) -> str:
     return utc_iso(value)
 
 
-def headline(item: dict[str, Any]) -> str:
-    """The item's one line: the API's `summary` (built by Postgres, `store/answers/feed_item.py`),
-    with what the console adds around it: the traits an identify carried, who an identify
-    or alias was, a page's title."""
+# A piece of a headline, and whether it came from an event (shown direction-isolated).
+Part = tuple[str, bool]
+
+
+def headline_parts(item: dict[str, Any]) -> list[Part]:
+    """The item's one line in pieces: the API's `summary` (built by Postgres,
+    `store/answers/feed_item.py`), with what the console adds around it: the traits an
+    identify carried, who an identify or alias was, a page's title. Each piece that holds
+    a value from the event is marked, so the page isolates its direction (`<bdi>`): an
+    RLO in a userId cannot reverse the console's words after it."""
     summary = str(item["summary"])
     kind = item["type"]
     if kind == "identify":
-        traits = sorted((item.get("traits") or {}).keys())
-        line = f"{summary}: {', '.join(traits)}" if traits else summary
+        traits = sorted(str(key) for key in (item.get("traits") or {}).keys())
+        named: list[Part] = []
+        for n, trait in enumerate(traits):
+            named += [(", " if n else ": ", False), (trait, True)]
         if item.get("user_id") and item.get("anonymous_id"):
-            return f"Identified as {item['user_id']}; {line[:1].lower()}{line[1:]}"
-        return line
+            lowered = summary[:1].lower() + summary[1:]
+            return [
+                ("Identified as ", False),
+                (str(item["user_id"]), True),
+                ("; ", False),
+                (lowered, True),
+                *named,
+            ]
+        return [(summary, True), *named]
     if kind == "alias":
         previous = item.get("previous_id")
-        return f"{summary} (was {previous})" if previous else summary
+        if previous:
+            return [(summary, True), (" (was ", False), (str(previous), True), (")", False)]
+        return [(summary, True)]
     if kind == "page":
         title = (item.get("context") or {}).get("page_title")
         name = item.get("name")
         if title and title != name:
-            return f"{summary} · {title}"
-    return summary
+            return [(summary, True), (" · ", False), (str(title), True)]
+    return [(summary, True)]
+
+
+def headline(item: dict[str, Any]) -> str:
+    """The item's one line as text (see `headline_parts`)."""
+    return "".join(text for text, _ in headline_parts(item))
 
 
 def page_url(item: dict[str, Any]) -> str | None:
@@ -96,6 +118,7 @@ def timeline_item(item: dict[str, Any]) -> dict[str, Any]:
     return {
         **item,
         "headline": headline(item),
+        "headline_parts": headline_parts(item),
         "url": page_url(item),
         "page_title": context.get("page_title"),
         "ip": context.get("ip"),
@@ -107,7 +130,111 @@ def timeline_item(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# "Active now": an event within this long (as analytics tools and support tools count it).
+ACTIVE_WITHIN = timedelta(minutes=5)
+# The page or screen shown as where an active customer is: their newest one, if it is of
+# the same visit (no gap of this long after it).
+VISIT_GAP = timedelta(minutes=30)
+_UNITS = (
+    (365 * 86400, "year"),
+    (30 * 86400, "month"),
+    (7 * 86400, "week"),
+    (86400, "day"),
+    (3600, "hour"),
+    (60, "minute"),
+)
+
+
+def instant(value: str | datetime) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+
+
+def ago(then: datetime, now: datetime) -> str:
+    """`then` as an agent says it: "just now", "1 minute ago", "3 hours ago", "2 days ago"."""
+    seconds = (now - then).total_seconds()
+    if seconds < 60:
+        return "just now"
+    for size, unit in _UNITS:
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'' if count == 1 else 's'} ago"
+    return "just now"  # unreachable: 60 s is the last unit
+
+
+def where(item: dict[str, Any] | None) -> str | None:
+    """What a page or screen item names the place by: its name, else its title, else its URL."""
+    if item is None or item.get("type") not in ("page", "screen"):
+        return None
+    context = item.get("context") or {}
+    for found in (item.get("name"), context.get("page_title"), page_url(item)):
+        if isinstance(found, str) and found.strip():
+            return found
+    return None
+
+
+def presence(
+    last_seen: str | datetime | None, now: datetime, newest_place: dict[str, Any] | None
+) -> dict[str, Any]:
+    """ "Active now" (and where) when the newest event is within ACTIVE_WITHIN of `now`,
+    else when they were last seen, relative; `newest_place` is the newest page or screen item."""
+    if last_seen is None:
+        return {"active": False, "seen": False}
+    seen = instant(last_seen)
+    active = now - seen < ACTIVE_WITHIN
+    place = None
+    if active and newest_place is not None and seen - instant(newest_place["timestamp"]) < VISIT_GAP:
+        place = where(newest_place)
+    return {
+        "active": active,
+        "seen": True,
+        "where": place,
+        "ago": ago(seen, now),
+        "iso": iso(seen),
+        "utc": utc_text(seen),
+    }
+
+
+def duration(seconds: int) -> str:
+    """A visit's length as an agent reads it: "under a minute", "25 min", "1 h 5 min"."""
+    if seconds < 60:
+        return "under a minute"
+    hours, minutes = divmod(seconds // 60, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def campaign_text(campaign: Any) -> str | None:
+    """A campaign as one line: its name, then source / medium when given."""
+    if not isinstance(campaign, dict):
+        return None
+    name = campaign.get("name")
+    via = " / ".join(str(campaign[key]) for key in ("source", "medium") if campaign.get(key))
+    parts = [str(name)] if name else []
+    if via:
+        parts.append(f"({via})" if parts else via)
+    return " ".join(parts) or None
+
+
+def device_text(device: Any) -> str | None:
+    if not isinstance(device, dict):
+        return None
+    return " · ".join(str(device[key]) for key in ("browser", "os", "device") if device.get(key)) or None
+
+
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters.update(as_text=as_text, utc_text=utc_text, iso=iso, timeline_item=timeline_item)
+    app.jinja_env.filters.update(
+        as_text=as_text,
+        utc_text=utc_text,
+        iso=iso,
+        timeline_item=timeline_item,
+        duration=duration,
+        campaign_text=campaign_text,
+        device_text=device_text,
+    )
     app.jinja_env.tests["web_url"] = is_web_url
-    app.jinja_env.globals.update(headline=headline, page_url=page_url, is_web_url=is_web_url)
+    # FIRST STRONG ISOLATE / POP DIRECTIONAL ISOLATE: `<bdi>` for text that holds no
+    # elements (the page's <title>).
+    app.jinja_env.globals.update(
+        headline=headline, page_url=page_url, is_web_url=is_web_url, FSI="\u2068", PDI="\u2069"
+    )

@@ -1,4 +1,5 @@
-"""The agent's session: a signed cookie naming the API key, re-checked on every request.
+"""The agent's session: a signed cookie naming the API key and a session held on the server,
+both re-checked on every request.
 
 The cookie holds the team id, the key id and a CSRF token, signed (itsdangerous, as
 Flask's own session is) with a secret derived from that key's stored digest (HMAC,
@@ -12,9 +13,22 @@ the key is active and has the `read` scope: a revoked, expired or rotated-out ke
 the agent out at their next request, well within a second. A rotated key in its grace
 period keeps only ingest (SPEC §5), so it no longer opens the console.
 
+The session is also held on the server, in Redis: the cookie's signed payload carries a
+random session id, and `{REDIS_PREFIX}console:session:{sha256(id)}` holds the team and key
+for as long as the session may last (12 h, Redis expires it). Every request needs that
+entry, and signing out deletes it, so a cookie captured before sign-out opens nothing
+after it. Redis rather than a table: an allowlist that fails closed (Redis emptied or
+restarted: every agent signs in again; never a revoked session back), expiry without a
+sweep, one round trip per page, and no schema change. Redis unreachable: the console
+answers 503 and opens no page (ingest does not depend on it).
+
 Forms are protected against CSRF twice over: the cookies are SameSite=Strict, and each
 form carries a token that must match the session's (or, for the sign-in form, before
-there is a session, a random cookie of its own: a double submit).
+there is a session, a random cookie of its own: a double submit). That cookie is named
+`__Host-console_sign_in`: Secure, Path=/, no Domain, so no other host or subdomain (and
+no plain-http page of another port) can set or overwrite it. Browsers accept a Secure
+cookie over plain http only from a loopback host (`http://127.0.0.1`, `localhost`); a
+console served over plain http under another name gets the unprefixed cookie, as before.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ from datetime import UTC, datetime
 
 from flask import Flask, Request, current_app, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from redis.exceptions import RedisError
 from werkzeug.wrappers import Response
 
 from app.console import data
@@ -34,8 +49,10 @@ from app.resources import resources
 from service.settings import Settings
 
 SESSION_COOKIE = "console_session"
-SIGN_IN_CSRF_COOKIE = "console_sign_in"
+SIGN_IN_CSRF_COOKIE = "__Host-console_sign_in"
+PLAIN_SIGN_IN_CSRF_COOKIE = "console_sign_in"  # served over plain http to a non-loopback host
 COOKIE_PATH = "/console"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 # A session ends after a working day even if the key stays good: sign in again.
 MAX_AGE_SECONDS = 12 * 3600
 _SALT = "console-session-v1"
@@ -49,6 +66,11 @@ class Agent:
     key_id: int
     key_name: str
     csrf: str
+    session_id: str
+
+
+class Unavailable(Exception):
+    """The session store (Redis) cannot be reached: no page can be opened or signed into."""
 
 
 class SignedOut(Exception):
@@ -77,14 +99,37 @@ def why_unusable(key: data.ApiKey | None, now: datetime) -> str | None:
     return None
 
 
+def _held_at(session_id: str) -> str:
+    digest = hashlib.sha256(session_id.encode()).hexdigest()
+    return f"{current_app.config['CONSOLE_REDIS_PREFIX']}session:{digest}"
+
+
+def _holder(team_id: int, key_id: int) -> bytes:
+    return f"{team_id}.{key_id}".encode()
+
+
 def start_session(response: Response, key: data.ApiKey) -> None:
-    """Sign the agent in: the session cookie for this key, and the sign-in cookie dropped."""
-    token = _serializer(key.digest).dumps({"t": key.team_id, "k": key.id, "c": secrets.token_urlsafe(24)})
+    """Sign the agent in: a session held in Redis, its cookie, and the sign-in cookie dropped."""
+    session_id = secrets.token_urlsafe(24)
+    try:
+        resources().redis.set(_held_at(session_id), _holder(key.team_id, key.id), ex=MAX_AGE_SECONDS)
+    except RedisError as error:
+        raise Unavailable(str(error)) from None
+    token = _serializer(key.digest).dumps(
+        {"t": key.team_id, "k": key.id, "c": secrets.token_urlsafe(24), "s": session_id}
+    )
     _set_cookie(response, SESSION_COOKIE, f"{key.team_id}.{key.id}.{token}", MAX_AGE_SECONDS)
-    response.delete_cookie(SIGN_IN_CSRF_COOKIE, path=COOKIE_PATH)
+    name, path, secure = _sign_in_cookie()
+    response.delete_cookie(name, path=path, secure=secure, httponly=True, samesite="Strict")
 
 
-def end_session(response: Response) -> None:
+def end_session(response: Response, agent: Agent | None = None) -> None:
+    """Drop the cookie; with the signed-in `agent`, end the session on the server too."""
+    if agent is not None:
+        try:
+            resources().redis.delete(_held_at(agent.session_id))
+        except RedisError as error:
+            raise Unavailable(str(error)) from None
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict")
 
 
@@ -109,20 +154,43 @@ def current_agent(req: Request) -> Agent | None:
         raise SignedOut("invalid") from None
     if not isinstance(payload, dict) or payload.get("t") != team_id or payload.get("k") != key_id:
         raise SignedOut("invalid")
-    return Agent(team_id=team_id, key_id=key_id, key_name=key.name, csrf=str(payload.get("c")))
+    session_id = payload.get("s")
+    if not isinstance(session_id, str) or not session_id:
+        raise SignedOut("invalid")
+    try:
+        held = resources().redis.get(_held_at(session_id))
+    except RedisError as error:
+        raise Unavailable(str(error)) from None
+    if held != _holder(team_id, key_id):
+        raise SignedOut("ended")
+    return Agent(
+        team_id=team_id, key_id=key_id, key_name=key.name, csrf=str(payload.get("c")), session_id=session_id
+    )
+
+
+def _sign_in_cookie() -> tuple[str, str, bool]:
+    """The sign-in cookie's (name, path, Secure): `__Host-` unless the browser would refuse it
+    (plain http to a host that is not loopback, without CONSOLE_COOKIE_SECURE)."""
+    host = request.host
+    hostname = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    if request.is_secure or current_app.config.get("CONSOLE_COOKIE_SECURE") or hostname in LOOPBACK_HOSTS:
+        return SIGN_IN_CSRF_COOKIE, "/", True
+    return PLAIN_SIGN_IN_CSRF_COOKIE, COOKIE_PATH, False
 
 
 def sign_in_token(req: Request, response: Response) -> str:
     """The sign-in form's CSRF token: the one its cookie holds, or a new one set on `response`."""
-    token = req.cookies.get(SIGN_IN_CSRF_COOKIE)
+    name, path, secure = _sign_in_cookie()
+    token = req.cookies.get(name)
     if not token or len(token) > 64:
         token = secrets.token_urlsafe(24)
-    _set_cookie(response, SIGN_IN_CSRF_COOKIE, token, 3600)
+    # No Domain: a `__Host-` cookie must be host-only.
+    response.set_cookie(name, token, max_age=3600, path=path, secure=secure, httponly=True, samesite="Strict")
     return token
 
 
 def sign_in_token_matches(req: Request) -> bool:
-    cookie = req.cookies.get(SIGN_IN_CSRF_COOKIE, "")
+    cookie = req.cookies.get(_sign_in_cookie()[0], "")
     sent = req.form.get("csrf", "")
     return bool(cookie) and hmac.compare_digest(cookie.encode(), sent.encode())
 
@@ -149,3 +217,4 @@ def configure(app: Flask, settings: Settings) -> None:
     from the app's Settings unless the app's config names them."""
     app.config.setdefault("CONSOLE_SECRET", settings.console_secret)
     app.config.setdefault("CONSOLE_COOKIE_SECURE", settings.console_cookie_secure)
+    app.config.setdefault("CONSOLE_REDIS_PREFIX", f"{settings.redis_prefix}console:")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from flask import (
     Blueprint,
@@ -27,9 +27,10 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
-from app.console import data, session
+from app.console import data, present, session, throttle
 from app.resources import resources
 from schemas.api import FEED_TYPES, CustomerSearchArgs, FeedArgs, GroupArgs, query_arguments
+from schemas.fields import Instant
 
 bp = Blueprint(
     "console",
@@ -41,6 +42,11 @@ bp = Blueprint(
 )
 
 PAGE_SIZE = 50
+# A deep link's `at=` shows what the customer did in this long before it.
+BEFORE_AT = timedelta(minutes=30)
+VISITS_SHOWN = 5  # the newest visits on a customer's page; the API pages through them all
+# Events read for them at most (about): a longer visit is shown as "over" its part read.
+VISITS_SCAN = 1_000
 SEARCH_PAGE_SIZE = 25
 _CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
 _LOOKUP_KINDS = {
@@ -48,7 +54,8 @@ _LOOKUP_KINDS = {
     "user_id": ("user", "userId"),
     "anonymous_id": ("anonymous", "anonymousId"),
 }
-_OPEN = {"console.sign_in", "console.sign_in_submit", "console.static"}
+_OPEN = {"console.sign_in", "console.sign_in_submit", "console.static", "console.front_door", "console.bare"}
+OPENAPI_PATH = "/api/v1/openapi.json"
 # What the sign-in page says when it was reached because a session ended.
 SIGNED_OUT_REASONS = {
     "revoked": "You were signed out: your key was revoked. Ask your team admin for a new read key.",
@@ -57,6 +64,7 @@ SIGNED_OUT_REASONS = {
     "scope": "You were signed out: your key no longer has the read scope.",
     "unknown": "You were signed out: your key no longer exists.",
     "invalid": "Your session was not valid any more. Sign in again.",
+    "ended": "Your session has ended (it was signed out, perhaps in another tab). Sign in again.",
     "signed_out": "You signed out.",
 }
 # What the sign-in form says about a key typed into it.
@@ -69,6 +77,7 @@ KEY_PROBLEMS = {
     "scope": "That key has no read scope, so it cannot open the console. Use a key with the read scope.",
 }
 
+_at_field = Instant()
 _search_args = CustomerSearchArgs()
 _feed_args = FeedArgs()
 _group_args = GroupArgs()
@@ -76,6 +85,19 @@ _group_args = GroupArgs()
 
 class BadRequest(Exception):
     """A console URL that cannot be answered as given; shown as a 400 page saying why."""
+
+
+def group_url(group_id: str, **query: str) -> str:
+    """A group's page: its id as one path segment, every `/` and `.` in it percent-encoded,
+    so no groupId (`../../api/v1/keys`) can make the link leave /console. An id that is
+    all dots (`.`, `..`) is a dot-segment to a browser even encoded (WHATWG URL: `%2e%2e`
+    is `..`), so those two go in the query string instead."""
+    base = url_for("console.home") + "groups/"
+    if group_id in (".", ".."):
+        query = {"id": group_id, **query}
+    else:
+        base += quote(group_id, safe="").replace(".", "%2E")
+    return base + ("?" + urlencode(query) if query else "")
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -99,6 +121,8 @@ def require_agent() -> BaseResponse | None:
         return None
     try:
         agent = session.current_agent(request)
+    except session.Unavailable:
+        return _unavailable()
     except session.SignedOut as out:
         response = _to_sign_in(reason=out.reason)
         session.end_session(response)
@@ -157,6 +181,42 @@ def bad_request(error: BadRequest) -> tuple[str, int]:
     return render_template("console/message.html", title="Cannot show this", message=str(error)), 400
 
 
+def _unavailable() -> BaseResponse:
+    page = render_template(
+        "console/message.html",
+        title="The console is unavailable",
+        message="Sessions cannot be checked right now (Redis does not answer). Try again in a minute.",
+    )
+    response = make_response(page, 503)
+    response.headers["Retry-After"] = "30"
+    return response
+
+
+@bp.errorhandler(session.Unavailable)
+def unavailable(error: session.Unavailable) -> BaseResponse:
+    return _unavailable()
+
+
+# -- the front door ------------------------------------------------------------------
+
+
+def front_door() -> BaseResponse:
+    """`/`: people go to the console; the answer also names the API's OpenAPI document."""
+    response = redirect(url_for("console.home"), 302)
+    response.headers["Link"] = f'<{OPENAPI_PATH}>; rel="service-desc"'
+    response.set_data(
+        f"The console for agents is at /console/. The API is described at {OPENAPI_PATH} (OpenAPI 3).\n"
+    )
+    response.mimetype = "text/plain"
+    return response
+
+
+@bp.get("")
+def bare() -> BaseResponse:
+    """`/console` without its slash: to `/console/` by a path (never a URL built from `Host`)."""
+    return redirect(url_for("console.home"), 308)
+
+
 # -- sign-in -------------------------------------------------------------------------
 
 
@@ -191,15 +251,25 @@ def sign_in_submit() -> BaseResponse:
     secret = request.form.get("key", "").strip()
     if not secret:
         return _sign_in_page(problem="Paste your read key into the box.", status=400)
-    if len(secret) > 200 or "\x00" in secret:
-        return _sign_in_page(problem=KEY_PROBLEMS["unknown"], status=401)
-    found = resources().keys.lookup(secret)
+    address = request.remote_addr or "unknown"
+    throttled = throttle.check(address, secret)
+    if throttled is not None:
+        refused = _sign_in_page(
+            problem="Too many sign-in attempts failed from here or with this key. "
+            f"Wait {max(1, throttled.retry_after // 60)} minute(s), then try again with your read key.",
+            status=429,
+        )
+        refused.headers["Retry-After"] = str(throttled.retry_after)
+        return refused
     key = None
-    if found is not None:
-        with resources().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            key = data.find_key(connection, found.team_id, found.key_id)
+    if len(secret) <= 200 and "\x00" not in secret:
+        found = resources().keys.lookup(secret)
+        if found is not None:
+            with resources().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                key = data.find_key(connection, found.team_id, found.key_id)
     reason = session.why_unusable(key, datetime.now(UTC))
     if reason is not None or key is None:
+        throttle.record_failure(address, secret, reason or "unknown")
         return _sign_in_page(problem=KEY_PROBLEMS[reason or "unknown"], status=401)
     response = redirect(_safe_next(request.form.get("next")) or url_for("console.home"), 303)
     session.start_session(response, key)
@@ -211,7 +281,7 @@ def sign_out() -> BaseResponse:
     if not session.csrf_matches(g.agent):
         raise BadRequest("The sign-out form had expired or came from another site. Reload and try again.")
     response = redirect(url_for("console.sign_in", reason="signed_out"), 303)
-    session.end_session(response)
+    session.end_session(response, g.agent)
     return response
 
 
@@ -262,8 +332,9 @@ def _feed_query() -> tuple[data.FeedFilter, Any, dict[str, Any]]:
     types = [kind for kind in request.args.getlist("type") if kind]
     events = [name.strip() for name in request.args.getlist("event") if name.strip()]
     raw: dict[str, Any] = {"type": types, "event": events}
-    if request.args.get("cursor"):
-        raw["cursor"] = request.args["cursor"]
+    for name in ("cursor", "since", "until"):
+        if request.args.get(name):
+            raw[name] = request.args[name]
     try:
         args = _feed_args.load(query_arguments(_feed_args, _MultiDict(raw)))
     except ValidationError as error:
@@ -272,8 +343,14 @@ def _feed_query() -> tuple[data.FeedFilter, Any, dict[str, Any]]:
             "Open the customer again from the newest events."
         ) from None
     cursor = args.get("cursor")
-    filters = data.FeedFilter(types=tuple(args.get("type", ())), events=tuple(args.get("event", ())))
-    return filters, cursor.position if cursor else None, {"type": types, "event": events}
+    filters = data.FeedFilter(
+        types=tuple(args.get("type", ())),
+        events=tuple(args.get("event", ())),
+        since=args.get("since"),
+        until=args.get("until"),
+    )
+    window = {name: request.args[name] for name in ("since", "until") if args.get(name) is not None}
+    return filters, cursor.position if cursor else None, {"type": types, "event": events, **window}
 
 
 class _MultiDict(dict[str, Any]):
@@ -304,9 +381,13 @@ def customer(customer_id: str) -> Any:
     with resources().reads.connect(g.agent.team_id) as connection:
         merged_into, profile = data.load_profile(connection, g.agent.team_id, wanted)
         timeline = None
+        visits: list[dict[str, Any]] = []
         if profile is not None:
             timeline = data.load_timeline(
                 connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
+            )
+            visits, _ = data.read_visits(
+                connection, g.agent.team_id, wanted, limit=VISITS_SHOWN, after=None, budget=VISITS_SCAN
             )
     if merged_into is not None:
         return redirect(_customer_url("console.customer", merged_into, request.args), 303)
@@ -314,14 +395,42 @@ def customer(customer_id: str) -> Any:
         return _not_found("customer", f"customer {customer_id}")
     return render_template(
         "console/customer.html",
+        presence=_presence(wanted, profile.data, timeline.items, whole=after is None and not filters.narrows),
         profile=profile.data,
+        visits=visits,
         trait_times=profile.trait_times,
         items=timeline.items,
         older=_older_url(wanted, timeline.next_cursor, chosen),
         chosen=chosen,
+        window=(filters.since, filters.until) if filters.since or filters.until else None,
         feed_types=FEED_TYPES,
         paged=after is not None,
     )
+
+
+def _presence(customer_id: int, profile: dict[str, Any], items: list[dict[str, Any]], whole: bool) -> Any:
+    """Active now (and on which page or screen), or last seen how long ago. The newest page
+    or screen is read only for a customer active now, from the items shown when they are
+    the newest of every kind, else by one more feed read (the API's, one item)."""
+    now = datetime.now(UTC)
+    last_seen = profile.get("last_seen")
+    place = None
+    if last_seen and now - present.instant(last_seen) < present.ACTIVE_WITHIN:
+        shown = [item for item in items if item.get("type") in ("page", "screen")] if whole else []
+        if shown:
+            place = shown[0]
+        else:
+            with resources().reads.connect(g.agent.team_id) as connection:
+                found = data.load_timeline(
+                    connection,
+                    g.agent.team_id,
+                    customer_id,
+                    filters=data.FeedFilter(types=("page", "screen"), events=()),
+                    after=None,
+                    limit=1,
+                )
+            place = found.items[0] if found is not None and found.items else None
+    return present.presence(last_seen, now, place)
 
 
 @bp.get("/customers/<customer_id>/timeline")
@@ -353,6 +462,7 @@ def _older_url(customer_id: int, cursor: str | None, chosen: dict[str, Any]) -> 
     if cursor is None:
         return None
     query = [("type", kind) for kind in chosen["type"]] + [("event", name) for name in chosen["event"]]
+    query += [(name, chosen[name]) for name in ("since", "until") if name in chosen]
     query.append(("cursor", cursor))
     return url_for("console.customer", customer_id=str(customer_id)) + "?" + urlencode(query)
 
@@ -364,7 +474,7 @@ def _older_url(customer_id: int, cursor: str | None, chosen: dict[str, Any]) -> 
 def lookup() -> Any:
     """`?email=`, `?user_id=` or `?anonymous_id=`: that customer's page (the survivor of a merge)."""
     given = [(name, value) for name, value in request.args.items(multi=True) if name in _LOOKUP_KINDS]
-    unknown = sorted(set(request.args) - set(_LOOKUP_KINDS))
+    unknown = sorted(set(request.args) - set(_LOOKUP_KINDS) - {"at"})
     if len(given) != 1 or unknown or not given[0][1].strip():
         raise BadRequest(
             "A lookup link needs exactly one of email=, user_id= or anonymous_id=, for example "
@@ -380,13 +490,40 @@ def lookup() -> Any:
         customer_id = data.lookup_customer(connection, g.agent.team_id, kind, value)
     if customer_id is None:
         return _not_found("customer", f"{label} {value}")
-    return redirect(url_for("console.customer", customer_id=str(customer_id)), 303)
+    window = _before(request.args.get("at"))
+    url = url_for("console.customer", customer_id=str(customer_id))
+    return redirect(url + ("?" + urlencode(window) if window else ""), 303)
+
+
+def _before(at: str | None) -> dict[str, str]:
+    """`at=` of a deep link (when the customer wrote to us): the window of what they did in
+    the BEFORE_AT minutes up to it, as the customer page's since/until."""
+    if not at:
+        return {}
+    try:
+        instant = _at_field.deserialize(at)
+    except ValidationError:
+        raise BadRequest(
+            f"at= must be an ISO-8601 instant, for example 2024-03-01T12:00:00Z (it was {at[:60]!r})."
+        ) from None
+    return {"since": present.iso(instant - BEFORE_AT), "until": present.iso(instant + timedelta(seconds=1))}
 
 
 # -- groups --------------------------------------------------------------------------
 
 
-@bp.get("/groups/<path:group_id>")
+@bp.get("/groups/", merge_slashes=False)
+def group_by_query() -> Any:
+    """`/console/groups/?id=..`: the group whose id a path segment cannot carry (see `group_url`)."""
+    group_id = request.args.get("id")
+    if group_id is None:
+        abort(404)
+    return group(group_id)
+
+
+# merge_slashes=False: an id holding `//` is found as it is, never redirected (Werkzeug's
+# redirect would name the request's Host).
+@bp.get("/groups/<path:group_id>", merge_slashes=False)
 def group(group_id: str) -> Any:
     """A group's traits and its members, in the order they joined."""
     raw = {"limit": str(SEARCH_PAGE_SIZE)}
@@ -412,9 +549,7 @@ def group(group_id: str) -> Any:
     group_data, position = found
     more = None
     if position is not None:
-        more = url_for(
-            "console.group", group_id=group_id, cursor=data.encode_cursor("members", position, "asc")
-        )
+        more = group_url(group_id, cursor=data.encode_cursor("members", position, "asc"))
     return render_template("console/group.html", group=group_data, more=more)
 
 

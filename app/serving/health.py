@@ -24,7 +24,7 @@ from app.errors import ApiError
 from app.resources import Resources, resources
 from app.serving import metrics
 from store.fold_failures import count_failing_deletes, count_set_aside
-from store.migrate import is_current
+from store.schema_version import is_current
 
 bp = Blueprint("health", __name__)
 

@@ -49,7 +49,7 @@ from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
-from app.errors import ApiError
+from app.api_error import ApiError
 from service.settings import Settings
 
 # A response that the client does not read: give up on the connection after this long.

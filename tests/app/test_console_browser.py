@@ -420,7 +420,8 @@ def test_a_hostile_payload_stays_inert_text(signed_in: Console) -> None:
         "s => s.dispatchEvent(new MouseEvent('mouseover', {bubbles: true})))"
     )
     signed_in.assert_nothing_ran()
-    assert signed_in.driver.title.startswith("<script>")  # escaped text in the title, not markup
+    # escaped text in the title, not markup (between FSI and PDI, its direction isolated)
+    assert signed_in.driver.title.startswith("\u2068<script>")
 
 
 def test_another_teams_customer_is_not_found(signed_in: Console) -> None:
@@ -465,3 +466,107 @@ def test_a_key_revoked_while_signed_in_signs_the_agent_out(console: Console) -> 
     assert "your key was revoked" in console.text("#notice")
     console.open("/console/lookup?user_id=u-journey")
     assert "/console/sign-in" in console.driver.current_url
+
+
+# -- what the red-team pass found (issue 24) ------------------------------------------
+
+RLO = "\u202e"
+
+
+def test_the_sign_in_cookie_is_a_host_cookie_chromium_keeps_over_http_on_loopback(console: Console) -> None:
+    console.sign_out()
+    console.open("/console/sign-in")
+    cookies = {cookie["name"]: cookie for cookie in console.driver.get_cookies()}
+    kept = cookies.get("__Host-console_sign_in")
+    assert kept is not None, cookies
+    assert kept["secure"] is True and kept["path"] == "/" and kept["httpOnly"] is True
+    assert "console_sign_in" not in cookies
+    console.find("#key").send_keys(console.team.read)
+    console.follow(console.find("#sign-in"))
+    assert console.all("#sign-out")  # the double submit held: Chromium sent the cookie back
+    assert "__Host-console_sign_in" not in {cookie["name"] for cookie in console.driver.get_cookies()}
+
+
+def test_a_long_value_wraps_and_the_traits_table_stays_on_the_page(signed_in: Console) -> None:
+    long_url = "https://shop.test/" + "a" * 3000
+    send(signed_in.engine, signed_in.team, [
+        {"type": "identify", "userId": "u-long", "timestamp": at(0), "messageId": "long-1",
+         "traits": {"name": "Lon Gvalue", "homepage": long_url, "note": "x" * 3000, "k" * 250: "y"}},
+    ])  # fmt: skip
+    signed_in.open("/console/lookup?user_id=u-long")
+    widths = signed_in.driver.execute_script(
+        "const main = document.querySelector('main');"
+        "return {table: document.querySelector('#traits').getBoundingClientRect().width,"
+        " main: main.getBoundingClientRect().width, page: document.documentElement.scrollWidth,"
+        " window: window.innerWidth,"
+        " wrap: getComputedStyle(document.querySelector('#traits td a')).overflowWrap};"
+    )
+    assert widths["table"] <= widths["main"], widths
+    assert widths["page"] <= widths["window"], widths
+    assert widths["wrap"] == "anywhere"
+
+
+def _text_after_isolate(console: Console, css: str) -> dict[str, float]:
+    """The box of the first isolated element matching `css`, and that of the text right after it."""
+    found: dict[str, float] = console.driver.execute_script(
+        "const bdi = document.querySelector(arguments[0]);"
+        "const range = document.createRange(); range.selectNodeContents(bdi.nextSibling);"
+        "const after = range.getBoundingClientRect(), own = bdi.getBoundingClientRect();"
+        "return {bdi_left: own.left, bdi_right: own.right, after_left: after.left,"
+        " style: getComputedStyle(bdi).unicodeBidi};",
+        css,
+    )
+    return found
+
+
+def test_an_rlo_in_a_value_does_not_reverse_the_consoles_text_after_it(signed_in: Console) -> None:
+    """Left to right after the value, as written: the closing quote and the headline's words."""
+    send(signed_in.engine, signed_in.team, [
+        {"type": "identify", "userId": f"u-{RLO}rlo", "anonymousId": "anon-rlo", "timestamp": at(0),
+         "messageId": "rlo-1", "traits": {"name": f"Refund {RLO}00.001$ :tnuoma"}},
+    ])  # fmt: skip
+    signed_in.open(f"/console/?q={quote(RLO)}")
+    quote_mark = _text_after_isolate(signed_in, "h1 #query")
+    assert quote_mark["after_left"] >= quote_mark["bdi_right"] - 1, quote_mark
+    assert quote_mark["style"] == "isolate"
+    signed_in.open("/console/lookup?anonymous_id=anon-rlo")
+    words = _text_after_isolate(signed_in, "#timeline .line bdi")  # "Identified as <bdi>u-…</bdi>; …"
+    assert words["after_left"] >= words["bdi_right"] - 1, words
+    assert (
+        signed_in.driver.execute_script(
+            "return getComputedStyle(document.querySelector('#traits .value')).unicodeBidi"
+        )
+        == "isolate"
+    )
+
+
+def test_presence_says_active_now_or_last_seen_relative_with_the_agents_time_on_hover(
+    signed_in: Console,
+) -> None:
+    now = datetime.now(UTC)
+    stamp = lambda delta: (now - delta).isoformat().replace("+00:00", "Z")  # noqa: E731
+    send(signed_in.engine, signed_in.team, [
+        {"type": "page", "userId": "u-here", "name": "Checkout", "timestamp": stamp(timedelta(minutes=1)),
+         "messageId": "here-1", "context": {"page": {"url": "https://shop.test/checkout"}}},
+        {"type": "track", "userId": "u-away", "event": "Logged Out", "messageId": "away-1",
+         "timestamp": stamp(timedelta(hours=3, minutes=2))},
+    ])  # fmt: skip
+    signed_in.open("/console/lookup?user_id=u-here")
+    assert signed_in.text("#presence") == "Active now on Checkout"
+    signed_in.open("/console/lookup?user_id=u-away")
+    shown = signed_in.find("#last-seen-ago")
+    assert shown.text == "3 hours ago"  # the script leaves the relative text as it is
+    title = shown.get_attribute("title") or ""
+    assert f"({ZONE})" in title and title.endswith(" UTC")  # the instant, in the agent's zone, on hover
+
+
+def test_the_journey_shows_its_visits_and_the_page_stays_within_the_window(signed_in: Console) -> None:
+    signed_in.open("/console/lookup?user_id=u-journey")
+    rows = signed_in.all("#visits tr.visit")
+    # The fixture's journey: 09:00 UTC the old login, anonymous pages a minute on, then
+    # tracks every 3 minutes: one visit.
+    assert len(rows) == 1
+    assert signed_in.text("#visits tr.visit td.entry") == "Home"
+    assert signed_in.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    logs = [e for e in signed_in.driver.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
+    assert [e["message"] for e in logs if "status of 40" not in e["message"]] == []

@@ -33,3 +33,39 @@ def item(kind: str, summary: str, **rest: Any) -> dict[str, Any]:
 )
 def test_the_headline_is_the_summary_plus_presentation(shown: dict[str, Any], line: str) -> None:
     assert headline(shown) == line
+
+
+def test_ago_says_how_long_ago_in_the_largest_whole_unit() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from app.console.present import ago
+
+    now = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    assert ago(now - timedelta(seconds=20), now) == "just now"
+    assert ago(now + timedelta(seconds=20), now) == "just now"  # a client clock a little ahead
+    assert ago(now - timedelta(minutes=1, seconds=5), now) == "1 minute ago"
+    assert ago(now - timedelta(minutes=59), now) == "59 minutes ago"
+    assert ago(now - timedelta(hours=3, minutes=40), now) == "3 hours ago"
+    assert ago(now - timedelta(days=1, hours=2), now) == "1 day ago"
+    assert ago(now - timedelta(days=15), now) == "2 weeks ago"
+    assert ago(now - timedelta(days=70), now) == "2 months ago"
+    assert ago(now - timedelta(days=800), now) == "2 years ago"
+
+
+def test_presence_is_active_within_five_minutes_and_names_the_page_of_that_visit() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from app.console.present import presence
+
+    now = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    page = {"type": "page", "name": None, "timestamp": "2024-03-01T11:50:00Z",
+            "context": {"page_title": "Pricing | Shop"}, "properties": {}}  # fmt: skip
+    active = presence(now - timedelta(minutes=4, seconds=59), now, page)
+    assert active["active"] and active["where"] == "Pricing | Shop"
+    old_page = {**page, "timestamp": "2024-03-01T10:00:00Z"}  # a visit before this one
+    assert presence(now - timedelta(minutes=1), now, old_page)["where"] is None
+    screen = {"type": "screen", "name": "Checkout", "timestamp": "2024-03-01T11:59:00Z", "context": {}}
+    assert presence("2024-03-01T11:59:30Z", now, screen)["where"] == "Checkout"
+    gone = presence(now - timedelta(minutes=5), now, page)
+    assert not gone["active"] and gone["ago"] == "5 minutes ago" and gone["iso"] == "2024-03-01T11:55:00Z"
+    assert presence(None, now, None) == {"active": False, "seen": False}

@@ -29,8 +29,13 @@
       if (isNaN(date.getTime())) { return; }
       // An item's own time sits under its day's heading: the clock is enough there.
       var underDay = node.closest("li.event span.time") !== null;
-      node.textContent = underDay ? clock.format(date) : full.format(date);
-      node.title = utcText(date) + " (shown in " + zone + ")";
+      if (node.dataset.relative === "1") {
+        // "3 hours ago" stays; the instant, in the agent's zone, is on hover.
+        node.title = full.format(date) + " (" + zone + "), " + utcText(date);
+      } else {
+        node.textContent = underDay ? clock.format(date) : full.format(date);
+        node.title = utcText(date) + " (shown in " + zone + ")";
+      }
       node.dataset.local = "1";
     });
   }
