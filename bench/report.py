@@ -108,6 +108,21 @@ def figures(details: dict[str, Any]) -> list[Figure]:
         rows += _isolation_rows(details["isolation"], details.get("lag"))
     if "live" in details:
         rows += _live_rows(details["live"])
+    if "storage" in details:
+        stored = details["storage"]
+        ratio = stored["bytes_per_event_live"] / stored["gzip_bytes_per_event"]
+        rows.append(
+            Figure(
+                f"Bytes on disk per real-shaped event, every table and index, folded "
+                f"({stored['events']:,} events of the real clients' sample; "
+                f"{stored['bytes_per_event_vacuumed']:,.0f} B before the fold's old versions are reused)",
+                f"{stored['bytes_per_event_live']:,.0f} B",
+                f"{stored['gzip_bytes_per_event']:,.0f} B gzip'd archive",
+                f"{ratio:.1f}x",
+                "<= 3x",
+                ratio <= 3,
+            )
+        )
     rows += _memory_rows(details.get("memory", {}))
     return rows
 

@@ -60,6 +60,7 @@ from bench.pipeline import measure_end_to_end, measure_lag
 from bench.profiling import Recording
 from bench.rqbaseline import measure_rq_baseline
 from bench.slow import SlowSizes, measure_slow_clients
+from bench.storage import measure_storage
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Sizes:
     slow_rounds: int
     isolation: IsolationSizes
     live: LiveSizes
+    storage_people: int
 
 
 FULL = Sizes(
@@ -122,6 +124,7 @@ FULL = Sizes(
     # The issue's figures: 1,000 open customer pages (a stream each) on one process, 500
     # events/s flowing to those customers.
     live=LiveSizes(customers=1000, streams=1000, rate=500, seconds=8, rounds=2),
+    storage_people=2000,  # x 14 events of the real clients' sample
 )
 
 QUICK = Sizes(
@@ -156,10 +159,11 @@ QUICK = Sizes(
         flood_concurrency=4,
     ),
     live=LiveSizes(customers=8, streams=8, rate=40, seconds=1, rounds=1),
+    storage_people=20,
 )
 
 
-PHASES = ("ingest", "slow", "fold", "pipeline", "feed", "rq", "imports", "isolation", "live")
+PHASES = ("ingest", "slow", "fold", "pipeline", "feed", "rq", "imports", "isolation", "live", "storage")
 
 
 @dataclass
@@ -355,6 +359,11 @@ def run_suite(options: Options) -> dict[str, Any]:
         if "live" in options.only:
             with phase("live streams: an event to the open customer pages; what open pages cost", timings):
                 details["live"] = measure_live(run, live_team, sizes.live)
+        if "storage" in options.only:
+            with phase("bytes on disk per real event, beside its gzip'd archive", timings):
+                details["storage"] = measure_storage(
+                    servers, f"{options.database_prefix}_storage", sizes.storage_people
+                )
         if "rq" in options.only:
             with phase("one RQ job per event (baseline)", timings):
                 details["rq_per_event"] = measure_rq_baseline(
