@@ -135,7 +135,11 @@ def end_session(response: Response, agent: Agent | None = None) -> None:
 
 def current_agent(req: Request) -> Agent | None:
     """The signed-in agent, None without a session; SignedOut when the session no longer holds."""
-    cookie = req.cookies.get(SESSION_COOKIE)
+    return agent_of(req.cookies.get(SESSION_COOKIE))
+
+
+def agent_of(cookie: str | None) -> Agent | None:
+    """The agent a session cookie's value names, as `current_agent` (needs the app's context)."""
     if not cookie:
         return None
     team_text, _, rest = cookie.partition(".")

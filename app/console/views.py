@@ -142,7 +142,7 @@ def require_agent() -> BaseResponse | None:
 
 
 def _to_sign_in(reason: str | None = None) -> BaseResponse:
-    if request.endpoint == "console.timeline":
+    if request.endpoint in ("console.timeline", "console.live"):
         # fetch() from our script: it sends the agent to sign-in itself.
         response = make_response("Signed out", 401)
         response.headers["X-Console-Sign-In"] = url_for("console.sign_in", reason=reason)

@@ -570,3 +570,32 @@ def test_the_journey_shows_its_visits_and_the_page_stays_within_the_window(signe
     assert signed_in.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     logs = [e for e in signed_in.driver.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
     assert [e["message"] for e in logs if "status of 40" not in e["message"]] == []
+
+
+def test_an_event_folded_while_the_page_is_open_appears_on_top_without_a_reload(signed_in: Console) -> None:
+    """The page's stream (app/console/live.py): the new item on top, the presence line and
+    the profile updated in place; the page itself is not loaded again."""
+    now = datetime.now(UTC)
+    stamp = lambda delta: (now - delta).isoformat().replace("+00:00", "Z")  # noqa: E731
+    send(signed_in.engine, signed_in.team, [
+        {"type": "track", "userId": "u-live", "event": "Opened App", "messageId": "live-1",
+         "timestamp": stamp(timedelta(hours=2))},
+    ])  # fmt: skip
+    signed_in.open("/console/lookup?user_id=u-live")
+    driver = signed_in.driver
+    live_state = "return document.getElementById('timeline').dataset.liveState"
+    wait_for(signed_in, lambda: driver.execute_script(live_state) == "open")
+    driver.execute_script("window.__samePage = 'yes'")
+    assert signed_in.text("#presence").startswith("Last seen")
+    assert signed_in.text("#event-count") == "1"
+    send(signed_in.engine, signed_in.team, [
+        {"type": "page", "userId": "u-live", "name": "Billing", "messageId": "live-2",
+         "timestamp": stamp(timedelta(seconds=5)), "context": {"page": {"url": "https://shop.test/billing"}}},
+    ])  # fmt: skip
+    wait_for(signed_in, lambda: len(signed_in.all("#timeline li.event")) == 2, seconds=20)
+    newest = signed_in.events()[0]
+    assert "Billing" in newest["line"], newest
+    assert signed_in.text("#presence") == "Active now on Billing"
+    assert signed_in.text("#event-count") == "2"
+    assert driver.execute_script("return window.__samePage") == "yes"  # no reload
+    signed_in.assert_nothing_ran()

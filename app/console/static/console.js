@@ -104,10 +104,58 @@
       });
   }
 
+  // The page, live: the customer's stream (app/console/live.py) says when new events are
+  // on the timeline; the page is then fetched again and what changed put in place (the
+  // new items on top, the profile and its presence line), drawn by the one template.
+  function live(list) {
+    if (!list.dataset.live || !window.EventSource) { return; }
+    var source = new EventSource(list.dataset.live);
+    var pending = null;
+    source.addEventListener("open", function () { list.dataset.liveState = "open"; });
+    source.addEventListener("error", function () { list.dataset.liveState = "reconnecting"; });
+    source.addEventListener("end", function () {
+      source.close();
+      window.location.assign(list.dataset.signIn);
+    });
+    source.addEventListener("item", function () {
+      if (pending === null) { pending = window.setTimeout(refresh, 100); }
+    });
+    function refresh() {
+      pending = null;
+      fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (html === null) { return; }
+          var page = new DOMParser().parseFromString(html, "text/html");
+          var profile = page.getElementById("profile");
+          if (profile) {
+            document.getElementById("profile").replaceWith(document.importNode(profile, true));
+            localTimes(document.getElementById("profile"));
+          }
+          var shown = {};
+          list.querySelectorAll("li.event").forEach(function (item) { shown[item.dataset.id] = true; });
+          var fresh = Array.prototype.filter.call(page.querySelectorAll("ol.timeline > li.event"), function (item) {
+            return !shown[item.dataset.id];
+          });
+          if (!fresh.length) { return; }
+          list.querySelectorAll("li.empty").forEach(function (node) { node.remove(); });
+          var first = list.querySelector("li.event");
+          fresh.forEach(function (item) {
+            var node = document.importNode(item, true);
+            node.classList.add("fresh");
+            list.insertBefore(node, first);
+          });
+          localTimes(list);
+          decorate(list);
+          list.dataset.liveItems = String((Number(list.dataset.liveItems) || 0) + fresh.length);
+        });
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
     var list = document.getElementById("timeline");
-    if (list) { decorate(list); }
+    if (list) { decorate(list); live(list); }
     document.addEventListener("click", loadOlder);
     document.body.dataset.ready = "1";
   });
