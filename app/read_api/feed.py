@@ -34,7 +34,7 @@ from app.edges import invalid, load_query, not_found, path_id
 from app.errors import READS_MARK
 from app.ingest.ratelimit import RateLimits
 from app.read_api.customer_ref import NO_ARGS, customer_ref, redirect_same_route
-from app.resources import Resources, resources
+from app.resources import Reads, Resources, resources
 from app.serving import metrics
 from schemas.api import FeedArgs, query_arguments
 from schemas.cursors import encode_cursor
@@ -214,7 +214,8 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 class _Read:
     """What one lane request holds, to give back when it ends."""
 
-    team_id: int | None = None  # a place in the team's expensive-read gate
+    reads: Reads | None = None  # the read budget whose gate holds a place of `team_id`
+    team_id: int | None = None
     reading: bool = False  # it read through the read budget (app/errors.py READS_MARK)
 
 
@@ -234,8 +235,6 @@ class FeedLane:
     def __init__(self, app: Flask, inner: WSGIApp):
         self.app = app
         self.inner = inner
-        self.resources: Resources = app.extensions["timeline"]
-        self.limits: RateLimits = app.extensions["rate_limits"]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
@@ -265,10 +264,21 @@ class FeedLane:
             metrics.request_observed(FEED_RULE, response.status_code, time.perf_counter() - started)
             return response(environ, start_response)
         finally:
-            if read.team_id is not None:
-                self.resources.reads.gate.leave(read.team_id)
+            if read.reads is not None and read.team_id is not None:
+                read.reads.gate.leave(read.team_id)
             if read.reading:
                 unwatch_client()
+
+    @property
+    def resources(self) -> Resources:
+        """The app's own (read on each request, so a test that swaps them is obeyed)."""
+        found: Resources = self.app.extensions["timeline"]
+        return found
+
+    @property
+    def limits(self) -> RateLimits:
+        found: RateLimits = self.app.extensions["rate_limits"]
+        return found
 
     def _page(
         self, environ: dict[str, Any], customer_id: int, read: _Read
@@ -280,7 +290,7 @@ class FeedLane:
         args = feed_args(Request(environ).args) if query else _FIRST_PAGE_ARGS
         reads = self.resources.reads
         reads.enter_gate(key.team_id)
-        read.team_id = key.team_id
+        read.reads, read.team_id = reads, key.team_id
         read.reading = True
         with reads.watched(environ) as connection:
             return _read_page(connection, key.team_id, customer_id, args), args
