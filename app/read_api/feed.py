@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request
@@ -46,7 +47,7 @@ bp = Blueprint("feed", __name__, url_prefix="/api/v1")
 FEED_RULE = "/api/v1/customers/<path:customer_id>/feed"
 _feed_args = FeedArgs()
 # What FeedArgs loads from an empty query string (the first page), loaded once.
-_FIRST_PAGE_ARGS: Mapping[str, Any] = _feed_args.load({})
+_FIRST_PAGE_ARGS: Mapping[str, Any] = MappingProxyType(_feed_args.load({}))
 # The arguments `feed_args` reads field by field when nothing else is given.
 _PAGING = frozenset(("cursor", "limit"))
 
