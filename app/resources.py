@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app, g, has_request_context, request
 from redis import Redis
@@ -85,20 +86,30 @@ class Reads:
         if not has_request_context():
             return self.engine.connect()
         if team_id is not None and _TEAM_MARK not in g and is_expensive_read():
-            if not self.gate.enter(team_id):
-                raise ApiError(
-                    429,
-                    "too_many_expensive_reads",
-                    f"This team already has {self.gate.limit} expensive reads (feed pages, "
-                    "external ids, event summaries, verbose traits, console customer pages) "
-                    "running here; wait for them to finish, then retry after "
-                    f"{EXPENSIVE_RETRY_AFTER_SECONDS} second.",
-                    headers={"Retry-After": str(EXPENSIVE_RETRY_AFTER_SECONDS)},
-                )
+            self.enter_gate(team_id)
             setattr(g, _TEAM_MARK, team_id)
         setattr(g, READS_MARK, True)
+        return self.watched(request.environ)
+
+    def enter_gate(self, team_id: int) -> None:
+        """One of the team's expensive-read places in this process (`gate.leave` gives it
+        back), or the 429 that says to wait."""
+        if not self.gate.enter(team_id):
+            raise ApiError(
+                429,
+                "too_many_expensive_reads",
+                f"This team already has {self.gate.limit} expensive reads (feed pages, "
+                "external ids, event summaries, verbose traits, console customer pages) "
+                "running here; wait for them to finish, then retry after "
+                f"{EXPENSIVE_RETRY_AFTER_SECONDS} second.",
+                headers={"Retry-After": str(EXPENSIVE_RETRY_AFTER_SECONDS)},
+            )
+
+    def watched(self, environ: dict[str, Any]) -> Connection:
+        """A read connection whose statements are cancelled if the client of `environ` goes
+        (under gunicorn's gevent worker; `unwatch_client` when the request ends)."""
         connection = self.engine.connect()
-        client = request.environ.get("gunicorn.socket")
+        client = environ.get("gunicorn.socket")
         driver = connection.connection.driver_connection
         if client is not None and driver is not None and gevent_patched():
             watch_client(client.fileno()).add(driver)

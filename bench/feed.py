@@ -14,6 +14,7 @@ Postgres by pgbench (libpq, prepared), one client, one after another.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from sqlalchemy import event
 
 from bench.env import BenchTeam, Servers, make_team
@@ -242,12 +244,24 @@ def feed_statements(url: str, redis_url: str, paths: list[str], key: str) -> lis
             feed = [(s, p) for s, p in captured if " FROM events " in " ".join(s.split()) + " "]
             statement, parameters = feed[-1]
             with psycopg.connect(url) as connection:
-                literal = psycopg.ClientCursor(connection).mogrify(statement, parameters)
+                literal = _literal(connection, statement, parameters)
             found.append(FeedStatement(" ".join(literal.split()), len(captured)))
     finally:
         app.extensions["timeline"].dispose()
         app.extensions["timeline"].redis.close()
     return found
+
+
+def _literal(connection: psycopg.Connection[Any], statement: str, parameters: Any) -> str:
+    """The statement with its parameters written in: `$n` placeholders (store/feed.py
+    sends its statements so) or psycopg's `%(name)s`."""
+    if isinstance(parameters, tuple):
+        return re.sub(
+            r"\$(\d+)",
+            lambda found: sql.Literal(parameters[int(found.group(1)) - 1]).as_string(connection),
+            statement,
+        )
+    return psycopg.ClientCursor(connection).mogrify(statement, parameters)
 
 
 def deep_cursor(base: str, path: str, key: str, depth: int) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Connection, Engine, event, text
 
@@ -104,7 +105,14 @@ def plans_of(connection: Connection, run: Any) -> list[dict[str, Any]]:
     for statement, parameters in captured:
         if statement.lstrip().upper().startswith(("SELECT LOWER", "SELECT SET_CONFIG")):
             continue  # not a read; a set_config has already set what the plans below see
-        raw = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar_one()
+        explain = "EXPLAIN (FORMAT JSON) " + statement
+        if isinstance(parameters, tuple):  # `$n` placeholders, as store.feed sends its statements
+            driver = connection.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            with psycopg.RawCursor(driver) as cursor:
+                raw = cursor.execute(explain, parameters).fetchone()[0]  # type: ignore[index]
+        else:
+            raw = connection.exec_driver_sql(explain, parameters).scalar_one()
         plans.append((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
     return plans
 
