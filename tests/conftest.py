@@ -33,6 +33,7 @@ from service.settings import Settings, sqlalchemy_url
 from store.apikeys import create_key, create_team
 from store.engine import make_engine, make_redis
 from store.migrate import upgrade
+from tests.node import install_ahead, stop_installs
 from workers import runtime
 
 # ../shared beside the clone (SPEC: "payloads exactly as Segment documents them").
@@ -45,6 +46,21 @@ if not FIXTURES.is_dir():
         f"Segment fixtures not found at {FIXTURES}: the tests expect ../shared beside the "
         "clone (or SEGMENT_FIXTURES pointing at the folder)."
     )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The node packages the selected tests need (their modules' `NODE_PACKAGES`), installed
+    in the background while the tests before them run (tests/node.py)."""
+    if session.config.option.collectonly:
+        return
+    folders: list[Path] = []
+    for item in session.items:
+        folders += getattr(getattr(item, "module", None), "NODE_PACKAGES", ())
+    install_ahead(folders)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_installs()
 
 
 # Property tests fail on a real counter-example, never on the machine's load or a lucky

@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,17 @@ class GunicornServer:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_logged(self, text: str, count: int = 1, seconds: float = 30.0) -> str:
+        """The log, once `text` occurs in it at least `count` times: a test that reads the log
+        waits for the line written last, never a fixed pause. A test failure, with the log's
+        tail, if it is not there within `seconds` (a bound only against hanging)."""
+        deadline = time.monotonic() + seconds
+        while (log := self.log_text()).count(text) < count:
+            if time.monotonic() > deadline:
+                pytest.fail(f"not logged within {seconds:.0f} s: {text!r}:\n{log[-3000:]}")
+            time.sleep(0.02)
+        return log
 
     def __enter__(self) -> Self:
         self.log_path.write_bytes(b"")

@@ -42,6 +42,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "tests" / "browser"
+NODE_PACKAGES = [PACKAGE]  # installed ahead (tests/node.py)
 BUNDLE = PACKAGE / "node_modules" / "@segment" / "analytics-next" / "dist" / "umd"
 CALLS = ["page", "identify", "track", "group", "alias"]
 DOC = ROOT / "docs" / "segment-destination.md"

@@ -82,7 +82,11 @@ def neighbour(engine: Engine) -> TeamKeys:
 
 
 def _server(tmp_path: Path, **env: str) -> GunicornServer:
-    return GunicornServer(tmp_path, env)
+    # A `requests` answer still referenced keeps its connection open, and gunicorn's graceful
+    # stop waits for such an idle kept-alive connection until its keep-alive time (30 s, past
+    # the 10 s the stop grants: ~10 s a test). Keep-alive is not these tests' subject, and no
+    # connection here is reused: idle ones close after a second.
+    return GunicornServer(tmp_path, {"GUNICORN_KEEPALIVE": "1", **env})
 
 
 def test_one_teams_slow_reads_leave_another_teams_ingest_and_readyz_alone(

@@ -3,8 +3,10 @@
 Real gunicorn with two worker processes on a loopback port, real sockets. Its deadlines
 are shortened through the environment (head and body 2 s, idle keep-alive 2 s) so the
 slow-client cases finish in seconds; the production values are in service/settings.py and
-app/serving/gunicorn_config.py. Nothing here measures speed: "answered" means within 1 s, a
-bound a working server meets by a factor of a hundred.
+app/serving/gunicorn_config.py. Nothing here measures speed: "answered" beside slow clients
+means within ANSWER_SECONDS, far below what a server held by them would need (each slow
+connection holds its reader for DEADLINE_SECONDS, 200 of them over two processes) and far
+above what a loaded machine adds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from tests.servers import assert_envelope, connect, exchange, read_answer
 pytestmark = pytest.mark.slow
 
 DEADLINE_SECONDS = 2.0  # head, body and idle, for this server
+# A server that served the 200 slow connections one by one would answer after ~200 s.
+ANSWER_SECONDS = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +128,12 @@ def test_200_trickling_connections_do_not_stop_others_from_being_answered(
         time.sleep(0.3)  # every slow connection has been accepted and is in its read
         answered = []
         for n in range(5):
-            health = requests.get(f"{server.url}/healthz", timeout=1)
+            health = requests.get(f"{server.url}/healthz", timeout=ANSWER_SECONDS)
             post = requests.post(
                 f"{server.url}/v1/segment",
                 data=track(f"beside-the-slow-{n}"),
                 headers={**keys.basic(keys.ingest), "Content-Type": "application/json"},
-                timeout=1,
+                timeout=ANSWER_SECONDS,
             )
             answered.append((health.status_code, post.status_code))
         assert answered == [(200, 200)] * 5
@@ -222,6 +226,7 @@ def test_a_malformed_request_gets_a_json_400(server: Server, request_bytes: byte
 
 def test_the_log_of_a_malformed_header_names_no_key(server: Server) -> None:
     request = b"GET /healthz HTTP/1.1\r\nAuthorization: Bearer tlk_leaky\x01value\r\n\r\n"
+    logged = server.log_text().count("Invalid request from ip=")
     assert_envelope(exchange(server, request), 400, "malformed_request")
-    time.sleep(0.2)
-    assert "tlk_leaky" not in server.log_path.read_text(errors="replace")
+    # The worker logs the refusal, then answers it: wait for that line, then look.
+    assert "tlk_leaky" not in server.wait_logged("Invalid request from ip=", logged + 1)

@@ -83,7 +83,13 @@ def test_quick_run_reports_every_figure_beside_its_ceiling(
     fair = details["isolation"]["fair_share"]
     for key in ("one_worker", "two_workers"):
         assert fair[key]["events"] > 0
-    assert fair["busy_rate"]["alone"] > 0
+    # The busy team's backlog folds for the whole of both alone windows only if it outlasts
+    # them; on a fast (or lucky) run the worker finishes it first and the rate is rightly 0
+    # (the report says "its backlog ran out"). How fast the fold is is not this test's business.
+    if fair["busy_left_after_one_worker"] > 0:
+        assert fair["busy_rate"]["alone"] > 0
+    else:
+        assert fair["busy_rate"]["alone"] >= 0
     assert details["feed"]["http_floor"]["count"] > 0
     for figure in results["figures"]:
         assert figure["measured"] and figure["ceiling"] and figure["ratio"]

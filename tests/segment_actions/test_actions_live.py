@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "segment-actions"
+NODE_PACKAGES = [PACKAGE]  # installed ahead (tests/node.py)
 RUNNER = PACKAGE / "live" / "run.js"
 WAIT_SECONDS = 30.0
 NODE_SECONDS = 120.0

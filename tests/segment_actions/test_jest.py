@@ -12,9 +12,11 @@ from tests.node import ROOT, node_packages, npm
 
 pytestmark = pytest.mark.slow
 
+NODE_PACKAGES = [ROOT / "segment-actions"]  # installed ahead (tests/node.py)
+
 
 def test_the_destinations_jest_suite_passes() -> None:
-    package = ROOT / "segment-actions"
+    package = NODE_PACKAGES[0]
     node_packages(package)
     output = npm(package, "test", what="npm test (jest)")
     summary = re.search(r"^Tests:\s+(\d+) passed, (\d+) total$", output, re.MULTILINE)

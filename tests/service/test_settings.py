@@ -40,7 +40,7 @@ def test_defaults_are_one_process_and_its_own_counters() -> None:
 
 def test_the_gunicorn_config_hands_workers_their_environment_and_writes_none() -> None:
     before = dict(os.environ)
-    config = runpy.run_path(str(ROOT / "app" / "gunicorn_config.py"))
+    config = runpy.run_path(str(ROOT / "app" / "serving" / "gunicorn_config.py"))
     assert dict(os.environ) == before
     env = dict(item.split("=", 1) for item in config["raw_env"])
     assert env["WEB_CONCURRENCY"] == str(config["workers"])

@@ -22,15 +22,25 @@ SCRIPT = textwrap.dedent(
     url = sys.argv[1]
     installed = install()
     marks = []
+    # The slow statement waits on a lock this connection holds until `quick` has run: no
+    # pause decides the order (a loaded machine could have finished a timed statement first).
+    holder = psycopg.connect(url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(424242, 1)")
 
     def slow():
         with psycopg.connect(url, autocommit=True) as connection:
-            connection.execute("SELECT pg_sleep(0.5)")
+            connection.execute("SELECT pg_advisory_lock(424242, 1)")
             marks.append("slow done")
 
     def quick():
-        gevent.sleep(0.05)
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 424242 "
+            "AND objid = 1 AND NOT granted"
+        )
+        while not holder.execute(waiting).fetchone()[0]:  # until the slow statement waits
+            gevent.sleep(0.01)
         marks.append("quick ran")  # while the slow statement is still waiting
+        holder.execute("SELECT pg_advisory_unlock(424242, 1)")
 
     def cancelled():
         with psycopg.connect(url, autocommit=True) as connection:
@@ -88,9 +98,12 @@ WATCH_SCRIPT = textwrap.dedent(
     url = sys.argv[1]
     install()
 
-    def read(client_fd, leave):
+    backends = {}
+
+    def read(name, client_fd, leave):
         # A read's statement, watched for a client: `leave` closes the client's far end.
         with psycopg.connect(url, autocommit=True) as connection:
+            backends[name] = connection.info.backend_pid
             watch = watch_client(client_fd)
             watch.add(connection)
             gevent.spawn_later(0.2, leave)
@@ -106,17 +119,22 @@ WATCH_SCRIPT = textwrap.dedent(
     talk_near, talk_far = socket.socketpair()
 
     def cancel_from_outside():
+        # The talking read's statement only, once it runs (a loaded machine may start it
+        # late, and the other read's statement must be cancelled by its own watch alone).
         with psycopg.connect(url, autocommit=True) as other:
-            other.execute(
-                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
-            )
+            while other.execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = %s "
+                "AND state = 'active' AND query = 'SELECT pg_sleep(30)'",
+                (backends["talking"],),
+            ).fetchone() is None:
+                gevent.sleep(0.02)
 
     def talk():
         talk_far.sendall(b"GET / HTTP/1.1")  # bytes, not EOF: the watch stops, nothing is cancelled
         gevent.spawn_later(0.3, cancel_from_outside)
 
-    left = gevent.spawn(read, gone_near.fileno(), gone_far.close)
-    talking = gevent.spawn(read, talk_near.fileno(), talk)
+    left = gevent.spawn(read, "left", gone_near.fileno(), gone_far.close)
+    talking = gevent.spawn(read, "talking", talk_near.fileno(), talk)
     gevent.joinall([left, talking], timeout=20)
     print(json.dumps({"left": left.value, "talking": talking.value}))
     """
