@@ -77,6 +77,26 @@ class PerProcess(Generic[T]):
             log.exception("flush at exit failed")
 
 
+_on_stop: list[Callable[[], object]] = []
+
+
+def when_stopping(callback: Callable[[], object]) -> None:
+    """Run `callback` when this process is asked to stop gracefully (gunicorn's SIGTERM to
+    a web process, app/serving/worker.py): for what would otherwise hold the stop up, such
+    as live streams that never end by themselves."""
+    _on_stop.append(callback)
+
+
+def stopping() -> None:
+    """This process is stopping: run what asked to be told (`when_stopping`), once each."""
+    while _on_stop:
+        callback = _on_stop.pop()
+        try:
+            callback()
+        except Exception:
+            log.exception("a stop callback failed")
+
+
 def start_daemon(run: Callable[[], object], name: str) -> threading.Thread:
     """A daemon thread running `run` (for a `PerProcess`'s `make`: one per process)."""
     thread = threading.Thread(target=run, name=name, daemon=True)
@@ -90,6 +110,7 @@ _live: weakref.WeakSet[PerProcess[Any]] = weakref.WeakSet()
 def _forked() -> None:
     for each in list(_live):
         each._forget_in_child()
+    _on_stop.clear()  # the parent's: a child registers its own
 
 
 @atexit.register

@@ -2,8 +2,9 @@
 trait keys as the fold compares them.
 
 The profile and the feed are built as JSON by Postgres (`store/customers.py`,
-`store/feed.py`): both write instants through `iso_sql` and show wide objects through `shown_object_sql` / `object_cut_sql` (the
-caps of docs/read-api.md, "How wide an answer is"). The profile and the live stream bind
+`store/feed.py`): both write instants through `iso_sql` and show wide objects through
+`shown_object_sql` / `object_cut_sql` (the caps of docs/read-api.md, "How wide an answer
+is"). The profile and the live stream bind
 their parameters through `prepared`; the feed page sends its statements with `$n`
 placeholders (`store.feed.first_row`).
 """

@@ -25,12 +25,13 @@ from typing import Final
 import psycopg
 from sqlalchemy import Engine
 
-from service.per_process import PerProcess, start_daemon
+from service.per_process import PerProcess, start_daemon, when_stopping
 from store.live import FOLDED_CHANNEL, StreamItem, read_folded
 
 log = logging.getLogger(__name__)
 
 RESYNC: Final = None  # what a stream's queue receives when notices may have been missed
+END: Final = "end"  # ... when the process is stopping: the stream ends, its client resumes elsewhere
 _RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
 
@@ -39,7 +40,7 @@ class Subscription:
 
     def __init__(self, team_id: int, customer_id: int):
         self.key = (team_id, customer_id)
-        self.notices: queue.Queue[list[StreamItem] | None] = queue.Queue()
+        self.notices: queue.Queue[list[StreamItem] | str | None] = queue.Queue()
 
 
 class Listener:
@@ -53,6 +54,7 @@ class Listener:
         self.open = 0
         self.listening = threading.Event()
         start_daemon(self._run, "timeline-live-listener")
+        when_stopping(self.end_all)
 
     def subscribe(self, team_id: int, customer_id: int) -> Subscription:
         subscription = Subscription(team_id, customer_id)
@@ -97,6 +99,13 @@ class Listener:
             for customer, found in by_customer.items():
                 for subscription in self._streams.get((team_id, customer), ()):
                     subscription.notices.put(found)
+
+    def end_all(self) -> None:
+        """End every open stream (the process is stopping)."""
+        with self._lock:
+            for streams in self._streams.values():
+                for subscription in streams:
+                    subscription.notices.put(END)
 
     def _resync(self, keys: set[tuple[int, int]] | None = None) -> None:
         """Tell these streams (every one: None) to read what they may have missed."""

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine
 from app.auth import check_key, key_from_header
 from app.errors import ApiError
 from app.read_api.customer_ref import NO_ARGS, read_live
-from app.read_api.live import RESYNC, Listener, Subscription, per_process_listener
+from app.read_api.live import END, RESYNC, Listener, Subscription, per_process_listener
 from app.resources import Resources, resources
 from service.per_process import PerProcess
 from store.live import CATCH_UP_ITEMS, StreamItem, StreamPosition, newest_position, read_since
@@ -173,15 +173,16 @@ def _events(
                 yield ": keep-alive\n\n"
                 continue
             items: list[StreamItem] = []
-            resync = notice is RESYNC
-            if notice is not None:
-                items.extend(notice)
-            while not subscription.notices.empty():  # what else arrived meanwhile, at once
-                more = subscription.notices.get_nowait()
-                if more is RESYNC:
+            resync = ended = False
+            for each in [notice, *_drained(subscription)]:  # what else arrived meanwhile, at once
+                if each is RESYNC:
                     resync = True
-                else:
-                    items.extend(more)
+                elif each == END:
+                    ended = True
+                elif isinstance(each, list):
+                    items.extend(each)
+            if ended:
+                return  # the process is stopping: the client reconnects (Last-Event-ID) elsewhere
             if resync:
                 position, text = _caught_up(engine, team_id, customer_id, position)
             else:
@@ -190,6 +191,13 @@ def _events(
                 yield text
     finally:
         listener.unsubscribe(subscription)
+
+
+def _drained(subscription: Subscription) -> list[list[StreamItem] | str | None]:
+    found: list[list[StreamItem] | str | None] = []
+    while not subscription.notices.empty():
+        found.append(subscription.notices.get_nowait())
+    return found
 
 
 def _since(engine: Engine, team_id: int, customer_id: int, position: StreamPosition) -> list[StreamItem]:

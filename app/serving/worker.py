@@ -44,12 +44,14 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import gevent
 from gevent import GreenletExit
 from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
 from app.api_error import ApiError
+from service.per_process import stopping
 from service.settings import Settings
 
 # A response that the client does not read: give up on the connection after this long.
@@ -411,6 +413,13 @@ class FrontDoorWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no ty
         (the environment gunicorn gave it, `raw_env`), read once."""
         self.deadlines = ReadDeadlines.from_settings(Settings.from_env())
         super().init_process()
+
+    def handle_exit(self, sig: Any, frame: Any) -> None:
+        """SIGTERM, a graceful stop: requests in progress finish, and what never finishes by
+        itself (a live stream) is told to end now (`service.per_process.when_stopping`), so
+        its client does not wait for the graceful timeout and resumes elsewhere."""
+        super().handle_exit(sig, frame)
+        gevent.spawn(stopping)  # out of the signal handler, as gunicorn's handle_quit does
 
     def timeout_ctx(self) -> AbstractContextManager[None]:
         return nullcontext()  # the deadlines live in DeadlineSocket, per phase

@@ -8,6 +8,7 @@ the app's listener through real Postgres. Every wait is on the items themselves.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
@@ -26,6 +28,7 @@ from store.apikeys import revoke_key
 from store.live import StreamPosition
 from tests.app.test_customers import customer_of, send, track
 from tests.conftest import TeamKeys
+from tests.servers import GunicornServer
 
 
 @dataclass
@@ -225,3 +228,51 @@ def test_past_the_process_share_of_streams_a_503_with_retry_after(
     assert response.status_code == 503
     assert response.get_json()["code"] == "too_many_streams"
     assert response.headers["Retry-After"]
+
+
+def _items(lines: Iterator[bytes], count: int) -> list[tuple[str, str]]:
+    """(id, event name) of the next `count` items on an SSE stream read line by line."""
+    found: list[tuple[str, str]] = []
+    current = ""
+    for line in lines:
+        if line.startswith(b"id: "):
+            current = line[4:].decode()
+        elif line.startswith(b"data: ") and current:
+            found.append((current, json.loads(line[6:])["event"]))
+            current = ""
+            if len(found) == count:
+                return found
+    raise AssertionError(f"the stream ended after {found}")
+
+
+def test_a_graceful_stop_ends_open_streams_and_the_client_resumes_on_the_next_server(
+    client: FlaskClient, engine: Engine, team: TeamKeys, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """gunicorn's SIGTERM (a deploy, a restart) ends open streams at once, instead of
+    leaving them to be cut at its graceful timeout; the client reconnects with
+    Last-Event-ID to the next server and misses nothing folded meanwhile."""
+    send(engine, team, track("kim", "Opened", 0))
+    customer = customer_of(client, team, "kim")
+    url = f"/api/v1/customers/{customer}/stream"
+    first = GunicornServer(tmp_path_factory.mktemp("stream-first"))
+    with first:
+        stream = requests.get(first.url + url, headers=team.bearer(team.read), stream=True, timeout=60)
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(lines) == b"retry: 2000"
+        send(engine, team, track("kim", "Before the stop", 1))
+        [(last_id, name)] = _items(lines, 1)
+        assert name == "Before the stop"
+        first.processes[0].send_signal(signal.SIGTERM)
+        # The stream ends as a stream does, its last chunk sent (a worker killed at the
+        # graceful timeout would cut it: "Response ended prematurely").
+        assert [line for line in lines if line] == []
+        first.processes[0].kill()  # the rest of the stop is gunicorn's, not the stream's
+    send(engine, team, track("kim", "While no server ran", 2))
+    with GunicornServer(tmp_path_factory.mktemp("stream-second")) as second:
+        headers = {**team.bearer(team.read), "Last-Event-ID": last_id}
+        resumed = requests.get(second.url + url, headers=headers, stream=True, timeout=60)
+        lines = resumed.iter_lines()
+        send(engine, team, track("kim", "After the restart", 3))
+        assert [name for _, name in _items(lines, 2)] == ["While no server ran", "After the restart"]
+        resumed.close()

@@ -41,6 +41,9 @@ EXPECTED_FIGURES = [
     "Quiet team's lag p50 / p99 at 20/s, neighbour's 20,000-event backlog folding, one worker",
     "Quiet team's lag p50 / p99 at 20/s, 20,000-event backlog and two of 5,000 folding, two workers",
     "Busy team's fold rate while the quiet team trickles (its folds share the worker)",
+    "Event 200 at ingest -> item on an open customer stream, p50 / p99, 40 events/s to 8 customers",
+    "Ingest p99 at 40 events/s with 8 streams open on one web process",
+    "Bytes on disk per real-shaped event, every table and index, folded (280 events",
     "Peak RSS per web process",
     "Peak RSS of the worker process",
 ]
@@ -68,6 +71,11 @@ def test_quick_run_reports_every_figure_beside_its_ceiling(
     assert details["fold"]["rate"] > 0 and details["fold"]["ceiling"]["rate"] > 0
     assert details["lag"]["seen"] == details["lag"]["events"] > 0
     assert details["end_to_end"]["probes"]
+    live = details["live"]
+    assert live["delivered"] == live["expected"] > 0  # every event reached every stream on its customer
+    assert live["ingest_with_streams"]["ok"] == live["ingest_with_streams"]["sent"] > 0
+    stored = details["storage"]
+    assert stored["events"] == 280 and stored["bytes_per_event_live"] > stored["gzip_bytes_per_event"] > 0
     assert details["feed"]["console"]["server_p50_ms"] > 0
     assert details["import"]["rate"] > 0 and details["import"]["ceiling"]["rate"] > 0
     for page in ("first_page", "deep_page"):

@@ -41,6 +41,19 @@ def stored(engine: Engine, team_id: int) -> list[str]:
         )
 
 
+def waiting_on_a_lock(engine: Engine) -> bool:
+    """Whether a backend of this database waits on a lock (the COPY behind ingest's row)."""
+    with engine.connect() as connection:
+        return bool(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
+
+
 def test_a_new_batch_is_copied_into_events_and_a_batch_with_a_stored_event_is_staged(
     engine: Engine, team: TeamKeys
 ) -> None:
@@ -84,7 +97,12 @@ def test_an_event_ingested_while_the_batch_is_copied_is_a_duplicate_not_an_error
 
         thread = threading.Thread(target=commit)
         thread.start()
-        time.sleep(0.5)
+        # The COPY waits for ingest's transaction: its backend waits on a lock (or, were it
+        # not to wait, the commit would end; either is seen, whatever the machine's load).
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and not waiting_on_a_lock(engine):
+            assert time.monotonic() < deadline, "the COPY neither waited nor ended"
+            time.sleep(0.02)
         assert thread.is_alive(), outcome  # the COPY waits for ingest's transaction
         ingest.commit()
         thread.join(30)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -170,6 +171,23 @@ def wait_blocked(redis: Redis, pid: int, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
+def stop_while_blocked(
+    redis: Redis, queue: Queue, worker: subprocess.Popen[bytes], timeout: float = 60
+) -> None:
+    """SIGSTOP the worker at a moment it is blocked in BLMOVE with nothing queued, as seen
+    after the stop (its Redis client's state cannot change then, but for BLMOVE's own
+    timeout). A job queued meanwhile (its sweep) or a BLMOVE that just ended: resume, retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_blocked(redis, worker.pid)
+        worker.send_signal(signal.SIGSTOP)
+        if queue.count == 0 and blocked_in_dequeue(redis, worker.pid):
+            return
+        worker.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "the worker was never stopped while blocked"
+        time.sleep(0.02)
+
+
 def stranded_fold_job(redis: Redis, queue: Queue, team_id: int) -> Job | None:
     """The team's fold job taken from the queue (in RQ's intermediate list) but not started."""
     for job_id in queue.intermediate_queue.get_job_ids():
@@ -191,17 +209,28 @@ def test_a_worker_killed_right_after_taking_a_job_stalls_nothing(
     (docs/operations.md) is a figure `bin/faults` measures, not a wall-clock assertion here.
     """
     events = journeys(12, seed=3)
-    team = new_team(engine)
     queue = Queue(settings.fold_queue, connection=redis)
-    doomed = start_worker("doomed", batch_size=1000)
-    wait_blocked(redis, doomed.pid)
-    doomed.send_signal(signal.SIGSTOP)  # still blocked in BLMOVE: Redis hands it the next job
-    store(engine, team, events)
-    FoldQueue.from_settings(redis, settings).request_fold(team)
-    deadline = time.monotonic() + 30
-    while (stranded := stranded_fold_job(redis, queue, team)) is None:
-        assert time.monotonic() < deadline, "the stopped worker never took the job"
-        time.sleep(0.02)
+    fold_queue = FoldQueue.from_settings(redis, settings)
+    # Its sweep runs once, as it starts: later rounds would queue other teams' folds.
+    doomed = start_worker("doomed", batch_size=1000, SWEEP_INTERVAL_SECONDS="3600")
+    for _attempt in range(5):
+        stop_while_blocked(redis, queue, doomed)
+        team = new_team(engine)
+        store(engine, team, events)
+        fold_queue.request_fold(team)
+        deadline = time.monotonic() + 30
+        while (stranded := stranded_fold_job(redis, queue, team)) is None and queue.count == 0:
+            assert time.monotonic() < deadline, "the stopped worker never took the job"
+            time.sleep(0.02)
+        if stranded is not None:
+            break
+        # Its BLMOVE ended (RQ's 15 s dequeue timeout) before the push: the job waits in
+        # the queue. Take it back, let the worker fold this team, and try with another.
+        for job_id in queue.get_job_ids():
+            queue.remove(job_id)
+        redis.delete(fold_queue.flag_key(team))
+        doomed.send_signal(signal.SIGCONT)
+    assert stranded is not None, "the stopped worker never took the job in five attempts"
     doomed.kill()  # SIGKILL right after it took the job
     doomed.wait(timeout=5)
     assert queue.count == 0 and stranded.id in queue.intermediate_queue.get_job_ids()
