@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.console import live, present, session, throttle  # noqa: F401 (live: its route joins bp)
+from app.console import live, present, session, sign_in, throttle  # noqa: F401 (live, sign_in: their routes join bp)
 from app.console.views import bp, front_door, group_url
 from service.settings import Settings
 
