@@ -189,7 +189,12 @@ def test_search_walks_the_recency_index_for_a_broad_prefix(big: tuple[Connection
     plans = plans_of(connection, lambda c: search_customers(c, team, query, limit=50))
     page = [plan for plan in plans if "ix_customers_recent" in describe(plan)]
     assert page, [describe(plan) for plan in plans]
-    assert "Sort" not in describe(page[0]) and "Seq Scan" not in describe(page[0]), describe(page[0])
+    shape = describe(page[0])
+    # No sort of the customers: nothing above their recency walk sorts. (Below it, each
+    # listed customer's few ids are aggregated in order: Postgres 16 sorts those few rows
+    # where 15 read them in index order; either is a handful of rows per customer.)
+    above_the_walk = shape.split("Index Scan(ix_customers_recent)")[0]
+    assert "Sort" not in above_the_walk and "Seq Scan" not in shape, shape
 
 
 def test_lookup_by_email_uses_its_index(big: tuple[Connection, int]) -> None:
