@@ -149,7 +149,15 @@ async def _round(
     due = [start + k / sizes.rate for k in range(count)]
     senders = [_sender(host, port, basic, users, round_, due, i, run) for i in range(SENDERS)]
     await asyncio.gather(*senders)
-    await asyncio.sleep(2.0)  # the last events' fold and delivery
+    # The last events' fold and delivery: until every event reached every stream on its
+    # customer, or 2 s.
+    per_customer = [0] * len(ids)
+    for s in range(streams):
+        per_customer[s % len(ids)] += 1
+    expected = sum(per_customer[round_.customer_of[m]] for m in round_.answered_at)
+    deadline = time.monotonic() + 2.0
+    while len(round_.arrivals) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     for task in readers:
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
