@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 RESYNC: Final = None  # what a stream's queue receives when notices may have been missed
 END: Final = "end"  # ... when the process is stopping: the stream ends, its client resumes elsewhere
 _RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0)
+_STOP_LOOK_SECONDS = 1.0
 
 
 class Subscription:
@@ -53,6 +54,7 @@ class Listener:
         self._streams: dict[tuple[int, int], set[Subscription]] = defaultdict(set)
         self.open = 0
         self.listening = threading.Event()
+        self.stopped = False
         start_daemon(self._run, "timeline-live-listener")
         when_stopping(self.end_all)
 
@@ -101,7 +103,8 @@ class Listener:
                     subscription.notices.put(found)
 
     def end_all(self) -> None:
-        """End every open stream (the process is stopping)."""
+        """End every open stream and stop listening (the process is stopping)."""
+        self.stopped = True
         with self._lock:
             for streams in self._streams.values():
                 for subscription in streams:
@@ -117,7 +120,7 @@ class Listener:
 
     def _run(self) -> None:
         failures = 0
-        while True:
+        while not self.stopped:
             try:
                 with psycopg.connect(
                     self._conninfo, autocommit=True, application_name="timeline-live"
@@ -127,8 +130,10 @@ class Listener:
                     self._resync()
                     self.listening.set()
                     failures = 0
-                    for notice in session.notifies():
-                        self.deliver(notice.payload)
+                    while not self.stopped:  # a look at `stopped` a second, when nothing comes
+                        for notice in session.notifies(timeout=_STOP_LOOK_SECONDS):
+                            self.deliver(notice.payload)
+                return  # the process is stopping: the session closes, nothing waits on it
             except Exception as error:  # the session is gone: listen again, streams catch up
                 self.listening.clear()
                 wait = _RECONNECT_SECONDS[min(failures, len(_RECONNECT_SECONDS) - 1)]
