@@ -33,13 +33,21 @@ PAIRS_PER_NOTICE = 180
 # Items a catch-up read returns at most; a stream reads again until it is caught up.
 CATCH_UP_ITEMS = 200
 
+# The batch's events by primary key, one probe per id (the fold's own way to read its
+# batch, store/fold/derived.py `BATCH_EVENTS`): `id = ANY(:events)` was planned as a scan
+# of the team's events, which took the fold from 19,600 to 4,100 events/s.
+_BATCH = """
+    unnest(CAST(:events AS bigint[])) AS x(wanted)
+    CROSS JOIN LATERAL (SELECT * FROM events WHERE team_id = :team AND id = x.wanted LIMIT 1) AS events
+"""
+
 _NOTIFY_SQL = f"""
     SELECT count(pg_notify('{FOLDED_CHANNEL}', notice)) FROM (
         SELECT :team || ' ' || string_agg(customer_id || ':' || id, ' ' ORDER BY id) AS notice
         FROM (
             SELECT customer_id, id, (row_number() OVER (ORDER BY id) - 1) / {PAIRS_PER_NOTICE} AS part
-            FROM events
-            WHERE team_id = :team AND id = ANY(:events) AND customer_id IS NOT NULL
+            FROM {_BATCH}
+            WHERE customer_id IS NOT NULL
         ) folded
         GROUP BY part
     ) notices
@@ -87,8 +95,8 @@ class StreamItem:
 _COLUMNS = f"customer_id, folded_at, id, {FEED_ITEM_SQL}::text AS item"
 
 _BY_IDS_SQL = f"""
-    SELECT {_COLUMNS} FROM events
-    WHERE team_id = :team AND id = ANY(:events) AND customer_id IS NOT NULL AND folded_at IS NOT NULL
+    SELECT {_COLUMNS} FROM {_BATCH}
+    WHERE customer_id IS NOT NULL AND folded_at IS NOT NULL
     ORDER BY folded_at, id
 """
 
