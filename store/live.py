@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -63,6 +63,12 @@ def notify_folded(connection: Connection, team_id: int, event_ids: Sequence[int]
     connection.execute(statement, {"team": team_id, "events": list(event_ids)})
 
 
+# A position's instant as whole microseconds since the epoch, in integers: no float on the
+# way, so a resumed stream starts exactly after the item it names.
+_UNIX = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 @dataclass(frozen=True, order=True)
 class StreamPosition:
     """Where a stream is: the last sent event's `(folded_at, id)`."""
@@ -72,7 +78,7 @@ class StreamPosition:
 
     def text(self) -> str:
         """As an SSE `id:` (and so the `Last-Event-ID` a client resumes with)."""
-        return f"{int(self.folded_at.timestamp() * 1_000_000)}-{self.event_id}"
+        return f"{(self.folded_at - _UNIX) // _MICROSECOND}-{self.event_id}"
 
     @classmethod
     def parse(cls, raw: str) -> StreamPosition | None:
@@ -82,7 +88,7 @@ class StreamPosition:
             return None
         if len(micros) > 17 or len(event) > 19:
             return None
-        return cls(datetime.fromtimestamp(int(micros) / 1_000_000, UTC), int(event))
+        return cls(_UNIX + int(micros) * _MICROSECOND, int(event))
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ _NEWEST_SQL = """
     LIMIT 1
 """
 
-_EPOCH = StreamPosition(datetime(1970, 1, 1, tzinfo=UTC), 0)
+_EPOCH = StreamPosition(_UNIX, 0)
 
 
 def _items(connection: Connection, sql: str, params: dict[str, object]) -> list[StreamItem]:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -276,3 +276,13 @@ def test_a_graceful_stop_ends_open_streams_and_the_client_resumes_on_the_next_se
         send(engine, team, track("kim", "After the restart", 3))
         assert [name for _, name in _items(lines, 2)] == ["While no server ran", "After the restart"]
         resumed.close()
+
+
+def test_a_position_reads_back_exactly_as_it_was_sent() -> None:
+    """Last-Event-ID names an item exactly (integer microseconds, no float on the way):
+    off by one microsecond, a resumed stream would send that item again or skip one."""
+    base = datetime(2026, 12, 7, 20, 0, tzinfo=UTC)
+    for micros in (0, 1, 999_999, 123_457, 900_000_001, 86_400_000_000 * 3_650 + 7):
+        position = StreamPosition(base + timedelta(microseconds=micros), 42)
+        assert StreamPosition.parse(position.text()) == position
+    assert StreamPosition.parse(StreamPosition(datetime(1970, 1, 1, tzinfo=UTC), 0).text()) is not None
