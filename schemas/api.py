@@ -14,6 +14,7 @@ order, is a 400, never a 500.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -36,6 +37,26 @@ PROFILE_TRAITS = 200  # traits a profile shows (the rest: /customers/{id}/traits
 PROFILE_IDS = 100  # userIds, and anonymousIds, a profile shows (the rest: /external_ids)
 PROFILE_GROUPS = 100  # memberships a profile shows (the rest: /customers/{id}/groups)
 MAX_TRAITS_PAGE = 1_000  # traits per page of /customers/{id}/traits
+
+# Presence (docs/read-api.md, "Presence"): the one rule of "active now", which Postgres
+# applies in store/answers/presence.py (the profile's `presence`, the console's home) and
+# the console's customer page in Python (`is_active`). Active now: the newest event (by
+# event time) within ACTIVE_WITHIN of now, either side: one dated further ahead (a device
+# clock set wrong) does not keep a customer "active" until that date. Where: the newest
+# page or screen, if less than PLACE_WITHIN (the gap that starts a new visit) before it.
+ACTIVE_WITHIN = timedelta(minutes=5)
+PLACE_WITHIN = timedelta(minutes=30)
+
+
+def is_active(last_seen: datetime | None, now: datetime) -> bool:
+    """Whether a customer last seen at `last_seen` is active at `now`."""
+    return last_seen is not None and abs(now - last_seen) < ACTIVE_WITHIN
+
+
+def place_is_current(place_at: datetime, last_seen: datetime) -> bool:
+    """Whether a page or screen dated `place_at` is where a customer last seen at `last_seen` is."""
+    return last_seen - place_at < PLACE_WITHIN
+
 
 # A delete erases the person, including the delete event itself: it is never in a feed.
 FEED_TYPES = tuple(kind for kind in SUPPORTED_TYPES if kind != "delete")

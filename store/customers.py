@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -106,8 +107,9 @@ def read_profile(connection: Connection, team_id: int, customer_id: int) -> tupl
     as declared in store/answers/profile.py (`PROFILE`).
     """
     statement, _ = prepared(PROFILE_SQL)
+    params = {"team": team_id, "id": customer_id, "now": datetime.now(UTC)}  # presence's clock
     with snapshot(connection, several=False):
-        row = connection.execute(statement, {"team": team_id, "id": customer_id}).first()
+        row = connection.execute(statement, params).first()
     if row is None:
         return None
     if row.merged_into is not None:

@@ -29,9 +29,11 @@ from store.customers import search_customers as _search_customers
 from store.feed import FeedFilter, read_feed_page
 from store.groups import read_group
 from store.models import ApiKey
+from store.presence import ACTIVE_COUNTED, read_active_customers
 
 __all__ = [
     "ACTIVE",
+    "ACTIVE_COUNTED",
     "ApiKey",
     "FeedFilter",
     "FeedPosition",
@@ -143,3 +145,14 @@ def load_timeline(
     items: list[dict[str, Any]] = json.loads(page.items_json)
     cursor = encode_cursor("feed", page.next_position, "desc") if page.next_position else None
     return Timeline(None, items, cursor)
+
+
+def active_customers(
+    connection: Connection, team_id: int, now: datetime, *, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The team's customers active at `now`, the most recently seen first (at most `limit`,
+    as `store/answers/presence.py` declares them), and how many are active in all (counted
+    up to `ACTIVE_COUNTED`)."""
+    found = read_active_customers(connection, team_id, now, limit=limit)
+    customers: list[dict[str, Any]] = json.loads(found.items_json)
+    return customers, found.active

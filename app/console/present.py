@@ -8,12 +8,14 @@ host (a `javascript:` or `data:` URL stays inert text).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
 
+from schemas.api import ACTIVE_WITHIN as ACTIVE_WITHIN  # the views read the rule here too
+from schemas.api import is_active, place_is_current
 from schemas.fields import utc_iso
 
 
@@ -130,11 +132,8 @@ def timeline_item(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# "Active now": an event within this long (as analytics tools and support tools count it).
-ACTIVE_WITHIN = timedelta(minutes=5)
-# The page or screen shown as where an active customer is: their newest one, if it is of
-# the same visit (no gap of this long after it).
-VISIT_GAP = timedelta(minutes=30)
+# "Active now" and where: the one rule is schemas.api's (`is_active`, `place_is_current`);
+# the profile's `presence` and the home's list apply it in SQL (store/answers/presence.py).
 _UNITS = (
     (365 * 86400, "year"),
     (30 * 86400, "month"),
@@ -166,23 +165,51 @@ def where(item: dict[str, Any] | None) -> str | None:
     if item is None or item.get("type") not in ("page", "screen"):
         return None
     context = item.get("context") or {}
-    for found in (item.get("name"), context.get("page_title"), page_url(item)):
+    return place_name({"name": item.get("name"), "title": context.get("page_title"), "url": page_url(item)})
+
+
+def place_name(place: dict[str, Any] | None) -> str | None:
+    """What a place (a profile's `presence.place`, `store/answers/presence.py`) is called:
+    its name, else its title, else its URL, else its path."""
+    if place is None:
+        return None
+    for key in ("name", "title", "url", "path"):
+        found = place.get(key)
         if isinstance(found, str) and found.strip():
             return found
     return None
 
 
+def active_customer(customer: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A row of the home's "Active now" list, from an `ActiveCustomer` answer: who, where,
+    and how long ago their newest event was (relative, the instant on hover)."""
+    seen = instant(customer["presence"]["last_seen"])
+    return {
+        "id": customer["id"],
+        "who": customer.get("name")
+        or customer.get("email")
+        or customer.get("user_id")
+        or "Anonymous visitor",
+        "email": customer.get("email") if customer.get("name") else None,
+        "where": place_name(customer["presence"].get("place")),
+        "ago": ago(seen, now),
+        "iso": iso(seen),
+        "utc": utc_text(seen),
+    }
+
+
 def presence(
     last_seen: str | datetime | None, now: datetime, newest_place: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """ "Active now" (and where) when the newest event is within ACTIVE_WITHIN of `now`,
-    else when they were last seen, relative; `newest_place` is the newest page or screen item."""
+    """ "Active now" (and where) when the newest event is within ACTIVE_WITHIN of `now`
+    (`schemas.api.is_active`), else when they were last seen, relative; `newest_place` is
+    the newest page or screen item."""
     if last_seen is None:
         return {"active": False, "seen": False}
     seen = instant(last_seen)
-    active = now - seen < ACTIVE_WITHIN
+    active = is_active(seen, now)
     place = None
-    if active and newest_place is not None and seen - instant(newest_place["timestamp"]) < VISIT_GAP:
+    if active and newest_place is not None and place_is_current(instant(newest_place["timestamp"]), seen):
         place = where(newest_place)
     return {
         "active": active,

@@ -48,6 +48,7 @@ VISITS_SHOWN = 5  # the newest visits on a customer's page; the API pages throug
 # Events read for them at most (about): a longer visit is shown as "over" its part read.
 VISITS_SCAN = 1_000
 SEARCH_PAGE_SIZE = 25
+ACTIVE_SHOWN = 50  # customers the home lists as active now; "and N more" beyond
 _CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
 _LOOKUP_KINDS = {
     "email": ("email", "email"),
@@ -112,7 +113,7 @@ def require_agent() -> BaseResponse | None:
 
 
 def _to_sign_in(reason: str | None = None) -> BaseResponse:
-    if request.endpoint in ("console.timeline", "console.live"):
+    if request.endpoint in ("console.timeline", "console.live", "console.active_now", "console.home_live"):
         # fetch() from our script: it sends the agent to sign-in itself.
         response = make_response("Signed out", 401)
         response.headers["X-Console-Sign-In"] = url_for("console.sign_in", reason=reason)
@@ -214,7 +215,32 @@ def home() -> str:
         more = url_for(
             "console.home", q=query or None, cursor=data.encode_cursor("customers", position, "desc")
         )
-    return render_template("console/search.html", q=query, customers=customers, more=more, paged=bool(cursor))
+    # The home itself (no search, first page) opens on who is active now, kept live.
+    active = _active_now() if not query and cursor is None else None
+    return render_template(
+        "console/search.html", q=query, customers=customers, more=more, paged=bool(cursor), active=active
+    )
+
+
+@bp.get("/active-now")
+def active_now() -> str:
+    """The home's "Active now" list alone: what its script fetches when the team has news."""
+    return render_template("console/active_now.html", active=_active_now())
+
+
+def _active_now() -> dict[str, Any]:
+    """The team's customers active now (an event within ACTIVE_WITHIN), newest first, at
+    most ACTIVE_SHOWN; how many more there are."""
+    now = datetime.now(UTC)
+    with resources().reads.connect(g.agent.team_id) as connection:
+        customers, count = data.active_customers(connection, g.agent.team_id, now, limit=ACTIVE_SHOWN)
+    rows = [present.active_customer(customer, now) for customer in customers]
+    return {
+        "rows": rows,
+        "more": count - len(rows),
+        "more_capped": count >= data.ACTIVE_COUNTED,
+        "within": int(present.ACTIVE_WITHIN.total_seconds() // 60),
+    }
 
 
 def _problem(error: ValidationError) -> str:

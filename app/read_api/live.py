@@ -6,7 +6,8 @@ timeline (`store/live.py`). Each web process holds one Postgres session that `LI
 reads, in one statement by primary key, the items of the events that land on customers
 with a stream open in this process, and puts them in those streams' queues
 (`Subscription`). So a notice costs a process one read, however many pages are open, and
-one open page costs a queue put.
+one open page costs a queue put. A page that follows a whole team (the console's home,
+`TeamSubscription`) is told only that the team has news (`NEWS`), with no read at all.
 
 A notice can be lost only while the listening session is down (Postgres restarted, the
 connection cut): when it is back, every open stream is told to catch up (`RESYNC`), and
@@ -44,6 +45,19 @@ class Subscription:
         self.notices: queue.Queue[list[StreamItem] | str | None] = queue.Queue()
 
 
+NEWS: Final = "news"  # ... a team subscription's word: one of the team's customers has a new event
+
+
+class TeamSubscription:
+    """An open page's share of the notices about a whole team (the console's home): a word
+    (NEWS) that some customer of the team had events folded, never the items; the page
+    reads what it shows itself."""
+
+    def __init__(self, team_id: int):
+        self.team_id = team_id
+        self.notices: queue.Queue[str | None] = queue.Queue()
+
+
 class Listener:
     """This process's one `LISTEN` session and the streams it feeds."""
 
@@ -52,6 +66,7 @@ class Listener:
         self._reads = reads
         self._lock = threading.Lock()
         self._streams: dict[tuple[int, int], set[Subscription]] = defaultdict(set)
+        self._teams: dict[int, set[TeamSubscription]] = defaultdict(set)
         self.open = 0
         self.listening = threading.Event()
         self.stopped = False
@@ -74,6 +89,23 @@ class Listener:
                 if not streams:
                     del self._streams[subscription.key]
 
+    def subscribe_team(self, team_id: int) -> TeamSubscription:
+        """A subscription to the news of every customer of the team (counted as a stream)."""
+        subscription = TeamSubscription(team_id)
+        with self._lock:
+            self._teams[team_id].add(subscription)
+            self.open += 1
+        return subscription
+
+    def unsubscribe_team(self, subscription: TeamSubscription) -> None:
+        with self._lock:
+            subscriptions = self._teams.get(subscription.team_id)
+            if subscriptions is not None and subscription in subscriptions:
+                subscriptions.discard(subscription)
+                self.open -= 1
+                if not subscriptions:
+                    del self._teams[subscription.team_id]
+
     def deliver(self, payload: str) -> None:
         """Hand a notice's items (`team customer:event ...`) to the streams open on its customers."""
         team, _, pairs = payload.partition(" ")
@@ -84,6 +116,8 @@ class Listener:
             log.warning("live: a notice that is not ours on %s was ignored", FOLDED_CHANNEL)
             return
         with self._lock:
+            for team_subscription in self._teams.get(team_id, ()) if folded else ():
+                team_subscription.notices.put(NEWS)
             wanted = [event for customer, event in folded if (team_id, customer) in self._streams]
         if not wanted:
             return
@@ -109,14 +143,23 @@ class Listener:
             for streams in self._streams.values():
                 for subscription in streams:
                     subscription.notices.put(END)
+            for subscriptions in self._teams.values():
+                for team_subscription in subscriptions:
+                    team_subscription.notices.put(END)
 
     def _resync(self, keys: set[tuple[int, int]] | None = None) -> None:
-        """Tell these streams (every one: None) to read what they may have missed."""
+        """Tell these streams (every one: None) to read what they may have missed; a team's
+        subscriptions hear of every customer of the team concerned."""
         with self._lock:
             for key, streams in self._streams.items():
                 if keys is None or key in keys:
                     for subscription in streams:
                         subscription.notices.put(RESYNC)
+            teams = None if keys is None else {team for team, _ in keys}
+            for team, subscriptions in self._teams.items():
+                if teams is None or team in teams:
+                    for team_subscription in subscriptions:
+                        team_subscription.notices.put(RESYNC)
 
     def _run(self) -> None:
         failures = 0

@@ -4,7 +4,8 @@
 response field and description. From them come the SQL `store.customers.read_profile`
 runs (Postgres builds the profile's JSON in one statement, for `/customers/{id}` and
 `/customers/lookup` alike), `ProfileSchema`, `GroupMembershipSchema` and so the OpenAPI
-components. To add a key to the profile, add one `Field` to `PROFILE`.
+components. To add a key to the profile, add one `Field` to `PROFILE`. Its `presence` is
+declared in `store/answers/presence.py` (the rule of "active now"), as of `:now`.
 
 The profile's SQL is over a `customers` row `c` and the lateral reads of its lists
 (`user_ids`, `anonymous_ids`, `traits`, `groups`: each `shown`, its first `cap` items,
@@ -22,6 +23,7 @@ from marshmallow import fields, validate
 from schemas.api import PROFILE_GROUPS, PROFILE_IDS, PROFILE_TRAITS, SHOWN_KEYS, SHOWN_VALUE
 from schemas.fields import Instant
 from store.answers.declared import Answer, Field, page_schema
+from store.answers.presence import PRESENCE
 from store.statements import iso_sql, shown_value_sql, value_cut_sql
 
 _JSON_OBJECT = partial(fields.Dict, keys=fields.String(), values=fields.Raw())
@@ -104,6 +106,7 @@ PROFILE = Answer(
             f"show at most {PROFILE_IDS} each (all: `/external_ids`), `traits` and `groups` as above. "
             "[] when the profile is whole.",
         ),
+        Field("presence", PRESENCE, description="Active now, and where; as of the read (`:now`)."),
     ),
 )
 

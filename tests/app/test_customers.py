@@ -253,7 +253,9 @@ def test_profile_has_the_fields_spec_lists(client: FlaskClient, team: TeamKeys, 
         "last_seen",
         "event_count",
         "truncated",
+        "presence",
     ]
+    assert profile["presence"] == {"active_now": False, "last_seen": profile["last_seen"], "place": None}
     assert profile["user_ids"] == ["u1"]
     assert profile["anonymous_ids"] == ["v1"]
     assert (profile["email"], profile["name"]) == ("jo@example.com", "Jo")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -146,7 +147,9 @@ def load_group(
     return found, following
 
 
-def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict[str, Any] | None:
+def load_profile(
+    connection: Connection, team_id: int, customer_id: int, now: datetime | None = None
+) -> dict[str, Any] | None:
     """The profile of a live customer in four plain queries, or None: what
     `store.customers.read_profile` builds in one, before ProfileSchema's dump."""
     params = {"team": team_id, "id": customer_id}
@@ -193,7 +196,52 @@ def load_profile(connection: Connection, team_id: int, customer_id: int) -> dict
     if len(memberships) > PROFILE_GROUPS:
         truncated.append("groups")
     profile["truncated"] = truncated
+    profile["presence"] = presence(connection, team_id, customer_id, now or datetime.now(UTC))
     return profile
+
+
+def presence(connection: Connection, team_id: int, customer_id: int, now: datetime) -> dict[str, Any]:
+    """Active now (an event within 5 minutes of `now`, either side), and the newest page or
+    screen when less than 30 minutes before the newest event: what
+    `store.answers.presence.PRESENCE` builds, before its schema's dump."""
+    params = {"team": team_id, "id": customer_id}
+    last_seen = connection.execute(
+        text("SELECT last_seen FROM customers WHERE team_id = :team AND id = :id"), params
+    ).scalar()
+    active = last_seen is not None and abs(now - last_seen) < timedelta(minutes=5)
+    place = None
+    if active:
+        pages = connection.execute(
+            text(
+                "SELECT type, event_name, event_time, tiebreak, id, raw FROM events "
+                "WHERE team_id = :team AND customer_id = :id AND type IN ('page', 'screen')"
+            ),
+            params,
+        ).all()
+        recent = [p for p in pages if last_seen - p.event_time < timedelta(minutes=30)]
+        if recent:
+            newest = max(recent, key=lambda p: (p.event_time, p.tiebreak, p.id))
+            place = {
+                "type": newest.type,
+                "name": newest.event_name,
+                **{key: _page_value(newest, key) for key in ("title", "url", "path")},
+                "since": newest.event_time,
+            }
+    return {"active_now": active, "last_seen": last_seen, "place": place}
+
+
+def _page_value(event: Any, key: str) -> str | None:
+    """context.page's `key` when a string, else a page call's properties' (a feed item's context)."""
+    raw = event.raw or {}
+    page = (raw.get("context") or {}).get("page") if isinstance(raw.get("context"), dict) else None
+    found = page.get(key) if isinstance(page, dict) else None
+    if isinstance(found, str):
+        return found
+    properties = raw.get("properties")
+    if event.type == "page" and isinstance(properties, dict) and isinstance(properties.get(key), str):
+        value: str = properties[key]
+        return value
+    return None
 
 
 def membership(group_id: str, name: str | None, joined_at: Any, traits: list[list[str]]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 // The console's own script (no library, no inline script: the CSP allows only this file).
 // It shows times in the agent's time zone (UTC stays on hover), groups the journey by the
 // agent's days, marks where the anonymous part of a journey meets the known part, and
-// loads older pages in place through the same cursor links that work without it.
+// loads older pages in place through the same cursor links that work without it; it keeps
+// the customer page and the home's "Active now" list live.
 "use strict";
 
 (function () {
@@ -152,10 +153,64 @@
     }
   }
 
+  // The home's "Active now" list, live: the team's stream (app/console/live.py, `news` at
+  // most once a second) says a customer had new events; the list is fetched again
+  // (/console/active-now), at most once a second, and once a minute anyway, so that
+  // customers drop off when their newest event passes five minutes and "ago" moves on.
+  function activeNow(section) {
+    if (!section.dataset.fragment) { return; }
+    var last = 0;
+    var timer = null;
+    function soon() {
+      if (timer !== null) { return; }
+      timer = window.setTimeout(refresh, Math.max(0, last + 1000 - Date.now()));
+    }
+    function refresh() {
+      timer = null;
+      last = Date.now();
+      fetch(section.dataset.fragment, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) {
+          if (response.status === 401) {
+            window.location.assign(response.headers.get("X-Console-Sign-In") || section.dataset.signIn);
+            return null;
+          }
+          return response.ok ? response.text() : null;
+        })
+        .then(function (html) {
+          if (html === null) { return; }
+          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("active-customers");
+          if (!fresh) { return; }
+          section.replaceChildren.apply(section, Array.prototype.map.call(fresh.childNodes, function (node) {
+            return document.importNode(node, true);
+          }));
+          localTimes(section);
+          section.dataset.refreshes = String((Number(section.dataset.refreshes) || 0) + 1);
+        })
+        .catch(function () { section.dataset.liveState = "stale"; });
+    }
+    window.setInterval(soon, 60000);
+    if (!section.dataset.live || !window.EventSource) { return; }
+    var source = new EventSource(section.dataset.live);
+    var opened = false;
+    source.addEventListener("open", function () {
+      section.dataset.liveState = "open";
+      if (opened) { soon(); }  // back after a break: what changed meanwhile
+      opened = true;
+    });
+    source.addEventListener("error", function () { section.dataset.liveState = "reconnecting"; });
+    source.addEventListener("news", soon);
+    source.addEventListener("end", function () {
+      source.close();
+      window.location.assign(section.dataset.signIn);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
     var list = document.getElementById("timeline");
     if (list) { decorate(list); live(list); }
+    var active = document.getElementById("active-customers");
+    if (active) { activeNow(active); }
     document.addEventListener("click", loadOlder);
     document.body.dataset.ready = "1";
   });
