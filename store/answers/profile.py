@@ -106,7 +106,7 @@ PROFILE = Answer(
             f"show at most {PROFILE_IDS} each (all: `/external_ids`), `traits` and `groups` as above. "
             "[] when the profile is whole.",
         ),
-        Field("presence", PRESENCE, description="Active now, and where; as of the read (`:now`)."),
+        Field("presence", PRESENCE, description="Active now, and where, as of the read."),
     ),
 )
 
