@@ -152,11 +152,13 @@ def profile(customer_id: str) -> Response:
       operationId: getCustomer
       summary: A customer's profile
       description: >
-        Ids, name, email, traits, groups, first and last event time, event count. An id
-        merged into another customer answers 308 to the survivor. Bounded by what it
-        shows: at most 100 userIds and 100 anonymousIds (all: /external_ids), 200 traits
-        with values cut at 1,000 characters (all, whole: /traits), 100 groups with 50
-        traits each (all: /groups); `truncated` names each list shown in part.
+        Ids, name, email, traits, groups, first and last event time, event count, and
+        presence: whether the customer is active now (an event within 5 minutes) and on
+        which page or screen. An id merged into another customer answers 308 to the
+        survivor. Bounded by what it shows: at most 100 userIds and 100 anonymousIds
+        (all: /external_ids), 200 traits with values cut at 1,000 characters (all,
+        whole: /traits), 100 groups with 50 traits each (all: /groups); `truncated`
+        names each list shown in part.
       tags: [customers]
       x-key: read
       parameters:

@@ -22,8 +22,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
+from app.console import data, views
 from app.console import live as console_live
-from app.console import views
 from app.read_api.live import END, NEWS, Listener, TeamSubscription
 from schemas.api import ACTIVE_WITHIN, is_active
 from store.answers.profile import ProfileSchema
@@ -202,6 +202,10 @@ def test_the_home_is_bounded_and_says_how_many_more(
     html = agent.get("/console/").get_data(as_text=True)
     assert [row.split()[0] for row in active_rows(html)] == ["u-0", "u-1"]
     assert re.search(r'<p class="more" id="active-more">and 3 more</p>', html)
+    # Past what is counted, the count says so.
+    monkeypatch.setattr(data, "ACTIVE_COUNTED", 5)
+    html = agent.get("/console/").get_data(as_text=True)
+    assert re.search(r'<p class="more" id="active-more">and at least 3 more</p>', html)
 
 
 def test_nobody_active_says_so(agent: FlaskClient, engine: Engine, team: TeamKeys) -> None:
