@@ -38,7 +38,7 @@ PROFILE_IDS = 100  # userIds, and anonymousIds, a profile shows (the rest: /exte
 PROFILE_GROUPS = 100  # memberships a profile shows (the rest: /customers/{id}/groups)
 MAX_TRAITS_PAGE = 1_000  # traits per page of /customers/{id}/traits
 
-# Presence (docs/read-api.md, "Presence"): the one rule of "active now", which Postgres
+# Presence (docs/read-api.md, "The profile"): the one rule of "active now", which Postgres
 # applies in store/answers/presence.py (the profile's `presence`, the console's home) and
 # the console's customer page in Python (`is_active`). Active now: the newest event (by
 # event time) within ACTIVE_WITHIN of now, either side: one dated further ahead (a device
