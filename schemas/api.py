@@ -45,7 +45,10 @@ MAX_TRAITS_PAGE = 1_000  # traits per page of /customers/{id}/traits
 # clock set wrong) does not keep a customer "active" until that date. Where: the newest
 # page or screen, if less than PLACE_WITHIN (the gap that starts a new visit) before it.
 ACTIVE_WITHIN = timedelta(minutes=5)
-PLACE_WITHIN = timedelta(minutes=30)
+# A visit (GET /customers/{id}/visits, the console's journey): a run of events with no gap
+# of VISIT_GAP or more between one and the next, as analytics tools count sessions.
+VISIT_GAP = timedelta(minutes=30)
+PLACE_WITHIN = VISIT_GAP
 
 
 def is_active(last_seen: datetime | None, now: datetime) -> bool:

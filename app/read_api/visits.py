@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -29,12 +29,12 @@ from sqlalchemy import Connection, text
 from ua_parser import parse as parse_user_agent
 
 from app.read_api.customer_ref import read_live
+from schemas.api import VISIT_GAP
 from schemas.cursors import CursorArgument, FeedPosition, encode_cursor
 from schemas.fields import limit_field
 
 bp = Blueprint("visits", __name__, url_prefix="/api/v1")
 
-VISIT_GAP = timedelta(minutes=30)
 CHUNK = 1000  # events read per statement
 SCAN_BUDGET = 10_000  # events read per request, at most about (see read_visits)
 
