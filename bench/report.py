@@ -438,11 +438,19 @@ def with_figures(results: dict[str, Any]) -> dict[str, Any]:
     return {**results, "figures": [asdict(r) | {"verdict": r.verdict} for r in rows]}
 
 
+def _rounds(ingest: dict[str, Any]) -> str:
+    rounds = len(ingest.get("round_p99_ms", []))
+    return f", the median of {rounds} rounds' p99s" if rounds > 1 else ""
+
+
 def _live_rows(live: dict[str, Any]) -> list[Figure]:
     with_streams, without = live["ingest_with_streams"], live["ingest_without"]
     answered = with_streams["ok"] == with_streams["sent"] and without["ok"] == without["sent"]
     complete = live["delivered"] == live["expected"]
-    ratio = with_streams["p99_ms"] / without["p99_ms"] if without["p99_ms"] else 0.0
+    # The median of the rounds' p99s (older results: the p99 of all requests).
+    with_p99 = with_streams.get("median_round_p99_ms", with_streams["p99_ms"])
+    without_p99 = without.get("median_round_p99_ms", without["p99_ms"])
+    ratio = with_p99 / without_p99 if without_p99 else 0.0
     return [
         Figure(
             f"Event 200 at ingest -> item on an open customer stream, p50 / p99, "
@@ -457,9 +465,9 @@ def _live_rows(live: dict[str, Any]) -> list[Figure]:
         Figure(
             f"Ingest p99 at {live['rate']:,.0f} events/s with {live['streams']:,} streams open "
             "on one web process",
-            f"{with_streams['p99_ms']:.1f} ms "
+            f"{with_p99:.1f} ms{_rounds(with_streams)} "
             f"({with_streams['ok']:,} of {with_streams['sent']:,} answered 200)",
-            f"{without['p99_ms']:.1f} ms without streams",
+            f"{without_p99:.1f} ms without streams",
             f"{ratio:.2f}x",
             "unchanged (<= 1.5x)",
             answered and ratio <= 1.5,

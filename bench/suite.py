@@ -123,7 +123,7 @@ FULL = Sizes(
     ),
     # The issue's figures: 1,000 open customer pages (a stream each) on one process, 500
     # events/s flowing to those customers.
-    live=LiveSizes(customers=1000, streams=1000, rate=500, seconds=8, rounds=2),
+    live=LiveSizes(customers=1000, streams=1000, rate=500, seconds=6, rounds=3),
     storage_people=2000,  # x 14 events of the real clients' sample
 )
 
