@@ -21,7 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings: Settings = app.config.get("SETTINGS") or Settings.from_env()
 
     from app import console, errors, openapi, resources
-    from app.admin import fold_failures, keys, keys_cli
+    from app.admin import fold_failures, keys, keys_cli, retention
     from app.imports import cli as import_cli
     from app.ingest import debugger, lane, ratelimit
     from app.read_api import customers, feed, groups, me, stream, visits
@@ -40,6 +40,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     keys.init_app(app)
     debugger.init_app(app)
     fold_failures.init_app(app)
+    retention.init_app(app)
     me.init_app(app)
     visits.init_app(app)
     openapi.init_app(app)

@@ -1,4 +1,4 @@
-"""The process's settings and connections (engines, Redis, key cache), built once per app.
+"""The process's settings and connections (engines, Redis, key and retention caches), built once per app.
 
 Views and helpers read configuration from `resources().settings`, never the environment.
 Postgres is three budgets (docs/serving.md, "Postgres budgets"): `engine` for ingest,
@@ -24,6 +24,7 @@ from service.settings import Settings
 from service.waiting import gevent_patched, unwatch_client, watch_client
 from store.apikeys import KeyCache
 from store.engine import make_engine, make_health_engine, make_read_engine, make_redis
+from store.retention import RetentionCache
 
 # Reads whose cost grows with what a customer holds (Flask endpoints); `customers.traits`
 # is one only with `verbose=true`.
@@ -133,6 +134,7 @@ class Resources:
     redis: Redis
     fold_queue: FoldQueue
     keys: KeyCache
+    retention: RetentionCache  # each team's retention, as ingest checks it (store/retention.py)
 
     def dispose(self) -> None:
         """Close every Postgres connection of the app's engines."""
@@ -156,6 +158,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         redis=redis,
         fold_queue=FoldQueue.from_settings(redis, settings),
         keys=KeyCache(engine, ttl=settings.key_cache_ttl_seconds),
+        retention=RetentionCache(engine, settings.retention_days),
     )
     app.teardown_request(lambda _error: reads.end_request())
 

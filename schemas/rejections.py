@@ -187,6 +187,7 @@ class IngestTypeCountsSchema(Schema):
     accepted = fields.Integer(required=True)
     duplicates = fields.Integer(required=True)
     refused = fields.Integer(required=True)
+    expired = fields.Integer(required=True)
 
 
 class IngestWindowSchema(Schema):
@@ -196,6 +197,13 @@ class IngestWindowSchema(Schema):
     accepted = fields.Integer(required=True, metadata={"description": "Events stored (new)."})
     duplicates = fields.Integer(required=True, metadata={"description": "Events already stored."})
     refused = fields.Integer(required=True, metadata={"description": "Events (or requests) refused."})
+    expired = fields.Integer(
+        required=True,
+        metadata={
+            "description": "Events older than the team's retention when they arrived: answered 200, "
+            "not stored (docs/retention.md)."
+        },
+    )
     by_type = fields.Dict(
         keys=fields.String(),
         values=fields.Nested(IngestTypeCountsSchema),

@@ -28,6 +28,25 @@ def _whole(env: Mapping[str, str], name: str, default: int, least: int = 1) -> i
     return max(least, int(raw)) if raw.isascii() and raw.isdigit() else default
 
 
+# The longest retention a team or the operator may set, in days (ten years): beyond it,
+# "keep everything" (no retention) says what is meant.
+MAX_RETENTION_DAYS = 3650
+
+
+def _retention_days(env: Mapping[str, str]) -> int | None:
+    """RETENTION_DAYS: unset or empty keeps everything; anything but 1..MAX is refused at
+    start-up (a typo must not silently mean "keep for ever", nor "erase everything")."""
+    raw = env.get("RETENTION_DAYS", "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_RETENTION_DAYS:
+        raise RuntimeError(
+            f"RETENTION_DAYS={raw!r}: give a whole number of days from 1 to {MAX_RETENTION_DAYS}, "
+            "or leave it unset to keep every event"
+        )
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -96,6 +115,9 @@ class Settings:
     # secret, and the cookies' `Secure` flag (set it behind HTTPS).
     console_secret: str = ""
     console_cookie_secure: bool = False
+    # The operator's retention in days (docs/retention.md): events older than this are
+    # erased, and a team may only shorten it; None keeps every event (as before).
+    retention_days: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -145,4 +167,5 @@ class Settings:
             live_streams_per_process=_whole(env, "LIVE_STREAMS_PER_PROCESS", 1000),
             console_secret=env.get("CONSOLE_SECRET", ""),
             console_cookie_secure=env.get("CONSOLE_COOKIE_SECURE", "") in ("1", "true", "yes"),
+            retention_days=_retention_days(env),
         )

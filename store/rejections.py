@@ -5,7 +5,7 @@ twice so a flood of junk cannot fill the disk: one call stores at most
 `MAX_PER_CALL` of them (the latest), and each call then prunes the team to its latest
 `MAX_KEPT`. Every refusal, kept or not, is *counted* in `ingest_counts` (per team,
 hour, source, type, outcome and code: a few hundred rows per team and week whatever
-the traffic), with the accepted and duplicate events beside them; counts older than
+the traffic), with the accepted, duplicate and expired events beside them; counts older than
 `COUNTS_KEPT` are pruned as new ones are added. `GET /api/v1/ingest/summary` reads
 the counts, `GET /api/v1/ingest/rejections` the kept refusals.
 """
@@ -24,7 +24,9 @@ MAX_KEPT = 1000  # refusals kept per team (the latest)
 MAX_PER_CALL = 100  # refusals stored by one call (the latest of them); the rest are counted
 COUNTS_KEPT = timedelta(days=8)  # the summary's longest window is 7 days
 
-OUTCOMES = ("accepted", "duplicate", "refused")
+# `expired`: older than the team's retention when it arrived, answered 200 and not stored
+# (store/retention.py).
+OUTCOMES = ("accepted", "duplicate", "refused", "expired")
 
 
 @dataclass(frozen=True)
@@ -200,13 +202,15 @@ def _window(since: datetime) -> dict[str, Any]:
         "accepted": 0,
         "duplicates": 0,
         "refused": 0,
+        "expired": 0,
         "by_type": {},
         "refused_by_code": {},
     }
 
 
 def summarize_ingest(connection: Connection, team_id: int, now: datetime) -> dict[str, Any]:
-    """Accepted, duplicate and refused counts per type and code, last 24 hours and 7 days.
+    """Accepted, duplicate, refused and expired counts per type (refusals per code too),
+    last 24 hours and 7 days.
 
     Windows are whole hours: `last_24h` starts at the hour 24 hours before this one.
     """
@@ -233,9 +237,13 @@ def summarize_ingest(connection: Connection, team_id: int, now: datetime) -> dic
 
 
 def _add(window: dict[str, Any], kind: str, outcome: str, code: str, n: int) -> None:
-    total = {"accepted": "accepted", "duplicate": "duplicates", "refused": "refused"}[outcome]
+    total = {"accepted": "accepted", "duplicate": "duplicates", "refused": "refused", "expired": "expired"}[
+        outcome
+    ]
     window[total] += n
-    per_type = window["by_type"].setdefault(kind, {"accepted": 0, "duplicates": 0, "refused": 0})
+    per_type = window["by_type"].setdefault(
+        kind, {"accepted": 0, "duplicates": 0, "refused": 0, "expired": 0}
+    )
     per_type[total] += n
     if outcome == "refused":
         per_code = window["refused_by_code"].setdefault(code, {})

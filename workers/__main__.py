@@ -1,4 +1,5 @@
-"""The fold worker process (`python -m workers`): an RQ SimpleWorker plus the sweep.
+"""The fold worker process (`python -m workers`): an RQ SimpleWorker plus the sweep and
+retention's expiry (each its own thread).
 
 SimpleWorker runs each job in this process (no fork per job), so the engine and its
 connections live as long as the process. A thread runs the sweep every few seconds.
@@ -28,8 +29,9 @@ from rq.exceptions import StopRequested
 
 from service.logs import configure_logging
 from service.settings import Settings
+from store.retention import PASS_INTERVAL_SECONDS
 from workers import runtime
-from workers.sweep import sweep_round
+from workers.sweep import expiry_round, sweep_round
 
 log = logging.getLogger("workers")
 
@@ -64,6 +66,16 @@ def run_sweeps(rt: runtime.Runtime, stop: threading.Event) -> None:
         stop.wait(rt.settings.sweep_interval_seconds)
 
 
+def run_expiry(rt: runtime.Runtime, stop: threading.Event) -> None:
+    """Retention (docs/retention.md): a pass at start, then every PASS_INTERVAL_SECONDS."""
+    while not stop.is_set():
+        try:
+            expiry_round(rt.engine, rt.settings.retention_days, stop)
+        except Exception as error:  # a failed pass is tried again at the next interval
+            log.warning("retention pass failed (%s); trying again later", type(error).__name__)
+        stop.wait(PASS_INTERVAL_SECONDS)
+
+
 def main() -> None:
     configure_logging()
     settings = Settings.from_env()
@@ -71,6 +83,7 @@ def main() -> None:
     runtime.configure(rt)
     stop = threading.Event()
     threading.Thread(target=run_sweeps, args=(rt, stop), daemon=True, name="sweep").start()
+    threading.Thread(target=run_expiry, args=(rt, stop), daemon=True, name="expiry").start()
     # RQ blocks on BLMOVE for longer than our short client timeouts: its own connection.
     rq_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=15)
     log.info("fold worker started on queue %s", settings.fold_queue)

@@ -6,16 +6,22 @@ unfolded in Postgres and the next sweep queues them again (a flag whose job left
 queue holds nobody back: service/fold_queue.py). Each round logs what it found and did:
 the teams it queued, those already queued, and those whose flagged job had left the
 queue without starting (a worker died holding it, or was just taking it).
+
+Beside it, every `PASS_INTERVAL_SECONDS`, the worker expires events older than their
+team's retention (`expiry_round`; its steps and their bounds: `store/retention.py`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
 from service.fold_queue import FoldQueue, Wake
 from store.fold.backlog import teams_with_unfolded_events
+from store.retention import STEP_PAUSE_SECONDS, STEP_ROWS, ExpiryPass, expire_pass
 
 log = logging.getLogger(__name__)
 
@@ -47,5 +53,38 @@ def sweep_round(engine: Engine, fold_queue: FoldQueue) -> dict[Wake, list[int]]:
             len(done[Wake.ALREADY_QUEUED]),
             len(done[Wake.REPLACED]),
             extra={outcome.name.lower(): teams for outcome, teams in done.items()},
+        )
+    return done
+
+
+def expiry_round(
+    engine: Engine,
+    operator_days: int | None,
+    stop: threading.Event,
+    *,
+    step_rows: int = STEP_ROWS,
+    pause_seconds: float = STEP_PAUSE_SECONDS,
+) -> ExpiryPass | None:
+    """One pass of retention over every team that has one, paused between its steps (and
+    stopped early when `stop` is set); None when another worker is running the pass."""
+    done = expire_pass(
+        engine,
+        operator_days,
+        datetime.now(UTC),
+        step_rows=step_rows,
+        pause=lambda: stop.wait(pause_seconds),
+    )
+    if done is None:
+        log.info("retention: another worker is expiring events; skipped")
+    elif done.erased or done.busy_teams:
+        log.info(
+            "retention: erased %d expired events of %d teams in %d steps%s",
+            sum(done.erased.values()),
+            len(done.erased),
+            done.steps,
+            f"; teams whose fold stayed busy, left to the next pass: {done.busy_teams}"
+            if done.busy_teams
+            else "",
+            extra={"erased": done.erased, "busy_teams": done.busy_teams},
         )
     return done

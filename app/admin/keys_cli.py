@@ -1,6 +1,7 @@
 """Bootstrapping and operator commands, printing JSON (SPEC §5).
 
-`flask teams create NAME`, and `flask keys create|rotate|revoke|list`. A secret is
+`flask teams create NAME`, `flask teams retention TEAM [--days N | --clear]` (docs/retention.md),
+and `flask keys create|rotate|revoke|list`. A secret is
 printed only by the command that creates it (teams create, keys create, keys rotate).
 Changes made here are audited with the actor "cli". A refused change prints a JSON
 error, `{"message", "code"}`, on stderr and exits with status 1.
@@ -17,6 +18,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from app.admin.key_shapes import created_key_json, key_json, rotated_key_json
+from app.admin.retention import retention_json
 from app.resources import resources
 from schemas.keys import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, MAX_NAME_LENGTH, SCOPES, name_problem
 from store.apikeys import (
@@ -29,8 +31,9 @@ from store.apikeys import (
     team_exists,
     team_of_key,
 )
+from store.retention import RetentionRefused, read_retention, set_retention
 
-teams = AppGroup("teams", help="Create teams.")
+teams = AppGroup("teams", help="Create teams; show or set how long their events are kept.")
 keys = AppGroup("keys", help="Create, rotate, revoke and list a team's API keys.")
 
 
@@ -74,6 +77,30 @@ def teams_create(name: str) -> None:
             "key": created_key_json(new_key, now),
         }
     )
+
+
+@teams.command("retention")
+@click.argument("team_id", type=click.IntRange(min=1))
+@click.option("--days", type=int, default=None, help="Keep this many days of events (1 to RETENTION_DAYS).")
+@click.option(
+    "--clear", is_flag=True, help="Drop the team's own setting: the operator's RETENTION_DAYS applies."
+)
+def teams_retention(team_id: int, days: int | None, clear: bool) -> None:
+    """Show a team's retention, or set it (--days) or clear it (--clear); the same rule as the API."""
+    if days is not None and clear:
+        fail("invalid_retention", "Give --days or --clear, not both.")
+    operator_days = resources().settings.retention_days
+    try:
+        with resources().engine.begin() as connection:
+            if days is None and not clear:
+                setting = read_retention(connection, team_id, operator_days)
+                if setting is None:
+                    fail("team_not_found", f"No team with id {team_id}.")
+            else:
+                setting = set_retention(connection, team_id, days, operator_days)
+    except RetentionRefused as refused:
+        fail(refused.code, refused.message)
+    echo_json(retention_json(setting))
 
 
 @keys.command("create")

@@ -1,8 +1,9 @@
 """HTTP ingest's half of the team's debugger: refusals and counts, off the request path.
 
-Ingest keeps a `RequestNotes` per request and calls four functions (see
+Ingest keeps a `RequestNotes` per request and calls five functions (see
 docs/ingest-debugger.md for the exact hook): `begin` once the key is known,
-`event_refused` per refused event, `events_stored` after the commit, and
+`event_refused` per refused event, `events_stored` after the commit, `events_expired`
+for the events older than the team's retention (answered 200, not stored), and
 `request_refused` when the whole request is answered with an error. They only add to
 this process's memory: an accepted request pays no statement at all, and neither does a
 refused one. A daemon
@@ -202,6 +203,19 @@ def events_stored(
     else:
         ledger.add(team_id, None, CountKey(hour, "http", "mixed", "accepted"), result.accepted)
         ledger.add(team_id, None, CountKey(hour, "http", "mixed", "duplicate"), result.duplicates)
+    if ledger.inline:
+        ledger.flush()
+
+
+def events_expired(ledger: IngestLedger, notes: RequestNotes, expired: Sequence[PreparedEvent]) -> None:
+    """Events answered 200 but not stored, older than the team's retention (memory only)."""
+    team_id = notes.team_id
+    if team_id is None or not expired:
+        return
+    hour = hour_of(datetime.now(UTC))
+    for kind in sorted({event.type for event in expired}):
+        n = sum(1 for event in expired if event.type == kind)
+        ledger.add(team_id, None, CountKey(hour, "http", kind, "expired"), n)
     if ledger.inline:
         ledger.flush()
 

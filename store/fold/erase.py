@@ -116,6 +116,25 @@ def event_links(event: PendingEvent) -> set[Link]:
     return links
 
 
+def keep_links(batch: Batch, links: set[Link]) -> None:
+    """Keep the links of events being erased (by a delete, or by retention: store/retention.py),
+    so a later delete of their userId still reaches the ids they carried."""
+    if not links:
+        return
+    batch.sql(
+        """
+        INSERT INTO tombstone_links (team_id, user_id, kind, value)
+        SELECT :team, u, k, v
+        FROM unnest(CAST(:users AS text[]), CAST(:kinds AS text[]),
+                    CAST(:values AS text[])) AS x(u, k, v)
+        ON CONFLICT DO NOTHING
+        """,
+        users=[u for u, _, _ in links],
+        kinds=[k for _, k, _ in links],
+        values=[v for _, _, v in links],
+    )
+
+
 def apply_deletes(batch: Batch, events: list[PendingEvent], *, take_apart: bool = False) -> Erasure:
     """Apply the batch's deletes and the stored tombstones; returns what is left to fold.
 
@@ -307,19 +326,7 @@ class _Eraser:
                 received=[s.received for s in self.changed.values()],
                 mids=[s.message_id for s in self.changed.values()],
             )
-        if links:
-            self.sql(
-                """
-                INSERT INTO tombstone_links (team_id, user_id, kind, value)
-                SELECT :team, u, k, v
-                FROM unnest(CAST(:users AS text[]), CAST(:kinds AS text[]),
-                            CAST(:values AS text[])) AS x(u, k, v)
-                ON CONFLICT DO NOTHING
-                """,
-                users=[u for u, _, _ in links],
-                kinds=[k for _, k, _ in links],
-                values=[v for _, _, v in links],
-            )
+        keep_links(self.batch, links)
 
     def erase_stored(self, erasure: Erasure) -> None:
         """Erase folded events the new tombstones cover; reopen the customers of erased userIds."""

@@ -54,7 +54,8 @@ class IngestRejection(Base):
 class IngestCount(Base):
     """Events accepted, duplicated and refused per team, hour, source, type and code.
 
-    `code` is '' for accepted and duplicate; `type` is a supported type, `other`, or
+    `code` is '' for accepted, duplicate and expired (older than the team's retention when it
+    arrived: answered 200, not stored); `type` is a supported type, `other`, or
     `request` for a refusal of a whole request. Rows older than the summary's longest
     window are pruned as counts are added.
     """
@@ -70,5 +71,7 @@ class IngestCount(Base):
 
     __table_args__ = (
         PrimaryKeyConstraint("team_id", "hour", "source", "type", "outcome", "code"),
-        CheckConstraint("outcome IN ('accepted', 'duplicate', 'refused')", name="ck_ingest_counts_outcome"),
+        CheckConstraint(
+            "outcome IN ('accepted', 'duplicate', 'refused', 'expired')", name="ck_ingest_counts_outcome"
+        ),
     )

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     PrimaryKeyConstraint,
     Text,
 )
@@ -31,6 +32,11 @@ class Team(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZ)
+    # How many days of the team's events are kept (NULL: the operator's RETENTION_DAYS, or
+    # everything); the operator's value caps it (store/retention.py, docs/retention.md).
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (CheckConstraint("retention_days BETWEEN 1 AND 3650", name="ck_teams_retention_days"),)
 
 
 class ApiKey(Base):

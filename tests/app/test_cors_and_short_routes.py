@@ -224,9 +224,15 @@ def test_a_top_level_array_is_a_batch(client: FlaskClient, team: TeamKeys, engin
     events = [track("a1"), {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "messageId": "a2"}]
     response = post(client, events, team.basic(team.ingest), path)
     assert response.status_code == 200, response.get_json()
-    assert response.get_json() == {"success": True, "accepted": 2, "duplicates": 0, "rejected": []}
+    assert response.get_json() == {
+        "success": True,
+        "accepted": 2,
+        "duplicates": 0,
+        "expired": 0,
+        "rejected": [],
+    }
     again = post(client, events, team.basic(team.ingest), path)
-    assert again.get_json() == {"success": True, "accepted": 0, "duplicates": 2, "rejected": []}
+    assert again.get_json() == {"success": True, "accepted": 0, "duplicates": 2, "expired": 0, "rejected": []}
     assert [(r.type, r.message_id) for r in stored(engine, team.id)] == [("track", "a1"), ("identify", "a2")]
 
 

@@ -115,7 +115,13 @@ def test_batch_routes_store_every_event_and_count_them(
     batch = [load_fixture(name) for name in fixture_names()]
     response = post(client, {"batch": batch}, team.basic(team.ingest), path)
     assert response.status_code == 200, response.get_json()
-    assert response.get_json() == {"success": True, "accepted": 7, "duplicates": 0, "rejected": []}
+    assert response.get_json() == {
+        "success": True,
+        "accepted": 7,
+        "duplicates": 0,
+        "expired": 0,
+        "rejected": [],
+    }
     rows = stored(engine, team.id)
     assert sorted((r.type, r.message_id) for r in rows) == sorted((e["type"], e["messageId"]) for e in batch)
 

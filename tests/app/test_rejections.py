@@ -96,8 +96,8 @@ def test_summary_counts_accepted_duplicates_and_refused_per_type_and_code(
     for window in ("last_24h", "last_7d"):
         counts = summary[window]
         assert (counts["accepted"], counts["duplicates"], counts["refused"]) == (4, 3, 2)
-        assert counts["by_type"]["track"] == {"accepted": 3, "duplicates": 3, "refused": 1}
-        assert counts["by_type"]["identify"] == {"accepted": 1, "duplicates": 0, "refused": 0}
+        assert counts["by_type"]["track"] == {"accepted": 3, "duplicates": 3, "refused": 1, "expired": 0}
+        assert counts["by_type"]["identify"] == {"accepted": 1, "duplicates": 0, "refused": 0, "expired": 0}
         assert counts["refused_by_code"] == {"invalid_event": {"track": 1}, "unsupported_type": {"other": 1}}
 
 
