@@ -4,6 +4,7 @@ does with an event that arrives older than it (docs/retention.md)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from app import create_app
 from service.settings import Settings
+from store.retention import CACHE_SECONDS
 from tests.conftest import TeamKeys
 
 OLD = "2020-01-01T00:00:00Z"
@@ -229,3 +231,36 @@ def test_the_cli_refuses_what_the_api_refuses(capped_app: Flask, team: TeamKeys)
     assert exit_code == 1 and json.loads(err)["code"] == "team_not_found"
     exit_code, _, err = cli(capped_app, str(team.id + 10_000_000), "--days", "5")
     assert exit_code == 1 and json.loads(err)["code"] == "team_not_found"
+
+
+def test_another_web_process_applies_a_new_setting_within_its_cache_time(
+    app: Flask, settings: Settings, engine: Engine, team: TeamKeys
+) -> None:
+    """Another app (as another web process) read the team before the change; it refuses old
+    events within CACHE_SECONDS (5 s) after it, without being told (waited on, bounded)."""
+    other = create_app({"TESTING": True, "SETTINGS": settings})
+    try:
+        here, there = app.test_client(), other.test_client()
+
+        def post_old(n: int) -> int:
+            event = {
+                "type": "track",
+                "userId": "u",
+                "event": "Old",
+                "messageId": f"old-{n}",
+                "timestamp": OLD,
+            }
+            answer = there.post("/v1/batch", json={"batch": [event]}, headers=team.basic(team.ingest))
+            return int(answer.get_json()["expired"])
+
+        assert post_old(0) == 0  # read before the change: no retention
+        assert put(here, team, {"retention_days": 30}).status_code == 200
+        deadline = time.monotonic() + 3 * CACHE_SECONDS
+        n = 1
+        while post_old(n) == 0:
+            assert time.monotonic() < deadline, "the other process still stores events older than 30 days"
+            n += 1
+            time.sleep(0.1)
+    finally:
+        other.extensions["timeline"].dispose()
+    assert {"old-0"} <= stored(engine, team) and f"old-{n}" not in stored(engine, team)
