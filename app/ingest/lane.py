@@ -152,7 +152,7 @@ def _ingest(lane: Lane, route: Route, environ: dict[str, Any], notes: ledger.Req
     # Segment does not retry it, and not stored; the debugger counts it as `expired`.
     stored, expired = split_expired(batch.events, lane.resources.retention.cutoff(key.team_id, received_at))
     result = store_events(lane.resources.engine, key.team_id, stored, received_at)
-    metrics.events_accepted(batch.events)
+    metrics.events_accepted(stored)
     ledger.events_stored(lane.ledger, notes, stored, result)
     ledger.events_expired(lane.ledger, notes, expired)
     # Wake the fold after the commit (app/ingest/waker.py): memory only here, the process's

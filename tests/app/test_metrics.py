@@ -54,3 +54,17 @@ def test_a_request_refused_whole_is_counted_by_reason(client: FlaskClient) -> No
     before = sample(client, "ingest_requests_rejected_total", reason="missing_key")
     assert client.post("/v1/segment", json=track()).status_code == 401
     assert sample(client, "ingest_requests_rejected_total", reason="missing_key") == before + 1
+
+
+def test_an_event_older_than_the_retention_is_not_counted_as_accepted(
+    client: FlaskClient, team: TeamKeys
+) -> None:
+    set_retention = client.put(
+        "/api/v1/team/retention", json={"retention_days": 30}, headers=team.bearer(team.admin)
+    )
+    assert set_retention.status_code == 200
+    accepted = sample(client, "events_accepted_total", type="track")
+    old = {**track("Viewed Pricing"), "timestamp": "2020-01-01T00:00:00Z"}
+    response = client.post("/v1/batch", json={"batch": [old, track()]}, headers=team.basic(team.ingest))
+    assert response.status_code == 200 and response.get_json()["expired"] == 1
+    assert sample(client, "events_accepted_total", type="track") == accepted + 1
