@@ -8,12 +8,15 @@ the app's listener through real Postgres. Every wait is on the items themselves.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +27,12 @@ from sqlalchemy import Engine, text
 from werkzeug.test import TestResponse
 
 from app.read_api import stream as stream_module
+from app.read_api.live import END, Listener, libpq_conninfo
 from store.apikeys import revoke_key
 from store.live import StreamPosition
 from tests.app.test_customers import customer_of, send, track
 from tests.conftest import TeamKeys
-from tests.servers import GunicornServer
+from tests.servers import GunicornServer, connect, read_answer
 
 
 @dataclass
@@ -286,3 +290,71 @@ def test_a_position_reads_back_exactly_as_it_was_sent() -> None:
         position = StreamPosition(base + timedelta(microseconds=micros), 42)
         assert StreamPosition.parse(position.text()) == position
     assert StreamPosition.parse(StreamPosition(datetime(1970, 1, 1, tzinfo=UTC), 0).text()) is not None
+
+
+def web_workers(server: GunicornServer) -> set[int]:
+    """The pids of the gunicorn master's live children (its web workers), from /proc."""
+    master = server.processes[0].pid
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == master and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends on `sock` until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_a_stopping_worker_closes_its_connections_and_exits_without_its_graceful_timeout(
+    client: FlaskClient, engine: Engine, team: TeamKeys, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """gunicorn's gevent worker waits, up to its graceful timeout (20 s), until it has no
+    connection left. A stream's connection, its stream ended by the stop, and a connection
+    kept alive between requests would each hold it there (keep-alive is 30 s): the worker
+    closes both, so it exits as soon as its streams have ended, and a client resuming
+    its stream never resumes on the stopping worker."""
+    send(engine, team, track("lou", "Opened", 0))
+    customer = customer_of(client, team, "lou")
+    with GunicornServer(tmp_path_factory.mktemp("stream-stop")) as server:
+        stream, idle = connect(server, timeout=60), connect(server, timeout=60)
+        with stream, idle:
+            stream.sendall(
+                f"GET /api/v1/customers/{customer}/stream HTTP/1.1\r\nHost: t\r\n"
+                f"Authorization: Bearer {team.read}\r\n\r\n".encode()
+            )
+            head = b""
+            while b"retry: 2000" not in head:
+                head += stream.recv(65536)
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            answer = read_answer(idle, bytearray())
+            assert answer is not None and answer.status == 200
+            assert "close" not in answer.headers.get("connection", "")  # kept alive, idle now
+            old = web_workers(server)
+            for pid in old:
+                os.kill(pid, signal.SIGTERM)  # gunicorn starts a new worker for each
+            assert (head + _until_closed(stream)).endswith(b"\r\n0\r\n\r\n")  # ended, then closed
+            assert _until_closed(idle) == b""
+        wait_for("the stopped workers gone", lambda: not (web_workers(server) & old), seconds=60)
+        log = server.log_text()
+        assert log.count("Worker exiting") >= len(old)
+        assert "Worker graceful timeout" not in log
+
+
+def test_a_stream_opened_on_a_stopping_process_ends_at_once(app: Flask, engine: Engine) -> None:
+    """A request that reached the process as it stopped: its stream ends at once (the client
+    resumes on another process) instead of waiting on a listener that no longer listens."""
+    listener = Listener(libpq_conninfo(engine), engine)
+    listener.end_all()  # what SIGTERM does (app/serving/worker.py)
+    subscription = listener.subscribe(1, 1)
+    assert subscription.notices.get(timeout=5) == END
