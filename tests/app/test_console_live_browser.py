@@ -22,6 +22,7 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
+from store.apikeys import create_key, revoke_key
 from tests.app.test_console_browser import ZONE, Console, send
 from tests.app.test_stream import web_workers
 from tests.chromium import chromium
@@ -202,4 +203,31 @@ def test_a_key_revoked_while_the_page_is_open_ends_the_stream_and_signs_the_agen
     assert console.all("#key")  # the sign-in form
     console.open(f"/console/lookup?user_id={user}")
     assert "/console/sign-in" in browser.current_url  # the session is over, not only the page
+    assert problems_in_the_browser_log(browser) == []
+
+
+def test_a_key_revoked_while_the_pages_worker_restarts_signs_the_agent_out_when_it_reconnects(
+    server: GunicornServer, browser: WebDriver, team: TeamKeys, engine: Engine
+) -> None:
+    """The stream is cut (its worker killed) right after the key is revoked (as the CLI
+    does, in the database): the page's EventSource reconnects to a new worker, which
+    refuses the session; the refusal is an `end` event, so the page goes to sign-in
+    instead of staying open and silently no longer live."""
+    console = Console(server.url, browser, team, team, engine)
+    with engine.begin() as connection:
+        made = create_key(connection, team.id, "agent's other key", ["read"], datetime.now(UTC))
+    user = "u-revoked-while-down"
+    send(engine, team, [track(user, "Opened App", datetime.now(UTC) - timedelta(minutes=5))])
+    console.sign_out()
+    console.sign_in(made.secret)
+    console.open(f"/console/lookup?user_id={user}")
+    wait_until(browser, "the stream open", lambda: recorded(browser)["opens"] == 1, BACK_SECONDS)
+
+    with engine.begin() as connection:
+        revoke_key(connection, team.id, made.key.id, datetime.now(UTC))
+    old = restart_workers(server, "killed")  # before the stream's next look at the session
+    wait_until(browser, "the sign-in page", lambda: "/console/sign-in" in browser.current_url, BACK_SECONDS)
+    console.wait_ready()
+    assert "Sign in again" in console.text("#notice")
+    assert web_workers(server) - old  # it was a new worker that refused the session
     assert problems_in_the_browser_log(browser) == []

@@ -28,8 +28,9 @@ from werkzeug.test import TestResponse
 
 from app.read_api import stream as stream_module
 from app.read_api.live import END, Listener, libpq_conninfo
-from store.apikeys import revoke_key
+from store.apikeys import create_key, revoke_key
 from store.live import StreamPosition
+from tests.app.test_console import sign_in as console_sign_in
 from tests.app.test_customers import customer_of, send, track
 from tests.conftest import TeamKeys
 from tests.servers import GunicornServer, connect, read_answer
@@ -358,3 +359,46 @@ def test_a_stream_opened_on_a_stopping_process_ends_at_once(app: Flask, engine: 
     listener.end_all()  # what SIGTERM does (app/serving/worker.py)
     subscription = listener.subscribe(1, 1)
     assert subscription.notices.get(timeout=5) == END
+
+
+# -- the console's page stream (app/console/live.py): what its EventSource is answered --
+
+
+def test_the_pages_stream_reopened_after_the_key_was_revoked_ends_and_names_sign_in(
+    client: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    """A page's EventSource that reconnects (its worker restarted) after the key was revoked:
+    an `end` event, which sends the page to sign-in; a 401 would stop the EventSource for
+    good and leave the page open, silently no longer live."""
+    send(engine, team, track("max", "Opened", 0))
+    customer = customer_of(client, team, "max")
+    with engine.begin() as connection:
+        made = create_key(connection, team.id, "agent", ["read"], datetime.now(UTC))
+    assert console_sign_in(client, made.secret).status_code == 303
+    with engine.begin() as connection:
+        revoke_key(connection, team.id, made.key.id, datetime.now(UTC))
+    response = client.get(f"/console/customers/{customer}/live", headers={"Last-Event-ID": "1-1"})
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    body = response.get_data(as_text=True)
+    assert "\nevent: end\n" in body and json.loads(body.split("data: ", 1)[1])["code"] == "signed_out"
+    assert response.headers["Cache-Control"] == "no-store"  # the console's own headers stay
+
+
+def test_the_pages_stream_refused_as_busy_tells_the_eventsource_when_to_come_back(
+    client: FlaskClient, app: Flask, engine: Engine, team: TeamKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's share of streams is taken: a `retry:` of the Retry-After and an answer
+    that ends, so the EventSource reconnects then (keeping its Last-Event-ID); a 503 would
+    stop it for good."""
+    send(engine, team, track("ned", "Opened", 0))
+    customer = customer_of(client, team, "ned")
+    assert console_sign_in(client, team.read).status_code == 303
+    listener = app.extensions["timeline_live"].get()
+    monkeypatch.setattr(listener, "open", app.extensions["timeline"].settings.live_streams_per_process)
+    response = client.get(f"/console/customers/{customer}/live")
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    body = response.get_data(as_text=True)
+    assert body.startswith(f"retry: {stream_module._BUSY_RETRY_SECONDS * 1000}\n")
+    assert "event:" not in body
