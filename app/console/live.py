@@ -9,7 +9,10 @@ the list needs one look), fed by the process's one `LISTEN` (`app/read_api/live.
 `TeamSubscription`: no read per notice). Both count as open streams of the process.
 
 For both the session is what must still hold: signed out elsewhere, or the key revoked,
-ends the stream with an `end` event and the page goes to sign-in, as a click would. The
+ends the stream with an `end` event and the page goes to sign-in, as a click would. A
+refusal is answered as events too (`as_events`): an EventSource gives up for good on any
+answer but an event stream, so a reconnection refused (signed out while the stream was
+down, the process's streams full, Redis away) would leave the page silently still. The
 page's script (`static/console.js`) listens, and fetches again what it shows: the
 customer page itself (the new items on top of the journey, the profile with its presence
 line), or the home's list (`/console/active-now`). So a page is drawn by the one template
@@ -24,18 +27,23 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, request, url_for
 
 from app.api_error import ApiError
 from app.console import session
 from app.console.views import _customer_id, bp
 from app.read_api.live import END, Listener, TeamSubscription
-from app.read_api.stream import HEARTBEAT_SECONDS, RETRY_MILLISECONDS, _listener, open_stream, resume_position
+from app.read_api.stream import (
+    HEARTBEAT_SECONDS,
+    RETRY_MILLISECONDS,
+    listener_with_room,
+    open_stream,
+    resume_position,
+)
 from app.resources import resources
 from store.customers import customer_state
 
 NEWS_SECONDS = 1.0  # the home's list is told of news at most once this long
-_BUSY_RETRY_SECONDS = 5
 
 
 def _session_holds() -> Callable[[], None]:
@@ -74,15 +82,7 @@ def live(customer_id: str) -> Any:
 @bp.get("/live")
 def home_live() -> Response:
     """Server-Sent Events for the home: `news` when a customer of the team has new events."""
-    listener = _listener()
-    limit = resources().settings.live_streams_per_process
-    if listener.open >= limit:
-        raise ApiError(
-            503,
-            "too_many_streams",
-            f"This server holds {limit} open streams already; retry after {_BUSY_RETRY_SECONDS} seconds.",
-            headers={"Retry-After": str(_BUSY_RETRY_SECONDS)},
-        )
+    listener = listener_with_room()
     subscription = listener.subscribe_team(g.agent.team_id)
     body = _news(listener, subscription, _session_holds())
     return Response(
@@ -135,3 +135,38 @@ def _drained(subscription: TeamSubscription) -> list[str | None]:
     while not subscription.notices.empty():
         found.append(subscription.notices.get_nowait())
     return found
+
+
+# Come back after this long when a refusal names no Retry-After.
+_REFUSED_RETRY_MILLISECONDS = 5_000
+_STREAMS = ("console.live", "console.home_live")
+
+
+@bp.after_request
+def as_events(response: Response) -> Response:
+    """A page's stream refused (the sign-in check, `open_stream`'s 503, storage away):
+    signed out, an `end` event (the page goes to sign-in, as when a stream ends so);
+    busy or unavailable, a `retry:` of the Retry-After and the end of the answer, so
+    the EventSource comes back then with its Last-Event-ID. The response is changed in
+    place: the headers the console sets on every answer stay."""
+    if request.endpoint not in _STREAMS or response.status_code not in (401, 429, 503):
+        return response
+    if response.status_code == 401:
+        # The session is over on the server already (`require_agent`): the page cannot
+        # learn why by loading itself, so the end says where to go (the reason with it).
+        ended = json.dumps(
+            {
+                "message": "The console session ended; sign in again.",
+                "code": "signed_out",
+                "sign_in": response.headers.get("X-Console-Sign-In") or url_for("console.sign_in"),
+            }
+        )
+        body = f"retry: {RETRY_MILLISECONDS}\nevent: end\ndata: {ended}\n\n"
+    else:
+        seconds = response.headers.get("Retry-After", "")
+        wait = max(int(seconds), 1) * 1000 if seconds.isdigit() else _REFUSED_RETRY_MILLISECONDS
+        body = f"retry: {wait}\n: {response.status_code}, come back then\n\n"
+    response.set_data(body)
+    response.status_code = 200
+    response.mimetype = "text/event-stream"
+    return response

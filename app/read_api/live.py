@@ -78,6 +78,8 @@ class Listener:
         with self._lock:
             self._streams[subscription.key].add(subscription)
             self.open += 1
+            if self.stopped:  # a request that reached a stopping process: resume elsewhere
+                subscription.notices.put(END)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -95,6 +97,8 @@ class Listener:
         with self._lock:
             self._teams[team_id].add(subscription)
             self.open += 1
+            if self.stopped:  # a request that reached a stopping process: resume elsewhere
+                subscription.notices.put(END)
         return subscription
 
     def unsubscribe_team(self, subscription: TeamSubscription) -> None:
@@ -138,8 +142,8 @@ class Listener:
 
     def end_all(self) -> None:
         """End every open stream and stop listening (the process is stopping)."""
-        self.stopped = True
         with self._lock:
+            self.stopped = True
             for streams in self._streams.values():
                 for subscription in streams:
                     subscription.notices.put(END)

@@ -119,15 +119,7 @@ def open_stream(
     no longer read (a revoked key, a signed-out session): the stream then ends with an
     `end` event carrying the error. The API's route and the console's use it alike.
     """
-    listener = _listener()
-    limit = resources().settings.live_streams_per_process
-    if listener.open >= limit:
-        raise ApiError(
-            503,
-            "too_many_streams",
-            f"This server holds {limit} open streams already; retry after {_BUSY_RETRY_SECONDS} seconds.",
-            headers={"Retry-After": str(_BUSY_RETRY_SECONDS)},
-        )
+    listener = listener_with_room()
     # Subscribed before the first read, so nothing folded in between is missed.
     subscription = listener.subscribe(team_id, customer_id)
     try:
@@ -232,9 +224,21 @@ def _event(name: str, data: str) -> str:
     return f"event: {name}\ndata: {data}\n\n"
 
 
-def _listener() -> Listener:
+def listener_with_room() -> Listener:
+    """This process's listener, or a 503 with Retry-After when it holds its share of open
+    streams already (LIVE_STREAMS_PER_PROCESS): every stream of the process, the API's and
+    the console's, counts against that one share."""
     found: PerProcess[Listener] = current_app.extensions["timeline_live"]
-    return found.get()
+    listener = found.get()
+    limit = resources().settings.live_streams_per_process
+    if listener.open >= limit:
+        raise ApiError(
+            503,
+            "too_many_streams",
+            f"This server holds {limit} open streams already; retry after {_BUSY_RETRY_SECONDS} seconds.",
+            headers={"Retry-After": str(_BUSY_RETRY_SECONDS)},
+        )
+    return listener
 
 
 def init_app(app: Flask) -> None:

@@ -26,6 +26,10 @@ What this module adds to `gunicorn.workers.ggevent.GeventWorker`:
   yet); when every slot is busy with a request, a new connection gets a JSON 503 with
   Retry-After at once and is closed, never the silence of an accept queue that nobody
   reads. The pool gunicorn sizes is the slots plus a reserve for these answers.
+- A graceful stop (SIGTERM) that takes no longer than the requests in progress: gunicorn
+  waits, up to its graceful timeout, until the process holds no connection, so the
+  connections between requests are closed at once, each other one after its answer, and
+  live streams are told to end (`service.per_process.when_stopping`).
 - `handle_error`: gunicorn's own answers (request line too long, headers too large,
   malformed requests, the head deadline) in the one envelope `{"message", "code",
   "errors"}` instead of HTML. The log line names the error's kind and the peer, never a
@@ -233,6 +237,15 @@ class ConnectionSlots:
         self.open += 1
         return True
 
+    def close_every_idle(self) -> None:
+        """The process is stopping: every connection between requests is closed now, so
+        none holds the stop up until its keep-alive runs out (gunicorn waits for them)."""
+        while self.idle:
+            oldest, _ = self.idle.popitem(last=False)
+            oldest.close_idle()
+            self.open -= 1
+            self.idle_closed += 1
+
     def release(self, sock: DeadlineSocket) -> None:
         """The connection has ended (one closed as idle gave its slot back already)."""
         if not sock.closed_idle:
@@ -419,7 +432,14 @@ class FrontDoorWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no ty
         itself (a live stream) is told to end now (`service.per_process.when_stopping`), so
         its client does not wait for the graceful timeout and resumes elsewhere."""
         super().handle_exit(sig, frame)
-        gevent.spawn(stopping)  # out of the signal handler, as gunicorn's handle_quit does
+        gevent.spawn(self._stop_gracefully)  # out of the signal handler, as gunicorn's handle_quit does
+
+    def _stop_gracefully(self) -> None:
+        """gunicorn waits, up to its graceful timeout, until no connection is left: the ones
+        between requests are closed now, the ones in a request after their answer
+        (`handle_request`), and what never ends by itself is told to end."""
+        self.slots.close_every_idle()
+        stopping()
 
     def timeout_ctx(self) -> AbstractContextManager[None]:
         return nullcontext()  # the deadlines live in DeadlineSocket, per phase
@@ -459,10 +479,17 @@ class FrontDoorWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no ty
         if req.body is not None:
             req.body = CheckedBody(req.body, self.cfg)
         try:
-            return bool(super().handle_request(listener_name, req, sock, addr))
+            served = bool(super().handle_request(listener_name, req, sock, addr))
         finally:
             if isinstance(sock, DeadlineSocket):
                 sock.begin_idle()
+        if not self.alive:
+            # Stopping: no next request on this connection (its answer began before the
+            # stop, so it did not say `Connection: close`). Kept open, it would hold the
+            # stop up until the graceful timeout, and a client resuming a stream over it
+            # would resume on this stopping process.
+            raise StopIteration
+        return served
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         peer = addr[0] if isinstance(addr, tuple) and addr else "unix"

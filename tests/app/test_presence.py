@@ -216,10 +216,15 @@ def test_nobody_active_says_so(agent: FlaskClient, engine: Engine, team: TeamKey
 
 
 def test_the_homes_list_and_stream_send_a_signed_out_script_to_sign_in(client: FlaskClient) -> None:
-    for path in ("/console/active-now", "/console/live"):
-        response = client.get(path)
-        assert response.status_code == 401, path
-        assert response.headers["X-Console-Sign-In"].startswith("/console/sign-in")
+    response = client.get("/console/active-now")
+    assert response.status_code == 401
+    assert response.headers["X-Console-Sign-In"].startswith("/console/sign-in")
+    # The stream's refusal is an event (an EventSource gives up on anything else): `end`,
+    # with where to sign in.
+    stream = client.get("/console/live")
+    assert (stream.status_code, stream.mimetype) == (200, "text/event-stream")
+    body = stream.get_data(as_text=True)
+    assert "event: end" in body and '"sign_in": "/console/sign-in' in body
 
 
 # -- the home, live ------------------------------------------------------------------

@@ -8,12 +8,15 @@ the app's listener through real Postgres. Every wait is on the items themselves.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +27,13 @@ from sqlalchemy import Engine, text
 from werkzeug.test import TestResponse
 
 from app.read_api import stream as stream_module
-from store.apikeys import revoke_key
+from app.read_api.live import END, Listener, libpq_conninfo
+from store.apikeys import create_key, revoke_key
 from store.live import StreamPosition
+from tests.app.test_console import sign_in as console_sign_in
 from tests.app.test_customers import customer_of, send, track
 from tests.conftest import TeamKeys
-from tests.servers import GunicornServer
+from tests.servers import GunicornServer, connect, read_answer
 
 
 @dataclass
@@ -286,3 +291,114 @@ def test_a_position_reads_back_exactly_as_it_was_sent() -> None:
         position = StreamPosition(base + timedelta(microseconds=micros), 42)
         assert StreamPosition.parse(position.text()) == position
     assert StreamPosition.parse(StreamPosition(datetime(1970, 1, 1, tzinfo=UTC), 0).text()) is not None
+
+
+def web_workers(server: GunicornServer) -> set[int]:
+    """The pids of the gunicorn master's live children (its web workers), from /proc."""
+    master = server.processes[0].pid
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == master and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends on `sock` until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_a_stopping_worker_closes_its_connections_and_exits_without_its_graceful_timeout(
+    client: FlaskClient, engine: Engine, team: TeamKeys, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """gunicorn's gevent worker waits, up to its graceful timeout (20 s), until it has no
+    connection left. A stream's connection, its stream ended by the stop, and a connection
+    kept alive between requests would each hold it there (keep-alive is 30 s): the worker
+    closes both, so it exits as soon as its streams have ended, and a client resuming
+    its stream never resumes on the stopping worker."""
+    send(engine, team, track("lou", "Opened", 0))
+    customer = customer_of(client, team, "lou")
+    with GunicornServer(tmp_path_factory.mktemp("stream-stop")) as server:
+        stream, idle = connect(server, timeout=60), connect(server, timeout=60)
+        with stream, idle:
+            stream.sendall(
+                f"GET /api/v1/customers/{customer}/stream HTTP/1.1\r\nHost: t\r\n"
+                f"Authorization: Bearer {team.read}\r\n\r\n".encode()
+            )
+            head = b""
+            while b"retry: 2000" not in head:
+                head += stream.recv(65536)
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            answer = read_answer(idle, bytearray())
+            assert answer is not None and answer.status == 200
+            assert "close" not in answer.headers.get("connection", "")  # kept alive, idle now
+            old = web_workers(server)
+            for pid in old:
+                os.kill(pid, signal.SIGTERM)  # gunicorn starts a new worker for each
+            assert (head + _until_closed(stream)).endswith(b"\r\n0\r\n\r\n")  # ended, then closed
+            assert _until_closed(idle) == b""
+        wait_for("the stopped workers gone", lambda: not (web_workers(server) & old), seconds=60)
+        log = server.log_text()
+        assert log.count("Worker exiting") >= len(old)
+        assert "Worker graceful timeout" not in log
+
+
+def test_a_stream_opened_on_a_stopping_process_ends_at_once(app: Flask, engine: Engine) -> None:
+    """A request that reached the process as it stopped: its stream ends at once (the client
+    resumes on another process) instead of waiting on a listener that no longer listens."""
+    listener = Listener(libpq_conninfo(engine), engine)
+    listener.end_all()  # what SIGTERM does (app/serving/worker.py)
+    subscription = listener.subscribe(1, 1)
+    assert subscription.notices.get(timeout=5) == END
+
+
+# -- the console's page stream (app/console/live.py): what its EventSource is answered --
+
+
+def test_the_pages_stream_reopened_after_the_key_was_revoked_ends_and_names_sign_in(
+    client: FlaskClient, engine: Engine, team: TeamKeys
+) -> None:
+    """A page's EventSource that reconnects (its worker restarted) after the key was revoked:
+    an `end` event, which sends the page to sign-in; a 401 would stop the EventSource for
+    good and leave the page open, silently no longer live."""
+    send(engine, team, track("max", "Opened", 0))
+    customer = customer_of(client, team, "max")
+    with engine.begin() as connection:
+        made = create_key(connection, team.id, "agent", ["read"], datetime.now(UTC))
+    assert console_sign_in(client, made.secret).status_code == 303
+    with engine.begin() as connection:
+        revoke_key(connection, team.id, made.key.id, datetime.now(UTC))
+    response = client.get(f"/console/customers/{customer}/live", headers={"Last-Event-ID": "1-1"})
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    body = response.get_data(as_text=True)
+    assert "\nevent: end\n" in body and json.loads(body.split("data: ", 1)[1])["code"] == "signed_out"
+    assert response.headers["Cache-Control"] == "no-store"  # the console's own headers stay
+
+
+def test_the_pages_stream_refused_as_busy_tells_the_eventsource_when_to_come_back(
+    client: FlaskClient, app: Flask, engine: Engine, team: TeamKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's share of streams is taken: a `retry:` of the Retry-After and an answer
+    that ends, so the EventSource reconnects then (keeping its Last-Event-ID); a 503 would
+    stop it for good."""
+    send(engine, team, track("ned", "Opened", 0))
+    customer = customer_of(client, team, "ned")
+    assert console_sign_in(client, team.read).status_code == 303
+    listener = app.extensions["timeline_live"].get()
+    monkeypatch.setattr(listener, "open", app.extensions["timeline"].settings.live_streams_per_process)
+    response = client.get(f"/console/customers/{customer}/live")
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    body = response.get_data(as_text=True)
+    assert body.startswith(f"retry: {stream_module._BUSY_RETRY_SECONDS * 1000}\n")
+    assert "event:" not in body

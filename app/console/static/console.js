@@ -113,10 +113,10 @@
     var source = new EventSource(list.dataset.live);
     var pending = null;
     source.addEventListener("open", function () { list.dataset.liveState = "open"; });
-    source.addEventListener("error", function () { list.dataset.liveState = "reconnecting"; });
-    source.addEventListener("end", function () {
+    source.addEventListener("error", function () { list.dataset.liveState = closedOr(source); });
+    source.addEventListener("end", function (event) {
       source.close();
-      window.location.assign(list.dataset.signIn);
+      signedOut(event);
     });
     source.addEventListener("item", function () {
       if (pending === null) { pending = window.setTimeout(refresh, 100); }
@@ -149,9 +149,27 @@
           localTimes(list);
           decorate(list);
           list.dataset.liveItems = String((Number(list.dataset.liveItems) || 0) + fresh.length);
+        })
+        .catch(function () {
+          // The server went away mid-fetch (a restart): fetch again in a second, or the
+          // news of this stream's items would wait for the next one.
+          if (pending === null) { pending = window.setTimeout(refresh, 1000); }
         });
     }
   }
+
+  // A stream's "end" (the session ended, the key revoked): where its data says to sign in
+  // (a session the server ended already), else the page itself again, which the server
+  // answers with sign-in, the reason, and a way back here after.
+  function signedOut(event) {
+    var sign_in = null;
+    try { sign_in = JSON.parse(event.data).sign_in || null; } catch (ignored) { sign_in = null; }
+    window.location.assign(sign_in || window.location.href);
+  }
+
+  // An EventSource that will not reconnect (an answer other than a stream) says so on
+  // the page's data-live-state, for the agent to reload.
+  function closedOr(source) { return source.readyState === EventSource.CLOSED ? "closed" : "reconnecting"; }
 
   // The home's "Active now" list, live: the team's stream (app/console/live.py, `news` at
   // most once a second) says a customer had new events; the list is fetched again
@@ -171,7 +189,7 @@
       fetch(section.dataset.fragment, { credentials: "same-origin", headers: { Accept: "text/html" } })
         .then(function (response) {
           if (response.status === 401) {
-            window.location.assign(response.headers.get("X-Console-Sign-In") || section.dataset.signIn);
+            window.location.assign(response.headers.get("X-Console-Sign-In") || window.location.href);
             return null;
           }
           return response.ok ? response.text() : null;
@@ -197,11 +215,11 @@
       if (opened) { soon(); }  // back after a break: what changed meanwhile
       opened = true;
     });
-    source.addEventListener("error", function () { section.dataset.liveState = "reconnecting"; });
+    source.addEventListener("error", function () { section.dataset.liveState = closedOr(source); });
     source.addEventListener("news", soon);
-    source.addEventListener("end", function () {
+    source.addEventListener("end", function (event) {
       source.close();
-      window.location.assign(section.dataset.signIn);
+      signedOut(event);
     });
   }
 
