@@ -27,7 +27,7 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
-from app.console import data, present, session
+from app.console import chart, data, present, session
 from app.resources import resources
 from schemas.api import FEED_TYPES, CustomerSearchArgs, FeedArgs, GroupArgs, query_arguments
 from schemas.fields import Instant
@@ -279,11 +279,14 @@ def customer(customer_id: str) -> Any:
     """A customer's profile and journey, newest first; `cursor` starts at an older page."""
     wanted = _customer_id(customer_id)
     filters, after, chosen = _feed_query()
+    now = datetime.now(UTC)
+    days = chart.day_bounds(now)
     # As the API reads them: each read chooses its own snapshot (store/snapshot.py).
     with resources().reads.connect(g.agent.team_id) as connection:
         merged_into, profile = data.load_profile(connection, g.agent.team_id, wanted)
         timeline = None
         visits: list[dict[str, Any]] = []
+        activity = None
         if profile is not None:
             timeline = data.load_timeline(
                 connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
@@ -291,12 +294,14 @@ def customer(customer_id: str) -> Any:
             visits, _ = data.read_visits(
                 connection, g.agent.team_id, wanted, limit=VISITS_SHOWN, after=None, budget=VISITS_SCAN
             )
+            activity = data.read_activity(connection, g.agent.team_id, wanted, days)
     if merged_into is not None:
         return redirect(_customer_url("console.customer", merged_into, request.args), 303)
-    if profile is None or timeline is None:
+    if profile is None or timeline is None or activity is None:
         return _not_found("customer", f"customer {customer_id}")
     return render_template(
         "console/customer.html",
+        activity=chart.render(days, activity, chart.visit_marks(visits, now)),
         presence=_presence(wanted, profile.data, timeline.items, whole=after is None and not filters.narrows),
         profile=profile.data,
         visits=visits,
