@@ -659,4 +659,19 @@ def test_the_activity_chart_shows_the_days_with_events_and_the_current_visit(sig
     assert [e["message"] for e in logs if e["level"] in ("SEVERE", "WARNING")] == []
     signed_in.assert_nothing_ran()
     if os.environ.get("CONSOLE_SCREENSHOT"):  # docs/console-activity.png: the chart alone
-        signed_in.find("section.activity-chart").screenshot(str(ROOT / "docs" / "console-activity.png"))
+        signed_in.find("#activity-chart").screenshot(str(ROOT / "docs" / "console-activity.png"))
+    # Live: an event folded while the page is open is counted in today's bar, no reload.
+    driver = signed_in.driver
+    wait_for(signed_in, lambda: driver.execute_script(_LIVE_STATE) == "open")
+    driver.execute_script("window.__chartPage = 'same'")
+    today = "return document.querySelector('#activity g.day:last-of-type').dataset.events"
+    before = int(driver.execute_script(today))
+    send(signed_in.engine, signed_in.team, [
+        {"type": "track", "userId": "u-glance", "event": "Viewed Item", "messageId": "glance-live",
+         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")},
+    ])  # fmt: skip
+    wait_for(signed_in, lambda: int(driver.execute_script(today)) == before + 1, seconds=20)
+    assert driver.execute_script("return window.__chartPage") == "same"
+
+
+_LIVE_STATE = "return document.getElementById('timeline').dataset.liveState"
