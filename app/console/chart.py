@@ -34,7 +34,6 @@ BASE = TOP + PLOT  # the baseline
 LANE = BASE + 4  # the visits' marks, under the baseline
 MARK = 7
 LABELS = LANE + MARK + 14  # the dates' text baseline
-WIDTH = DAYS * COLUMN
 HEIGHT = LABELS + 4
 
 
