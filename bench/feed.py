@@ -5,6 +5,9 @@ Postgres has), with the events table's indexes dropped during the load and built
 afterwards, then kept in its own database (`tl_bench_feed`) so later runs reuse it.
 The customer's events are spread through the table (every hundredth row), as events
 that arrived over months would be, so a page reads scattered heap pages as in real life.
+They end when the dataset is built and span `SPAN` (80 days), so all of them are in the
+console's 90-day activity chart (app/console/chart.py); a dataset whose events ended
+more than `STALE` ago (some would have left that window) is built again.
 
 Each page is read over HTTP (the feed route, through gunicorn) and, as the ceiling, the
 very same SQL statement that `store.feed.read_feed_page` sends, run straight in
@@ -21,6 +24,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,9 @@ from bench.env import BenchTeam, Servers, make_team
 from bench.load import LoadSpec, percentile, run_load
 from service.settings import Settings, sqlalchemy_url
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2  # 2: the events end at the build, not in 2024
+SPAN = timedelta(days=80)
+STALE = timedelta(days=10)
 FILLER_TEAMS = 49
 
 # Customer events carry a realistic payload; the other rows a fixed one (they are only
@@ -82,10 +88,16 @@ SELECT
 FROM (
     SELECT g, g %% %(stride)s = 0 AS mine,
            (ARRAY['track', 'track', 'page', 'identify'])[1 + (g / %(stride)s) %% 4] AS kind,
-           timestamptz '2024-01-01' + g * interval '1 second' AS at
+           %(end)s::timestamptz - ((%(events)s - g) * %(step_us)s) * interval '1 microsecond' AS at
     FROM generate_series(%(low)s::bigint, %(high)s::bigint) AS g
 ) s
 """
+
+
+_DATASET_COLUMNS = (
+    "version int, events bigint, customer_events bigint, team_id bigint, team_key text, "
+    "customer_id bigint, built_seconds float8, events_end timestamptz"
+)
 
 
 @dataclass
@@ -104,35 +116,37 @@ def ensure_dataset(
     """The feed database with `events` events, `customer_events` of them one customer's."""
     url, _ = servers.create_database(name, fresh=fresh)
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS bench_dataset (version int, events bigint, customer_events bigint, "
-            "team_id bigint, team_key text, customer_id bigint, built_seconds float8)"
-        )
+        connection.execute(f"CREATE TABLE IF NOT EXISTS bench_dataset ({_DATASET_COLUMNS})")
         row = connection.execute(
-            "SELECT version, events, customer_events, team_id, team_key, customer_id FROM bench_dataset"
+            # (events_end through to_jsonb: a version 1 table has no such column)
+            "SELECT version, events, customer_events, team_id, team_key, customer_id, "
+            "(to_jsonb(d) ->> 'events_end')::timestamptz FROM bench_dataset d"
         ).fetchone()
-    if row is not None and row[:3] == (DATASET_VERSION, events, customer_events):
+    if (
+        row is not None
+        and row[:3] == (DATASET_VERSION, events, customer_events)
+        and row[6] is not None
+        and datetime.now(UTC) - row[6] < STALE
+    ):
         return FeedDataset(url, BenchTeam(row[3], row[4]), row[5], events, customer_events, None)
-    if row is not None:  # another size: start over
+    if row is not None:  # another size, or too old for the chart's window: start over
         url, _ = servers.create_database(name, fresh=True)
         with psycopg.connect(url, autocommit=True) as connection:
-            connection.execute(
-                "CREATE TABLE bench_dataset (version int, events bigint, customer_events bigint, "
-                "team_id bigint, team_key text, customer_id bigint, built_seconds float8)"
-            )
+            connection.execute(f"CREATE TABLE bench_dataset ({_DATASET_COLUMNS})")
     started = time.monotonic()
     team = make_team(url, "bench feed team")
-    customer_id = _build(url, team.id, events, customer_events)
+    end = datetime.now(UTC)
+    customer_id = _build(url, team.id, events, customer_events, end)
     built = time.monotonic() - started
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(
-            "INSERT INTO bench_dataset VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (DATASET_VERSION, events, customer_events, team.id, team.key, customer_id, built),
+            "INSERT INTO bench_dataset VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (DATASET_VERSION, events, customer_events, team.id, team.key, customer_id, built, end),
         )
     return FeedDataset(url, team, customer_id, events, customer_events, built)
 
 
-def _build(url: str, team_id: int, events: int, customer_events: int) -> int:
+def _build(url: str, team_id: int, events: int, customer_events: int, end: datetime) -> int:
     stride = max(1, events // customer_events)
     with psycopg.connect(url, autocommit=True) as connection:
         first_filler = connection.execute(
@@ -143,8 +157,8 @@ def _build(url: str, team_id: int, events: int, customer_events: int) -> int:
         customer_id = connection.execute(
             "INSERT INTO customers (team_id, is_known, email, name, event_count, created_at, first_seen, "
             "last_seen) VALUES (%s, true, 'feed-user@example.com', 'Feed User', %s, now(), "
-            "'2024-01-01', '2024-12-31') RETURNING id",
-            (team_id, customer_events),
+            "%s, %s) RETURNING id",
+            (team_id, customer_events, end - SPAN, end),
         ).fetchone()[0]  # type: ignore[index]
         connection.execute(
             "INSERT INTO identities (team_id, kind, value, customer_id) VALUES (%s, 'user', 'feed-user', %s)",
@@ -170,6 +184,9 @@ def _build(url: str, team_id: int, events: int, customer_events: int) -> int:
         "fillers": FILLER_TEAMS,
         "customer": customer_id,
         "stride": stride,
+        "end": end,
+        "events": events,
+        "step_us": SPAN // timedelta(microseconds=1) // events,
         "filler_raw": FILLER_RAW,
         "context": json.dumps({"page": {"url": "https://segment.com/academy/", "title": "Academy"}}),
     }
@@ -200,7 +217,9 @@ def _build(url: str, team_id: int, events: int, customer_events: int) -> int:
         connection.execute(
             "SELECT setval(pg_get_serial_sequence('events', 'id'), (SELECT max(id) FROM events))"
         )
-        connection.execute("ANALYZE events")
+        # Rows weeks old have long been vacuumed by autovacuum: their pages all-visible, so
+        # an index-only scan (the activity chart's day counts) reads no heap for them.
+        connection.execute("VACUUM (ANALYZE) events")
         try:  # flush the load's dirty pages now, not during the next figures
             connection.execute("CHECKPOINT")
         except psycopg.Error:

@@ -14,7 +14,7 @@ order, is a 400, never a 500.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -39,8 +39,8 @@ PROFILE_GROUPS = 100  # memberships a profile shows (the rest: /customers/{id}/g
 MAX_TRAITS_PAGE = 1_000  # traits per page of /customers/{id}/traits
 
 # Presence (docs/read-api.md, "The profile"): the one rule of "active now", which Postgres
-# applies in store/answers/presence.py (the profile's `presence`, the console's home) and
-# the console's customer page in Python (`is_active`). Active now: the newest event (by
+# applies in store/answers/presence.py (the profile's `presence`, read by the API and the
+# console's customer page alike, and the console's home). Active now: the newest event (by
 # event time) within ACTIVE_WITHIN of now, either side: one dated further ahead (a device
 # clock set wrong) does not keep a customer "active" until that date. Where: the newest
 # page or screen, if less than PLACE_WITHIN (the gap that starts a new visit) before it.
@@ -49,16 +49,6 @@ ACTIVE_WITHIN = timedelta(minutes=5)
 # of VISIT_GAP or more between one and the next, as analytics tools count sessions.
 VISIT_GAP = timedelta(minutes=30)
 PLACE_WITHIN = VISIT_GAP
-
-
-def is_active(last_seen: datetime | None, now: datetime) -> bool:
-    """Whether a customer last seen at `last_seen` is active at `now`."""
-    return last_seen is not None and abs(now - last_seen) < ACTIVE_WITHIN
-
-
-def place_is_current(place_at: datetime, last_seen: datetime) -> bool:
-    """Whether a page or screen dated `place_at` is where a customer last seen at `last_seen` is."""
-    return last_seen - place_at < PLACE_WITHIN
 
 
 # A delete erases the person, including the delete event itself: it is never in a feed.

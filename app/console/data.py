@@ -6,8 +6,9 @@ from the very read functions the API calls (`read_profile`, `read_feed_page`,
 `search_customers`, `read_group`, each choosing its own snapshot), parsed from the
 JSON text Postgres builds as `store/answers/` declares it; no query of theirs is repeated
 here, and what the console shows beyond the API is presentation (`present.py`). The
-console adds two reads of its own: when each trait was last set, and the signed-in key by
-id (its session names the key, never the secret).
+console adds reads of its own: when each trait was last set, the signed-in key by id (its
+session names the key, never the secret), and a customer's events per day
+(`read_activity`, for the activity chart).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from store.apikeys import ACTIVE, key_digest, key_status
 from store.apikeys import find_key as _find_key
 from store.customers import lookup_customer, read_profile
 from store.customers import search_customers as _search_customers
-from store.feed import FeedFilter, read_feed_page
+from store.feed import FeedFilter, read_activity, read_feed_page
 from store.groups import read_group
 from store.models import ApiKey
 from store.presence import ACTIVE_COUNTED, read_active_customers
@@ -42,6 +43,7 @@ __all__ = [
     "key_digest",
     "key_status",
     "lookup_customer",
+    "read_activity",
     "read_visits",
 ]
 

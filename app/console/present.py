@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 from flask import Flask
 
 from schemas.api import ACTIVE_WITHIN as ACTIVE_WITHIN  # the views read the rule here too
-from schemas.api import is_active, place_is_current
 from schemas.fields import utc_iso
 
 
@@ -132,8 +131,8 @@ def timeline_item(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# "Active now" and where: the one rule is schemas.api's (`is_active`, `place_is_current`);
-# the profile's `presence` and the home's list apply it in SQL (store/answers/presence.py).
+# "Active now" and where: the one rule is schemas.api's, applied in SQL for the profile's
+# `presence` and the home's list (store/answers/presence.py); the lines here only say it.
 _UNITS = (
     (365 * 86400, "year"),
     (30 * 86400, "month"),
@@ -158,14 +157,6 @@ def ago(then: datetime, now: datetime) -> str:
             count = int(seconds // size)
             return f"{count} {unit}{'' if count == 1 else 's'} ago"
     return "just now"  # unreachable: 60 s is the last unit
-
-
-def where(item: dict[str, Any] | None) -> str | None:
-    """What a page or screen item names the place by: its name, else its title, else its URL."""
-    if item is None or item.get("type") not in ("page", "screen"):
-        return None
-    context = item.get("context") or {}
-    return place_name({"name": item.get("name"), "title": context.get("page_title"), "url": page_url(item)})
 
 
 def place_name(place: dict[str, Any] | None) -> str | None:
@@ -198,23 +189,17 @@ def active_customer(customer: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
-def presence(
-    last_seen: str | datetime | None, now: datetime, newest_place: dict[str, Any] | None
-) -> dict[str, Any]:
-    """ "Active now" (and where) when the newest event is within ACTIVE_WITHIN of `now`
-    (`schemas.api.is_active`), else when they were last seen, relative; `newest_place` is
-    the newest page or screen item."""
-    if last_seen is None:
+def presence(answer: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The presence line, from the profile's `presence` (`store/answers/presence.py`, the
+    one rule): "Active now" and where, else when they were last seen, relative."""
+    if answer.get("last_seen") is None:
         return {"active": False, "seen": False}
-    seen = instant(last_seen)
-    active = is_active(seen, now)
-    place = None
-    if active and newest_place is not None and place_is_current(instant(newest_place["timestamp"]), seen):
-        place = where(newest_place)
+    seen = instant(answer["last_seen"])
+    active = bool(answer.get("active_now"))
     return {
         "active": active,
         "seen": True,
-        "where": place,
+        "where": place_name(answer.get("place")) if active else None,
         "ago": ago(seen, now),
         "iso": iso(seen),
         "utc": utc_text(seen),

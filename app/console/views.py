@@ -27,7 +27,7 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
-from app.console import data, present, session
+from app.console import chart, data, present, session
 from app.resources import resources
 from schemas.api import FEED_TYPES, CustomerSearchArgs, FeedArgs, GroupArgs, query_arguments
 from schemas.fields import Instant
@@ -305,11 +305,14 @@ def customer(customer_id: str) -> Any:
     """A customer's profile and journey, newest first; `cursor` starts at an older page."""
     wanted = _customer_id(customer_id)
     filters, after, chosen = _feed_query()
+    now = datetime.now(UTC)
+    days = chart.day_bounds(now)
     # As the API reads them: each read chooses its own snapshot (store/snapshot.py).
     with resources().reads.connect(g.agent.team_id) as connection:
         merged_into, profile = data.load_profile(connection, g.agent.team_id, wanted)
         timeline = None
         visits: list[dict[str, Any]] = []
+        activity = None
         if profile is not None:
             timeline = data.load_timeline(
                 connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
@@ -317,13 +320,15 @@ def customer(customer_id: str) -> Any:
             visits, _ = data.read_visits(
                 connection, g.agent.team_id, wanted, limit=VISITS_SHOWN, after=None, budget=VISITS_SCAN
             )
+            activity = data.read_activity(connection, g.agent.team_id, wanted, days)
     if merged_into is not None:
         return redirect(_customer_url("console.customer", merged_into, request.args), 303)
-    if profile is None or timeline is None:
+    if profile is None or timeline is None or activity is None:
         return _not_found("customer", f"customer {customer_id}")
     return render_template(
         "console/customer.html",
-        presence=_presence(wanted, profile.data, timeline.items, whole=after is None and not filters.narrows),
+        activity=chart.render(days, activity, chart.visit_marks(visits, now)),
+        presence=present.presence(profile.data["presence"], now),
         profile=profile.data,
         visits=visits,
         trait_times=profile.trait_times,
@@ -334,31 +339,6 @@ def customer(customer_id: str) -> Any:
         feed_types=FEED_TYPES,
         paged=after is not None,
     )
-
-
-def _presence(customer_id: int, profile: dict[str, Any], items: list[dict[str, Any]], whole: bool) -> Any:
-    """Active now (and on which page or screen), or last seen how long ago. The newest page
-    or screen is read only for a customer active now, from the items shown when they are
-    the newest of every kind, else by one more feed read (the API's, one item)."""
-    now = datetime.now(UTC)
-    last_seen = profile.get("last_seen")
-    place = None
-    if last_seen and now - present.instant(last_seen) < present.ACTIVE_WITHIN:
-        shown = [item for item in items if item.get("type") in ("page", "screen")] if whole else []
-        if shown:
-            place = shown[0]
-        else:
-            with resources().reads.connect(g.agent.team_id) as connection:
-                found = data.load_timeline(
-                    connection,
-                    g.agent.team_id,
-                    customer_id,
-                    filters=data.FeedFilter(types=("page", "screen"), events=()),
-                    after=None,
-                    limit=1,
-                )
-            place = found.items[0] if found is not None and found.items else None
-    return present.presence(last_seen, now, place)
 
 
 @bp.get("/customers/<customer_id>/timeline")

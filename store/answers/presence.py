@@ -1,10 +1,11 @@
 """Presence: whether a customer is active now, and on which page or screen; declared once.
 
-The rule is `schemas.api`'s (`ACTIVE_WITHIN`, `PLACE_WITHIN`, and `is_active`, its Python
-twin for the console's customer page); here it is in SQL. A customer is *active now* when
-their newest event (`last_seen`, by event time) is within ACTIVE_WITHIN of now, either
-side; where an active customer is: their newest page or screen, if dated less than
-PLACE_WITHIN (the gap that starts a new visit) before `last_seen`, else nowhere known.
+The rule is `schemas.api`'s (`ACTIVE_WITHIN`, `PLACE_WITHIN`); here it is in SQL, the
+one place it is applied (the console's customer page reads the profile's `presence`).
+A customer is *active now* when their newest event (`last_seen`, by event time) is
+within ACTIVE_WITHIN of now, either side; where an active customer is: their newest page
+or screen, if dated less than PLACE_WITHIN (the gap that starts a new visit) before
+`last_seen`, else nowhere known.
 
 `PRESENCE` is over a `customers` row `c` and the parameter `:now` (the reader's clock, set
 in Python so tests control it): the profile carries it (`store/answers/profile.py`), so

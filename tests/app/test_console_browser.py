@@ -599,3 +599,79 @@ def test_an_event_folded_while_the_page_is_open_appears_on_top_without_a_reload(
     assert signed_in.text("#event-count") == "2"
     assert driver.execute_script("return window.__samePage") == "yes"  # no reload
     signed_in.assert_nothing_ran()
+
+
+# -- the journey at a glance (issue 24) ------------------------------------------------
+
+
+def test_the_activity_chart_shows_the_days_with_events_and_the_current_visit(signed_in: Console) -> None:
+    """The 90-day chart, drawn by the server: a bar for each UTC day with events, titled with
+    its date and count, none for the other days; the listed visits marked under the bars,
+    the current one apart; painted by console.css with no CSP report. (The fixture's
+    journey is from 2024, long out of the window: this one is recent.)"""
+    now = datetime.now(UTC)
+    instants = [now - timedelta(days=200)]  # out of the window: neither a bar nor a mark
+    for back in range(3, 85, 3):  # a visit every third day, of 1 to 13 events
+        instants += [now - timedelta(days=back, minutes=n) for n in range(1 + back * back * 7 % 13)]
+    instants += [now - timedelta(minutes=2), now - timedelta(minutes=1)]  # the current visit
+    send(signed_in.engine, signed_in.team, [
+        {"type": "track", "userId": "u-glance", "event": "Viewed Item", "messageId": f"glance-{n}",
+         "timestamp": at_.isoformat().replace("+00:00", "Z")}
+        for n, at_ in enumerate(instants)
+    ])  # fmt: skip
+    signed_in.driver.get_log("browser")  # type: ignore[attr-defined]  # (what came before is not this page's)
+    signed_in.open("/console/lookup?user_id=u-glance")
+    expected: dict[str, int] = {}
+    for instant in instants[1:]:
+        day = instant.date().isoformat()  # UTC days
+        expected[day] = expected.get(day, 0) + 1
+    shown = signed_in.driver.execute_script(
+        "const svg = document.getElementById('activity');"
+        "return {role: svg.getAttribute('role'),"
+        " name: document.getElementById('activity-summary').textContent,"
+        " days: Array.from(svg.querySelectorAll('g.day')).map(g => ({day: g.dataset.day,"
+        "   bar: g.querySelector('rect.bar') !== null, title: g.querySelector('title').textContent})),"
+        " marks: Array.from(svg.querySelectorAll('rect.visit')).map(r => ("
+        "   {current: r.classList.contains('current'),"
+        "   title: r.querySelector('title').textContent})),"
+        " fill: getComputedStyle(svg.querySelector('rect.bar')).fill,"
+        " width: svg.getBoundingClientRect().width, main: document.querySelector('main').clientWidth,"
+        " fits: document.documentElement.scrollWidth <= window.innerWidth};"
+    )
+    assert shown["role"] == "img"
+    assert shown["name"].startswith(f"{len(instants) - 1} events in the last 90 days ("), shown["name"]
+    assert len(shown["days"]) == 90
+    assert {d["day"] for d in shown["days"] if d["bar"]} == set(expected)
+    for d in shown["days"]:
+        count = expected.get(d["day"], 0)
+        noun = "no events" if count == 0 else "1 event" if count == 1 else f"{count} events"
+        assert d["title"].endswith(f": {noun}"), d
+    # The visits the page lists (the newest five) are marked: the current one apart.
+    assert len(signed_in.all("#visits tr.visit")) == 5
+    assert sorted(m["current"] for m in shown["marks"]) == [False, False, False, False, True]
+    current = next(m for m in shown["marks"] if m["current"])
+    assert current["title"].startswith("Current visit, since ") and current["title"].endswith(
+        "2 events, 0 pages"
+    )
+    assert shown["fill"] == "rgb(35, 87, 198)"  # console.css's accent: classes, no style attribute
+    assert 0 < shown["width"] <= shown["main"] and shown["fits"], shown
+    logs = signed_in.driver.get_log("browser")  # type: ignore[attr-defined]
+    assert [e["message"] for e in logs if e["level"] in ("SEVERE", "WARNING")] == []
+    signed_in.assert_nothing_ran()
+    if os.environ.get("CONSOLE_SCREENSHOT"):  # docs/console-activity.png: the chart alone
+        signed_in.find("#activity-chart").screenshot(str(ROOT / "docs" / "console-activity.png"))
+    # Live: an event folded while the page is open is counted in today's bar, no reload.
+    driver = signed_in.driver
+    wait_for(signed_in, lambda: driver.execute_script(_LIVE_STATE) == "open")
+    driver.execute_script("window.__chartPage = 'same'")
+    today = "return document.querySelector('#activity g.day:last-of-type').dataset.events"
+    before = int(driver.execute_script(today))
+    send(signed_in.engine, signed_in.team, [
+        {"type": "track", "userId": "u-glance", "event": "Viewed Item", "messageId": "glance-live",
+         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")},
+    ])  # fmt: skip
+    wait_for(signed_in, lambda: int(driver.execute_script(today)) == before + 1, seconds=20)
+    assert driver.execute_script("return window.__chartPage") == "same"
+
+
+_LIVE_STATE = "return document.getElementById('timeline').dataset.liveState"

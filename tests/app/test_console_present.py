@@ -52,20 +52,21 @@ def test_ago_says_how_long_ago_in_the_largest_whole_unit() -> None:
     assert ago(now - timedelta(days=800), now) == "2 years ago"
 
 
-def test_presence_is_active_within_five_minutes_and_names_the_page_of_that_visit() -> None:
-    from datetime import UTC, datetime, timedelta
+def test_the_presence_line_says_active_now_and_where_or_last_seen_how_long_ago() -> None:
+    from datetime import UTC, datetime
 
     from app.console.present import presence
 
     now = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-    page = {"type": "page", "name": None, "timestamp": "2024-03-01T11:50:00Z",
-            "context": {"page_title": "Pricing | Shop"}, "properties": {}}  # fmt: skip
-    active = presence(now - timedelta(minutes=4, seconds=59), now, page)
+    place = {"type": "page", "name": None, "title": "Pricing | Shop", "url": "https://shop.test/pricing",
+             "path": "/pricing", "since": "2024-03-01T11:50:00Z"}  # fmt: skip
+    active = presence({"active_now": True, "last_seen": "2024-03-01T11:55:01Z", "place": place}, now)
     assert active["active"] and active["where"] == "Pricing | Shop"
-    old_page = {**page, "timestamp": "2024-03-01T10:00:00Z"}  # a visit before this one
-    assert presence(now - timedelta(minutes=1), now, old_page)["where"] is None
-    screen = {"type": "screen", "name": "Checkout", "timestamp": "2024-03-01T11:59:00Z", "context": {}}
-    assert presence("2024-03-01T11:59:30Z", now, screen)["where"] == "Checkout"
-    gone = presence(now - timedelta(minutes=5), now, page)
+    nowhere = presence({"active_now": True, "last_seen": "2024-03-01T11:59:00Z", "place": None}, now)
+    assert nowhere["active"] and nowhere["where"] is None
+    gone = presence({"active_now": False, "last_seen": "2024-03-01T11:55:00Z", "place": None}, now)
     assert not gone["active"] and gone["ago"] == "5 minutes ago" and gone["iso"] == "2024-03-01T11:55:00Z"
-    assert presence(None, now, None) == {"active": False, "seen": False}
+    assert presence({"active_now": False, "last_seen": None, "place": None}, now) == {
+        "active": False,
+        "seen": False,
+    }

@@ -1,6 +1,6 @@
 """Presence: "active now" and where, in the API's profile and on the console's home (issue 24).
 
-The rule is one (`schemas.api.is_active`, applied in SQL by store/answers/presence.py):
+The rule is one (`schemas.api.ACTIVE_WITHIN`, applied in SQL by store/answers/presence.py):
 an event within five minutes of now, either side; the place is the newest page or screen
 of the current visit. Events are dated from the test's clock, so "now" is real here; the
 edges of the rule are held with an explicit `now` (store.presence.read_active_customers).
@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from app.console import data, views
 from app.console import live as console_live
 from app.read_api.live import END, NEWS, Listener, TeamSubscription
-from schemas.api import ACTIVE_WITHIN, is_active
+from schemas.api import ACTIVE_WITHIN
 from store.answers.profile import ProfileSchema
 from store.apikeys import create_key, revoke_key
 from store.presence import read_active_customers
@@ -121,26 +121,26 @@ def test_a_customer_seen_an_hour_ago_or_dated_ahead_is_not_active(
         assert profile["presence"] == {"active_now": False, "last_seen": profile["last_seen"], "place": None}
 
 
-def test_the_sql_rule_and_the_python_rule_agree_at_their_edges(
+def test_the_rule_holds_to_the_microsecond_at_its_edges(
     client: FlaskClient, engine: Engine, team: TeamKeys
 ) -> None:
     send(engine, team, track("u-edge", "Clicked", ago(hours=3), "t3"))
     customer = customer_of(client, team, "u-edge")
     seen = datetime.fromisoformat(get(client, team, f"/api/v1/customers/{customer}")["last_seen"])
     tick = timedelta(microseconds=1)
-    for now in (
-        seen - ACTIVE_WITHIN,
-        seen - ACTIVE_WITHIN + tick,
-        seen,
-        seen + ACTIVE_WITHIN - tick,
-        seen + ACTIVE_WITHIN,
+    # (now, active): within ACTIVE_WITHIN of the newest event, either side, ends excluded.
+    for now, active in (
+        (seen - ACTIVE_WITHIN, False),
+        (seen - ACTIVE_WITHIN + tick, True),
+        (seen, True),
+        (seen + ACTIVE_WITHIN - tick, True),
+        (seen + ACTIVE_WITHIN, False),
     ):
         with engine.connect() as connection:
             found = read_active_customers(connection, team.id, now, limit=10)
         listed = [item["id"] for item in json.loads(found.items_json)] == [customer]
-        assert listed == is_active(seen, now), now - seen
+        assert listed == active, now - seen
         assert found.active == (1 if listed else 0)
-    assert is_active(seen, seen + ACTIVE_WITHIN - tick) and not is_active(seen, seen + ACTIVE_WITHIN)
 
 
 def test_the_openapi_document_shows_presence_on_the_profile(client: FlaskClient) -> None:
