@@ -43,7 +43,7 @@ EXPECTED_FIGURES = [
     "Busy team's fold rate while the quiet team trickles (its folds share the worker)",
     "Event 200 at ingest -> item on an open customer stream, p50 / p99, 40 events/s to 8 customers",
     "Ingest p99 at 40 events/s with 8 streams open on one web process",
-    "Bytes on disk per real-shaped event, every table and index, folded (280 events",
+    "Bytes on disk per real-shaped event, every table and index, folded and VACUUMed (280 ",
     "Peak RSS per web process",
     "Peak RSS of the worker process",
 ]
@@ -76,6 +76,7 @@ def test_quick_run_reports_every_figure_beside_its_ceiling(
     assert live["ingest_with_streams"]["ok"] == live["ingest_with_streams"]["sent"] > 0
     stored = details["storage"]
     assert stored["events"] == 280 and stored["bytes_per_event_live"] > stored["gzip_bytes_per_event"] > 0
+    assert stored["bytes_per_event_vacuumed"] >= stored["bytes_per_event_live"]
     assert details["feed"]["console"]["server_p50_ms"] > 0
     assert details["import"]["rate"] > 0 and details["import"]["ceiling"]["rate"] > 0
     for page in ("first_page", "deep_page"):
