@@ -42,7 +42,7 @@ class Event(Base):
     # Order of events with the same event time: a hash of (type, messageId), so the
     # timeline order does not depend on arrival order.
     tiebreak: Mapped[int] = mapped_column(BigInteger)
-    # Compressed with lz4 where the server has it (migration 0010; SQLAlchemy cannot
+    # Compressed with lz4 where the server has it (migration 0011; SQLAlchemy cannot
     # declare a column's compression). Postgres compresses only rows over ~2 KB, so most
     # payloads are stored as sent: docs/scaling.md, "Bytes per event".
     raw: Mapped[dict[str, Any]] = mapped_column(JSONB)

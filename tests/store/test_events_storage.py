@@ -1,4 +1,4 @@
-"""How events are stored on disk (migration 0010), and the bench's bytes-per-event row."""
+"""How events are stored on disk (migration 0011), and the bench's bytes-per-event row."""
 
 from __future__ import annotations
 

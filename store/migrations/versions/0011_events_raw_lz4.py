@@ -13,8 +13,8 @@ A server built without lz4 (the embedded Postgres 16 the tests use) keeps pglz: 
 setting is skipped there. Only values written from now on use it: no rewrite, a
 catalog change under a brief lock.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from alembic import op
 from sqlalchemy import text
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
