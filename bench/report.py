@@ -123,8 +123,45 @@ def figures(details: dict[str, Any]) -> list[Figure]:
                 ratio <= 3,
             )
         )
+    if "retention" in details:
+        rows += _retention_rows(details["retention"])
     rows += _memory_rows(details.get("memory", {}))
     return rows
+
+
+def _retention_rows(expiry: dict[str, Any]) -> list[Figure]:
+    """Today's row-by-row expiry (bench/retention.py): its Postgres time, extrapolated to the
+    target's month of a 10-million-event table; another team's ingest p99 while it runs."""
+    seconds, extrapolated = expiry["postgres_seconds"], expiry["extrapolated_seconds"]
+    complete = expiry["erased"] == expiry["expired_events"]
+    with_pass, without = expiry["ingest_with_pass"], expiry["ingest_without"]
+    with_p99, without_p99 = with_pass["median_window_p99_ms"], without["median_window_p99_ms"]
+    ratio = with_p99 / without_p99 if without_p99 else 0.0
+    answered = with_pass["ok"] == with_pass["sent"] > 0 and without["ok"] == without["sent"] > 0
+    return [
+        Figure(
+            f"Expiring one month ({expiry['expired_events']:,} events of a {expiry['table_events']:,}-event "
+            f"table, {expiry['kept_events']:,} of the team's kept), Postgres time, row by row",
+            f"{seconds:.2f} s ({expiry['erased_per_second']:,.0f} erased/s"
+            + ("" if complete else f"; {expiry['erased']:,} of {expiry['expired_events']:,} erased")
+            + ")",
+            f"{extrapolated:,.1f} s extrapolated to a month ({expiry['target_month_events']:,}) "
+            f"of a {expiry['target_events']:,}-event table ({expiry['extrapolated_erasing_seconds']:,.1f} s "
+            f"erasing, {expiry['extrapolated_walking_seconds']:,.1f} s walking the rest)",
+            f"{extrapolated:.0f}x the target",
+            "< 1 s for a month of a 10-million-event table",
+            complete and extrapolated < 1,
+        ),
+        Figure(
+            f"Ingest p99 at {expiry['ingest_rate']:,.0f} events/s (another team) while expiry runs",
+            f"{with_p99:.1f} ms, the median of {with_pass['windows']} windows' p99s "
+            f"({with_pass['ok']:,} of {with_pass['sent']:,} answered 200)",
+            f"{without_p99:.1f} ms without it",
+            f"{ratio:.2f}x",
+            "unchanged (<= 1.5x)",
+            answered and ratio <= 1.5,
+        ),
+    ]
 
 
 def _console_row(console: dict[str, Any]) -> Figure:

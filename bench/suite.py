@@ -58,6 +58,7 @@ from bench.live import LiveSizes, measure_live
 from bench.load import run_load
 from bench.pipeline import measure_end_to_end, measure_lag
 from bench.profiling import Recording
+from bench.retention import RetentionSizes, measure_retention
 from bench.rqbaseline import measure_rq_baseline
 from bench.slow import SlowSizes, measure_slow_clients
 from bench.storage import measure_storage
@@ -87,6 +88,7 @@ class Sizes:
     isolation: IsolationSizes
     live: LiveSizes
     storage_people: int
+    retention: RetentionSizes
 
 
 FULL = Sizes(
@@ -125,6 +127,8 @@ FULL = Sizes(
     # events/s flowing to those customers.
     live=LiveSizes(customers=1000, streams=1000, rate=500, seconds=6, rounds=3),
     storage_people=2000,  # x 14 events of the real clients' sample
+    # A month (80,000 events) of a 960,000-event table expired, beside 200 POSTs/s.
+    retention=RetentionSizes(table_events=960_000, tail_events=20_000, rate=200, window_seconds=3),
 )
 
 QUICK = Sizes(
@@ -160,10 +164,23 @@ QUICK = Sizes(
     ),
     live=LiveSizes(customers=8, streams=8, rate=40, seconds=1, rounds=1),
     storage_people=20,
+    retention=RetentionSizes(table_events=12_000, tail_events=2_000, rate=50, window_seconds=0.5),
 )
 
 
-PHASES = ("ingest", "slow", "fold", "pipeline", "feed", "rq", "imports", "isolation", "live", "storage")
+PHASES = (
+    "ingest",
+    "slow",
+    "fold",
+    "pipeline",
+    "feed",
+    "rq",
+    "imports",
+    "isolation",
+    "live",
+    "storage",
+    "retention",
+)
 
 
 @dataclass
@@ -363,6 +380,11 @@ def run_suite(options: Options) -> dict[str, Any]:
             with phase("bytes on disk per real event, beside its gzip'd archive", timings):
                 details["storage"] = measure_storage(
                     servers, f"{options.database_prefix}_storage", sizes.storage_people
+                )
+        if "retention" in options.only:
+            with phase("retention: expiring a month, row by row; another team's ingest beside it", timings):
+                details["retention"] = measure_retention(
+                    run, servers, f"{options.database_prefix}_retention", sizes.retention
                 )
         if "rq" in options.only:
             with phase("one RQ job per event (baseline)", timings):

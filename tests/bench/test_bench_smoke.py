@@ -44,6 +44,8 @@ EXPECTED_FIGURES = [
     "Event 200 at ingest -> item on an open customer stream, p50 / p99, 40 events/s to 8 customers",
     "Ingest p99 at 40 events/s with 8 streams open on one web process",
     "Bytes on disk per real-shaped event, every table and index, folded and VACUUMed (280 ",
+    "Expiring one month (1,000 events of a 12,000-event table",
+    "Ingest p99 at 50 events/s (another team) while expiry runs",
     "Peak RSS per web process",
     "Peak RSS of the worker process",
 ]
@@ -77,6 +79,9 @@ def test_quick_run_reports_every_figure_beside_its_ceiling(
     stored = details["storage"]
     assert stored["events"] == 280 and stored["bytes_per_event_live"] > stored["gzip_bytes_per_event"] > 0
     assert stored["bytes_per_event_vacuumed"] >= stored["bytes_per_event_live"]
+    expiry = details["retention"]
+    assert expiry["erased"] == expiry["expired_events"] == 1000 and expiry["erasing_steps"] > 0
+    assert expiry["ingest_with_pass"]["ok"] > 0 and expiry["ingest_without"]["ok"] > 0
     assert details["feed"]["console"]["server_p50_ms"] > 0
     assert details["import"]["rate"] > 0 and details["import"]["ceiling"]["rate"] > 0
     for page in ("first_page", "deep_page"):
