@@ -45,8 +45,11 @@ PAGE_SIZE = 50
 # A deep link's `at=` shows what the customer did in this long before it.
 BEFORE_AT = timedelta(minutes=30)
 VISITS_SHOWN = 5  # the newest visits on a customer's page; the API pages through them all
-# Events read for them at most (about): a longer visit is shown as "over" its part read.
-VISITS_SCAN = 1_000
+# Events read for them at most (about), in statements of VISITS_CHUNK: five visits of
+# an ordinary journey take one statement, and a longer visit is shown as "over" its part
+# read (the API's /visits pages through it all).
+VISITS_SCAN = 300
+VISITS_CHUNK = 100
 SEARCH_PAGE_SIZE = 25
 ACTIVE_SHOWN = 50  # customers the home lists as active now; "and N more" beyond
 _CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
@@ -318,7 +321,13 @@ def customer(customer_id: str) -> Any:
                 connection, g.agent.team_id, wanted, filters=filters, after=after, limit=PAGE_SIZE
             )
             visits, _ = data.read_visits(
-                connection, g.agent.team_id, wanted, limit=VISITS_SHOWN, after=None, budget=VISITS_SCAN
+                connection,
+                g.agent.team_id,
+                wanted,
+                limit=VISITS_SHOWN,
+                after=None,
+                budget=VISITS_SCAN,
+                chunk=VISITS_CHUNK,
             )
             activity = data.read_activity(connection, g.agent.team_id, wanted, days)
     if merged_into is not None:
