@@ -34,12 +34,14 @@ from urllib.parse import urlsplit
 
 import requests
 
+from app.read_api.stream import HEARTBEAT_SECONDS
 from bench.env import BenchTeam, FoldWorker, RunEnv, Web
 from bench.fold import wait_until_folded
 from bench.load import percentile
 
 _MESSAGE_ID = re.compile(rb'"message_id" : "([^"]+)"')
 SENDERS = 8
+OPENING = 20  # streams opened at once
 
 
 @dataclass
@@ -90,7 +92,8 @@ async def _stream(
         await writer.drain()
         status = await reader.readline()
         if b" 200 " not in status:
-            raise RuntimeError(f"stream refused: {status!r}")
+            said = await reader.read(600)
+            raise RuntimeError(f"stream refused: {status!r} {said!r}")
         while await reader.readline() not in (b"\r\n", b""):
             pass
         opened.set()
@@ -110,10 +113,13 @@ def _read_streams(host: str, port: int, paths: list[str], auth: str, pipe: Conne
     async def main() -> list[tuple[bytes, float]]:
         arrivals: list[tuple[bytes, float]] = []
         readers: list[asyncio.Task[None]] = []
-        for path in paths:
-            opened = asyncio.Event()
-            readers.append(asyncio.create_task(_stream(host, port, path, auth, arrivals, opened)))
-            await asyncio.wait_for(opened.wait(), 10)
+        for start in range(0, len(paths), OPENING):  # a few at a time, as agents open pages
+            openings = []
+            for path in paths[start : start + OPENING]:
+                opened = asyncio.Event()
+                readers.append(asyncio.create_task(_stream(host, port, path, auth, arrivals, opened)))
+                openings.append(asyncio.wait_for(opened.wait(), 30))
+            await asyncio.gather(*openings)
         pipe.send("opened")
         loop = asyncio.get_running_loop()
         expected, deadline = await loop.run_in_executor(None, pipe.recv)
@@ -179,8 +185,8 @@ async def _round(
     )
     if streams:
         reader.start()
-        if not ours.poll(60) or ours.recv() != "opened":
-            raise RuntimeError("the streams' reader did not open its streams")
+        if not ours.poll(300) or ours.recv() != "opened":
+            raise RuntimeError(f"the streams' reader did not open its streams (exit code {reader.exitcode})")
     try:
         start = time.monotonic() + 0.2
         count = int(sizes.rate * sizes.seconds)
@@ -240,11 +246,20 @@ def measure_live(run: RunEnv, team: BenchTeam, sizes: LiveSizes) -> dict[str, An
     try:
         users, ids = _make_customers(web.base, team, sizes.customers, run.run_id, run.database_url)
         rounds: list[Round] = []
+        streams_ended = 0.0
         for n in range(sizes.rounds):
             # Alternating, and each kind first in turn: neither gets the warm-up to itself.
             for streams in (sizes.streams, 0) if n % 2 == 0 else (0, sizes.streams):
+                if streams:
+                    # The server learns that a client closed its stream only when a write
+                    # fails: the second heartbeat after the close (the first is accepted by
+                    # the kernel). Until then the stream counts against the process's
+                    # share, and a new round's streams would be refused.
+                    time.sleep(max(0.0, streams_ended + 2 * HEARTBEAT_SECONDS + 1 - time.monotonic()))
                 tag = f"{run.run_id}-{n}-{streams}"
                 rounds.append(asyncio.run(_round(web.base, team, ids, users, sizes, streams, tag)))
+                if streams:
+                    streams_ended = time.monotonic()
         return _summary(rounds, sizes)
     finally:
         worker.stop()

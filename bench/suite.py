@@ -125,7 +125,7 @@ FULL = Sizes(
     ),
     # The issue's figures: 1,000 open customer pages (a stream each) on one process, 500
     # events/s flowing to those customers.
-    live=LiveSizes(customers=1000, streams=1000, rate=500, seconds=6, rounds=3),
+    live=LiveSizes(customers=1000, streams=1000, rate=500, seconds=8, rounds=2),
     storage_people=2000,  # x 14 events of the real clients' sample
     # A month (80,000 events) of a 960,000-event table expired, beside 200 POSTs/s.
     retention=RetentionSizes(table_events=960_000, tail_events=20_000, rate=200, window_seconds=3),
