@@ -77,3 +77,14 @@ def chromium(*flags: str, zone: str | None = None, unhandled_prompt: str | None 
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def browser_problems(driver: Any) -> list[str]:
+    """What the browser logged as a warning or an error (a CSP violation, a script error),
+    but for the pages answered 401 or 404 on purpose, which are logged too."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] in ("SEVERE", "WARNING")
+        and "the server responded with a status of 40" not in entry["message"]
+    ]

@@ -16,6 +16,7 @@ import pytest
 
 from tests.app import test_console_browser as console_browser
 from tests.app.test_console_browser import Console, send, wait_for
+from tests.chromium import browser_problems
 
 # Its fixtures, by the names the tests ask for (pytest finds fixtures in the module's names).
 served = console_browser.served
@@ -87,11 +88,4 @@ def test_the_home_broke_no_csp_rule_and_raised_no_script_error(signed_in: Consol
     driver = signed_in.driver
     wait_for(signed_in, lambda: driver.execute_script(
         "return document.getElementById('active-customers').dataset.liveState") == "open")  # fmt: skip
-    logs = driver.get_log("browser")  # type: ignore[attr-defined]
-    problems = [
-        entry["message"]
-        for entry in logs
-        if entry["level"] in ("SEVERE", "WARNING")
-        and "the server responded with a status of 40" not in entry["message"]
-    ]
-    assert problems == []
+    assert browser_problems(driver) == []
