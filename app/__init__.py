@@ -21,7 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings: Settings = app.config.get("SETTINGS") or Settings.from_env()
 
     from app import console, errors, openapi, resources
-    from app.admin import fold_failures, keys, keys_cli, retention
+    from app.admin import fold_failures, keys, keys_cli, retention, timeline_cli
     from app.imports import cli as import_cli
     from app.ingest import debugger, lane, ratelimit
     from app.read_api import customers, feed, groups, me, stream, visits
@@ -47,4 +47,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     console.init_app(app, settings)
     keys_cli.init_app(app)
     import_cli.init_app(app)
+    timeline_cli.init_app(app)
     return app

@@ -42,20 +42,29 @@ SAMPLE = Path(__file__).with_name("samples") / "real-events.jsonl"
 ROUNDS = 10
 
 # Every relation of the schema's tables, named (table, relation): the heap as "heap",
-# the TOAST table with its index as "toast", and each index by its name.
+# the TOAST table with its index as "toast", and each index by its name. A partition
+# counts as its partitioned table (each month of `events` as `events`), a partition's
+# index as the partitioned index it belongs to.
 _RELATIONS = """
-    SELECT t.relname AS table_name, 'heap' AS relation, pg_relation_size(t.oid) AS bytes
-    FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
-    WHERE n.nspname = current_schema() AND t.relkind = 'r'
-    UNION ALL
-    SELECT t.relname, 'toast', pg_total_relation_size(t.reltoastrelid)
-    FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
-    WHERE n.nspname = current_schema() AND t.relkind = 'r' AND t.reltoastrelid <> 0
-    UNION ALL
-    SELECT t.relname, i.relname, pg_relation_size(i.oid)
-    FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
-    JOIN pg_index x ON x.indrelid = t.oid JOIN pg_class i ON i.oid = x.indexrelid
-    WHERE n.nspname = current_schema() AND t.relkind = 'r'
+    WITH rel AS (
+        SELECT t.oid, t.reltoastrelid,
+               coalesce((SELECT relname FROM pg_class WHERE oid = pg_partition_root(t.oid)),
+                        t.relname) AS table_name
+        FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
+        WHERE n.nspname = current_schema() AND t.relkind = 'r'
+    )
+    SELECT table_name, relation, sum(bytes)::bigint AS bytes FROM (
+        SELECT table_name, 'heap' AS relation, pg_relation_size(oid) AS bytes FROM rel
+        UNION ALL
+        SELECT table_name, 'toast', pg_total_relation_size(reltoastrelid) FROM rel
+        WHERE reltoastrelid <> 0
+        UNION ALL
+        SELECT r.table_name,
+               coalesce((SELECT relname FROM pg_class WHERE oid = pg_partition_root(i.oid)), i.relname),
+               pg_relation_size(i.oid)
+        FROM rel r JOIN pg_index x ON x.indrelid = r.oid JOIN pg_class i ON i.oid = x.indexrelid
+    ) relations
+    GROUP BY table_name, relation
 """
 
 # How Postgres holds the raw payloads: the column's compression setting, and per method

@@ -30,10 +30,18 @@ from sqlalchemy.exc import DBAPIError
 
 from schemas.segment import PreparedEvent
 from service.per_process import PerProcess
+from store.partitions import ensure_months, is_missing_partition
 
 # A group's transaction holds at most this many events (a request's own batch of up to
 # 2,500 always goes in whole): bounded statement size, bounded wait for the followers.
 GROUP_MAX_EVENTS = 2500
+
+# Idempotency is `(team_id, message_id, type, event_time)` (the timeline is partitioned by
+# event time, store/partitions.py): a re-send carries its payload's time and meets its
+# first delivery there. A payload with no time at all (no timestamp, originalTimestamp or
+# receivedAt) is dated by its receipt, which a re-send does not share: for those, the
+# insert also looks this far back (Segment retries for 4 hours; an SDK's queue, hours).
+RESEND_WINDOW = "1 day"
 
 # One statement and one parameter whatever the number of rows: Postgres plans it once
 # (psycopg prepares it after a few uses), and the rows travel as one JSON document that
@@ -47,7 +55,16 @@ _INSERT_SQL = """
         team_id bigint, message_id text, type text, event_name text, user_id text,
         anonymous_id text, group_id text, previous_id text, event_time timestamptz,
         received_at timestamptz, tiebreak bigint, raw jsonb)
-    ON CONFLICT (team_id, message_id, type) DO NOTHING
+    WHERE NOT EXISTS (  -- stored before migration 0012 and not moved yet (no month can match)
+        SELECT 1 FROM events e WHERE e.layout = 0 AND e.team_id = r.team_id
+            AND e.message_id = r.message_id AND e.type = r.type)
+      AND NOT EXISTS (  -- a payload with no time of its own, re-sent: its first delivery's
+        SELECT 1 FROM events e  -- receipt is its event time, within the re-send window
+        WHERE r.event_time = r.received_at AND e.team_id = r.team_id
+            AND e.message_id = r.message_id AND e.type = r.type
+            AND e.event_time >= r.event_time - interval '{resend_window}'
+            AND e.event_time < r.event_time)
+    ON CONFLICT DO NOTHING
     RETURNING team_id, message_id, type
 """
 # The committer's own statement goes to libpq directly (psycopg's `pq` layer, waited on
@@ -55,8 +72,8 @@ _INSERT_SQL = """
 # per connection under our own name: SQLAlchemy's execute path, and then psycopg's
 # cursor machinery (query conversion, adapters, prepare cache, result wrapping), each
 # cost more CPU per request than libpq's own work for this one statement.
-_INSERT_DRIVER = _INSERT_SQL.format(rows="%s")
-_INSERT_PQ = _INSERT_SQL.format(rows="$1").encode()
+_INSERT_DRIVER = _INSERT_SQL.format(rows="%s", resend_window=RESEND_WINDOW)
+_INSERT_PQ = _INSERT_SQL.format(rows="$1", resend_window=RESEND_WINDOW).encode()
 _STATEMENT = b"timeline_insert_events"
 _prepared_on: weakref.WeakSet[psycopg.Connection[object]] = weakref.WeakSet()
 
@@ -307,12 +324,15 @@ class _GroupCommit:
     def _execute(self, group: list[_Request]) -> None:
         """The group's INSERT on the committer's own connection, in autocommit.
 
+        The months the events fall in are made first if missing (store/partitions.py).
         One statement in autocommit is its own transaction: all its rows or none, and
         committed (WAL flushed, synchronous_commit) before Postgres answers it. That is
         one round trip per group instead of four (pool ping, BEGIN, INSERT, COMMIT).
         A connection that went stale (Postgres restarted) is replaced and the group
         tried once more; the insert is idempotent, so that retry cannot store twice.
         """
+        times = [event.event_time for request in group for event in request.events]
+        ensure_months(self.engine, times)
         for attempt in (1, 2):
             reused = self.connection is not None
             if self.connection is None:
@@ -323,6 +343,9 @@ class _GroupCommit:
             except DBAPIError as error:
                 self._discard_connection(invalidate=error.connection_invalidated)
                 if attempt == 1 and reused and error.connection_invalidated:
+                    continue
+                if attempt == 1 and is_missing_partition(error):  # dropped since this process looked
+                    ensure_months(self.engine, times)
                     continue
                 raise
             except Exception:

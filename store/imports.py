@@ -7,15 +7,18 @@ common case of a first import, that is all the storing costs, done while the cal
 reads the next lines. When one is stored already (an earlier run, HTTP ingest, an
 earlier batch of this run), the unique index refuses the COPY: the transaction is
 rolled back and the batch's rows, kept for the purpose, are COPYed into a temporary
-table and moved into `events` with `ON CONFLICT (team_id, message_id, type) DO
-NOTHING`, the same dedupe key as ingest, which counts what was new. Either way the
+table and moved into `events` with `ON CONFLICT DO NOTHING` on the same dedupe key as
+ingest (`(team_id, message_id, type, event_time)`), which counts what was new. Either way the
 batch's refusals and counts (`store/rejections.py`) are written in the same
 transaction. A run killed at any point loses only its open batch, which was never
 committed; run again, every event already stored is a duplicate, so each is stored
 exactly once. The staging table is `ON COMMIT DELETE ROWS`: each commit empties it.
 After a batch that met stored events the next one is staged from the start (a run
 again after a kill would otherwise COPY most batches twice); COPY into events resumes
-after a staged batch that found nothing stored.
+after a staged batch that found nothing stored. The months a batch's events fall in are
+made before its COPY (`store/partitions.py`); while the events of a table made before
+migration 0012 are being moved (`store/timeline_move.py`) every batch is staged, whose
+move also looks for them.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from psycopg.adapt import Dumper
 from sqlalchemy import Connection, Engine
 
 from schemas.segment import PreparedEvent
+from store.partitions import ensure_months, is_missing_partition
 from store.rejections import CountKey, Refusal, hour_of, record_rejections
+from store.timeline_move import timeline_move_pending
 
 # The columns of a row, in this order (`event_row`).
 EVENT_COLUMNS = (
@@ -70,6 +75,7 @@ EVENT_TYPES = (
     "jsonb",
 )
 _COLUMNS = ", ".join(EVENT_COLUMNS)
+EVENT_TIME = EVENT_COLUMNS.index("event_time")
 _CREATE_STAGING = """
     CREATE TEMP TABLE IF NOT EXISTS import_staging (
         team_id bigint, message_id text, type text, event_name text, user_id text, anonymous_id text,
@@ -87,13 +93,17 @@ _JSONB_OID = 3802
 _MOVE = f"""
     WITH inserted AS (
         INSERT INTO events ({_COLUMNS})
-        SELECT {_COLUMNS} FROM import_staging
-        ON CONFLICT (team_id, message_id, type) DO NOTHING
+        SELECT {_COLUMNS} FROM import_staging s
+        WHERE NOT EXISTS (  -- stored before migration 0012 and not moved yet (store/events.py)
+            SELECT 1 FROM events e WHERE e.layout = 0 AND e.team_id = s.team_id
+                AND e.message_id = s.message_id AND e.type = s.type)
+        ON CONFLICT DO NOTHING
         RETURNING type
     )
     SELECT type, count(*) FROM inserted GROUP BY type
 """
-DEDUPE_CONSTRAINT = "uq_events_team_id_message_id_type"
+# The dedupe key, and each month's copy of it (`..._y2026m12`: store/partitions.py).
+DEDUPE_CONSTRAINT = "uq_events_team_id_message_id_type_event_time"
 # Chunks of rows (at most 1,000 events or 1 MiB each, app/imports/importer.py) waiting for the
 # writer: enough for the reader to go on while a batch commits.
 QUEUED_CHUNKS = 16
@@ -116,8 +126,14 @@ def already_stored(error: BaseException) -> bool:
     of the same keys (HTTP ingest) can cause: the ON CONFLICT path settles both.
     """
     if isinstance(error, errors.UniqueViolation):
-        return error.diag.constraint_name == DEDUPE_CONSTRAINT
+        return (error.diag.constraint_name or "").startswith(DEDUPE_CONSTRAINT)
     return isinstance(error, errors.DeadlockDetected)
+
+
+def month_added(error: BaseException) -> bool:
+    """Whether a COPY into events met an event whose month was made after the COPY began
+    (a COPY sees the partitions of its start): the batch goes through staging."""
+    return is_missing_partition(error)
 
 
 def event_row(team_id: int, received_at: datetime, event: PreparedEvent) -> tuple[Any, ...]:
@@ -176,7 +192,10 @@ class ImportBatches:
         self.staged: Counter[str] = Counter()
         # The open batch's rows, in order, kept until it commits in case it must be staged.
         self.rows: list[Sequence[tuple[Any, ...]]] = []
-        self.direct = True  # False once the COPY into events was refused for this batch
+        # False once the COPY into events was refused for this batch; never while events
+        # stored before migration 0012 are being moved (COPY cannot see them as duplicates).
+        self.moving = timeline_move_pending(connection)
+        self.direct = not self.moving
         self.staged_batches = 0
         self._copy: Any = None
         self._copy_manager: Any = None
@@ -190,6 +209,7 @@ class ImportBatches:
         if not self.direct:
             return  # staged at the commit
         try:
+            ensure_months(self.connection.engine, [row[EVENT_TIME] for row in rows])
             if self._copy is None:
                 self._open(_COPY_EVENTS)
             write = self._copy.write_row
@@ -219,6 +239,7 @@ class ImportBatches:
                 self._refused(error)
         staged = bool(self.staged) and not self.direct
         if staged:
+            ensure_months(self.connection.engine, [row[EVENT_TIME] for rows in self.rows for row in rows])
             self._open(_COPY_STAGING)
             for rows in self.rows:
                 for row in rows:
@@ -245,7 +266,7 @@ class ImportBatches:
         # A batch that met stored events is likely followed by more (a run again after
         # a kill, an archive imported twice): the next one goes straight to staging, and
         # COPY into events resumes after a staged batch that found nothing stored.
-        self.direct = not staged or accepted == dict(self.staged)
+        self.direct = (not staged or accepted == dict(self.staged)) and not self.moving
         self.staged = Counter()
         self.rows = []
         return BatchResult(accepted, dict(duplicates), staged)
@@ -272,7 +293,7 @@ class ImportBatches:
     def _refused(self, error: psycopg.Error) -> None:
         """The COPY into events failed: stage this batch if an event was stored already."""
         self.abandon()
-        if not already_stored(error):
+        if not (already_stored(error) or month_added(error)):
             raise error
         # Nothing else ran in this transaction yet: undo the COPY, the batch starts over.
         self.connection.rollback()

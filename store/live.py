@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection
 
 from store.answers.feed_item import FEED_ITEM_SQL
+from store.fold.pending import PendingEvent
 from store.snapshot import snapshot
 from store.statements import prepared
 
@@ -40,13 +41,20 @@ _BATCH = """
     unnest(CAST(:events AS bigint[])) AS x(wanted)
     CROSS JOIN LATERAL (SELECT * FROM events WHERE team_id = :team AND id = x.wanted LIMIT 1) AS events
 """
+# The fold knows its events' times (the partition key): each probe reads one month.
+_FOLDED_BATCH = """
+    unnest(CAST(:events AS bigint[]), CAST(:times AS timestamptz[])) AS x(wanted, at)
+    CROSS JOIN LATERAL (
+        SELECT * FROM events WHERE team_id = :team AND id = x.wanted AND event_time = x.at LIMIT 1
+    ) AS events
+"""
 
 _NOTIFY_SQL = f"""
     SELECT count(pg_notify('{FOLDED_CHANNEL}', notice)) FROM (
         SELECT :team || ' ' || string_agg(customer_id || ':' || id, ' ' ORDER BY id) AS notice
         FROM (
             SELECT customer_id, id, (row_number() OVER (ORDER BY id) - 1) / {PAIRS_PER_NOTICE} AS part
-            FROM {_BATCH}
+            FROM {_FOLDED_BATCH}
             WHERE customer_id IS NOT NULL
         ) folded
         GROUP BY part
@@ -54,13 +62,16 @@ _NOTIFY_SQL = f"""
 """
 
 
-def notify_folded(connection: Connection, team_id: int, event_ids: Sequence[int]) -> None:
+def notify_folded(connection: Connection, team_id: int, events: Sequence[PendingEvent]) -> None:
     """Tell the listening web processes, when this transaction commits, which of these
     (just folded) events are on which customer's timeline."""
-    if not event_ids:
+    if not events:
         return
     statement, _ = prepared(_NOTIFY_SQL)
-    connection.execute(statement, {"team": team_id, "events": list(event_ids)})
+    connection.execute(
+        statement,
+        {"team": team_id, "events": [e.id for e in events], "times": [e.event_time for e in events]},
+    )
 
 
 # A position's instant as whole microseconds since the epoch, in integers: no float on the

@@ -19,12 +19,19 @@ Three uses:
   never interleave on a team; ingest never takes that lock), with a pause between steps.
   One worker expires at a time (a session advisory lock); another skips the pass.
 
-The timeline will be partitioned by time. The steps are split so that only "which rows"
-changes then: a step takes a *window* of the team's events (`expiry_window`: today a
-range of the primary key, at most `step_rows` events; then a partition whose whole range
-is expired) and erases what in it is expired (`erase_window`: today a DELETE of that
-range, then a DETACH and DROP of the partition after the same trait-history and link
-bookkeeping).
+Two ways to erase, by who shares the months (the timeline is partitioned by event time,
+a partition a month: store/partitions.py):
+
+- **By month** (`expire_months`): the longest retention in force (every team has one:
+  the operator's, or all teams' own) erases a whole month once all of it is older than
+  that retention: the month's trait history, set-aside errors and links are settled in
+  bounded steps (`settle_step`), then its partition is detached (`CONCURRENTLY`: ingest
+  and reads go on) and dropped. A team at that longest retention keeps an expired event
+  until the end of its month's expiry: at most a month longer (docs/retention.md).
+- **By rows** (`expire_step`): a team whose retention is shorter than the longest (or any
+  team's when some team keeps everything) gets the steps: a window of at most
+  `step_rows` of its events by primary key (`expiry_window`), whose expired events are
+  deleted (`erase_window`).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from store.fold.batch import Batch
 from store.fold.erase import Link, event_links, keep_links
 from store.fold.pending import PENDING_COLUMNS, PendingEvent
 from store.fold_failures import forget_failures
+from store.partitions import ensure_months, existing_partitions, known_partitions, months_table
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +228,24 @@ def split_expired(
 # --- expiry ------------------------------------------------------------------------------------
 
 
+def longest_retention(connection: Connection, operator_days: int | None) -> int | None:
+    """The longest retention in force over every team (None: some team keeps everything)."""
+    row = connection.execute(
+        text(
+            """
+            SELECT bool_or(days IS NULL) AS forever, max(days) AS longest FROM (
+                SELECT CASE WHEN CAST(:op AS integer) IS NULL THEN retention_days
+                            ELSE least(coalesce(retention_days, :op), :op) END AS days
+                FROM teams) t
+            """
+        ),
+        {"op": operator_days},
+    ).one()
+    if row.forever or row.longest is None:
+        return None
+    return int(row.longest)
+
+
 def teams_with_retention(connection: Connection, operator_days: int | None) -> list[tuple[int, int]]:
     """(team, effective days) of every team whose events expire, by team id."""
     rows = connection.execute(
@@ -279,25 +305,8 @@ def erase_window(batch: Batch, window: Window, cutoff: datetime) -> list[Pending
             cutoff=cutoff,
         )
     ]
-    if not erased:
-        return erased
-    ids = sorted(event.id for event in erased)
-    # The range bounds the walk of trait_history's primary key whatever the planner
-    # makes of the array.
-    batch.sql(
-        """
-        DELETE FROM trait_history
-        WHERE team_id = :team AND event_id BETWEEN :first AND :final AND event_id = ANY(:ids)
-        """,
-        first=ids[0],
-        final=ids[-1],
-        ids=ids,
-    )
-    forget_failures(batch, ids)
-    links: set[Link] = set()
-    for event in erased:
-        links |= event_links(event)
-    keep_links(batch, links)
+    if erased:
+        forget_history_and_failures(batch, erased)
     return erased
 
 
@@ -339,6 +348,11 @@ class ExpiryPass:
     steps: int = 0
     busy_teams: list[int] = field(default_factory=list)
     stopped: bool = False
+    # Months dropped whole, and the Postgres time it took: detaching and dropping them,
+    # and settling what their events left behind (trait history, links) before that.
+    months: list[str] = field(default_factory=list)
+    month_seconds: float = 0.0
+    settle_seconds: float = 0.0
 
 
 def expire_pass(
@@ -377,8 +391,19 @@ def _expire_teams(
     pause: Callable[[], bool],
 ) -> ExpiryPass:
     done = ExpiryPass()
+    longest = longest_retention(connection, operator_days)
     teams = teams_with_retention(connection, operator_days)
     connection.commit()
+    if longest is not None:
+        months = expire_months(connection.engine, now - timedelta(days=longest), step_rows, pause)
+        done.months = months.dropped
+        done.month_seconds = months.drop_seconds
+        done.settle_seconds = months.settle_seconds
+        if months.stopped:
+            done.stopped = True
+            return done
+        # A team at the longest retention is expired with its months.
+        teams = [(team_id, days) for team_id, days in teams if days < longest]
     for team_id, days in teams:
         cutoff = now - timedelta(days=days)
         after, busy = 0, 0
@@ -401,3 +426,216 @@ def _expire_teams(
                 done.stopped = True
                 return done
     return done
+
+
+# Every column of an event row, for copying one between partitions.
+EVENT_ROW = (
+    "team_id, id, message_id, type, event_name, user_id, anonymous_id, group_id, previous_id, "
+    "event_time, received_at, tiebreak, raw, customer_id, folded_at, layout"
+)
+
+
+# --- by month ----------------------------------------------------------------------------------
+
+
+@dataclass
+class MonthsExpiry:
+    """What `expire_months` did: the months dropped, the Postgres time of detaching and
+    dropping them, that of settling their events' leftovers, and months left for later
+    (events not folded yet, or a team's fold that stayed busy)."""
+
+    dropped: list[str] = field(default_factory=list)
+    drop_seconds: float = 0.0
+    settle_seconds: float = 0.0
+    left: list[str] = field(default_factory=list)
+    stopped: bool = False
+
+
+def expire_months(
+    engine: Engine,
+    bound: datetime,
+    step_rows: int = STEP_ROWS,
+    pause: Callable[[], bool] = lambda: False,
+) -> MonthsExpiry:
+    """Drop every month wholly before `bound` (every team's events in it are expired)."""
+    done = MonthsExpiry()
+    with engine.connect() as connection:
+        months = [p for p in existing_partitions(connection) if p.upper is not None and p.upper <= bound]
+        pending = finalize_detached(connection)
+    for name in pending:  # a detach interrupted last time: finish it, then drop
+        drop_detached(engine, name)
+    for month in months:
+        settled = settle_month(engine, month.name, step_rows, pause)
+        done.settle_seconds += settled.seconds
+        if settled.stopped:
+            done.stopped = True
+            return done
+        if not settled.complete:
+            done.left.append(month.name)
+            continue
+        done.drop_seconds += detach_and_drop(engine, month.name)
+        done.dropped.append(month.name)
+        if pause():
+            done.stopped = True
+            return done
+    return done
+
+
+@dataclass
+class Settled:
+    seconds: float = 0.0
+    complete: bool = True
+    stopped: bool = False
+
+
+def settle_month(engine: Engine, name: str, step_rows: int, pause: Callable[[], bool]) -> Settled:
+    """Before a month is dropped: its events' trait history and set-aside errors are
+    erased and their links kept (as `erase_window` does for the rows it deletes), team by
+    team in steps of at most `step_rows` events under the team's fold lock. Incomplete
+    when an event of the month is not folded yet (the profile must learn it first)."""
+    done = Settled()
+    with engine.connect() as connection:
+        if connection.execute(text(f"SELECT EXISTS (SELECT 1 FROM {name} WHERE folded_at IS NULL)")).scalar():
+            done.complete = False
+            return done
+        teams = [int(t) for (t,) in connection.execute(text(_TEAMS_IN.format(name=name)))]
+        connection.commit()
+        for team_id in teams:
+            after, busy = 0, 0
+            while True:
+                started = time.perf_counter()
+                step = settle_step(connection, name, team_id, after, step_rows)
+                done.seconds += time.perf_counter() - started
+                if step is None:  # the team's fold holds its lock
+                    busy += 1
+                    if busy >= BUSY_TRIES:
+                        done.complete = False
+                        break
+                elif step == after:
+                    break
+                else:
+                    after, busy = step, 0
+                if pause():
+                    done.stopped = True
+                    return done
+    return done
+
+
+# The teams with events in a month, by a skip scan of its primary key (one probe a team).
+_TEAMS_IN = """
+    WITH RECURSIVE t(team_id) AS (
+        (SELECT team_id FROM {name} ORDER BY team_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT team_id FROM {name} WHERE team_id > t.team_id ORDER BY team_id LIMIT 1)
+        FROM t WHERE t.team_id IS NOT NULL
+    )
+    SELECT team_id FROM t WHERE team_id IS NOT NULL
+"""
+
+
+def settle_step(connection: Connection, name: str, team_id: int, after: int, step_rows: int) -> int | None:
+    """One step of `settle_month` in its own transaction: the last event id it settled
+    (`after` itself: none left), or None when the team's fold held its lock."""
+    with connection.begin():
+        locked = connection.execute(
+            text(
+                "SELECT pg_try_advisory_xact_lock(:ns, :key), set_config('lock_timeout', '1s', true), "
+                "set_config('statement_timeout', '10s', true)"
+            ),
+            {"ns": FOLD_LOCK_NAMESPACE, "key": team_id % 2_147_483_647},
+        ).scalar()
+        if not locked:
+            return None
+        batch = Batch(connection, team_id)
+        events = [
+            PendingEvent(*row)
+            for row in batch.sql(
+                f"SELECT {PENDING_COLUMNS} FROM {name} WHERE team_id = :team AND id > :after "
+                "ORDER BY id LIMIT :rows",
+                after=after,
+                rows=step_rows,
+            )
+        ]
+        if not events:
+            return after
+        forget_history_and_failures(batch, events)
+        return events[-1].id
+
+
+def forget_history_and_failures(batch: Batch, events: list[PendingEvent]) -> None:
+    """What erased events leave behind: their trait history and set-aside errors go,
+    the links they made are kept for later deletes."""
+    ids = sorted(event.id for event in events)
+    # The range bounds the walk of trait_history's primary key whatever the planner
+    # makes of the array.
+    batch.sql(
+        """
+        DELETE FROM trait_history
+        WHERE team_id = :team AND event_id BETWEEN :first AND :final AND event_id = ANY(:ids)
+        """,
+        first=ids[0],
+        final=ids[-1],
+        ids=ids,
+    )
+    forget_failures(batch, ids)
+    links: set[Link] = set()
+    for event in events:
+        links |= event_links(event)
+    keep_links(batch, links)
+
+
+def detach_and_drop(engine: Engine, name: str) -> float:
+    """Detach the month without blocking ingest or reads, drop it; the Postgres time it took."""
+    started = time.perf_counter()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        parent = months_table(connection)
+        connection.execute(text("SET statement_timeout = '60s'"))
+        connection.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY"))
+    seconds = time.perf_counter() - started
+    return seconds + drop_detached(engine, name)
+
+
+def drop_detached(engine: Engine, name: str) -> float:
+    """Drop a detached month. An event stored in it after it was settled and not folded
+    (a `delete` dated that month, which never expires) is written back first, to a new
+    partition of its month, and folded as usual."""
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        late = connection.execute(
+            text(f"SELECT event_time FROM {name} WHERE folded_at IS NULL LIMIT 1")
+        ).first()
+    if late is not None:
+        known_partitions.forget()
+        ensure_months(engine, [late.event_time])
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    f"INSERT INTO events ({EVENT_ROW}) SELECT {EVENT_ROW} FROM {name} "
+                    "WHERE folded_at IS NULL ON CONFLICT DO NOTHING"
+                )
+            )
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE {name}"))
+    known_partitions.forget()
+    log.info("retention: month %s dropped", name)
+    return time.perf_counter() - started
+
+
+def finalize_detached(connection: Connection) -> list[str]:
+    """Months whose detach was interrupted (a killed worker): finish it; their names."""
+    rows = connection.execute(
+        text(
+            """
+            SELECT c.relname, p.relname AS parent FROM pg_inherits i
+            JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+            WHERE i.inhdetachpending
+            """
+        )
+    ).all()
+    connection.commit()
+    names = []
+    for row in rows:
+        connection.execute(text(f"ALTER TABLE {row.parent} DETACH PARTITION {row.relname} FINALIZE"))
+        connection.commit()
+        names.append(str(row.relname))
+    return names

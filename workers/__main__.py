@@ -31,7 +31,7 @@ from service.logs import configure_logging
 from service.settings import Settings
 from store.retention import PASS_INTERVAL_SECONDS
 from workers import runtime
-from workers.sweep import expiry_round, sweep_round
+from workers.sweep import expiry_round, months_ahead, move_round, sweep_round
 
 log = logging.getLogger("workers")
 
@@ -67,12 +67,16 @@ def run_sweeps(rt: runtime.Runtime, stop: threading.Event) -> None:
 
 
 def run_expiry(rt: runtime.Runtime, stop: threading.Event) -> None:
-    """Retention (docs/retention.md): a pass at start, then every PASS_INTERVAL_SECONDS."""
+    """The timeline's upkeep (docs/retention.md), at start and then every
+    PASS_INTERVAL_SECONDS: this month's and the next month's partitions made ahead, the
+    events of a table made before migration 0012 moved into the months, and retention."""
     while not stop.is_set():
         try:
+            months_ahead(rt.engine)
+            move_round(rt.engine, stop)
             expiry_round(rt.engine, rt.settings.retention_days, stop)
         except Exception as error:  # a failed pass is tried again at the next interval
-            log.warning("retention pass failed (%s); trying again later", type(error).__name__)
+            log.warning("timeline upkeep failed (%s); trying again later", type(error).__name__)
         stop.wait(PASS_INTERVAL_SECONDS)
 
 

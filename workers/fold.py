@@ -56,7 +56,7 @@ def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
             events = take_batch(connection, team_id, batch_size)
             if events:
                 fold_events(connection, team_id, events, datetime.now(UTC))
-                notify_folded(connection, team_id, [e.id for e in events])
+                notify_folded(connection, team_id, events)
             return len(events)
     except DBAPIError as error:
         if not cannot_fold(error):
@@ -69,7 +69,7 @@ def fold_pending(engine: Engine, team_id: int, batch_size: int = 1000) -> int:
     with engine.begin() as connection:
         events = take_batch(connection, team_id, batch_size)
         fold_isolating(connection, team_id, events, datetime.now(UTC), fold_events)
-        notify_folded(connection, team_id, [e.id for e in events])
+        notify_folded(connection, team_id, events)
         return len(events)
 
 

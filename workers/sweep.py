@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
 from service.fold_queue import FoldQueue, Wake
 from store.fold.backlog import teams_with_unfolded_events
+from store.partitions import ensure_span
 from store.retention import STEP_PAUSE_SECONDS, STEP_ROWS, ExpiryPass, expire_pass
+from store.timeline_move import STEP_PAUSE_SECONDS as MOVE_PAUSE_SECONDS
+from store.timeline_move import MoveRun, move_timeline, timeline_move_pending
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +91,29 @@ def expiry_round(
             extra={"erased": done.erased, "busy_teams": done.busy_teams},
         )
     return done
+
+
+def months_ahead(engine: Engine, now: datetime | None = None) -> None:
+    """This month's partition and the next one's, made before ingest needs them."""
+    now = now or datetime.now(UTC)
+    ensure_span(engine, now, now + timedelta(days=32))
+
+
+def move_round(
+    engine: Engine, stop: threading.Event, pause_seconds: float = MOVE_PAUSE_SECONDS
+) -> MoveRun | None:
+    """Move the events stored before migration 0012 into the months, if any are left
+    (store/timeline_move.py); None when there is nothing to move."""
+    with engine.connect() as connection:
+        if not timeline_move_pending(connection):
+            return None
+    log.info("timeline: moving the events stored before its months")
+    run = move_timeline(engine, pause=lambda: stop.wait(pause_seconds))
+    log.info(
+        "timeline: moved %d events of %d teams in %d steps%s",
+        sum(run.moved.values()),
+        len(run.moved),
+        run.steps,
+        "; done" if run.finished else "; left for the next pass",
+    )
+    return run

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from service.settings import sqlalchemy_url
 from store.models import Base
+from store.partitions import include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -25,11 +26,20 @@ def run_migrations_online() -> None:
         connection.execute(text("SET lock_timeout = '4s'"))
         connection.execute(text("SET statement_timeout = '5min'"))
         connection.commit()
-        context.configure(connection=connection, target_metadata=target_metadata)
-        with context.begin_transaction():
-            # One migrator at a time, even with several release steps racing.
-            connection.execute(text("SELECT pg_advisory_xact_lock(74321)"))
-            context.run_migrations()
+        # One migrator at a time, even with several release steps racing. A session lock:
+        # a migration may commit in steps (0012's autocommit block).
+        connection.execute(text("SELECT pg_advisory_lock(74321)"))
+        connection.commit()
+        context.configure(
+            connection=connection, target_metadata=target_metadata, include_object=include_object
+        )
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(74321)"))
+            connection.commit()
     engine.dispose()
 
 

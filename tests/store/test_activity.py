@@ -14,6 +14,7 @@ from schemas.segment import prepare_event
 from store.customers import lookup_customer
 from store.events import store_events
 from store.feed import read_activity
+from store.partitions import ensure_span
 from tests.conftest import TeamKeys, make_team
 from workers.fold import fold_until_empty
 
@@ -95,6 +96,7 @@ def test_the_days_are_read_along_the_feed_index_without_a_sort(engine: Engine) -
     """120,000 events of one customer over 104 days: each day is a range of the feed index,
     read index-only; the timeline is never sorted nor the table scanned."""
     # REPEATABLE READ: the read runs inside the seeding transaction (store/snapshot.py).
+    ensure_span(engine, NOW - timedelta(minutes=150_000), NOW)  # the months the SQL below writes
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
         transaction = connection.begin()
         team = connection.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, event, text
 
 from store.customers import lookup_customer, search_customers
 from store.feed import FeedFilter
+from store.partitions import ensure_span
 from tests.store.reference import load_feed
 
 EVENTS = 200_000
@@ -76,6 +77,8 @@ def big(engine: Engine) -> Iterator[tuple[Connection, int]]:
     """A connection inside the seeding transaction, and the (otherwise unused) team id.
 
     REPEATABLE READ: the reads run inside it (store/snapshot.py), seeing the uncommitted rows."""
+    first = datetime(2023, 10, 1, tzinfo=UTC)  # the months the SQL below writes
+    ensure_span(engine, first, first + timedelta(minutes=EVENTS))
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
         transaction = connection.begin()
         team = connection.execute(
@@ -89,8 +92,9 @@ def big(engine: Engine) -> Iterator[tuple[Connection, int]]:
         transaction.rollback()
 
 
-def plans_of(connection: Connection, run: Any) -> list[dict[str, Any]]:
-    """The JSON plans of every statement `run(connection)` executes."""
+def plans_of(connection: Connection, run: Any, *, analyze: bool = False) -> list[dict[str, Any]]:
+    """The JSON plans of every statement `run(connection)` executes (`analyze`: run again
+    under EXPLAIN ANALYZE, so partitions pruned while running show `Actual Loops` 0)."""
     captured: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
@@ -105,7 +109,7 @@ def plans_of(connection: Connection, run: Any) -> list[dict[str, Any]]:
     for statement, parameters in captured:
         if statement.lstrip().upper().startswith(("SELECT LOWER", "SELECT SET_CONFIG")):
             continue  # not a read; a set_config has already set what the plans below see
-        explain = "EXPLAIN (FORMAT JSON) " + statement
+        explain = ("EXPLAIN (ANALYZE, FORMAT JSON) " if analyze else "EXPLAIN (FORMAT JSON) ") + statement
         if isinstance(parameters, tuple):  # `$n` placeholders, as store.feed sends its statements
             driver = connection.connection.driver_connection
             assert isinstance(driver, psycopg.Connection)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 
 from schemas.segment import prepare_event
 from store.imports import EVENT_COLUMNS, BatchResult, ImportBatches, event_row
+from store.partitions import ensure_months
 from tests.conftest import TeamKeys
 
 RECEIVED = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -82,6 +83,7 @@ def test_an_event_ingested_while_the_batch_is_copied_is_a_duplicate_not_an_error
 ) -> None:
     batch = rows(team.id, [f"c{n}" for n in range(5)])
     outcome: dict[str, Any] = {}
+    ensure_months(engine, [RECEIVED])  # the month the INSERT below writes
     with engine.connect() as ingest, engine.connect() as connection:
         # HTTP ingest stores c2 in a transaction still open when the COPY reaches c2.
         values = dict(zip(EVENT_COLUMNS, batch[2], strict=True))

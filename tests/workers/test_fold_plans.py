@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, text
@@ -23,6 +24,7 @@ from store.fold.batch import Batch
 from store.fold.pending import PENDING_COLUMNS, PendingEvent
 from store.fold.resolve import Resolution
 from store.live import notify_folded
+from store.partitions import ensure_months, partition_for
 from tests.store.test_feed_plan import describe, nodes, plans_of
 
 GROWN = 100_000  # customers the team gains after the ANALYZE, each with a userId and an anonymousId
@@ -66,9 +68,20 @@ FROM generate_series(1, 2 * :grown) g;
 """
 
 
+# The month the seeded events fall in: each probe must read its partition only.
+MONTH = partition_for(datetime.now(UTC)).name
+
+
+def executed(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan without the partitions Postgres pruned as it ran (never executed)."""
+    kept = [executed(child) for child in plan.get("Plans", []) if child.get("Actual Loops", 1) > 0]
+    return {**plan, "Plans": kept}
+
+
 @pytest.fixture(scope="module")
 def grown(engine: Engine) -> Iterator[tuple[Connection, int]]:
     """A connection inside the seeding transaction, and the team that grew."""
+    ensure_months(engine, [datetime.now(UTC)])  # the month the SQL below writes
     with engine.connect() as connection:
         transaction = connection.begin()
         team = int(connection.execute(text("SELECT coalesce(max(id), 0) + 1000 FROM teams")).scalar_one())
@@ -116,15 +129,19 @@ def test_pointing_a_batch_at_its_customers_probes_each_event_on_stale_statistics
     events = [PendingEvent(*row) for row in rows]
     resolution = Resolution(Batch(connection, team), datetime.now(UTC))
     resolution.user_customer = {e.user_id: 1 for e in events if e.user_id}
-    (plan,) = plans_of(connection, lambda c: resolution.assign(events))
-    shape = describe(plan)
+    probe, update = plans_of(connection, lambda c: resolution.assign(events), analyze=True)
+    shape = describe(executed(probe))
     assert "Seq Scan" not in shape and "Hash" not in shape and "Merge" not in shape, shape
-    probes = [n for n in nodes(plan) if n.get("Relation Name") == "events" and n["Node Type"] == "Index Scan"]
+    probes = [n for n in nodes(executed(probe)) if n["Node Type"] == "Index Scan"]
     assert probes, shape
-    for node in probes:  # by the whole primary key: not a read of the team on another index
-        assert node.get("Index Name") == "pk_events", shape
+    for node in probes:  # by the whole primary key, in the events' month only
+        assert node.get("Index Name") == f"pk_{MONTH}", shape
         assert "id =" in node["Index Cond"].replace("(id =", "id ="), shape
-    assert "Tid Scan" in shape, shape
+        assert "event_time =" in node["Index Cond"], shape
+    # Then the month's rows by their addresses in it.
+    shape = describe(update)
+    assert shape.startswith(f"ModifyTable({MONTH})") and f"Tid Scan({MONTH})" in shape, shape
+    assert "Seq Scan" not in shape and "Hash" not in shape and "Merge" not in shape, shape
 
 
 def test_the_folded_notice_probes_each_event_on_stale_statistics(grown: tuple[Connection, int]) -> None:
@@ -133,17 +150,19 @@ def test_the_folded_notice_probes_each_event_on_stale_statistics(grown: tuple[Co
     per event. As `id = ANY(:events)` it was a scan of the team's events: the fold went
     from 19,600 to 4,100 events/s (`bin/bench --only fold`)."""
     connection, team = grown
-    ids = [
-        row.id
+    events = [
+        PendingEvent(*row)
         for row in connection.execute(
-            text("SELECT id FROM events WHERE team_id = :t AND id % 200 = 0 LIMIT 1000"), {"t": team}
+            text(f"SELECT {PENDING_COLUMNS} FROM events WHERE team_id = :t AND id % 200 = 0 LIMIT 1000"),
+            {"t": team},
         )
     ]
-    (plan,) = plans_of(connection, lambda c: notify_folded(c, team, ids))
-    shape = describe(plan)
+    (plan,) = plans_of(connection, lambda c: notify_folded(c, team, events), analyze=True)
+    ran = executed(plan)
+    shape = describe(ran)
     assert "Seq Scan" not in shape and "Hash" not in shape and "Merge" not in shape, shape
-    probes = [n for n in nodes(plan) if n.get("Relation Name") == "events"]
+    probes = [n for n in nodes(ran) if n.get("Relation Name", "").startswith("events")]
     assert probes, shape
     for node in probes:
-        assert node.get("Index Name") == "pk_events", shape
+        assert node.get("Index Name") == f"pk_{MONTH}", shape
         assert "id =" in node["Index Cond"].replace("(id =", "id ="), shape
