@@ -36,12 +36,17 @@ from store.partitions import ensure_months, is_missing_partition
 # 2,500 always goes in whole): bounded statement size, bounded wait for the followers.
 GROUP_MAX_EVENTS = 2500
 
-# Idempotency is `(team_id, message_id, type, event_time)` (the timeline is partitioned by
-# event time, store/partitions.py): a re-send carries its payload's time and meets its
-# first delivery there. A payload with no time at all (no timestamp, originalTimestamp or
-# receivedAt) is dated by its receipt, which a re-send does not share: for those, the
-# insert also looks this far back (Segment retries for 4 hours; an SDK's queue, hours).
-RESEND_WINDOW = "1 day"
+# Idempotency, as Segment's own (it "deduplicates on the event's messageId, not on the
+# contents of the event payload", over at least 24 hours): a (team, messageId, type) is
+# stored once among events dated within RESEND_WINDOW of each other, whatever else the
+# payloads say. The timeline is partitioned by event time (store/partitions.py), so the
+# unique key holds `event_time` and refuses only an exact re-send (same time); the
+# window is the insert's own look at the events around the new one's time: one or two
+# months' unique index, whichever months the window spans. A payload with no time of its
+# own is dated by its receipt, which a re-send does not share: the window finds it too.
+# An SDK's queued re-send keeps its timestamp; a client that rebuilds the payload (the
+# Python SDK called again with the same message_id) stamps it anew, seconds later.
+RESEND_WINDOW = "7 days"
 
 # One statement and one parameter whatever the number of rows: Postgres plans it once
 # (psycopg prepares it after a few uses), and the rows travel as one JSON document that
@@ -58,12 +63,11 @@ _INSERT_SQL = """
     WHERE NOT EXISTS (  -- stored before migration 0012 and not moved yet (no month can match)
         SELECT 1 FROM events e WHERE e.layout = 0 AND e.team_id = r.team_id
             AND e.message_id = r.message_id AND e.type = r.type)
-      AND NOT EXISTS (  -- a payload with no time of its own, re-sent: its first delivery's
-        SELECT 1 FROM events e  -- receipt is its event time, within the re-send window
-        WHERE r.event_time = r.received_at AND e.team_id = r.team_id
-            AND e.message_id = r.message_id AND e.type = r.type
-            AND e.event_time >= r.event_time - interval '{resend_window}'
-            AND e.event_time < r.event_time)
+      AND NOT EXISTS (  -- stored already, dated within the re-send window of this one
+        SELECT 1 FROM events e
+        WHERE e.team_id = r.team_id AND e.message_id = r.message_id AND e.type = r.type
+            AND e.event_time BETWEEN r.event_time - interval '{resend_window}'
+                                 AND r.event_time + interval '{resend_window}')
     ON CONFLICT DO NOTHING
     RETURNING team_id, message_id, type
 """
@@ -106,10 +110,15 @@ def _rows_document(group: Sequence[_Request]) -> bytes | None:
     orjson writes the datetimes itself (RFC 3339, as `isoformat` would).
     """
     rows: list[dict[str, object]] = []
+    keys: set[tuple[int, str, str]] = set()
     for request in group:
         received_at = request.received_at
         team_id = request.team_id
         for event in request.events:
+            key = (team_id, event.message_id, event.type)
+            if key in keys:  # stored once: the first occurrence (dated otherwise, the window
+                continue  # would not see it, written by the same statement)
+            keys.add(key)
             rows.append(
                 {
                     "team_id": team_id,

@@ -40,6 +40,7 @@ from psycopg.adapt import Dumper
 from sqlalchemy import Connection, Engine
 
 from schemas.segment import PreparedEvent
+from store.events import RESEND_WINDOW
 from store.partitions import ensure_months, is_missing_partition
 from store.rejections import CountKey, Refusal, hour_of, record_rejections
 from store.timeline_move import timeline_move_pending
@@ -97,6 +98,11 @@ _MOVE = f"""
         WHERE NOT EXISTS (  -- stored before migration 0012 and not moved yet (store/events.py)
             SELECT 1 FROM events e WHERE e.layout = 0 AND e.team_id = s.team_id
                 AND e.message_id = s.message_id AND e.type = s.type)
+          AND NOT EXISTS (  -- stored already, dated within ingest's re-send window of this one
+            SELECT 1 FROM events e
+            WHERE e.team_id = s.team_id AND e.message_id = s.message_id AND e.type = s.type
+                AND e.event_time BETWEEN s.event_time - interval '{RESEND_WINDOW}'
+                                     AND s.event_time + interval '{RESEND_WINDOW}')
         ON CONFLICT DO NOTHING
         RETURNING type
     )
