@@ -52,7 +52,7 @@ from store.fold.batch import Batch
 from store.fold.erase import Link, event_links, keep_links
 from store.fold.pending import PENDING_COLUMNS, PendingEvent
 from store.fold_failures import forget_failures
-from store.partitions import ensure_months, existing_partitions, known_partitions, months_table
+from store.partitions import BEFORE, ensure_months, existing_partitions, known_partitions, months_table
 
 log = logging.getLogger(__name__)
 
@@ -465,6 +465,8 @@ def expire_months(
     for name in pending:  # a detach interrupted last time: finish it, then drop
         drop_detached(engine, name)
     for month in months:
+        if month.name == BEFORE and _empty(engine, month.name):
+            continue  # the bounding partition of absurd times stays while it holds nothing
         settled = settle_month(engine, month.name, step_rows, pause)
         done.settle_seconds += settled.seconds
         if settled.stopped:
@@ -479,6 +481,11 @@ def expire_months(
             done.stopped = True
             return done
     return done
+
+
+def _empty(engine: Engine, name: str) -> bool:
+    with engine.connect() as connection:
+        return not connection.execute(text(f"SELECT EXISTS (SELECT 1 FROM {name})")).scalar()
 
 
 @dataclass

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from store.fold.backlog import FOLD_LOCK_NAMESPACE
-from store.partitions import LEGACY, MONTHS_DURING_MOVE, TIMELINE, ensure_months
+from store.partitions import LEGACY, MONTHS_DURING_MOVE, TIMELINE, ensure_months, is_missing_partition
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +92,31 @@ def move_step(engine: Engine, step_rows: int = STEP_ROWS) -> MoveStep:
         months = [row[0] for row in connection.execute(text(_MONTHS), {"team": team, "rows": step_rows})]
         connection.rollback()
         ensure_months(engine, months)  # committed before the move's statement plans its partitions
-        with connection.begin():
-            connection.execute(
-                text(
-                    "SELECT set_config('lock_timeout', '1s', true), "
-                    "set_config('statement_timeout', '60s', true)"
-                )
+        try:
+            return _move(connection, int(team), step_rows)
+        except IntegrityError as error:
+            if not is_missing_partition(error):  # a month dropped since this process looked
+                raise
+        ensure_months(engine, months)
+        return _move(connection, int(team), step_rows)
+
+
+def _move(connection: Connection, team: int, step_rows: int) -> MoveStep:
+    """The step's one transaction: the team's fold lock, then the statement."""
+    with connection.begin():
+        connection.execute(
+            text(
+                "SELECT set_config('lock_timeout', '1s', true), set_config('statement_timeout', '60s', true)"
             )
-            locked = connection.execute(
-                text("SELECT pg_try_advisory_xact_lock(:ns, :key)"),
-                {"ns": FOLD_LOCK_NAMESPACE, "key": int(team) % 2_147_483_647},
-            ).scalar()
-            if not locked:
-                return MoveStep(int(team), 0, busy=True)
-            moved = connection.execute(text(_MOVE), {"team": team, "rows": step_rows}).rowcount
-        return MoveStep(int(team), int(moved))
+        )
+        locked = connection.execute(
+            text("SELECT pg_try_advisory_xact_lock(:ns, :key)"),
+            {"ns": FOLD_LOCK_NAMESPACE, "key": int(team) % 2_147_483_647},
+        ).scalar()
+        if not locked:
+            return MoveStep(int(team), 0, busy=True)
+        moved = connection.execute(text(_MOVE), {"team": team, "rows": step_rows}).rowcount
+    return MoveStep(int(team), int(moved))
 
 
 def swap_in(engine: Engine) -> bool:
@@ -114,6 +124,7 @@ def swap_in(engine: Engine) -> bool:
     with engine.connect() as connection:
         if not timeline_move_pending(connection):
             return True
+        connection.rollback()
         try:
             swapped = _swap(connection)
         except OperationalError as error:  # lock_timeout: a long read held `events`; next time
