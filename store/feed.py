@@ -240,8 +240,15 @@ def _read_page(
         # A filtered page reads the timeline index in order up to its budget. No statistics
         # are kept on team_id (migration 0009), so a timeline is estimated smaller than it
         # may be, and a bitmap scan and sort of all of it would look cheap: not for this
-        # transaction (the fold's rule too, workers/fold.py `take_batch`).
-        connection.execute(text("SELECT set_config('enable_bitmapscan', 'off', true)"))
+        # transaction (the fold's rule too, workers/fold.py `take_batch`). Nor a scan and
+        # sort of the months the timeline spans (a small month scans cheaper than its
+        # index reads, and then the months' rows must be sorted together).
+        connection.execute(
+            text(
+                "SELECT set_config('enable_bitmapscan', 'off', true), "
+                "set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true)"
+            )
+        )
     row = first_row(connection, page_sql, params)
     if row is None:
         return None
@@ -319,7 +326,12 @@ def read_activity(
     # all-visible (and with no statistics on team_id, migration 0009) a bitmap scan of the
     # heap looks as cheap; the index's range is the read that stays cheap as rows age.
     with snapshot(connection, several=True):
-        connection.execute(text("SELECT set_config('enable_bitmapscan', 'off', true)"))
+        connection.execute(
+            text(
+                "SELECT set_config('enable_bitmapscan', 'off', true), "
+                "set_config('enable_seqscan', 'off', true)"
+            )
+        )
         for row in connection.execute(text(_ACTIVITY_SQL), params):
             counts[row.n - 1] = int(row.events)
     return counts

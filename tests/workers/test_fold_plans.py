@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, text
@@ -25,7 +24,7 @@ from store.fold.pending import PENDING_COLUMNS, PendingEvent
 from store.fold.resolve import Resolution
 from store.live import notify_folded
 from store.partitions import ensure_months, partition_for
-from tests.store.test_feed_plan import describe, nodes, plans_of
+from tests.store.test_feed_plan import describe, executed, nodes, plans_of
 
 GROWN = 100_000  # customers the team gains after the ANALYZE, each with a userId and an anonymousId
 
@@ -70,12 +69,6 @@ FROM generate_series(1, 2 * :grown) g;
 
 # The month the seeded events fall in: each probe must read its partition only.
 MONTH = partition_for(datetime.now(UTC)).name
-
-
-def executed(plan: dict[str, Any]) -> dict[str, Any]:
-    """The plan without the partitions Postgres pruned as it ran (never executed)."""
-    kept = [executed(child) for child in plan.get("Plans", []) if child.get("Actual Loops", 1) > 0]
-    return {**plan, "Plans": kept}
 
 
 @pytest.fixture(scope="module")
