@@ -199,7 +199,10 @@ class KnownPartitions:
 
     def ensure(self, engine: Engine, times: Iterable[datetime]) -> None:
         names = self._names.setdefault(str(engine.url), set())
-        wanted = {partition_for(at) for at in times}
+        # By (year, month) first: a request's events mostly share one or two, and this
+        # runs for every write.
+        months = {(utc.year, utc.month): utc for utc in (at.astimezone(UTC) for at in times)}
+        wanted = {partition_for(at) for at in months.values()}
         missing = [p for p in wanted if p.name not in names]
         if not missing:
             return
