@@ -79,16 +79,20 @@ def expiry_round(
     )
     if done is None:
         log.info("retention: another worker is expiring events; skipped")
-    elif done.erased or done.busy_teams:
+    elif done.erased or done.busy_teams or done.months:
         log.info(
-            "retention: erased %d expired events of %d teams in %d steps%s",
+            "retention: dropped %d months (%.3f s to detach and drop, %.3f s to settle); "
+            "erased %d expired events of %d teams in %d steps%s",
+            len(done.months),
+            done.month_seconds,
+            done.settle_seconds,
             sum(done.erased.values()),
             len(done.erased),
             done.steps,
             f"; teams whose fold stayed busy, left to the next pass: {done.busy_teams}"
             if done.busy_teams
             else "",
-            extra={"erased": done.erased, "busy_teams": done.busy_teams},
+            extra={"erased": done.erased, "busy_teams": done.busy_teams, "months": done.months},
         )
     return done
 
