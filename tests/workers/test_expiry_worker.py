@@ -71,6 +71,6 @@ def test_two_workers_expire_a_teams_old_events_once_and_keep_the_rest(
     erased = 0
     for path in tmp_path.glob("worker-*.log"):
         for line in path.read_text().splitlines():
-            if line.startswith("{") and "retention: erased" in line:
+            if line.startswith("{") and "retention: " in line and "erased" in line:
                 erased += int(json.loads(line).get("erased", {}).get(str(team), 0))
     assert erased == len(old)
