@@ -149,7 +149,12 @@ def create_partition(connection: Connection, partition: Partition) -> bool:
     A table `LIKE` the months' table, its range checked by a constraint (so `ATTACH` need
     not read it), attached, and its indexes named after the timeline's.
     """
-    connection.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": PARTITION_LOCK_NAMESPACE})
+    # Bounded waits: a write that needs a new month fails (and is retried by its sender)
+    # rather than queueing behind a detach that waits for a long read to end.
+    connection.execute(
+        text("SELECT set_config('lock_timeout', '5s', true), pg_advisory_xact_lock(:ns, 0)"),
+        {"ns": PARTITION_LOCK_NAMESPACE},
+    )
     if connection.execute(text("SELECT to_regclass(:name)"), {"name": partition.name}).scalar():
         return False
     parent = months_table(connection)
