@@ -3,7 +3,7 @@
 bin/bench              # the full suite (under 10 minutes), writes bench/results.json
 bin/bench --quick      # a smoke run in seconds; writes .local/bench/quick-results.json
 bin/bench --profile    # also samples the web and worker processes with py-spy
-bin/bench --fresh      # rebuild the 10M-event feed dataset instead of reusing it
+bin/bench --fresh      # rebuild the 10M-event feed and retention datasets instead of reusing them
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ TABLE_MARKERS = ("<!-- bench:table -->", "<!-- /bench:table -->")
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bin/bench", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, seconds: a smoke run")
-    parser.add_argument("--fresh", action="store_true", help="rebuild the feed dataset")
+    parser.add_argument("--fresh", action="store_true", help="rebuild the feed and retention datasets")
     parser.add_argument("--profile", action="store_true", help="py-spy the web and worker processes")
     parser.add_argument("--out", type=Path, help="where results.json goes")
     parser.add_argument("--update-docs", action="store_true", help="put the table in docs/benchmarks.md")

@@ -7,7 +7,7 @@
   join a company, track actions, some alias; their events interleaved by time as they
   would arrive, so a batch of 1,000 holds many customers and every type.
 - `copy_events`: those events into `events` with COPY, stored exactly as ingest stores
-  them (the columns come from `schemas.segment.prepare_event`).
+  them (the columns come from `schemas.segment.prepare_event`), their months made first.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from bench.months import ensure_span
 from schemas.segment import PreparedEvent, prepare_event
 from store.imports import EVENT_COLUMNS
 
@@ -162,7 +163,10 @@ def event_rows(
 
 
 def copy_events(url: str, team_id: int, events: Sequence[PreparedEvent], received_at: datetime) -> None:
-    """Store events unfolded, with COPY, in one transaction."""
+    """Store events unfolded, with COPY, in one transaction (their months made first)."""
+    if events:
+        times = [event.event_time for event in events]
+        ensure_span(url, min(times), max(times))
     with psycopg.connect(url) as connection, connection.cursor() as cursor:
         with cursor.copy(f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
             for row in event_rows(team_id, events, received_at):

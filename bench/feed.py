@@ -7,11 +7,15 @@ The customer's events are spread through the table (every hundredth row), as eve
 that arrived over months would be, so a page reads scattered heap pages as in real life.
 They end when the dataset is built and span `SPAN` (80 days), so all of them are in the
 console's 90-day activity chart (app/console/chart.py); a dataset whose events ended
-more than `STALE` ago (some would have left that window) is built again.
+more than `STALE` ago (some would have left that window) is built again. 80 days are
+three or four months of the timeline (a partition a month: store/partitions.py), so
+the first page's plan has older months to leave unread (`plan_check`).
 
 Each page is read over HTTP (the feed route, through gunicorn) and, as the ceiling, the
 very same SQL statement that `store.feed.read_feed_page` sends, run straight in
-Postgres by pgbench (libpq, prepared), one client, one after another.
+Postgres by pgbench (libpq, prepared), one client, one after another. That statement's
+plan is recorded (EXPLAIN ANALYZE) and checked: the first page reads the newest month's
+`ix_events_feed` in order and no older month (`plan_check`).
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import event
 
-from bench.env import BenchTeam, Servers, make_team
+from bench.env import BenchTeam, Servers, database_url, make_team
 from bench.load import LoadSpec, percentile, run_load
+from bench.months import ensure_span, indexes_dropped
 from service.settings import Settings, sqlalchemy_url
 
-DATASET_VERSION = 2  # 2: the events end at the build, not in 2024
+# 2: the events end at the build, not in 2024; 3: `events` partitioned by month (migration
+# 0012). A database of another version is made again before it is migrated: migrating
+# 10 million stored events would move them into the months (store/timeline_move.py).
+DATASET_VERSION = 3
 SPAN = timedelta(days=80)
 STALE = timedelta(days=10)
 FILLER_TEAMS = 49
@@ -114,6 +122,8 @@ def ensure_dataset(
     servers: Servers, name: str, events: int, customer_events: int, fresh: bool
 ) -> FeedDataset:
     """The feed database with `events` events, `customer_events` of them one customer's."""
+    if not fresh and stored_version(servers, name) not in (None, DATASET_VERSION):
+        fresh = True  # an older dataset: made again, not migrated
     url, _ = servers.create_database(name, fresh=fresh)
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(f"CREATE TABLE IF NOT EXISTS bench_dataset ({_DATASET_COLUMNS})")
@@ -146,6 +156,19 @@ def ensure_dataset(
     return FeedDataset(url, team, customer_id, events, customer_events, built)
 
 
+def stored_version(servers: Servers, name: str) -> int | None:
+    """The version of the dataset kept in database `name`, read before any migration
+    runs on it (None: no such database, or no dataset in it)."""
+    try:
+        with psycopg.connect(database_url(servers.postgres_url, name), autocommit=True) as connection:
+            if connection.execute("SELECT to_regclass('bench_dataset')").fetchone() == (None,):
+                return None
+            row = connection.execute("SELECT version FROM bench_dataset").fetchone()
+    except psycopg.OperationalError:  # no such database yet
+        return None
+    return None if row is None else int(row[0])
+
+
 def _build(url: str, team_id: int, events: int, customer_events: int, end: datetime) -> int:
     stride = max(1, events // customer_events)
     with psycopg.connect(url, autocommit=True) as connection:
@@ -164,20 +187,7 @@ def _build(url: str, team_id: int, events: int, customer_events: int, end: datet
             "INSERT INTO identities (team_id, kind, value, customer_id) VALUES (%s, 'user', 'feed-user', %s)",
             (team_id, customer_id),
         )
-        # Drop the events table's indexes for the load and build them after: much faster.
-        constraints = connection.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = 'events'::regclass AND contype IN ('p', 'u')"
-        ).fetchall()
-        indexes = connection.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-            "AND tablename = 'events' AND indexname <> ALL(%s)",
-            ([name for name, _ in constraints],),
-        ).fetchall()
-        for name, _ in indexes:
-            connection.execute(f'DROP INDEX "{name}"')
-        for name, _ in constraints:
-            connection.execute(f'ALTER TABLE events DROP CONSTRAINT "{name}"')
+    ensure_span(url, end - SPAN, end)  # the months the load writes
     params: dict[str, Any] = {
         "team": team_id,
         "first_filler": first_filler,
@@ -190,14 +200,34 @@ def _build(url: str, team_id: int, events: int, customer_events: int, end: datet
         "filler_raw": FILLER_RAW,
         "context": json.dumps({"page": {"url": "https://segment.com/academy/", "title": "Academy"}}),
     }
-    # Two loaders at once, one per half: the load is CPU-bound and this machine has two cores.
-    halves = [(1, events // 2), (events // 2 + 1, events)]
+    # The events table's keys and indexes dropped for the load and built after: much faster.
+    with indexes_dropped(url):
+        load_in_halves(url, LOAD_SQL, params, events)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SELECT setval('events_id_seq', %s)", (events,))  # ids 1..events
+        # Rows weeks old have long been vacuumed by autovacuum: their pages all-visible, so
+        # an index-only scan (the activity chart's day counts) reads no heap for them.
+        connection.execute("VACUUM (ANALYZE) events")
+        try:  # flush the load's dirty pages now, not during the next figures
+            connection.execute("CHECKPOINT")
+        except psycopg.Error:
+            pass  # needs superuser or pg_checkpoint; the next checkpoint comes by itself
+    return int(customer_id)
+
+
+def load_in_halves(url: str, statement: str, params: dict[str, Any], last: int, first: int = 1) -> None:
+    """`statement` (ids `%(low)s` to `%(high)s`) for ids `first` to `last`, two loaders at
+    once, one per half: the load is CPU-bound and this machine has two cores."""
+    middle = (first + last) // 2
+    halves = [(first, middle), (middle + 1, last)]
     loaders = []
     for low, high in halves:
         connection = psycopg.connect(url, autocommit=True)
         loaders.append(connection)
         connection.pgconn.send_query_params(
-            psycopg.ClientCursor(connection).mogrify(LOAD_SQL, {**params, "low": low, "high": high}).encode(),
+            psycopg.ClientCursor(connection)
+            .mogrify(statement, {**params, "low": low, "high": high})
+            .encode(),
             None,
         )
     for connection in loaders:
@@ -208,23 +238,6 @@ def _build(url: str, team_id: int, events: int, customer_events: int, end: datet
             if result.error_message:
                 raise RuntimeError(result.error_message.decode())
         connection.close()
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("SET maintenance_work_mem = '1GB'")
-        for name, definition in constraints:
-            connection.execute(f'ALTER TABLE events ADD CONSTRAINT "{name}" {definition}')
-        for _, definition in indexes:
-            connection.execute(definition)
-        connection.execute(
-            "SELECT setval(pg_get_serial_sequence('events', 'id'), (SELECT max(id) FROM events))"
-        )
-        # Rows weeks old have long been vacuumed by autovacuum: their pages all-visible, so
-        # an index-only scan (the activity chart's day counts) reads no heap for them.
-        connection.execute("VACUUM (ANALYZE) events")
-        try:  # flush the load's dirty pages now, not during the next figures
-            connection.execute("CHECKPOINT")
-        except psycopg.Error:
-            pass  # needs superuser or pg_checkpoint; the next checkpoint comes by itself
-    return int(customer_id)
 
 
 @dataclass
@@ -383,3 +396,78 @@ def http_latency(base: str, path: str, key: str, seconds: float) -> Latency:
     if bad or not result.ok:
         raise RuntimeError(f"feed reads failed: {result.statuses}")
     return Latency(result.ok, result.percentile_ms(50), result.percentile_ms(99))
+
+
+# Scans of the timeline's months in a plan.
+_SCANS = ("Index Scan", "Index Only Scan", "Seq Scan", "Bitmap Heap Scan", "Bitmap Index Scan")
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found += _nodes(child)
+    return found
+
+
+def plan_check(url: str, statement: str) -> dict[str, Any]:
+    """The feed statement's plan as it runs (EXPLAIN ANALYZE) and whether it reads only
+    what a first page needs: the timeline's months newest first (an ordered Append),
+    each through its `ix_events_feed`, no Sort, and rows from one month only; the older
+    months "never executed" (Postgres stops the Append once the LIMIT is met) or pruned.
+    A month with none of the customer's events (the bounding `events_from_2100`, a month
+    made ahead) may be probed on the way: one index probe, no row.
+    """
+    with psycopg.connect(url, autocommit=True) as connection:
+        raw = connection.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement).fetchone()[0]  # type: ignore[index]
+        months = [
+            str(name)
+            for (name,) in connection.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'events'::regclass"
+            ).fetchall()
+        ]
+    top = (json.loads(raw) if isinstance(raw, str) else raw)[0]
+    nodes = _nodes(top["Plan"])
+    scans = [n for n in nodes if n["Node Type"] in _SCANS and str(n.get("Relation Name", "")) in months]
+    sorts = [n["Node Type"] for n in nodes if "Sort" in n["Node Type"]]
+    appends = [n["Node Type"] for n in nodes if n["Node Type"] in ("Append", "Merge Append")]
+    executed = [n for n in scans if n.get("Actual Loops", 0) > 0]
+    with_rows = [n["Relation Name"] for n in executed if n.get("Actual Rows", 0) > 0]
+    other_indexes = sorted(
+        {f"{n['Node Type']}({n.get('Index Name', '')})" for n in scans}
+        - {
+            f"{n['Node Type']}({n.get('Index Name', '')})"
+            for n in scans
+            if str(n.get("Index Name", "")).startswith("ix_events_feed_")
+        }
+    )
+    problems = []
+    if sorts:
+        problems.append(f"sorts ({', '.join(sorted(set(sorts)))})")
+    if other_indexes:
+        problems.append(f"reads months otherwise than by ix_events_feed: {', '.join(other_indexes)}")
+    if len(with_rows) != 1:
+        problems.append(f"rows from {len(with_rows)} months ({', '.join(with_rows) or 'none'}), not 1")
+    if not scans:
+        problems.append("no scan of a month found")
+    return {
+        "holds": not problems,
+        "problems": problems,
+        "months": len(months),
+        "months_in_plan": len(scans),
+        "months_pruned": len(months) - len(scans),
+        "months_executed": [
+            {"month": n["Relation Name"], "index": n.get("Index Name"), "rows": n.get("Actual Rows")}
+            for n in executed
+        ],
+        "months_never_executed": len(scans) - len(executed),
+        "rows_from": with_rows,
+        "append": appends,
+        "shape": " > ".join(
+            f"{n['Node Type']}({n.get('Index Name') or n.get('Relation Name') or ''})"
+            for n in nodes
+            if n not in scans or n in executed
+        ),
+        "execution_ms": round(float(top.get("Execution Time", 0.0)), 3),
+        "plan": top["Plan"],
+    }

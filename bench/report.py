@@ -130,38 +130,75 @@ def figures(details: dict[str, Any]) -> list[Figure]:
 
 
 def _retention_rows(expiry: dict[str, Any]) -> list[Figure]:
-    """Today's row-by-row expiry (bench/retention.py): its Postgres time, extrapolated to the
-    target's month of a 10-million-event table; another team's ingest p99 while it runs."""
-    seconds, extrapolated = expiry["postgres_seconds"], expiry["extrapolated_seconds"]
-    complete = expiry["erased"] == expiry["expired_events"]
-    with_pass, without = expiry["ingest_with_pass"], expiry["ingest_without"]
-    with_p99, without_p99 = with_pass["median_window_p99_ms"], without["median_window_p99_ms"]
-    ratio = with_p99 / without_p99 if without_p99 else 0.0
-    answered = with_pass["ok"] == with_pass["sent"] > 0 and without["ok"] == without["sent"] > 0
-    return [
+    """The expiry of a month by dropping its partition (bench/retention.py): the detach and
+    drop (the target's figure), the settle before it, a shorter retention's row-by-row
+    steps; another team's ingest p99 while each runs beside windows without."""
+    if "drop_seconds" not in expiry:  # a results.json of the row-by-row expiry (before issue 25)
+        return []
+    dropped = expiry["month"] in expiry["months_dropped"]
+    month = f"{expiry['month_events']:,} events of a {expiry['table_events']:,}-event table"
+    drop = expiry["month_drop_seconds"]
+    timed = expiry["drop_statements"].get(expiry["month"], {})
+    others = [name for name in expiry["months_dropped"] if name != expiry["month"]]
+    rows = [
         Figure(
-            f"Expiring one month ({expiry['expired_events']:,} events of a {expiry['table_events']:,}-event "
-            f"table, {expiry['kept_events']:,} of the team's kept), Postgres time, row by row",
-            f"{seconds:.2f} s ({expiry['erased_per_second']:,.0f} erased/s"
-            + ("" if complete else f"; {expiry['erased']:,} of {expiry['expired_events']:,} erased")
-            + ")",
-            f"{extrapolated:,.1f} s extrapolated to a month ({expiry['target_month_events']:,}) "
-            f"of a {expiry['target_events']:,}-event table ({expiry['extrapolated_erasing_seconds']:,.1f} s "
-            f"erasing, {expiry['extrapolated_walking_seconds']:,.1f} s walking the rest)",
-            f"{extrapolated:.0f}x the target",
+            f"Expiring one month ({month}): DETACH CONCURRENTLY + DROP, Postgres time",
+            f"{drop:.3f} s (detach {timed.get('detach', 0):.3f} s, drop {timed.get('drop', 0):.3f} s)"
+            if dropped
+            else f"not dropped ({expiry['month']} left)",
+            f"{expiry['drop_seconds']:.3f} s the pass's drop time"
+            + (f" (with {', '.join(others)})" if others else ""),
+            f"{drop:.2f}x the target" if dropped else "-",
             "< 1 s for a month of a 10-million-event table",
-            complete and extrapolated < 1,
+            dropped and drop < 1,
         ),
         Figure(
-            f"Ingest p99 at {expiry['ingest_rate']:,.0f} events/s (another team) while expiry runs",
-            f"{with_p99:.1f} ms, the median of {with_pass['windows']} windows' p99s "
-            f"({with_pass['ok']:,} of {with_pass['sent']:,} answered 200)",
-            f"{without_p99:.1f} ms without it",
-            f"{ratio:.2f}x",
-            "unchanged (<= 1.5x)",
-            answered and ratio <= 1.5,
+            f"Settling the month before the drop: its trait history, set-aside errors and links "
+            f"({expiry['step_rows']:,} events a step, {expiry['pause_seconds']} s apart), Postgres time",
+            f"{expiry['settle_seconds']:.1f} s",
+            "-",
+            "-",
+            "reported",
+            None,
         ),
     ]
+    erased, expired = expiry["erased"], expiry["short_expired"]
+    rows.append(
+        Figure(
+            f"A shorter retention, row by row: {expired:,} of a team's {expired + expiry['short_kept']:,} "
+            "events erased, Postgres time",
+            f"{expiry['erasing_seconds']:.2f} s ({expiry['erased_per_second']:,.0f} erased/s"
+            + ("" if erased == expired else f"; {erased:,} of {expired:,} erased")
+            + ")",
+            f"{expiry['walking_seconds']:.2f} s walking its {expiry['short_kept']:,} kept events",
+            "-",
+            "reported",
+            None,
+        )
+    )
+    without = expiry["ingest_without"]
+    without_p99 = without["median_window_p99_ms"]
+    for key, what in (
+        ("ingest_with_settle", "the month's settle runs"),
+        ("ingest_with_drop", "the month is detached and dropped"),
+        ("ingest_with_rows", "a shorter retention's row steps run"),
+    ):
+        seen = expiry[key]
+        p99 = seen["median_window_p99_ms"]
+        ratio = p99 / without_p99 if without_p99 else 0.0
+        answered = seen["ok"] == seen["sent"] > 0 and without["ok"] == without["sent"] > 0
+        rows.append(
+            Figure(
+                f"Ingest p99 at {expiry['ingest_rate']:,.0f} events/s (another team) while {what}",
+                f"{p99:.1f} ms, the median of {seen['windows']} windows' p99s "
+                f"({seen['ok']:,} of {seen['sent']:,} answered 200)",
+                f"{without_p99:.1f} ms without it ({without['windows']} windows)",
+                f"{ratio:.2f}x",
+                "unchanged (<= 1.5x)",
+                answered and ratio <= 1.5 if seen["windows"] else None,
+            )
+        )
+    return rows
 
 
 def _console_row(console: dict[str, Any]) -> Figure:
@@ -395,6 +432,21 @@ def _feed_rows(feed: dict[str, Any]) -> list[Figure]:
                 f"{ratio:.1f}x p99",
                 "p99 < 10 ms, <= 3x",
                 http["p99_ms"] < 10 and ratio <= 3,
+            )
+        )
+    plan = feed["first_page"].get("plan")
+    if plan is not None:
+        read = plan["months_executed"]
+        rows.append(
+            Figure(
+                f"Feed first page plan: the newest month's ix_events_feed only, no Sort "
+                f"({plan['months']} partitions of events)",
+                "holds" if plan["holds"] else "FAILS: " + "; ".join(plan["problems"]),
+                f"{len(read)} executed ({', '.join(m['month'] for m in read)}), "
+                f"{plan['months_never_executed']} never executed, {plan['months_pruned']} pruned",
+                "-",
+                "newest month only",
+                plan["holds"],
             )
         )
     if floor:
