@@ -415,7 +415,9 @@ def plan_check(url: str, statement: str) -> dict[str, Any]:
     each through its `ix_events_feed`, no Sort, and rows from one month only; the older
     months "never executed" (Postgres stops the Append once the LIMIT is met) or pruned.
     A month with none of the customer's events (the bounding `events_from_2100`, a month
-    made ahead) may be probed on the way: one index probe, no row.
+    made ahead) may be probed on the way: one index probe, no row. (A dataset built in a
+    month's first hour has fewer than a page of the customer's events in its newest
+    month: its first page rightly reads two, and the check says so.)
     """
     with psycopg.connect(url, autocommit=True) as connection:
         raw = connection.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement).fetchone()[0]  # type: ignore[index]

@@ -371,7 +371,10 @@ class HeldPass:
 
     def __init__(self, url: str, operator_days: int, now: datetime, month: str) -> None:
         settings = Settings(database_url=sqlalchemy_url(url), redis_url="redis://unused")
-        self.engine = make_engine(settings, pool_size=1, name="bench-expiry")
+        # As the worker's engine (workers/runtime.py): the pass holds one connection, the
+        # month's settle, detach and drop take the other in turn (with one, each would open
+        # a connection of its own, and the store's drop time would count it).
+        self.engine = make_engine(settings, pool_size=2, name="bench-expiry")
         self.operator_days = operator_days
         self.now = now
         self.month = month
