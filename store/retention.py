@@ -596,8 +596,13 @@ def detach_and_drop(engine: Engine, name: str) -> float:
     started = time.perf_counter()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         parent = months_table(connection)
+        # A detach that runs no transaction block: its bound is the session's, put back
+        # before the connection goes back to the pool (the fold's own has none).
         connection.execute(text("SET statement_timeout = '60s'"))
-        connection.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY"))
+        try:
+            connection.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY"))
+        finally:
+            connection.execute(text("RESET statement_timeout"))
     seconds = time.perf_counter() - started
     return seconds + drop_detached(engine, name)
 
