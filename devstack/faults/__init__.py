@@ -10,7 +10,9 @@ fault after another, each into its own team:
 - worker SIGKILL just after it took a job (stopped in BLMOVE, served, then killed);
 - Redis stopped, frozen (SIGSTOP) and flushed;
 - a gunicorn worker SIGKILL;
-- Postgres stopped and started, fast and immediate.
+- Postgres stopped and started, fast and immediate;
+- a worker SIGKILLed while it moves events stored before migration 0012 into the months
+  (`old_events`: the case stops the stack to take the schema back to 0011 and up again).
 
 After each fault it waits until every stored event of the team is folded and prints a
 row: acknowledged, lost (acknowledged but not stored and folded exactly once), duplicated,
@@ -23,5 +25,6 @@ when that server is not ours (its URL was given).
 Its modules, by concern: `servers` (the suite's database, on our Postgres or a given
 one), `processes` (the stack it runs), `load` (the traffic it offers), `observe` (what it
 reads of Postgres and RQ), `cases` (the faults), `report` (the rows and the table) and
-`suite` (the run, `main`).
+`suite` (the run, `main`); `old_events` is the timeline move's case (a preparation
+before the load, and a check of the events it stored).
 """

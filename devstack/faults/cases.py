@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from devstack.embedded import EmbeddedRedis
 from devstack.faults.observe import fold_lock_holder, idle_workers, untaken_jobs
+from devstack.faults.old_events import OldEventsMove
 from devstack.faults.processes import FaultStack
 from devstack.faults.report import say
 from devstack.faults.servers import SuiteDatabase
@@ -38,6 +39,10 @@ class Run:
 
 
 Fault = Callable[[Run, int], None]
+# What a case's preparation stored, checked once its team's backlog is empty: (lost, duplicated, note).
+Check = Callable[[], tuple[int, int, str]]
+# A case's preparation, before its team's load starts; it returns its check.
+Prepare = Callable[[Run, int], Check]
 
 
 def kill_worker_mid_batch(run: Run, team_id: int) -> None:
@@ -120,6 +125,10 @@ class Case:
     needs: str = ""  # "redis" / "postgres": a server of ours
     expects_503: bool = False
     rate: float = 25.0  # requests per second per load thread
+    prepare: Prepare | None = None
+
+
+OLD_EVENTS_MOVE = OldEventsMove()
 
 
 CASES = [
@@ -131,6 +140,8 @@ CASES = [
     Case("gunicorn worker SIGKILL", kill_gunicorn_worker),
     Case("postgres stopped (fast)", postgres_stopped("fast"), needs="postgres", expects_503=True),
     Case("postgres stopped (immediate)", postgres_stopped("immediate"), needs="postgres", expects_503=True),
+    # Last: its downgrade and upgrade stop and start the whole stack.
+    Case("timeline move: worker SIGKILL mid-move", OLD_EVENTS_MOVE.fault, prepare=OLD_EVENTS_MOVE.prepare),
 ]
 SHORT = [
     "worker SIGKILL mid-batch",

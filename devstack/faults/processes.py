@@ -24,7 +24,8 @@ WORKERS = ("worker-a", "worker-b")
 
 
 class FaultStack:
-    """gunicorn and two fold workers on a free loopback port, started on creation."""
+    """gunicorn and two fold workers on a free loopback port, started on creation (and
+    stopped and started again by a case that must change the schema under it)."""
 
     def __init__(
         self, folder: Path, database_url: str, redis_url: str, prefix: str, queue: str, web_workers: int
@@ -42,7 +43,11 @@ class FaultStack:
             web_workers=web_workers,
             more={"PYTHONUNBUFFERED": "1"},
         )
-        self.web = launch(web_command(), self.env, folder / "web.log")
+        self.start()
+
+    def start(self) -> None:
+        """Launch gunicorn and the workers (again, after `stop`: on the same port and logs)."""
+        self.web = launch(web_command(), self.env, self.folder / "web.log")
         self.workers = {name: self._start_worker(name) for name in WORKERS}
 
     def _start_worker(self, name: str) -> subprocess.Popen[bytes]:

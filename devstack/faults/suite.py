@@ -50,6 +50,13 @@ def run_case(run: Run, case: Case, warmup: float, tail: float) -> Row:
         row.note = "skipped: DATABASE_URL given, not our server"
         return row
     team_id, key = new_team(run.engine, case.name)
+    check = None
+    if case.prepare is not None:
+        try:
+            check = case.prepare(run, team_id)
+        except Exception as error:
+            row.note = f"not prepared: {type(error).__name__}: {error}"
+            return row
     tag = f"f{team_id}"
     load = Load(run.stack.base, key, tag, rate_per_thread=case.rate).start()
     try:
@@ -77,6 +84,10 @@ def run_case(run: Run, case: Case, warmup: float, tail: float) -> Row:
             break
         time.sleep(0.05)
     row.lost, row.duplicated = audit(run.engine, team_id, load.acked)
+    if check is not None:
+        lost, duplicated, note = check()
+        row.lost, row.duplicated = row.lost + lost, row.duplicated + duplicated
+        row.note = row.note or note
     for name in run.killed:  # as a platform would, once the case is measured
         run.stack.restart_worker(name)
     run.killed.clear()
