@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from store.fold.backlog import FOLD_LOCK_NAMESPACE
 from store.partitions import LEGACY, MONTHS_DURING_MOVE, TIMELINE, ensure_months, is_missing_partition
@@ -51,15 +51,12 @@ _COLUMNS = (
 )
 
 _NEXT_TEAM = f"SELECT team_id FROM {LEGACY} ORDER BY team_id LIMIT 1"
-_MONTHS = f"""
-    SELECT DISTINCT date_trunc('month', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-    FROM (SELECT event_time FROM {LEGACY} WHERE team_id = :team ORDER BY id LIMIT :rows) chunk
-"""
+_CHUNK = f"SELECT id, event_time FROM {LEGACY} WHERE team_id = :team ORDER BY id LIMIT :rows"
+# The step's rows are the ones it chose (and made the months of): another worker moving at
+# the same time may have taken some, which are then simply not there any more.
 _MOVE = f"""
     WITH moved AS (
-        DELETE FROM {LEGACY}
-        WHERE team_id = :team
-          AND id IN (SELECT id FROM {LEGACY} WHERE team_id = :team ORDER BY id LIMIT :rows)
+        DELETE FROM {LEGACY} WHERE team_id = :team AND id = ANY(CAST(:ids AS bigint[]))
         RETURNING {_COLUMNS}
     )
     INSERT INTO {TIMELINE} ({_COLUMNS}, layout)
@@ -86,22 +83,28 @@ class MoveStep:
 def move_step(engine: Engine, step_rows: int = STEP_ROWS) -> MoveStep:
     """Move at most `step_rows` events of one team out of the old table, in one transaction."""
     with engine.connect() as connection:
-        team = connection.execute(text(_NEXT_TEAM)).scalar()
+        try:
+            team = connection.execute(text(_NEXT_TEAM)).scalar()
+            chunk = connection.execute(text(_CHUNK), {"team": team, "rows": step_rows}).all()
+        except ProgrammingError as error:  # another mover swapped the months in: nothing left
+            if getattr(error.orig, "sqlstate", None) != "42P01":
+                raise
+            return MoveStep(None, 0)
         if team is None:
             return MoveStep(None, 0)
-        months = [row[0] for row in connection.execute(text(_MONTHS), {"team": team, "rows": step_rows})]
         connection.rollback()
+        ids, months = [int(row.id) for row in chunk], [row.event_time for row in chunk]
         ensure_months(engine, months)  # committed before the move's statement plans its partitions
         try:
-            return _move(connection, int(team), step_rows)
+            return _move(connection, int(team), ids)
         except IntegrityError as error:
             if not is_missing_partition(error):  # a month dropped since this process looked
                 raise
         ensure_months(engine, months)
-        return _move(connection, int(team), step_rows)
+        return _move(connection, int(team), ids)
 
 
-def _move(connection: Connection, team: int, step_rows: int) -> MoveStep:
+def _move(connection: Connection, team: int, ids: list[int]) -> MoveStep:
     """The step's one transaction: the team's fold lock, then the statement."""
     with connection.begin():
         connection.execute(
@@ -115,7 +118,7 @@ def _move(connection: Connection, team: int, step_rows: int) -> MoveStep:
         ).scalar()
         if not locked:
             return MoveStep(int(team), 0, busy=True)
-        moved = connection.execute(text(_MOVE), {"team": team, "rows": step_rows}).rowcount
+        moved = connection.execute(text(_MOVE), {"team": team, "ids": ids}).rowcount
     return MoveStep(int(team), int(moved))
 
 
@@ -142,6 +145,8 @@ def _swap(connection: Connection) -> bool:
     with connection.begin():
         connection.execute(text("SET LOCAL lock_timeout = '2s'"))
         connection.execute(text(f"LOCK TABLE {TIMELINE} IN ACCESS EXCLUSIVE MODE"))
+        if not timeline_move_pending(connection):
+            return True  # another mover swapped them in while this one waited for the lock
         if connection.execute(text(f"SELECT EXISTS (SELECT 1 FROM {LEGACY})")).scalar():
             return False
         for statement in (

@@ -66,18 +66,33 @@ def run_sweeps(rt: runtime.Runtime, stop: threading.Event) -> None:
         stop.wait(rt.settings.sweep_interval_seconds)
 
 
+# How soon an unfinished or failed move of a pre-0012 table is taken up again.
+MOVE_RETRY_SECONDS = 30.0
+
+
 def run_expiry(rt: runtime.Runtime, stop: threading.Event) -> None:
     """The timeline's upkeep (docs/retention.md), at start and then every
     PASS_INTERVAL_SECONDS: this month's and the next month's partitions made ahead, the
     events of a table made before migration 0012 moved into the months, and retention."""
     while not stop.is_set():
+        # Each part on its own: one failing does not skip the others.
         try:
             months_ahead(rt.engine)
-            move_round(rt.engine, stop)
+        except Exception as error:
+            log.warning("timeline upkeep: making months ahead failed (%s)", type(error).__name__)
+        moved = True
+        try:
+            run = move_round(rt.engine, stop)
+            moved = run is None or run.finished
+        except Exception as error:
+            log.warning("timeline upkeep: the move failed (%s); again soon", type(error).__name__)
+            moved = False
+        try:
             expiry_round(rt.engine, rt.settings.retention_days, stop)
         except Exception as error:  # a failed pass is tried again at the next interval
-            log.warning("timeline upkeep failed (%s); trying again later", type(error).__name__)
-        stop.wait(PASS_INTERVAL_SECONDS)
+            log.warning("retention pass failed (%s); trying again later", type(error).__name__)
+        # An unfinished move goes on soon; the rest waits for the next pass.
+        stop.wait(PASS_INTERVAL_SECONDS if moved else MOVE_RETRY_SECONDS)
 
 
 def main() -> None:

@@ -196,3 +196,29 @@ def test_a_move_killed_and_run_again_loses_and_duplicates_nothing_while_ingest_g
         page = read_feed_page(connection, teams[0], customer, limit=100)
     assert page is not None
     assert len(json.loads(page.items_json)) == 36 + 2
+
+
+def test_two_movers_at_once_neither_fails_and_each_event_moves_once(scratch: tuple[str, Engine]) -> None:
+    """Two workers start together and both move: a step moves the rows it chose (and made
+    the months of); what the other took meanwhile is simply not there any more."""
+    url, engine = scratch
+    upgraded_with_events(url, engine)
+    before = rows(engine)
+    errors: list[BaseException] = []
+    runs: list[bool] = []
+
+    def move() -> None:
+        try:
+            runs.append(move_timeline(engine, step_rows=3).finished)
+        except BaseException as error:  # the test fails on it
+            errors.append(error)
+
+    movers = [threading.Thread(target=move) for _ in range(2)]
+    for mover in movers:
+        mover.start()
+    for mover in movers:
+        mover.join(timeout=120)
+    assert errors == [] and runs == [True, True]
+    with engine.connect() as connection:
+        assert not timeline_move_pending(connection)
+    assert rows(engine) == before
