@@ -67,7 +67,11 @@ _INSERT_SQL = """
         SELECT 1 FROM events e
         WHERE e.team_id = r.team_id AND e.message_id = r.message_id AND e.type = r.type
             AND e.event_time BETWEEN r.event_time - interval '{resend_window}'
-                                 AND r.event_time + interval '{resend_window}')
+                                 AND r.event_time + interval '{resend_window}'
+            -- the same bounds for the whole group, known before the statement runs: only
+            -- those months are opened at all (the row's own bounds prune per row after)
+            AND e.event_time BETWEEN CAST({earliest} AS timestamptz) - interval '{resend_window}'
+                                 AND CAST({latest} AS timestamptz) + interval '{resend_window}')
     ON CONFLICT DO NOTHING
     RETURNING team_id, message_id, type
 """
@@ -76,8 +80,8 @@ _INSERT_SQL = """
 # per connection under our own name: SQLAlchemy's execute path, and then psycopg's
 # cursor machinery (query conversion, adapters, prepare cache, result wrapping), each
 # cost more CPU per request than libpq's own work for this one statement.
-_INSERT_DRIVER = _INSERT_SQL.format(rows="%s", resend_window=RESEND_WINDOW)
-_INSERT_PQ = _INSERT_SQL.format(rows="$1", resend_window=RESEND_WINDOW).encode()
+_INSERT_DRIVER = _INSERT_SQL.format(rows="%s", earliest="%s", latest="%s", resend_window=RESEND_WINDOW)
+_INSERT_PQ = _INSERT_SQL.format(rows="$1", earliest="$2", latest="$3", resend_window=RESEND_WINDOW).encode()
 _STATEMENT = b"timeline_insert_events"
 _prepared_on: weakref.WeakSet[psycopg.Connection[object]] = weakref.WeakSet()
 
@@ -104,7 +108,20 @@ class _Request:
     error: BaseException | None = None
 
 
-def _rows_document(group: Sequence[_Request]) -> bytes | None:
+@dataclass(frozen=True)
+class _Rows:
+    """The statement's parameters: the group's rows as one JSON document (UTF-8), and the
+    earliest and latest of their event times (RFC 3339)."""
+
+    document: bytes
+    earliest: bytes
+    latest: bytes
+
+    def parameters(self) -> list[bytes | None]:
+        return [self.document, self.earliest, self.latest]
+
+
+def _rows_document(group: Sequence[_Request]) -> _Rows | None:
     """The group's rows as one JSON document, UTF-8 (None: no rows).
 
     orjson writes the datetimes itself (RFC 3339, as `isoformat` would).
@@ -137,10 +154,13 @@ def _rows_document(group: Sequence[_Request]) -> bytes | None:
             )
     if not rows:
         return None
+    times = [event.event_time for request in group for event in request.events]
+    earliest, latest = min(times), max(times)
     try:
-        return orjson.dumps(rows)
+        document = orjson.dumps(rows)
     except orjson.JSONEncodeError:  # an integer beyond 64 bits in an event: the stdlib writes it
-        return json.dumps(rows, separators=(",", ":"), default=_isoformat).encode()
+        document = json.dumps(rows, separators=(",", ":"), default=_isoformat).encode()
+    return _Rows(document, _isoformat(earliest).encode(), _isoformat(latest).encode())
 
 
 def _isoformat(value: object) -> str:
@@ -172,13 +192,13 @@ def _insert_group_driver(connection: Connection, group: Sequence[_Request]) -> N
     Driver errors are raised as SQLAlchemy's DBAPIError (as `Connection.execute` would),
     marked `connection_invalidated` when the connection is gone.
     """
-    document = _rows_document(group)
+    rows = _rows_document(group)
     inserted: set[tuple[int, str, str]] = set()
-    if document is not None:
+    if rows is not None:
         driver = connection.connection.driver_connection
         assert driver is not None
         try:
-            inserted = _execute_prepared(driver, document)
+            inserted = _execute_prepared(driver, rows)
         except connection.dialect.loaded_dbapi.Error as error:
             dialect = connection.dialect
             gone = dialect.is_disconnect(error, driver, None)
@@ -194,8 +214,9 @@ def _insert_group_driver(connection: Connection, group: Sequence[_Request]) -> N
     _set_results(group, inserted)
 
 
-def _execute_prepared(driver: psycopg.Connection[object], document: bytes) -> set[tuple[int, str, str]]:
-    """The INSERT, prepared on this connection once, with one JSON parameter; its RETURNING rows.
+def _execute_prepared(driver: psycopg.Connection[object], rows: _Rows) -> set[tuple[int, str, str]]:
+    """The INSERT, prepared on this connection once, with one JSON parameter (and the
+    rows' time bounds); its RETURNING rows.
 
     Which connections hold the statement is remembered, but Postgres has the last word:
     a connection that lost it (a pooled connection reset) prepares it again, one that
@@ -204,10 +225,10 @@ def _execute_prepared(driver: psycopg.Connection[object], document: bytes) -> se
     if driver not in _prepared_on:
         _prepare(driver)
     try:
-        result = _run_prepared(driver, document)
+        result = _run_prepared(driver, rows)
     except pg_errors.InvalidSqlStatementName:
         _prepare(driver)
-        result = _run_prepared(driver, document)
+        result = _run_prepared(driver, rows)
 
     def text_at(row: int, column: int) -> str:
         return bytes(result.get_value(row, column) or b"").decode()
@@ -225,9 +246,9 @@ def _prepare(driver: psycopg.Connection[object]) -> None:
     _prepared_on.add(driver)
 
 
-def _run_prepared(driver: psycopg.Connection[object], document: bytes) -> pq.abc.PGresult:
+def _run_prepared(driver: psycopg.Connection[object], rows: _Rows) -> pq.abc.PGresult:
     pgconn = driver.pgconn
-    pgconn.send_query_prepared(_STATEMENT, [document])
+    pgconn.send_query_prepared(_STATEMENT, rows.parameters())
     return _check(driver, driver.wait(pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
 
 
