@@ -24,10 +24,9 @@ from sqlalchemy import Engine
 
 from store.apikeys import create_key, revoke_key
 from tests.app.test_console_browser import ZONE, Console, send
-from tests.app.test_stream import web_workers
 from tests.chromium import chromium
 from tests.conftest import TeamKeys, make_team
-from tests.servers import GunicornServer
+from tests.servers import GunicornServer, web_workers
 
 pytestmark = pytest.mark.slow
 
