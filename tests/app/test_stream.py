@@ -104,12 +104,6 @@ def open_stream(client: FlaskClient, secret: str, customer: str, last_event_id: 
     return Reader(response).start()
 
 
-@pytest.fixture
-def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(stream_module, "HEARTBEAT_SECONDS", 0.1)
-    yield
-
-
 def names(reader: Reader) -> list[str]:
     return [json.loads(e.data)["event"] for e in reader.items()]
 
