@@ -111,6 +111,9 @@ class Settings:
     # Live streams (`/customers/{id}/stream`) one web process holds at most: a tenth of its
     # 10,000 connection slots, so open pages never take the slots ingest needs.
     live_streams_per_process: int = 1000
+    # A quiet live stream sends a comment line this often, so proxies keep it open, and
+    # looks again then at its key or console session (docs/read-api.md, "Live"). Tests shorten it.
+    live_heartbeat_seconds: float = 15.0
     # The console (docs/console.md): an optional pepper mixed into every session's signing
     # secret, and the cookies' `Secure` flag (set it behind HTTPS).
     console_secret: str = ""
@@ -165,6 +168,9 @@ class Settings:
             request_head_seconds=float(env.get("REQUEST_HEAD_SECONDS", "10")),
             request_body_seconds=float(env.get("REQUEST_BODY_SECONDS", "30")),
             live_streams_per_process=_whole(env, "LIVE_STREAMS_PER_PROCESS", 1000),
+            live_heartbeat_seconds=max(  # 0 would spin, a look at the session each turn
+                0.1, float(env.get("LIVE_HEARTBEAT_SECONDS", cls.live_heartbeat_seconds))
+            ),
             console_secret=env.get("CONSOLE_SECRET", ""),
             console_cookie_secure=env.get("CONSOLE_COOKIE_SECURE", "") in ("1", "true", "yes"),
             retention_days=_retention_days(env),

@@ -14,7 +14,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,14 @@ def app(settings: Settings) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def quick_heartbeat(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's live streams beat every 0.1 s instead of 15 (`LIVE_HEARTBEAT_SECONDS`), so
+    what a stream does at a heartbeat (look again at the key or session) comes at once."""
+    timeline = app.extensions["timeline"]
+    monkeypatch.setattr(timeline, "settings", replace(timeline.settings, live_heartbeat_seconds=0.1))
 
 
 @pytest.fixture(scope="session", autouse=True)

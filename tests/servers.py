@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -106,9 +107,51 @@ class GunicornServer:
             pytest.fail(f"{error}:\n{self.log_text()[-3000:]}")
 
     def stop(self) -> None:
-        """SIGTERM to each process, then up to 10 s for each to exit before SIGKILL."""
+        """SIGTERM to each process, then up to 10 s for each to exit before SIGKILL; first,
+        until no web worker is still booting (`wait_workers_booted`)."""
+        if self.processes and self.processes[0].poll() is None:
+            self.wait_workers_booted()
         stop_processes(self.processes, grace=10)
         self.processes = []
+
+    def wait_workers_booted(self, seconds: float = 10.0) -> None:
+        """Until every web worker has its own signal handlers. gunicorn forks a worker with
+        the master's, and a SIGTERM the master forwards before the worker set up its own is
+        lost: that worker serves on, and the stop waits out its whole grace and SIGKILLs.
+        A test that restarts workers stops the server while their replacements boot. A
+        worker's handlers are set once it no longer catches SIGHUP (the master's reload,
+        which a worker leaves at its default). `seconds` only bounds a hung boot: the stop
+        goes ahead after it, as before."""
+        deadline = time.monotonic() + seconds
+        while any(_catches_sighup(pid) for pid in web_workers(self)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def web_workers(server: GunicornServer) -> set[int]:
+    """The pids of the gunicorn master's live children (its web workers), from /proc."""
+    master = server.processes[0].pid
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == master and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def _catches_sighup(pid: int) -> bool:
+    """Whether the process has a handler for SIGHUP (its caught signals' mask in /proc);
+    False once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
 
 
 @dataclass

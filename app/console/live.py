@@ -34,7 +34,6 @@ from app.console import session
 from app.console.views import _customer_id, bp
 from app.read_api.live import END, Listener, TeamSubscription
 from app.read_api.stream import (
-    HEARTBEAT_SECONDS,
     RETRY_MILLISECONDS,
     listener_with_room,
     open_stream,
@@ -84,7 +83,7 @@ def home_live() -> Response:
     """Server-Sent Events for the home: `news` when a customer of the team has new events."""
     listener = listener_with_room()
     subscription = listener.subscribe_team(g.agent.team_id)
-    body = _news(listener, subscription, _session_holds())
+    body = _news(listener, subscription, _session_holds(), resources().settings.live_heartbeat_seconds)
     return Response(
         body,
         mimetype="text/event-stream",
@@ -93,7 +92,10 @@ def home_live() -> Response:
 
 
 def _news(
-    listener: Listener, subscription: TeamSubscription, still_allowed: Callable[[], None]
+    listener: Listener,
+    subscription: TeamSubscription,
+    still_allowed: Callable[[], None],
+    heartbeat_seconds: float,
 ) -> Iterator[str]:
     """`news` events, at most one per NEWS_SECONDS; the session checked every heartbeat."""
     checked = time.monotonic()
@@ -102,11 +104,11 @@ def _news(
         yield f"retry: {RETRY_MILLISECONDS}\n: open\n\n"
         while True:
             try:
-                word = subscription.notices.get(timeout=HEARTBEAT_SECONDS)
+                word = subscription.notices.get(timeout=heartbeat_seconds)
             except queue.Empty:
                 word = "quiet"
             now = time.monotonic()
-            if word == "quiet" or now - checked >= HEARTBEAT_SECONDS:
+            if word == "quiet" or now - checked >= heartbeat_seconds:
                 checked = now
                 try:
                     still_allowed()

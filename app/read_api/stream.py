@@ -4,9 +4,10 @@ A ticketing tool's sidebar (or the console's customer page) opens it and gets ea
 folded onto the customer's timeline from then on, as the feed shows it, within a moment
 of the fold (`store/live.py`, `app/read_api/live.py`). Each item's SSE `id` is its stream
 position; a client that reconnects with `Last-Event-ID` (EventSource does it by itself)
-gets what it missed, in order, nothing twice. A comment line every `HEARTBEAT_SECONDS`
-keeps proxies from closing a quiet stream, and is when the key is checked again: a key
-revoked (or rotated away) ends the stream with an `end` event saying why.
+gets what it missed, in order, nothing twice. A comment line every heartbeat
+(`Settings.live_heartbeat_seconds`, 15 s) keeps proxies from closing a quiet stream, and
+is when the key is checked again: a key revoked (or rotated away) ends the stream with
+an `end` event saying why.
 
 A stream is a connection held open: a process serves at most
 `Settings.live_streams_per_process` of them (503 with Retry-After past it), a small share
@@ -29,11 +30,12 @@ from app.read_api.customer_ref import NO_ARGS, read_live
 from app.read_api.live import END, RESYNC, Listener, Subscription, per_process_listener
 from app.resources import Resources, resources
 from service.per_process import PerProcess
+from service.settings import Settings
 from store.live import CATCH_UP_ITEMS, StreamItem, StreamPosition, newest_position, read_since
 
 bp = Blueprint("stream", __name__, url_prefix="/api/v1")
 
-HEARTBEAT_SECONDS = 15.0
+HEARTBEAT_SECONDS = Settings.live_heartbeat_seconds  # the default; a process's own is in its Settings
 RETRY_MILLISECONDS = 2_000
 _BUSY_RETRY_SECONDS = 5
 
@@ -155,7 +157,7 @@ def _events(
                 yield text
         while True:
             try:
-                notice = subscription.notices.get(timeout=HEARTBEAT_SECONDS)
+                notice = subscription.notices.get(timeout=res.settings.live_heartbeat_seconds)
             except queue.Empty:
                 try:
                     still_allowed()

@@ -24,10 +24,9 @@ from sqlalchemy import Engine
 
 from store.apikeys import create_key, revoke_key
 from tests.app.test_console_browser import ZONE, Console, send
-from tests.app.test_stream import web_workers
 from tests.chromium import chromium
 from tests.conftest import TeamKeys, make_team
-from tests.servers import GunicornServer
+from tests.servers import GunicornServer, web_workers
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +57,7 @@ RECORDER = """
 # Long enough for gunicorn to start new workers and the browser to come back (its retry:
 # is 2 s) on a loaded machine; a bound against hanging, not a measure.
 BACK_SECONDS = 60
-# The stream looks at the session again at each heartbeat (15 s).
+# The stream looks at the session again at each heartbeat (`quick_server`'s: 1 s).
 REVOKED_SECONDS = 60
 
 
@@ -66,6 +65,17 @@ REVOKED_SECONDS = 60
 def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     """gunicorn with two gevent workers, as production runs it; the test restarts them."""
     with GunicornServer(tmp_path_factory.mktemp("console-live-gunicorn")) as served:
+        yield served
+
+
+@pytest.fixture
+def quick_server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+    """The same, its streams' heartbeat 1 s instead of production's 15 (`LIVE_HEARTBEAT_SECONDS`):
+    for the test that waits for the stream's next look at the session. `server` keeps 15 s,
+    so a test that revokes a key just before it restarts the workers is not overtaken by a
+    heartbeat."""
+    folder = tmp_path_factory.mktemp("console-live-quick-gunicorn")
+    with GunicornServer(folder, {"LIVE_HEARTBEAT_SECONDS": "1"}) as served:
         yield served
 
 
@@ -173,8 +183,9 @@ def test_a_stream_cut_by_a_worker_restart_resumes_with_every_event_once_in_order
 
 
 def test_a_key_revoked_while_the_page_is_open_ends_the_stream_and_signs_the_agent_out(
-    server: GunicornServer, browser: WebDriver, team: TeamKeys, engine: Engine
+    quick_server: GunicornServer, browser: WebDriver, team: TeamKeys, engine: Engine
 ) -> None:
+    server = quick_server
     console = Console(server.url, browser, team, team, engine)
     admin = team.bearer(team.admin)
     made = requests.post(

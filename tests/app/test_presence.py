@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +24,7 @@ from sqlalchemy import Engine
 from app.console import data, views
 from app.console import live as console_live
 from app.read_api.live import END, NEWS, Listener, TeamSubscription
+from app.read_api.stream import HEARTBEAT_SECONDS
 from schemas.api import ACTIVE_WITHIN
 from store.answers.profile import ProfileSchema
 from store.apikeys import create_key, revoke_key
@@ -270,7 +270,7 @@ def test_news_that_came_meanwhile_is_told_once_and_never_faster_than_once_a_seco
     waits: list[float] = []
     monkeypatch.setattr(console_live, "time", SimpleNamespace(monotonic=time.monotonic, sleep=waits.append))
     subscription = TeamSubscription(1)
-    stream = console_live._news(_Listener(), subscription, lambda: None)  # type: ignore[arg-type]
+    stream = console_live._news(_Listener(), subscription, lambda: None, HEARTBEAT_SECONDS)  # type: ignore[arg-type]
     assert next(stream).startswith("retry:")
     for _ in range(50):  # a busy team: fifty batches folded at once
         subscription.notices.put(NEWS)
@@ -283,12 +283,6 @@ def test_news_that_came_meanwhile_is_told_once_and_never_faster_than_once_a_seco
     subscription.notices.put(END)
     with pytest.raises(StopIteration):
         next(stream)
-
-
-@pytest.fixture
-def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(console_live, "HEARTBEAT_SECONDS", 0.1)
-    yield
 
 
 @pytest.mark.usefixtures("quick_heartbeat")

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +32,7 @@ from store.live import StreamPosition
 from tests.app.test_console import sign_in as console_sign_in
 from tests.app.test_customers import customer_of, send, track
 from tests.conftest import TeamKeys
-from tests.servers import GunicornServer, connect, read_answer
+from tests.servers import GunicornServer, connect, read_answer, web_workers
 
 
 @dataclass
@@ -103,12 +102,6 @@ def open_stream(client: FlaskClient, secret: str, customer: str, last_event_id: 
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "text/event-stream"
     return Reader(response).start()
-
-
-@pytest.fixture
-def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(stream_module, "HEARTBEAT_SECONDS", 0.1)
-    yield
 
 
 def names(reader: Reader) -> list[str]:
@@ -291,22 +284,6 @@ def test_a_position_reads_back_exactly_as_it_was_sent() -> None:
         position = StreamPosition(base + timedelta(microseconds=micros), 42)
         assert StreamPosition.parse(position.text()) == position
     assert StreamPosition.parse(StreamPosition(datetime(1970, 1, 1, tzinfo=UTC), 0).text()) is not None
-
-
-def web_workers(server: GunicornServer) -> set[int]:
-    """The pids of the gunicorn master's live children (its web workers), from /proc."""
-    master = server.processes[0].pid
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == master and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
 
 
 def _until_closed(sock: socket.socket) -> bytes:

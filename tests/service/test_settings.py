@@ -38,6 +38,13 @@ def test_defaults_are_one_process_and_its_own_counters() -> None:
         assert Settings.from_env({**URLS, "WEB_CONCURRENCY": bad}).web_processes == 1
 
 
+def test_a_live_streams_heartbeat_is_15_s_unless_set_and_never_0() -> None:
+    assert Settings.from_env(URLS).live_heartbeat_seconds == 15.0
+    assert Settings.from_env({**URLS, "LIVE_HEARTBEAT_SECONDS": "1.5"}).live_heartbeat_seconds == 1.5
+    for spinning in ("0", "-3"):
+        assert Settings.from_env({**URLS, "LIVE_HEARTBEAT_SECONDS": spinning}).live_heartbeat_seconds == 0.1
+
+
 def test_the_gunicorn_config_hands_workers_their_environment_and_writes_none() -> None:
     before = dict(os.environ)
     config = runpy.run_path(str(ROOT / "app" / "serving" / "gunicorn_config.py"))

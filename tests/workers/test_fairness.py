@@ -12,6 +12,7 @@ folded), never a duration.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -83,11 +84,23 @@ def neighbour_folded_when_quiet_was(engine: Engine, quiet: int, busy: int, timeo
             time.sleep(0.01)
 
 
+@pytest.fixture
+def busy(engine: Engine) -> Iterator[int]:
+    """The neighbour's team. What is left of its backlog when the test ends is deleted, its
+    workers stopped (`start_worker` is set up after this, so torn down before): the next
+    test that folds in its own process would otherwise fold it, for seconds, unasked."""
+    team_id = new_team(engine)
+    yield team_id
+    with engine.begin() as connection:
+        left = text("DELETE FROM events WHERE team_id = :t AND folded_at IS NULL")
+        connection.execute(left, {"t": team_id})
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_quiet_teams_event_is_folded_before_half_a_neighbours_backlog(
-    engine: Engine, redis: Redis, settings: Settings, start_worker: StartWorker, workers: int
+    engine: Engine, redis: Redis, settings: Settings, busy: int, start_worker: StartWorker, workers: int
 ) -> None:
-    busy, quiet = new_team(engine), new_team(engine)
+    quiet = new_team(engine)
     queue = Queue(settings.fold_queue, connection=redis)
     for n in range(workers):
         start_worker(f"w{n}", batch_size=BATCH)

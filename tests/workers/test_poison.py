@@ -116,7 +116,9 @@ def test_a_lost_connection_propagates_and_sets_nothing_aside(engine: Engine) -> 
             raised.append(error)
 
     with engine.connect() as holder:
-        # Hold the team's fold lock, so the fold waits on it; then its backend is terminated.
+        # Hold the team's fold lock, so the fold waits on it; then its backend is terminated
+        # (looked for in this session's database only: another test session on the same
+        # server may have a fold waiting on a lock of its own).
         holder.execute(text("SELECT pg_advisory_lock(:ns, :t)"), {"ns": FOLD_LOCK_NAMESPACE, "t": team_id})
         holder.commit()
         folding = threading.Thread(target=fold)
@@ -126,7 +128,8 @@ def test_a_lost_connection_propagates_and_sets_nothing_aside(engine: Engine) -> 
             waiting = holder.execute(
                 text(
                     "SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory'"
-                    " AND pid <> pg_backend_pid() AND query LIKE '%pg_advisory_xact_lock%'"
+                    " AND datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND query LIKE '%pg_advisory_xact_lock%'"
                 )
             ).scalar()
             holder.commit()
