@@ -47,7 +47,7 @@ from sqlalchemy import Connection, Engine, text
 
 from schemas.segment import PreparedEvent
 from service.settings import MAX_RETENTION_DAYS
-from store.fold.backlog import FOLD_LOCK_NAMESPACE
+from store.fold.backlog import try_team_step
 from store.fold.batch import Batch
 from store.fold.erase import Link, event_links, keep_links
 from store.fold.pending import PENDING_COLUMNS, PendingEvent
@@ -325,14 +325,7 @@ def expire_step(
 ) -> ExpiryStep:
     """One bounded step of a team's expiry, in its own transaction on `connection`."""
     with connection.begin():
-        locked = connection.execute(
-            text(
-                "SELECT pg_try_advisory_xact_lock(:ns, :key), set_config('lock_timeout', '1s', true), "
-                "set_config('statement_timeout', '10s', true)"
-            ),
-            {"ns": FOLD_LOCK_NAMESPACE, "key": team_id % 2_147_483_647},
-        ).scalar()
-        if not locked:
+        if not try_team_step(connection, team_id):
             return ExpiryStep(Window(after, after), 0, busy=True)
         batch = Batch(connection, team_id)
         window = expiry_window(batch, after, step_rows)
@@ -544,14 +537,7 @@ def settle_step(connection: Connection, name: str, team_id: int, after: int, ste
     """One step of `settle_month` in its own transaction: the last event id it settled
     (`after` itself: none left), or None when the team's fold held its lock."""
     with connection.begin():
-        locked = connection.execute(
-            text(
-                "SELECT pg_try_advisory_xact_lock(:ns, :key), set_config('lock_timeout', '1s', true), "
-                "set_config('statement_timeout', '10s', true)"
-            ),
-            {"ns": FOLD_LOCK_NAMESPACE, "key": team_id % 2_147_483_647},
-        ).scalar()
-        if not locked:
+        if not try_team_step(connection, team_id):
             return None
         batch = Batch(connection, team_id)
         events = [

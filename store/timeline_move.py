@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from store.fold.backlog import FOLD_LOCK_NAMESPACE
+from store.fold.backlog import try_team_step
 from store.partitions import LEGACY, MONTHS_DURING_MOVE, TIMELINE, ensure_months, is_missing_partition
 
 log = logging.getLogger(__name__)
@@ -107,16 +107,7 @@ def move_step(engine: Engine, step_rows: int = STEP_ROWS) -> MoveStep:
 def _move(connection: Connection, team: int, ids: list[int]) -> MoveStep:
     """The step's one transaction: the team's fold lock, then the statement."""
     with connection.begin():
-        connection.execute(
-            text(
-                "SELECT set_config('lock_timeout', '1s', true), set_config('statement_timeout', '60s', true)"
-            )
-        )
-        locked = connection.execute(
-            text("SELECT pg_try_advisory_xact_lock(:ns, :key)"),
-            {"ns": FOLD_LOCK_NAMESPACE, "key": int(team) % 2_147_483_647},
-        ).scalar()
-        if not locked:
+        if not try_team_step(connection, team, statement_timeout="60s"):
             return MoveStep(int(team), 0, busy=True)
         moved = connection.execute(text(_MOVE), {"team": team, "ids": ids}).rowcount
     return MoveStep(int(team), int(moved))

@@ -14,6 +14,21 @@ from store.fold.pending import PENDING_COLUMNS, PendingEvent
 FOLD_LOCK_NAMESPACE = 7_301
 
 
+def try_team_step(connection: Connection, team_id: int, statement_timeout: str = "10s") -> bool:
+    """Take the team's fold lock for this transaction without waiting (False: its fold
+    holds it), and bound the transaction's waits: a maintenance step (expiry, a month's
+    settling, the move into the months) that never interleaves with the team's fold."""
+    return bool(
+        connection.execute(
+            text(
+                "SELECT pg_try_advisory_xact_lock(:ns, :key), set_config('lock_timeout', '1s', true), "
+                "set_config('statement_timeout', :timeout, true)"
+            ),
+            {"ns": FOLD_LOCK_NAMESPACE, "key": team_id % 2_147_483_647, "timeout": statement_timeout},
+        ).scalar()
+    )
+
+
 def take_batch(connection: Connection, team_id: int, batch_size: int) -> list[PendingEvent]:
     """Lock the team for this transaction and take up to `batch_size` of its unfolded events."""
     # The team's lock, then settings for this transaction only: psycopg prepares a

@@ -37,6 +37,13 @@ T0 = datetime(1990, 1, 1, tzinfo=UTC)
 DAY = 24 * 60  # minutes
 
 
+@pytest.fixture(autouse=True, scope="module")
+def a_team_keeping_everything(engine: Engine) -> None:
+    """Retention by rows is what these tests read: while a team keeps everything no month
+    can be dropped (store/retention.py), whichever tests ran before in the database."""
+    new_team(engine)
+
+
 def ev(kind: str, message_id: str, day: float, **fields: Any) -> PreparedEvent:
     """A Segment event dated `day` days after T0, received at once."""
     when = T0 + timedelta(days=day)
