@@ -1,4 +1,5 @@
-"""Storing received events: durable, whole, once per (team, messageId, type).
+"""Storing received events: durable, whole, once per (team, messageId, type) (within
+RESEND_WINDOW of event time).
 
 `store_events` returns only once the events are committed. Requests that arrive while
 another request's commit is in flight in the same process are committed together, in
@@ -49,8 +50,8 @@ GROUP_MAX_EVENTS = 2500
 # Python SDK called again with the same message_id) stamps it anew, seconds later.
 RESEND_WINDOW = "7 days"
 
-# One statement and one parameter whatever the number of rows: Postgres plans it once
-# (psycopg prepares it after a few uses), and the rows travel as one JSON document that
+# One statement and one document whatever the number of rows (beside it, the rows' time
+# bounds): Postgres plans it once (`_prepare`), and the rows travel as one JSON document that
 # Postgres parses in C, instead of twelve arrays that psycopg would escape in Python.
 _INSERT_SQL = """
     INSERT INTO events (team_id, message_id, type, event_name, user_id, anonymous_id, group_id,

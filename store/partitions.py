@@ -49,6 +49,12 @@ FIRST_YEAR = 2000
 END_YEAR = 2100
 BEFORE = "events_before_2000"
 AFTER = "events_from_2100"
+# Every column of an event row but `layout` (which month or partition 0 holds it), for
+# copying rows between partitions (the move into the months; expiry's write-back).
+EVENT_COLUMNS = (
+    "team_id, id, message_id, type, event_name, user_id, anonymous_id, group_id, previous_id, "
+    "event_time, received_at, tiebreak, raw, customer_id, folded_at"
+)
 # Advisory lock namespace of making a partition (the fold's is 7_301, expiry's 7_302).
 PARTITION_LOCK_NAMESPACE = 7_303
 # A month partition's name, and what the expiry reads back from it.

@@ -52,7 +52,14 @@ from store.fold.batch import Batch
 from store.fold.erase import Link, event_links, keep_links
 from store.fold.pending import PENDING_COLUMNS, PendingEvent
 from store.fold_failures import forget_failures
-from store.partitions import BEFORE, ensure_months, existing_partitions, known_partitions, months_table
+from store.partitions import (
+    BEFORE,
+    EVENT_COLUMNS,
+    ensure_months,
+    existing_partitions,
+    known_partitions,
+    months_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -421,13 +428,6 @@ def _expire_teams(
     return done
 
 
-# Every column of an event row, for copying one between partitions.
-EVENT_ROW = (
-    "team_id, id, message_id, type, event_name, user_id, anonymous_id, group_id, previous_id, "
-    "event_time, received_at, tiebreak, raw, customer_id, folded_at, layout"
-)
-
-
 # --- by month ----------------------------------------------------------------------------------
 
 
@@ -608,7 +608,8 @@ def drop_detached(engine: Engine, name: str) -> float:
         with engine.begin() as connection:
             connection.execute(
                 text(
-                    f"INSERT INTO events ({EVENT_ROW}) SELECT {EVENT_ROW} FROM {name} "
+                    f"INSERT INTO events ({EVENT_COLUMNS}, layout) "
+                    f"SELECT {EVENT_COLUMNS}, layout FROM {name} "
                     "WHERE folded_at IS NULL ON CONFLICT DO NOTHING"
                 )
             )

@@ -34,7 +34,14 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from store.fold.backlog import try_team_step
-from store.partitions import LEGACY, MONTHS_DURING_MOVE, TIMELINE, ensure_months, is_missing_partition
+from store.partitions import (
+    EVENT_COLUMNS,
+    LEGACY,
+    MONTHS_DURING_MOVE,
+    TIMELINE,
+    ensure_months,
+    is_missing_partition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +52,7 @@ STEP_PAUSE_SECONDS = 0.05
 # A step whose team's fold is running waits a pause and tries again, this many times in a row.
 BUSY_TRIES = 200
 
-_COLUMNS = (
-    "team_id, id, message_id, type, event_name, user_id, anonymous_id, group_id, previous_id, "
-    "event_time, received_at, tiebreak, raw, customer_id, folded_at"
-)
+_COLUMNS = EVENT_COLUMNS
 
 _NEXT_TEAM = f"SELECT team_id FROM {LEGACY} ORDER BY team_id LIMIT 1"
 _CHUNK = f"SELECT id, event_time FROM {LEGACY} WHERE team_id = :team ORDER BY id LIMIT :rows"
